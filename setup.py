@@ -1,0 +1,50 @@
+"""keras-unet3plus: UNet 3+ (Huang et al., ICASSP 2020) for TensorFlow/Keras, from paper to deployment."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+EXTRAS = {
+    # ONNX export and ONNX Runtime inference.
+    "onnx": ["tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.20"],
+    # LiteRT (TFLite) interpreter; the converter ships with TensorFlow itself.
+    "litert": ["ai-edge-litert>=2.0"],
+    # TensorRT engines from the ONNX graph (NVIDIA GPU machines only).
+    "tensorrt": ["tensorrt>=10.0", "tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.20", "onnxconverter-common>=1.14"],
+    # Peer used only by the benchmarks (keras-unet-collection's unet_3plus_2d).
+    "bench": ["keras-unet-collection==0.1.13"],
+}
+EXTRAS["dev"] = sorted(
+    set(EXTRAS["onnx"] + EXTRAS["litert"] + ["pytest>=8", "pytest-timeout>=2.3"])
+)
+EXTRAS["all"] = sorted(set(EXTRAS["dev"] + EXTRAS["bench"]))
+
+setup(
+    name="keras-unet3plus",
+    version="0.1.0",
+    description="UNet 3+ for Keras 3 / TensorFlow: full-scale skips, deep supervision, CGM, "
+    "hybrid loss, NIfTI pipeline, ONNX/LiteRT/TensorRT export.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["keras_unet3plus", "keras_unet3plus.*"]),
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<3.16",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "nibabel>=5.2",
+        "matplotlib>=3.8",
+        "pyyaml>=6.0",
+        "tqdm>=4.66",
+    ],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["unet3plus=keras_unet3plus.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)
