@@ -7,11 +7,12 @@ HERE = Path(__file__).parent
 
 EXTRAS = {
     # ONNX export and ONNX Runtime inference.
-    "onnx": ["tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.20"],
+    "onnx": ["tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.20", "onnxconverter-common>=1.14"],
     # LiteRT (TFLite) interpreter; the converter ships with TensorFlow itself.
     "litert": ["ai-edge-litert>=2.0"],
     # TensorRT engines from the ONNX graph (NVIDIA GPU machines only).
-    "tensorrt": ["tensorrt>=10.0", "tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.20", "onnxconverter-common>=1.14"],
+    "tensorrt": ["tensorrt>=10.0", "cuda-python>=12.0", "tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.20",
+                 "onnxconverter-common>=1.14"],
     # Peer used only by the benchmarks (keras-unet-collection's unet_3plus_2d).
     "bench": ["keras-unet-collection==0.1.13"],
 }
@@ -30,6 +31,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["keras_unet3plus", "keras_unet3plus.*"]),
+    package_data={"keras_unet3plus.export": ["tensorrt_onnx_ops.txt"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16",

@@ -22,7 +22,9 @@ class ClassGate(keras.layers.Layer):
 
     def call(self, inputs):
         seg, cls = inputs
-        present = ops.cast(ops.argmax(cls, axis=-1), seg.dtype)
+        # argmax over 2 classes, written as a comparison (ties -> absent, as argmax): keras.ops.argmax
+        # adds Bitcast/BitwiseAnd ops on TF that neither tf2onnx nor the TFLite converter accept.
+        present = ops.cast(cls[:, 1] > cls[:, 0], seg.dtype)
         return seg * ops.reshape(present, (-1, 1, 1, 1))
 
     def compute_output_shape(self, input_shape):
@@ -42,9 +44,11 @@ class Binarize(keras.layers.Layer):
         self.threshold = float(threshold)
 
     def call(self, seg):
+        import tensorflow as tf  # tf.argmax converts to ONNX/TFLite; keras.ops.argmax does not (see ClassGate)
+
         if seg.shape[-1] == 1:
-            return ops.cast(seg > self.threshold, "float32")
-        return ops.cast(ops.expand_dims(ops.argmax(seg, axis=-1), -1), "float32")
+            return tf.cast(seg > self.threshold, "float32")
+        return tf.cast(tf.expand_dims(tf.argmax(seg, axis=-1), -1), "float32")
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], 1)
