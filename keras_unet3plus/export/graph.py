@@ -1,0 +1,100 @@
+"""The exported inference graph: the deploy form of a model as a plain `tf.function`.
+
+Every target (SavedModel, ONNX, LiteRT, TensorRT via ONNX) is made from the same function, so they
+all compute the same thing: `seg` gated by the CGM decision, optionally thresholded, and with
+`outputs="all"` the side outputs and `cls` beside it.
+
+It traces `deploy_model()` itself (the CGM gate and the binarisation are the package's own layers,
+written with ops that tf2onnx and the TFLite converter accept), so every artefact computes exactly
+what the Keras deploy form computes; the verification step checks that on phantom slices.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+OUTPUT_FORMS = ("deploy", "all")
+INPUT_NAME = "image"
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """What the exported graph computes."""
+
+    outputs: str = "deploy"          # "deploy": `seg` only; "all": `seg` + side outputs + `cls`
+    threshold: float | None = None   # None: probabilities; a float: masks (0/1, or argmax labels)
+    gate: bool = True                # apply the CGM gate when the model has a `cls` output
+
+    def __post_init__(self):
+        if self.outputs not in OUTPUT_FORMS:
+            raise ValueError(f"outputs must be one of {OUTPUT_FORMS}, got {self.outputs!r}")
+        if self.threshold is not None and not 0.0 < float(self.threshold) < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold!r}")
+
+
+def training_outputs(model: keras.Model) -> keras.Model:
+    """The ungated training form of `model` (dict outputs `seg`, `side_*`, `cls`).
+
+    Accepts a `build()` model or a `deploy_model()` wrapper (whose gate/threshold layers are peeled
+    off, so the export applies its own, convertible ones).
+    """
+    from ..layers import Binarize, ClassGate
+
+    gates = [layer for layer in model.layers if isinstance(layer, (ClassGate, Binarize))]
+    outs = dict(model.output) if isinstance(model.output, dict) else dict(zip(model.output_names, model.outputs))
+    if not gates:
+        return model if isinstance(model.output, dict) else keras.Model(model.inputs, outs, name=model.name)
+    gate = next((g for g in gates if isinstance(g, ClassGate)), None)
+    if gate is not None:
+        seg, cls = gate.input
+        outs["seg"], outs["cls"] = seg, cls
+    else:  # thresholded, ungated: take what goes into Binarize
+        outs["seg"] = gates[0].input
+    return keras.Model(model.inputs, outs, name=model.name.removesuffix("_deploy"))
+
+
+def to_mask(seg: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Probabilities (B, H, W, C) -> label map (B, H, W) int: `p > t` for 1 channel, argmax otherwise.
+
+    A map that already holds labels (1 channel, values in {0, 1, 2, ...}) is returned as is.
+    """
+    seg = np.asarray(seg)
+    if seg.shape[-1] == 1:
+        return (seg[..., 0] > threshold).astype(np.int32)
+    return np.argmax(seg, axis=-1).astype(np.int32)
+
+
+def input_spec(model: keras.Model, batch: int | None = None):
+    """`tf.TensorSpec` named `image` with a dynamic (None) batch axis."""
+    import tensorflow as tf
+
+    shape = tuple(model.inputs[0].shape[1:])
+    return tf.TensorSpec((batch, *shape), tf.float32, name=INPUT_NAME)
+
+
+def serving_function(model: keras.Model, spec: GraphSpec):
+    """`(tf.function, TensorSpec)`: `image (B, H, W, C) float32 -> {name: tensor}`, inference mode."""
+    import tensorflow as tf
+
+    from ..model import deploy_model
+
+    base = training_outputs(model)
+    sig = input_spec(base)
+    deploy = deploy_model(base, gate=spec.gate, threshold=spec.threshold, all_outputs=spec.outputs == "all")
+
+    @tf.function(input_signature=[sig])
+    def serve(image):
+        return dict(deploy(image, training=False))
+
+    return serve, sig, base
+
+
+def output_names(model: keras.Model, spec: GraphSpec) -> list[str]:
+    """Names of the exported graph's outputs, `seg` first."""
+    base = training_outputs(model)
+    names = list(base.output.keys()) if isinstance(base.output, dict) else list(base.output_names)
+    if spec.outputs == "deploy":
+        return ["seg"]
+    return ["seg"] + sorted(n for n in names if n != "seg")

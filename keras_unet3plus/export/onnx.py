@@ -1,0 +1,159 @@
+"""ONNX export with tf2onnx (opset >= 17), plus the reduced-precision graphs TensorRT builds from.
+
+- `export_onnx`: the fp32 deploy graph; input `image` with a dynamic `batch` axis, outputs named
+  after the deploy model's dict keys (`seg`, and with all outputs `side_2`.. `cls`); checked with
+  `onnx.checker`; the model info is embedded in `metadata_props` (key `unet3plus_info`).
+- `to_float16`: float16 weights and activations, float32 input/output (onnxconverter-common).
+  TensorRT 11 builds such a graph as a strongly typed FP16 network.
+- `quantize_qdq`: INT8 with QuantizeLinear/DequantizeLinear pairs (explicit quantization, symmetric,
+  zero points 0 as TensorRT requires), calibrated on real slices with ONNX Runtime's static
+  quantizer. TensorRT 10/11 builds it as an INT8 network; ONNX Runtime runs it on CPU too.
+
+tf2onnx is used through `convert.from_function` on a `tf.function` with an explicit input
+signature: tf2onnx's `from_keras` breaks on Keras 3 (onnx/tensorflow-onnx#2329, #2348).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .._extras import require
+from ..runtimes import ONNX_METADATA_KEY
+from .graph import INPUT_NAME, GraphSpec, serving_function
+
+DEFAULT_OPSET = 17
+BATCH_DIM = "batch"
+QDQ_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def _stable_io(model_proto) -> None:
+    """Name the dynamic batch axis `batch` on every graph input and output."""
+    for value in list(model_proto.graph.input) + list(model_proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = BATCH_DIM
+
+
+def embed_info(model_proto, info) -> None:
+    """Store the ModelInfo JSON in the graph's metadata (`unet3plus_info`)."""
+    if info is None:
+        return
+    for prop in list(model_proto.metadata_props):
+        if prop.key == ONNX_METADATA_KEY:
+            model_proto.metadata_props.remove(prop)
+    entry = model_proto.metadata_props.add()
+    entry.key, entry.value = ONNX_METADATA_KEY, info.to_json()
+
+
+def export_onnx(model, path: str | os.PathLike, spec: GraphSpec = GraphSpec(), opset: int = DEFAULT_OPSET,
+                info=None):
+    """Convert the deploy graph of `model` to ONNX at `path`; returns the `onnx.ModelProto`."""
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17, got {opset}")
+    onnx = require("onnx", "onnx")
+    tf2onnx = require("tf2onnx", "onnx")
+    serve, sig, _ = serving_function(model, spec)
+    model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=[sig], opset=opset)
+    names = [o.name for o in model_proto.graph.output]
+    if "seg" not in names or [i.name for i in model_proto.graph.input] != [INPUT_NAME]:
+        raise RuntimeError(f"tf2onnx produced unexpected graph IO: inputs "
+                           f"{[i.name for i in model_proto.graph.input]}, outputs {names}")
+    _stable_io(model_proto)
+    model_proto.producer_name = "keras-unet3plus (tf2onnx)"
+    embed_info(model_proto, info)
+    onnx.checker.check_model(model_proto)
+    onnx.save(model_proto, str(path))
+    return model_proto
+
+
+def _detach_outputs(model_proto) -> None:
+    """Give every graph output its own Identity node, so no output tensor also feeds other nodes
+    (onnxconverter-common's keep_io_types mistypes such tensors)."""
+    from onnx import helper
+
+    outs = {o.name for o in model_proto.graph.output}
+    consumers = [n for n in model_proto.graph.node]
+    new_nodes = []
+    for node in consumers:
+        for i, name in enumerate(node.output):
+            if name in outs:
+                inner = f"{name}__internal"
+                node.output[i] = inner
+                for other in consumers:
+                    for j, inp in enumerate(other.input):
+                        if inp == name:
+                            other.input[j] = inner
+                new_nodes.append(helper.make_node("Identity", [inner], [name], name=f"{name}__output"))
+    model_proto.graph.node.extend(new_nodes)
+
+
+def to_float16(src: str | os.PathLike, dst: str | os.PathLike, info=None):
+    """fp16 copy of an fp32 ONNX graph (float32 IO kept); returns the ModelProto."""
+    onnx = require("onnx", "onnx")
+    float16 = require("onnxconverter_common.float16", "tensorrt")
+    model_proto = onnx.load(str(src))
+    del model_proto.graph.value_info[:]   # tf2onnx's fp32 shape annotations would contradict fp16 types
+    _detach_outputs(model_proto)
+    # Cast nodes carry their target type as an attribute; keep them (bool -> float32 masks) in fp32
+    block = [n.name for n in model_proto.graph.node if n.op_type == "Cast"]
+    m16 = float16.convert_float_to_float16(model_proto, keep_io_types=True, node_block_list=block)
+    _stable_io(m16)
+    embed_info(m16, info)
+    onnx.checker.check_model(m16)
+    onnx.save(m16, str(dst))
+    return m16
+
+
+def quantize_qdq(src: str | os.PathLike, dst: str | os.PathLike, calibration: np.ndarray, info=None,
+                 per_channel: bool = True, method: str = "minmax", op_types=QDQ_OP_TYPES):
+    """INT8 Q/DQ copy of an fp32 ONNX graph, calibrated on `calibration` slices `(N, H, W, C)`.
+
+    Symmetric int8 activations and weights (zero points 0: TensorRT's parser rejects others),
+    per-channel weights, Q/DQ around `op_types` only (TensorRT fuses those; everything else stays
+    float). `method`: "minmax", "entropy" or "percentile".
+    """
+    onnx = require("onnx", "onnx")
+    q = require("onnxruntime.quantization", "onnx")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+               "percentile": q.CalibrationMethod.Percentile}
+    if method not in methods:
+        raise ValueError(f"calibration method must be one of {sorted(methods)}, got {method!r}")
+    calibration = np.asarray(calibration, dtype=np.float32)
+
+    class _Reader(q.CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(calibration[i:i + 1] for i in range(len(calibration)))
+
+        def get_next(self):
+            x = next(self._it, None)
+            return None if x is None else {INPUT_NAME: x}
+
+    with tempfile.TemporaryDirectory(dir=Path(dst).parent) as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        q.quantize_static(
+            str(pre), str(Path(tmp) / "q.onnx"), _Reader(), quant_format=q.QuantFormat.QDQ,
+            activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8, per_channel=per_channel,
+            op_types_to_quantize=list(op_types), calibrate_method=methods[method],
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+        model_proto = onnx.load(str(Path(tmp) / "q.onnx"))
+    _stable_io(model_proto)
+    embed_info(model_proto, info)
+    onnx.checker.check_model(model_proto)
+    onnx.save(model_proto, str(dst))
+    return model_proto
+
+
+def read_info_json(model_proto) -> dict | None:
+    """The embedded ModelInfo dict of an ONNX model, or None."""
+    for prop in model_proto.metadata_props:
+        if prop.key == ONNX_METADATA_KEY:
+            return json.loads(prop.value)
+    return None
