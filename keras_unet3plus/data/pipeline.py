@@ -1,0 +1,267 @@
+"""The streaming 2.5D tf.data pipeline.
+
+Per epoch, every slice that contains the organ is used, plus a share of slices without it (the
+classification-guided module needs negatives). ``negative_fraction`` is the share of negatives in
+what the pipeline delivers: ``n_neg = round(f / (1 - f) * n_pos)`` over the whole case list,
+spread over cases in proportion to their organ-free slices; which negatives are drawn changes
+every epoch (seeded). ``negative_fraction=None`` delivers every slice (evaluation of full volumes).
+
+Memory stays bounded by ``cycle_length`` volumes however many cases there are: a small Python
+index (slice counts and organ slices per case) is built first, then cases are opened by
+``interleave`` a few at a time, each streamed slice by slice by a generator. With ``cache_dir``,
+cases are preprocessed once into memory-mapped ``.npy`` files (:mod:`.cache`) and read from there.
+
+Sharding: given a ``tf.distribute.InputContext`` (``strategy.distribute_datasets_from_function``),
+input pipeline k gets cases k, k + n, k + 2n, ... (disjoint), the batch size is the per-replica
+share of ``batch_size`` (global), and when training every pipeline stops after the same number of
+steps so replicas never wait on each other.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from keras_unet3plus.data import preprocess as pp
+from keras_unet3plus.data.augment import AugmentConfig, augment_sample
+from keras_unet3plus.data.cache import CaseIndex, SliceCache, scan_case
+from keras_unet3plus.data.layouts import Case
+from keras_unet3plus.data.nifti import DataError, check_pair, open_nifti, read_image_array, read_label_array
+from keras_unet3plus.data.tasks import TaskSpec, get_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset built by :func:`build_dataset` delivers per epoch (for this input pipeline)."""
+
+    task: str
+    n_cases: int
+    n_positive: int
+    n_negative: int
+    requested_negative_fraction: float | None
+    batch_size: int
+    steps_per_epoch: int
+    image_size: int
+    channels: int
+    cached: bool
+    case_ids: tuple[str, ...] = field(repr=False, default=())
+
+    @property
+    def n_slices(self) -> int:
+        return self.n_positive + self.n_negative
+
+    @property
+    def negative_share(self) -> float:
+        """Share of delivered slices that do not contain the organ."""
+        return self.n_negative / self.n_slices if self.n_slices else 0.0
+
+    def summary(self) -> str:
+        req = "all slices" if self.requested_negative_fraction is None else \
+            f"requested {self.requested_negative_fraction:.1%}"
+        return (f"{self.task}: {self.n_cases} cases, {self.n_positive} organ slices + "
+                f"{self.n_negative} without organ (negative share {self.negative_share:.1%}, {req}); "
+                f"{self.steps_per_epoch} steps of batch {self.batch_size} at "
+                f"{self.image_size}x{self.image_size}x{self.channels}"
+                f"{', cached' if self.cached else ''}")
+
+
+def negatives_per_case(indices: Sequence[CaseIndex], negative_fraction: float | None) -> list[int]:
+    """Number of organ-free slices drawn from each case per epoch (see module docstring)."""
+    avail = [ix.n_slices - len(ix.positives) for ix in indices]
+    if negative_fraction is None:
+        return avail
+    if not 0.0 <= negative_fraction < 1.0:
+        raise ValueError(f"negative_fraction must be in [0, 1) or None, got {negative_fraction}")
+    n_pos = sum(len(ix.positives) for ix in indices)
+    total_avail = sum(avail)
+    want = min(total_avail, int(round(negative_fraction / (1.0 - negative_fraction) * n_pos)))
+    if want == 0 or total_avail == 0:
+        return [0] * len(indices)
+    # largest-remainder apportionment: exact total, proportional to what each case has
+    quotas = np.array(avail, dtype=float) * want / total_avail
+    counts = np.floor(quotas).astype(int)
+    order = np.argsort(-(quotas - counts), kind="stable")
+    for i in order[: want - counts.sum()]:
+        counts[i] += 1
+    return [int(min(c, a)) for c, a in zip(counts, avail)]
+
+
+def select_slices(index: CaseIndex, n_negative: int, rng: np.random.Generator | None) -> np.ndarray:
+    """All organ slices of a case plus ``n_negative`` organ-free ones (random if ``rng``)."""
+    pos = np.asarray(index.positives, dtype=np.int64)
+    neg_pool = np.setdiff1d(np.arange(index.n_slices, dtype=np.int64), pos)
+    if n_negative >= neg_pool.size:
+        neg = neg_pool
+    elif rng is None:  # evenly spaced, deterministic
+        neg = neg_pool[np.linspace(0, neg_pool.size - 1, n_negative).round().astype(np.int64)]
+    else:
+        neg = rng.choice(neg_pool, size=n_negative, replace=False)
+    return np.sort(np.concatenate([pos, neg]))
+
+
+def index_cases(cases: Sequence[Case], task: str | TaskSpec, cache: SliceCache | None = None,
+                workers: int = 2) -> list[CaseIndex]:
+    """Slice index of every case (reads labels only, or builds cache entries)."""
+    if cache is not None:
+        return [cache.get_or_build(c).index for c in cases]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(lambda c: scan_case(c, task), cases))
+
+
+def _shard(cases: list[Case], input_context: tf.distribute.InputContext | None) -> list[Case]:
+    if input_context is None or input_context.num_input_pipelines <= 1:
+        return cases
+    n, k = input_context.num_input_pipelines, input_context.input_pipeline_id
+    if len(cases) < n:
+        raise ValueError(f"{len(cases)} cases cannot be sharded over {n} input pipelines")
+    return cases[k::n]
+
+
+def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.PreprocessConfig | None = None,
+                  batch_size: int = 8, training: bool = True, negative_fraction: float | None = 0.1,
+                  augment: bool | AugmentConfig = False, cache_dir: str | None = None, seed: int = 0,
+                  input_context: tf.distribute.InputContext | None = None,
+                  cycle_length: int = 4, shuffle_buffer: int = 64) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """:func:`make_dataset` that also returns its :class:`DatasetInfo`."""
+    spec = get_task(task)
+    cfg = (cfg or pp.PreprocessConfig()).for_task(spec)
+    all_cases = list(cases)
+    if not all_cases:
+        raise ValueError("make_dataset: no cases given")
+    for c in all_cases:
+        if c.label_path is None:
+            raise DataError(f"{c.image_path}: case '{c.case_id}' has no label file; training and "
+                            "evaluation datasets need labels")
+    cache = SliceCache(cache_dir, spec, cfg) if cache_dir is not None else None
+    all_index = index_cases(all_cases, spec, cache)
+    global_batch = int(batch_size)
+    per_replica = input_context.get_per_replica_batch_size(global_batch) if input_context else global_batch
+    n_pipelines = input_context.num_input_pipelines if input_context else 1
+
+    # per-shard sample counts; training steps = the smallest shard's, so replicas stay in step
+    neg_all = negatives_per_case(all_index, negative_fraction)
+    shard_counts = []
+    for k in range(n_pipelines):
+        ids = range(k, len(all_cases), n_pipelines)
+        shard_counts.append(sum(len(all_index[i].positives) + neg_all[i] for i in ids))
+    my = list(range(len(all_cases)))
+    if n_pipelines > 1:
+        _shard(all_cases, input_context)  # validates the count
+        my = my[input_context.input_pipeline_id::n_pipelines]
+    my_cases = [all_cases[i] for i in my]
+    my_index = [all_index[i] for i in my]
+    my_neg = [neg_all[i] for i in my]
+    n_pos = sum(len(ix.positives) for ix in my_index)
+    n_samples = n_pos + sum(my_neg)
+    if training:
+        steps = min(c // per_replica for c in shard_counts)
+        if steps == 0:
+            raise ValueError(f"make_dataset: {min(shard_counts)} slices per input pipeline are fewer "
+                             f"than one batch of {per_replica}")
+    else:
+        steps = math.ceil(n_samples / per_replica)
+
+    entries = [cache.get(c) for c in my_cases] if cache is not None else None
+    channels = cfg.channels
+    window = cfg.window()
+
+    def gen(case_idx: int, epoch_seed: int):
+        i = int(case_idx)
+        index = my_index[i]
+        rng = np.random.default_rng([seed, int(epoch_seed) & 0x7FFFFFFFFFFFFFFF, my[i]])
+        zs = select_slices(index, my_neg[i], rng if training else None)
+        if training:
+            zs = rng.permutation(zs)
+        if entries is not None:
+            images, masks = entries[i].load()
+            for z in zs:
+                idx = pp.context_indices(z, index.n_slices, cfg.context)[0]
+                yield (np.moveaxis(np.asarray(images[idx], dtype=np.float32), 0, -1),
+                       np.asarray(masks[z])[..., None])
+            return
+        case = my_cases[i]
+        img = open_nifti(case.image_path)
+        limg = open_nifti(case.label_path)
+        check_pair(img, limg, case.image_path, case.label_path)
+        hu, _ = read_image_array(case.image_path, dtype=None, img=img)
+        label, _ = read_label_array(case.label_path, spec, img=limg)
+        for z in zs:
+            stack = pp.window_hu(pp.stack_context(hu, z, cfg.context)[0], window)
+            yield stack, label[:, :, z, None]
+
+    if entries is not None:
+        s = cfg.image_size
+        sig = (tf.TensorSpec((s, s, channels), tf.float32), tf.TensorSpec((s, s, 1), tf.uint8))
+    else:
+        sig = (tf.TensorSpec((None, None, channels), tf.float32), tf.TensorSpec((None, None, 1), tf.uint8))
+
+    def case_dataset(case_idx, epoch_seed):
+        return tf.data.Dataset.from_generator(gen, args=(case_idx, epoch_seed), output_signature=sig)
+
+    order = tf.data.Dataset.range(len(my_cases))
+    if training:
+        order = order.shuffle(len(my_cases), seed=seed, reshuffle_each_iteration=True)
+    epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True) if training \
+        else tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
+    cycle = max(1, min(cycle_length, len(my_cases)))
+    ds = tf.data.Dataset.zip((order, epoch_seeds)).interleave(
+        case_dataset, cycle_length=cycle, block_length=1, num_parallel_calls=cycle,
+        deterministic=True)
+    if entries is None:
+        ds = ds.map(lambda x, y: (pp.resize_images(x, cfg), pp.resize_masks(y, cfg)),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if training and shuffle_buffer > 1:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    aug_cfg = AugmentConfig() if augment is True else (augment or None)
+    if aug_cfg is not None and training:
+        aug_seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, aug_seeds)).map(
+            lambda xy, sd: augment_sample(xy[0], xy[1], sd, aug_cfg),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if spec.binary:
+        ds = ds.map(lambda x, y: (x, tf.cast(y > 0, tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, y: (x, tf.cast(y, tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(per_replica, drop_remainder=training)
+    if training:
+        ds = ds.take(steps)
+    # the sample count is exact by construction; telling tf.data lets Keras show progress and
+    # know the epoch length up front (from_generator alone has unknown cardinality)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    ds = ds.with_options(options)
+
+    info = DatasetInfo(task=spec.name, n_cases=len(my_cases), n_positive=n_pos, n_negative=sum(my_neg),
+                       requested_negative_fraction=negative_fraction, batch_size=per_replica,
+                       steps_per_epoch=steps, image_size=cfg.image_size, channels=channels,
+                       cached=cache is not None, case_ids=tuple(c.case_id for c in my_cases))
+    log.info("make_dataset %s", info.summary())
+    return ds, info
+
+
+def make_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.PreprocessConfig | None = None,
+                 batch_size: int = 8, training: bool = True, negative_fraction: float | None = 0.1,
+                 augment: bool | AugmentConfig = False, cache_dir: str | None = None, seed: int = 0,
+                 input_context: tf.distribute.InputContext | None = None,
+                 cycle_length: int = 4, shuffle_buffer: int = 64) -> tf.data.Dataset:
+    """Batches of (image (B, S, S, 2c+1) float32 in [0, 1], mask (B, S, S, 1)).
+
+    The mask is float32 {0, 1} for binary tasks and int32 class labels otherwise. ``batch_size``
+    is global (divided over replicas when ``input_context`` is given). Training datasets shuffle
+    cases and slices, redraw negatives and augmentation every epoch (seeded) and drop the last
+    partial batch; evaluation datasets keep case order and fixed negatives. The per-epoch
+    composition (negative share, steps) is logged; use :func:`build_dataset` to get it as a
+    :class:`DatasetInfo`.
+    """
+    ds, _ = build_dataset(cases, task, cfg, batch_size, training, negative_fraction, augment,
+                          cache_dir, seed, input_context, cycle_length, shuffle_buffer)
+    return ds

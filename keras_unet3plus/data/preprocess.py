@@ -1,0 +1,193 @@
+"""Volume <-> 2.5D slice conversion shared by training, evaluation and inference.
+
+A canonical (RAS) HU volume (X, Y, Z) becomes ``(Z, S, S, 2c+1)`` float32 in [0, 1]:
+
+1. HU window: clip to ``hu_window`` and scale to [0, 1] (:func:`window_hu`);
+2. context: channel k of slice z is slice ``clip(z - c + k, 0, Z - 1)`` (edges replicate), so with
+   the default c = 1 the channels are previous, current, next;
+3. in-plane size: ``tf.image.resize`` (bilinear, antialiased when shrinking) to S x S, or a centred
+   crop / zero pad (``resize_mode="crop"``). Rows of a slice are the X (left->right) axis,
+   columns the Y (posterior->anterior) axis; rotate only for display.
+
+Masks use nearest-neighbour resizing. :func:`slices_to_volume` inverts step 3 for probabilities.
+The tf.data pipeline calls the very same :func:`window_hu`, :func:`stack_context` and
+:func:`resize_images` / :func:`resize_masks`, so training and inference cannot drift apart.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+import tensorflow as tf
+
+from keras_unet3plus.data.tasks import TaskSpec, get_task
+
+CONFIG_VERSION = 1
+_CHUNK = 16  # slices resized at a time: bounds memory for 512 x 512 x 1000 volumes
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How volumes become model inputs; saved beside a trained model so inference reuses it.
+
+    ``hu_window=None`` means "the task's default" and is filled in by :meth:`for_task`;
+    ``image_size`` is the model's square input size (paper: 320); ``context`` is the number of
+    neighbouring slices on each side (1 -> 3 channels, the design's contract).
+    """
+
+    hu_window: tuple[float, float] | None = None
+    image_size: int = 320
+    resize_mode: Literal["resize", "crop"] = "resize"
+    context: int = 1
+    antialias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.hu_window is not None:
+            lo, hi = (float(v) for v in self.hu_window)
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+                raise ValueError(f"hu_window must be (low, high) with low < high, got {self.hu_window}")
+            object.__setattr__(self, "hu_window", (lo, hi))
+        if int(self.image_size) < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        object.__setattr__(self, "image_size", int(self.image_size))
+        if self.resize_mode not in ("resize", "crop"):
+            raise ValueError(f"resize_mode must be 'resize' or 'crop', got {self.resize_mode!r}")
+        if int(self.context) < 0:
+            raise ValueError(f"context must be >= 0, got {self.context}")
+        object.__setattr__(self, "context", int(self.context))
+
+    @property
+    def channels(self) -> int:
+        """Input channels of the model: 2 * context + 1."""
+        return 2 * self.context + 1
+
+    def for_task(self, task: str | TaskSpec) -> "PreprocessConfig":
+        """This config with the task's default HU window filled in (if none was given)."""
+        if self.hu_window is not None:
+            return self
+        return replace(self, hu_window=tuple(get_task(task).hu_window))
+
+    def window(self) -> tuple[float, float]:
+        if self.hu_window is None:
+            raise ValueError("PreprocessConfig.hu_window is None; call cfg.for_task(task) first")
+        return self.hu_window
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (includes a format version)."""
+        d = asdict(self)
+        d["hu_window"] = None if self.hu_window is None else list(self.hu_window)
+        d["version"] = CONFIG_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PreprocessConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer, incompatible file)."""
+        d = dict(d)
+        version = d.pop("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ValueError(f"PreprocessConfig version {version} is not supported (expected {CONFIG_VERSION})")
+        unknown = set(d) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise ValueError(f"unknown PreprocessConfig keys: {sorted(unknown)}")
+        if d.get("hu_window") is not None:
+            d["hu_window"] = tuple(d["hu_window"])
+        return cls(**d)
+
+
+def window_hu(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Clip HU to the window and scale to [0, 1] (float32)."""
+    lo, hi = float(window[0]), float(window[1])
+    out = np.asarray(hu, dtype=np.float32)
+    out = np.clip(out, lo, hi)
+    out -= np.float32(lo)
+    out *= np.float32(1.0 / (hi - lo))
+    return out
+
+
+def context_indices(z: np.ndarray | int, n_slices: int, context: int = 1) -> np.ndarray:
+    """Slice indices feeding each channel: ``[z - c, ..., z + c]`` clipped to the volume (edges
+    replicate). Shape (N, 2c+1) for N slices."""
+    z = np.atleast_1d(np.asarray(z, dtype=np.int64))
+    offsets = np.arange(-context, context + 1, dtype=np.int64)
+    return np.clip(z[:, None] + offsets[None, :], 0, n_slices - 1)
+
+
+def stack_context(volume: np.ndarray, z: np.ndarray | int, context: int = 1) -> np.ndarray:
+    """(X, Y, Z) volume -> (N, X, Y, 2c+1) stacks of neighbouring slices for indices ``z``."""
+    idx = context_indices(z, volume.shape[2], context)
+    return np.ascontiguousarray(np.moveaxis(volume[:, :, idx], 2, 0))
+
+
+def resize_images(images: tf.Tensor | np.ndarray, cfg: PreprocessConfig) -> tf.Tensor:
+    """(…, H, W, C) windowed images -> (…, S, S, C) float32 (bilinear or centred crop/pad)."""
+    s = cfg.image_size
+    images = tf.convert_to_tensor(images, dtype=tf.float32)
+    if cfg.resize_mode == "crop":
+        return tf.image.resize_with_crop_or_pad(images, s, s)
+    return tf.image.resize(images, (s, s), method="bilinear", antialias=cfg.antialias)
+
+
+def resize_masks(masks: tf.Tensor | np.ndarray, cfg: PreprocessConfig) -> tf.Tensor:
+    """(…, H, W, 1) integer masks -> (…, S, S, 1), nearest neighbour (labels never blend)."""
+    s = cfg.image_size
+    masks = tf.convert_to_tensor(masks)
+    if cfg.resize_mode == "crop":
+        return tf.image.resize_with_crop_or_pad(masks, s, s)
+    return tf.cast(tf.image.resize(masks, (s, s), method="nearest"), masks.dtype)
+
+
+def volume_to_slices(hu_volume: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Canonical HU volume (X, Y, Z) -> model inputs (Z, S, S, 2c+1) float32 in [0, 1]."""
+    hu_volume = np.asarray(hu_volume)
+    if hu_volume.ndim != 3:
+        raise ValueError(f"volume_to_slices expects an (X, Y, Z) volume, got shape {hu_volume.shape}")
+    window = cfg.window()
+    n = hu_volume.shape[2]
+    out = np.empty((n, cfg.image_size, cfg.image_size, cfg.channels), dtype=np.float32)
+    for start in range(0, n, _CHUNK):
+        z = np.arange(start, min(n, start + _CHUNK))
+        stacks = window_hu(stack_context(hu_volume, z, cfg.context), window)
+        out[z] = resize_images(stacks, cfg).numpy()
+    return out
+
+
+def label_to_slices(label: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Label volume (X, Y, Z) -> (Z, S, S, 1) uint8, nearest neighbour."""
+    label = np.asarray(label)
+    if label.ndim != 3:
+        raise ValueError(f"label_to_slices expects an (X, Y, Z) volume, got shape {label.shape}")
+    n = label.shape[2]
+    out = np.empty((n, cfg.image_size, cfg.image_size, 1), dtype=np.uint8)
+    for start in range(0, n, _CHUNK * 4):
+        stop = min(n, start + _CHUNK * 4)
+        chunk = np.moveaxis(label[:, :, start:stop], 2, 0)[..., None].astype(np.uint8)
+        out[start:stop] = resize_masks(chunk, cfg).numpy()
+    return out
+
+
+def slices_to_volume(probabilities: np.ndarray, in_plane_shape: tuple[int, int],
+                     cfg: PreprocessConfig | None = None) -> np.ndarray:
+    """Model outputs (Z, S, S, C) -> (X, Y, Z, C) on the volume's in-plane grid.
+
+    Bilinear on probabilities (threshold / argmax afterwards). With ``resize_mode="crop"`` the
+    crop is undone by padding: background gets probability 1 (channel 0 when C > 1, else 0).
+    """
+    probs = np.asarray(probabilities, dtype=np.float32)
+    if probs.ndim != 4:
+        raise ValueError(f"slices_to_volume expects (Z, S, S, C), got shape {probs.shape}")
+    x, y = int(in_plane_shape[0]), int(in_plane_shape[1])
+    n, c = probs.shape[0], probs.shape[3]
+    out = np.empty((x, y, n, c), dtype=np.float32)
+    crop = cfg is not None and cfg.resize_mode == "crop"
+    for start in range(0, n, _CHUNK):
+        chunk = probs[start:start + _CHUNK]
+        if crop:
+            res = tf.image.resize_with_crop_or_pad(chunk, x, y).numpy()
+            if c > 1:
+                valid = tf.image.resize_with_crop_or_pad(np.ones_like(chunk[..., :1]), x, y).numpy()
+                res[..., :1] += 1.0 - valid
+        else:
+            res = tf.image.resize(chunk, (x, y), method="bilinear").numpy()
+        out[:, :, start:start + len(chunk)] = np.moveaxis(res, 0, 2)
+    return out
