@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import queue
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -533,32 +532,11 @@ def _resolve_model(model, info: ModelInfo | None) -> LoadedModel:
 # files and folders
 # ------------------------------------------------------------------------------------------------
 
-def _nifti_suffix(path: Path) -> str:
-    name = path.name
-    if name.endswith(".nii.gz"):
-        return ".nii.gz"
-    if name.endswith(".nii"):
-        return ".nii"
-    raise ValueError(f"{path}: output file name must end in .nii.gz or .nii")
-
-
 def write_nifti_atomic(img, path: str | os.PathLike) -> Path:
-    """Save a NIfTI image so a crash never leaves a half-written file: temporary file in the same
-    folder (same .nii / .nii.gz suffix, so nibabel compresses the same way), then ``os.replace``."""
-    import nibabel as nib
+    """Save a NIfTI mask so a crash never leaves a half-written file (keras_unet3plus.atomic)."""
+    from .data.nifti import save_nifti_atomic
 
-    path = Path(path)
-    suffix = _nifti_suffix(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_nifti_atomic(img, path)
 
 
 def mask_image(labels_original: np.ndarray, volume) -> Any:

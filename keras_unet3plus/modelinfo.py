@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .atomic import atomic_write_text
+
+__all__ = ["ModelInfo", "sidecar_path", "save_info", "load_info", "atomic_write_text"]
 
 SIDECAR_SUFFIX = ".unet3plus.json"
 SIDECAR_IN_DIR = "unet3plus.json"
@@ -51,22 +54,6 @@ def sidecar_path(model_path: str | os.PathLike) -> Path:
     if path.is_dir():
         return path / SIDECAR_IN_DIR
     return path.with_name(path.name + SIDECAR_SUFFIX)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file so that a crash never leaves it half-written (temp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_info(model_path: str | os.PathLike, info: ModelInfo) -> Path:

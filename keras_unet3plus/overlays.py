@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .atomic import atomic_path
+
 __all__ = ["TP_COLOUR", "FN_COLOUR", "FP_COLOUR", "DEFAULT_ALPHA", "overlay_slice", "to_display",
            "choose_slices", "save_overlay_png", "save_case_montage", "blend_colour"]
 
@@ -96,17 +98,8 @@ def choose_slices(gt: np.ndarray, pred: np.ndarray, n: int = 4) -> list[int]:
 
 
 def _atomic_png(path: Path, writer) -> Path:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=".png") as tmp:
+        writer(str(tmp))
     return path
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from nibabel import orientations as ornt_mod
 
 from keras_unet3plus.data.tasks import TaskSpec, get_task
+from keras_unet3plus.atomic import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from keras_unet3plus.data.layouts import Case
@@ -285,6 +286,16 @@ def load_case(case: "Case", task: str | TaskSpec) -> Volume:
         case_id=case.case_id,
         header=img.header,
     )
+
+
+def save_nifti_atomic(img: nib.Nifti1Image, path: str | os.PathLike) -> Path:
+    """Save a NIfTI image atomically (see keras_unet3plus.atomic); the name must end in .nii or .nii.gz."""
+    path = Path(path)
+    if not path.name.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"{path}: a NIfTI file name must end in .nii.gz or .nii")
+    with atomic_path(path, suffix=".nii.gz" if path.name.endswith(".nii.gz") else ".nii") as tmp:
+        nib.save(img, str(tmp))
+    return path
 
 
 def strip_nii(name: str) -> str:

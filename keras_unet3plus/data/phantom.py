@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +30,8 @@ from nibabel import orientations as ornt_mod
 from scipy import ndimage
 
 from keras_unet3plus.data.tasks import get_task
+from keras_unet3plus.atomic import atomic_write_text
+from keras_unet3plus.data.nifti import save_nifti_atomic
 
 #: Orientations a case can be written in (axis codes nibabel understands); RAS is canonical.
 EXAMPLE_ORIENTATIONS = ("RAS", "LPS", "LAS", "RPI", "PLS")
@@ -332,33 +333,6 @@ def case_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
-def save_nifti_atomic(img: nib.Nifti1Image, path: str | os.PathLike) -> Path:
-    """Save a NIfTI image via a hidden temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _nifti(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
     img = nib.Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm", "sec")
@@ -429,5 +403,5 @@ def write_dataset(root: str | os.PathLike, n_cases: int, layout: str = "lits", t
             names = {e["image"] for e in training}
             meta["training"] = [e for e in old.get("training", []) if e["image"] not in names] + training
             meta["numTraining"] = len(meta["training"])
-        _write_text_atomic(meta_path, json.dumps(meta, indent=4))
+        atomic_write_text(meta_path, json.dumps(meta, indent=4))
     return images
