@@ -1,0 +1,116 @@
+"""Crash-safe checkpoints and model files.
+
+- Per-epoch checkpoints: ``tf.train.Checkpoint`` of the model, the optimizer (Adam moments,
+  iteration count, loss scale) and the run state (epochs done, best validation Dice, early-stopping
+  wait), managed by ``tf.train.CheckpointManager``. TensorFlow writes the data files first and only
+  then rewrites the small ``checkpoint`` index file (itself via a temporary file + rename), so a
+  process killed at any moment (``kill -9``) leaves the index pointing at the last complete
+  checkpoint; a half-written data file of the next one is never referenced.
+- Models (``best.keras``, ``model.keras``): saved to a temporary ``.keras`` file in the same folder,
+  then ``os.replace``d, then their :mod:`~keras_unet3plus.modelinfo` sidecar (also atomic).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from ..modelinfo import ModelInfo, save_info, sidecar_path
+
+
+@dataclass
+class RunState:
+    """Counters that a resumed run continues from (saved in every checkpoint)."""
+
+    epoch: tf.Variable       # completed epochs
+    best: tf.Variable        # best validation per-volume Dice so far (-1: none yet)
+    best_epoch: tf.Variable  # epoch (1-based) that reached it (0: none)
+    wait: tf.Variable        # validations since the last improvement (early stopping)
+
+    @classmethod
+    def create(cls) -> "RunState":
+        # plain (non-distributed) variables, created outside any strategy scope: the Python loop
+        # updates them between epochs
+        with tf.init_scope():
+            return cls(epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"),
+                       best=tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val_dice"),
+                       best_epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch"),
+                       wait=tf.Variable(0, dtype=tf.int64, trainable=False, name="wait"))
+
+    def trackables(self) -> dict[str, tf.Variable]:
+        return dict(epoch=self.epoch, best=self.best, best_epoch=self.best_epoch, wait=self.wait)
+
+
+def make_manager(model: keras.Model, optimizer, state: RunState, directory: str | os.PathLike,
+                 max_to_keep: int = 3) -> tuple[tf.train.Checkpoint, tf.train.CheckpointManager]:
+    """Checkpoint of (model, optimizer, run state) and its manager in ``directory``."""
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, **state.trackables())
+    manager = tf.train.CheckpointManager(ckpt, directory=os.fspath(directory), max_to_keep=max_to_keep,
+                                         checkpoint_name="ckpt")
+    return ckpt, manager
+
+
+def restore_latest(ckpt: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> str | None:
+    """Restore the newest complete checkpoint; returns its path (None when there is none).
+
+    The optimizer must be built (its variables created) before this call so that its slots are
+    restored immediately and checked.
+    """
+    latest = manager.latest_checkpoint
+    if latest is None:
+        return None
+    status = ckpt.restore(latest)
+    status.assert_existing_objects_matched()
+    return latest
+
+
+def save_model_atomic(model: keras.Model, path: str | os.PathLike, info: ModelInfo | None = None) -> Path:
+    """Save ``model`` as a ``.keras`` file atomically (temp file + ``os.replace``), then its sidecar."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"model path must end in .keras, got '{path}'")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        _umask_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if info is not None:
+        save_info(path, info)
+    return path
+
+
+def copy_model_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a model file and its sidecar atomically (e.g. ``best.keras`` -> ``model.keras``)."""
+    src, dst = Path(src), Path(dst)
+    for a, b in ((src, dst), (sidecar_path(src), sidecar_path(dst))):
+        if not a.exists():
+            continue
+        fd, tmp = tempfile.mkstemp(dir=b.parent, prefix=f".{b.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            shutil.copyfile(a, tmp)
+            _umask_mode(tmp)
+            os.replace(tmp, b)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return dst
+
+
+def _umask_mode(path: str | os.PathLike) -> None:
+    """mkstemp makes 0600 files; give the final file the usual mode (0666 minus the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

@@ -1,0 +1,285 @@
+"""The distributed trainer on real phantom data with a tiny model (64 x 64, filters 4..64).
+
+Strategy tests run in subprocesses: logical CPU devices must be configured before TensorFlow
+initialises, and MultiWorkerMirroredStrategy needs one process per worker.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(image_size=64, filters=(4, 8, 16, 32, 64), cat_channels=4, batch_size=4, steps_per_epoch=2,
+            val_fraction=0.2, n_test=1, val_batch_size=8, augment=False, verbose=0, keep_checkpoints=2,
+            learning_rate=1e-3, lr_schedule="constant", deep_supervision=False, max_val_cases=1)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    from keras_unet3plus.data.phantom import write_dataset
+    root = tmp_path_factory.mktemp("phantom_lits")
+    write_dataset(root, 6, layout="lits", task="liver", shape=(64, 64, 16), seed=3)
+    return root
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO))
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _script(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def _run(script: Path, *args, env=None, timeout=240) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, str(script), *map(str, args)], env=env or _env(), capture_output=True,
+                         text=True, timeout=timeout)
+    assert res.returncode == 0, f"{script.name} failed:\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
+    return res
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+# ------------------------------------------------------------------------------------------------
+def test_cli_train_end_to_end(phantom, tmp_path):
+    """`unet3plus train` on a phantom LiTS folder: every artefact of a run, then a resume."""
+    from keras_unet3plus import cli
+    from keras_unet3plus.modelinfo import load_info
+
+    out = tmp_path / "run"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("image_size: 64\nfilters: [4, 8, 16, 32, 64]\ncat_channels: 4\nbatch_size: 4\n"
+                   "steps_per_epoch: 2\nn_test: 1\nval_fraction: 0.2\naugment: false\nverbose: 1\n")
+    argv = ["train", "--config", str(cfg), "--data-dir", str(phantom), "--out-dir", str(out), "--epochs", "1"]
+    assert cli.main(argv) == 0
+    for name in ("config.yaml", "log.csv", "split.json", "best.keras", "best.keras.unet3plus.json",
+                 "model.keras", "model.keras.unet3plus.json", "training_curve.png", "checkpoints/checkpoint"):
+        assert (out / name).exists(), name
+    assert list((out / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    info = load_info(out / "model.keras")
+    assert info.task == "liver" and info.preprocess["image_size"] == 64 and info.build["cat_channels"] == 4
+    assert 0.0 <= info.extra["val_dice"] <= 1.0
+    rows = (out / "log.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("epoch,") and len(rows) == 2 and "val_dice" in rows[0]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    # resolved config has the file's and the flags' values
+    from keras_unet3plus.training import TrainConfig
+    saved = TrainConfig.from_sources(out / "config.yaml")
+    assert saved.epochs == 1 and saved.cat_channels == 4 and saved.data_dir == str(phantom)
+    # rerun with more epochs: resumes (epoch 2 only)
+    assert cli.main(argv[:-1] + ["2"]) == 0
+    rows = (out / "log.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+    # a changed model setting refuses to resume
+    assert pytest.raises(ValueError, cli.main, argv[:-1] + ["4", "--cat-channels", "8"])
+
+
+def test_best_model_written_atomically(tmp_path, monkeypatch):
+    import keras
+
+    from keras_unet3plus import build
+    from keras_unet3plus.modelinfo import ModelInfo, load_info
+    from keras_unet3plus.training.checkpoints import save_model_atomic
+
+    model = build((64, 64, 3), filters=(4, 8, 16, 32, 64), cat_channels=4)
+    info = ModelInfo(task="liver", preprocess={"image_size": 64}, extra={"val_dice": 0.5})
+    path = save_model_atomic(model, tmp_path / "best.keras", info)
+    before = path.read_bytes()
+    assert load_info(path).extra["val_dice"] == 0.5
+
+    def broken_save(self, filepath, *a, **k):  # dies half-way through writing
+        Path(filepath).write_bytes(b"partial zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(keras.Model, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_model_atomic(model, path, ModelInfo(task="liver", preprocess={}, extra={"val_dice": 0.9}))
+    assert path.read_bytes() == before                        # old best intact
+    assert load_info(path).extra["val_dice"] == 0.5           # and its sidecar too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras", "best.keras.unet3plus.json"]
+    monkeypatch.undo()
+    keras.saving.load_model(path, compile=False)
+
+
+# ------------------------------------------------------------------------------------------------
+KILL_SCRIPT = """
+import sys
+from keras_unet3plus.training import TrainConfig, Trainer
+data, out, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+cfg = TrainConfig(data_dir=data, out_dir=out, epochs=epochs, **{tiny})
+t = Trainer(cfg)
+r = t.fit()
+print("RESULT", r.epochs_done, int(t.optimizer.iterations.numpy()), r.resumed_from)
+"""
+
+
+def test_kill9_resume(phantom, tmp_path):
+    """SIGKILL a training process mid-run; it resumes from the last complete checkpoint with the
+    same weights, optimizer state (iterations) and epoch count, and nothing is corrupt."""
+    import tensorflow as tf
+
+    script = _script(tmp_path, "train_kill.py", KILL_SCRIPT.format(tiny=repr(dict(TINY, steps_per_epoch=3))))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(script), str(phantom), str(out), "1000"], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ckdir = out / "checkpoints"
+    deadline = time.time() + 200
+    try:
+        while time.time() < deadline:  # wait for two checkpoints, then kill at a random moment of epoch 3+
+            latest = tf.train.latest_checkpoint(str(ckdir))
+            if latest and int(latest.rsplit("-", 1)[1]) >= 2:
+                break
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("no checkpoint within 200 s")
+        time.sleep(np.random.default_rng().uniform(0.0, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    latest = tf.train.latest_checkpoint(str(ckdir))
+    n = int(latest.rsplit("-", 1)[1])
+    reader = tf.train.load_checkpoint(latest)  # the index points at a complete, readable checkpoint
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == n
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 3 * n
+    for name in ("config.yaml", "log.csv"):
+        (out / name).read_text()  # whole files (atomic rewrites)
+    weights_at_ckpt = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+                       if k.startswith("model/") and k.endswith("VARIABLE_VALUE")}
+
+    # restore into a fresh trainer exactly as a resume does: weights equal the checkpoint's
+    from keras_unet3plus.training import TrainConfig
+    from keras_unet3plus.training.checkpoints import RunState, make_manager, restore_latest
+    import keras
+    from keras_unet3plus import build
+    cfg = TrainConfig(data_dir=str(phantom), out_dir=str(out), epochs=n + 1, **TINY)
+    model = build(**cfg.build_kwargs(1))
+    opt = keras.optimizers.Adam(name="adam")
+    opt.build(model.trainable_variables)
+    state = RunState.create()
+    ckpt, manager = make_manager(model, opt, state, ckdir)
+    assert restore_latest(ckpt, manager) == latest
+    assert int(state.epoch.numpy()) == n and int(opt.iterations.numpy()) == 3 * n
+    restored = tf.train.load_checkpoint(manager.latest_checkpoint)
+    for k, v in weights_at_ckpt.items():
+        np.testing.assert_array_equal(v, restored.get_tensor(k))
+    by_path = {v.path: v for v in model.weights}
+    assert len(by_path) > 0
+    # compare a few live variables with the reader through the checkpoint's object graph
+    ckpt_vars = {name: tf.train.load_variable(latest, name) for name in list(weights_at_ckpt)[:5]}
+    assert all(np.all(np.isfinite(a)) for a in ckpt_vars.values())
+
+    # resume: one more epoch, iterations continue from 3n
+    res = _run(script, phantom, out, n + 1)
+    line = [l for l in res.stdout.splitlines() if l.startswith("RESULT")][-1].split()
+    assert int(line[1]) == n + 1 and int(line[2]) == 3 * (n + 1) and line[3].endswith(f"ckpt-{n}")
+    epochs_logged = [r.split(",")[0] for r in (out / "log.csv").read_text().strip().splitlines()[1:]]
+    assert epochs_logged == [str(i) for i in range(1, n + 2)]
+
+
+# ------------------------------------------------------------------------------------------------
+MIRRORED_SCRIPT = """
+import sys
+import numpy as np
+import tensorflow as tf
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_unet3plus.training import TrainConfig, Trainer
+cfg = TrainConfig(data_dir=sys.argv[1], out_dir=sys.argv[2], epochs=2, strategy="mirrored",
+                  devices=("/cpu:0", "/cpu:1"), mixed_precision=True, **{tiny})
+t = Trainer(cfg)
+r = t.fit()
+assert t.strategy.num_replicas_in_sync == 2, t.strategy.num_replicas_in_sync
+checked = 0
+for v in t.model.trainable_variables:
+    values = [np.asarray(x) for x in v.value.values]
+    assert len(values) == 2
+    np.testing.assert_array_equal(values[0], values[1])
+    checked += 1
+import keras
+assert isinstance(t.optimizer, keras.optimizers.LossScaleOptimizer)
+print("SYNCED", checked, r.epochs_done, int(t.optimizer.iterations.numpy()), r.best_val_dice is not None)
+"""
+
+
+def test_mirrored_strategy_two_logical_cpus(phantom, tmp_path):
+    """2 logical CPU replicas, mixed precision (loss-scale optimizer): replicas stay identical."""
+    script = _script(tmp_path, "mirrored.py", MIRRORED_SCRIPT.format(tiny=repr(TINY)))
+    res = _run(script, phantom, tmp_path / "run")
+    line = [l for l in res.stdout.splitlines() if l.startswith("SYNCED")][-1].split()
+    # mixed precision: the loss-scale optimizer skips (does not count) steps whose scaled gradients overflow
+    assert int(line[1]) > 50 and line[2] == "2" and 0 <= int(line[3]) <= 4 and line[4] == "True"
+    assert (tmp_path / "run" / "model.keras").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+MWMS_SCRIPT = """
+import sys
+import numpy as np
+from keras_unet3plus.training import TrainConfig, Trainer
+data, out, weights_out = sys.argv[1], sys.argv[2], sys.argv[3]
+cfg = TrainConfig(data_dir=data, out_dir=out, epochs=2, **{tiny})
+t = Trainer(cfg)
+r = t.fit()
+assert t.strategy.num_replicas_in_sync == 2
+np.savez(weights_out, *[np.asarray(w) for w in t.model.get_weights()])
+print("DONE", r.epochs_done, int(t.optimizer.iterations.numpy()), r.best_val_dice)
+"""
+
+
+def test_multi_worker_two_processes(phantom, tmp_path):
+    """MultiWorkerMirroredStrategy chosen from TF_CONFIG, two workers on 127.0.0.1: both end with
+    the same weights; only the chief writes the run folder."""
+    script = _script(tmp_path, "mwms.py", MWMS_SCRIPT.format(tiny=repr(TINY)))
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    out = tmp_path / "run"
+    procs = []
+    for i in range(2):
+        env = _env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        procs.append(subprocess.Popen([sys.executable, str(script), str(phantom), str(out), str(tmp_path / f"w{i}.npz")],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = []
+    try:
+        for p in procs:
+            o, e = p.communicate(timeout=300)
+            outs.append((p.returncode, o, e))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for rc, o, e in outs:
+        assert rc == 0, f"worker failed:\n{o[-2000:]}\n{e[-5000:]}"
+    done = [[l for l in o.splitlines() if l.startswith("DONE")][-1].split() for _, o, _ in outs]
+    assert done[0] == done[1]                 # same epochs, iterations and validation Dice
+    assert done[0][1] == "2" and done[0][2] == "4"
+    w0, w1 = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    assert len(w0.files) == len(w1.files) > 50
+    for k in w0.files:
+        np.testing.assert_array_equal(w0[k], w1[k])
+    assert (out / "model.keras").exists() and (out / "checkpoints" / "checkpoint").exists()
+    assert not list(Path("/tmp").glob("unet3plus_worker1_*/checkpoint"))  # the worker's temp dir is gone
