@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 #: the small configuration that fits many runs into an hour on 2 CPU cores
-SMALL = dict(image_size=64, filters=(8, 16, 32, 64, 128), cat_channels=8, batch_size=8)
+SMALL = dict(image_size=64, filters=(8, 16, 32, 64, 128), cat_channels=8, batch_size=8,
+             bn_momentum=0.9)  # short runs: BN moving averages must keep up (see TrainConfig.bn_momentum)
 PHANTOM_SHAPE = (96, 96, 48)
 
 

@@ -51,8 +51,8 @@ def main(argv=None) -> int:
     p.add_argument("--cases", type=int, default=16, help="phantom cases per organ")
     p.add_argument("--n-test", type=int, default=6)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--steps-per-epoch", type=int, default=60)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--steps-per-epoch", type=int, default=75)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--filters", type=int, nargs=5, default=[8, 16, 32, 64, 128])
     p.add_argument("--cat-channels", type=int, default=8)
@@ -76,7 +76,8 @@ def main(argv=None) -> int:
     for organ in a.organs:
         for name in a.variants:
             for seed in a.seeds:
-                run_dir = work / "runs" / f"{organ}_{name.replace(' ', '_').replace('+', 'p')}_s{seed}"
+                slug = "".join(c if c.isalnum() else "_" for c in name.replace("+", "p"))
+                run_dir = work / "runs" / f"{organ}_{slug}_s{seed}"
                 r = train_and_score(name, organ, sets[organ], run_dir, seed, {**VARIANTS[name], **size},
                                     a.epochs, a.steps_per_epoch, a.n_test)
                 print(f"[{time.time() - t0:6.0f}s] {organ:6s} {name:28s} seed {seed}: Dice {r.mean:.4f} +- {r.std:.4f}"

@@ -7,8 +7,11 @@ Prints, in order:
 4. how time and memory grow with input size and batch size (each point in a fresh process, so
    its peak memory is its own), with PNG plots.
 
-    .venv/bin/python benchmarks/performance_report.py                # paper configuration, ~30 min on 2 cores
-    .venv/bin/python benchmarks/performance_report.py --quick        # small filters, a few minutes
+    .venv/bin/python benchmarks/performance_report.py     # paper configuration; ~30 min on 2 CPU cores
+    .venv/bin/python benchmarks/performance_report.py --quick --sizes 64 128 --train-sizes 64 --peer-sizes 64
+
+The runtime section uses a small model (filters 16..256) at 320x320 unless --runtime-model names a
+trained one: eight runtimes at the paper's 600 GFLOP per image would take an hour on 2 cores.
 """
 from __future__ import annotations
 
@@ -112,6 +115,9 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--train-sizes", type=int, nargs="+", default=[160, 320])
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--peer-sizes", type=int, nargs="+", default=[160], help="sizes of the ours-vs-peer training run")
+    p.add_argument("--runtime-model", help="trained .keras model for the runtime section (default: small random model)")
+    p.add_argument("--runtime-size", type=int, default=320)
     p.add_argument("--plots", default="docs/performance.png")
     p.add_argument("--skip", nargs="*", default=[], choices=["peer", "runtimes", "scaling"])
     a = p.parse_args(argv)
@@ -123,8 +129,8 @@ def main(argv=None) -> int:
 
     if "peer" not in a.skip:
         print("## 1. Training throughput: ours vs keras-unet-collection\n")
-        extra = ["--quick"] if a.quick else []
-        print(run_script([str(HERE / "training_throughput.py"), *extra]) + "\n", flush=True)
+        print(run_script([str(HERE / "training_throughput.py"), "--sizes", *map(str, a.peer_sizes), "--xla", "off",
+                          "--warmup", "1", "--steps", "2"]) + "\n", flush=True)
 
     points = []
     if "scaling" not in a.skip:
@@ -150,8 +156,8 @@ def main(argv=None) -> int:
 
     if "runtimes" not in a.skip:
         print("## 3. Inference latency per runtime\n")
-        extra = ["--quick"] if a.quick else []
-        print(run_script([str(HERE / "export_latency.py"), *extra]) + "\n")
+        extra = ["--model", a.runtime_model] if a.runtime_model else ["--filters", "16,32,64,128,256", "--cat-channels", "16"]
+        print(run_script([str(HERE / "export_latency.py"), "--size", str(a.runtime_size), "--repeats", "3", *extra]) + "\n")
     print(f"(report took {time.time() - t0:.0f}s)")
     return 0
 

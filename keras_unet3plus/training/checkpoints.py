@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from ..atomic import atomic_path
 from ..modelinfo import ModelInfo, save_info, sidecar_path
 
 
@@ -70,22 +70,12 @@ def restore_latest(ckpt: tf.train.Checkpoint, manager: tf.train.CheckpointManage
 
 
 def save_model_atomic(model: keras.Model, path: str | os.PathLike, info: ModelInfo | None = None) -> Path:
-    """Save ``model`` as a ``.keras`` file atomically (temp file + ``os.replace``), then its sidecar."""
+    """Save ``model`` as a ``.keras`` file atomically (keras_unet3plus.atomic), then its sidecar."""
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"model path must end in .keras, got '{path}'")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        _umask_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     if info is not None:
         save_info(path, info)
     return path
@@ -95,22 +85,7 @@ def copy_model_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy a model file and its sidecar atomically (e.g. ``best.keras`` -> ``model.keras``)."""
     src, dst = Path(src), Path(dst)
     for a, b in ((src, dst), (sidecar_path(src), sidecar_path(dst))):
-        if not a.exists():
-            continue
-        fd, tmp = tempfile.mkstemp(dir=b.parent, prefix=f".{b.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            shutil.copyfile(a, tmp)
-            _umask_mode(tmp)
-            os.replace(tmp, b)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if a.exists():
+            with atomic_path(b) as tmp:
+                shutil.copyfile(a, tmp)
     return dst
-
-
-def _umask_mode(path: str | os.PathLike) -> None:
-    """mkstemp makes 0600 files; give the final file the usual mode (0666 minus the umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)

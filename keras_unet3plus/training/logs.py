@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..modelinfo import atomic_write_text
+from ..atomic import atomic_path, atomic_write_text
 
 
 class CSVLog:
@@ -148,9 +148,9 @@ def plot_history(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, tit
     ax1.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
     return path
