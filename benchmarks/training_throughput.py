@@ -49,9 +49,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--xla", choices=("both", "on", "off"), default="both")
     ap.add_argument("--no-xla", dest="xla", action="store_const", const="off")
     ap.add_argument("--no-peer", dest="peer", action="store_false", help="measure ours only")
-    ap.add_argument("--decoder", choices=("paper", "efficient"), default="paper",
-                    help="our full-scale decoder: paper (default) or efficient (same parameters, convolves "
-                         "deeper maps before upsampling)")
+    ap.add_argument("--decoder", choices=("paper", "efficient", "both"), default="both",
+                    help="our full-scale decoder: paper, efficient (same parameters, convolves deeper maps "
+                         "first) or both (default)")
     ap.add_argument("--one", nargs=2, metavar=("SIZE", "XLA"), help=argparse.SUPPRESS)  # internal: one cell
     return ap.parse_args()
 
@@ -110,14 +110,18 @@ def data(size: int, batch: int):
 
 def measure(size: int, jit: bool, args) -> dict[str, float | str]:
     x, y = data(size, args.batch)
-    runs = {"ours": lambda s: ours(s, args.decoder)}
+    from keras_unet3plus.complexity import count
+
+    decoders = ["paper", "efficient"] if args.decoder == "both" else [args.decoder]
+    runs = {f"ours_{d}": (lambda s, d=d: ours(s, d)) for d in decoders}
     if args.peer:
         runs["peer"] = peer
-    steps, params, errors = {}, {}, {}
+    steps, params, gflops, errors = {}, {}, {}, {}
     for name, make in runs.items():
         try:
             model, losses = make(size)
             params[name] = model.count_params()
+            gflops[name] = count(model).gflops
             fn = make_step(model, losses, jit)
             t0 = time.perf_counter()
             for _ in range(args.warmup):
@@ -138,6 +142,7 @@ def measure(size: int, jit: bool, args) -> dict[str, float | str]:
         if name in times:
             row[name] = args.batch / statistics.median(times[name])
             row[f"{name}_params"] = params[name]
+            row[f"{name}_gflops"] = gflops[name]
         else:
             row[name] = errors.get(name, "n/a")
     keras.backend.clear_session()
@@ -177,18 +182,29 @@ def main() -> int:
         for jit in xla:  # one process per cell: memory (XLA compiles of the 320 model) is returned each time
             rows.append((size, jit, run_cell(size, jit, args)))
     print()
-    print("| Input | XLA | keras-unet3plus (img/s) | keras-unet-collection (img/s) | Ratio |")
-    print("|---|---|---:|---:|---:|")
+    names = [k for k in rows[0][2] if k.startswith("ours_") and not k.endswith(("_params", "_gflops"))] if rows else []
+    head = " | ".join(f"ours, {n[5:]} decoder (img/s) | vs peer" for n in names)
+    print(f"| Input | XLA | {head} | keras-unet-collection (img/s) |")
+    print("|---|---|" + "---:|---:|" * len(names) + "---:|")
+
+    def fmt(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
     for size, jit, r in rows:
-        o, p = r.get("ours"), r.get("peer", "not run")
-        fo = f"{o:.2f}" if isinstance(o, float) else str(o)
-        fp = f"{p:.2f}" if isinstance(p, float) else str(p)
-        ratio = f"{o / p:.2f}x" if isinstance(o, float) and isinstance(p, float) else "-"
-        print(f"| {size}x{size} | {'on' if jit else 'off'} | {fo} | {fp} | {ratio} |")
-    if rows and "ours_params" in rows[0][2]:
+        p = r.get("peer", "not run")
+        cells = []
+        for n in names:
+            o = r.get(n)
+            cells += [fmt(o), f"{o / p:.2f}x" if isinstance(o, float) and isinstance(p, float) else "-"]
+        print(f"| {size}x{size} | {'on' if jit else 'off'} | " + " | ".join(cells) + f" | {fmt(p)} |")
+    if rows:
         r = rows[0][2]
-        print(f"\nParameters: ours {r['ours_params'] / 1e6:.2f} M (incl. CGM), "
-              f"peer {r.get('peer_params', float('nan')) / 1e6:.2f} M (no CGM).")
+        for n in names + (["peer"] if "peer_params" in r else []):
+            if f"{n}_params" in r:
+                print(f"{n}: {r[n + '_params'] / 1e6:.2f} M parameters, {r[n + '_gflops']:.1f} GFLOP per "
+                      f"{rows[0][0]}x{rows[0][0]} image (forward)")
+        print("The peer's unet_3plus_2d fuses 4 branches per decoder node, not the paper's 5 (it leaves out one "
+              "full-scale skip), hence its fewer parameters and FLOPs; ours includes the CGM.")
     return 0
 
 
