@@ -283,3 +283,20 @@ def test_runtime_loading_errors(tmp_path, trained):
     assert rt.kind == "keras" and rt.info.task == "liver" and rt.input_shape == (None, SIZE, SIZE, 3)
     with pytest.raises(ValueError, match=r"\(B, 64, 64, 3\)"):
         rt.predict(np.zeros((1, 32, 32, 3), np.float32))
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_efficient_decoder_exports_with_parity(trained, tmp_path, slices, target):
+    """The efficient decoder takes the paper decoder's weights as they are and exports like it."""
+    pytest.importorskip("onnx" if target == "onnx" else "ai_edge_litert")
+    import keras_unet3plus as ku
+
+    model, path = trained
+    efficient = ku.build((SIZE, SIZE, 3), decoder="efficient", **TINY)
+    for layer in efficient.layers:  # same layer names and weight shapes: the weights carry over as they are
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    out = tmp_path / f"efficient.{ 'onnx' if target == 'onnx' else 'tflite'}"
+    res = export_model(efficient, target, "fp32", out=out, info=load_info(path), slices=slices, log=lambda *_: None)
+    assert res.passed and res.rows[0].max_abs_diff <= 1e-4, res.table()
+    assert out.exists() and sidecar_path(out).is_file()
