@@ -246,23 +246,13 @@ def check_case_headers(case: "Case") -> None:
 
 def load_image(path: str | os.PathLike, case_id: str | None = None) -> Volume:
     """Load an unlabelled volume (inference): canonical float32 HU, spacing, source orientation."""
+    from keras_unet3plus.data.layouts import Case
+
     path = Path(path)
-    img = open_nifti(path)
-    data, affine = read_image_array(path, np.float32, img=img)
-    return Volume(
-        image=np.ascontiguousarray(data),
-        label=None,
-        spacing=spacing_from_affine(affine),
-        affine=affine,
-        original_affine=np.array(img.affine),
-        original_shape=open_shape(img),
-        image_path=path,
-        case_id=case_id or strip_nii(path.name),
-        header=img.header,
-    )
+    return load_case(Case(case_id or strip_nii(path.name), path, None), task=None)
 
 
-def load_case(case: "Case", task: str | TaskSpec) -> Volume:
+def load_case(case: "Case", task: str | TaskSpec | None) -> Volume:
     """Load a case's image and (if present) its label mapped for ``task``, both canonical."""
     image_path = Path(case.image_path)
     img = open_nifti(image_path)
