@@ -13,11 +13,15 @@ EXTRAS = {
     # TensorRT engines from the ONNX graph (NVIDIA GPU machines only).
     "tensorrt": ["tensorrt>=10.0", "cuda-python>=12.0", "tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.20",
                  "onnxconverter-common>=1.14"],
+    # DICOM CT series input and DICOM SEG output (pydicom reads, highdicom writes SEG; highdicom
+    # brings pillow and pyjpegls, which decode JPEG 2000, JPEG baseline and JPEG-LS pixel data;
+    # 0.27 is the first with CIELabColor.from_rgb, tested with 0.27.0 and 0.28.2).
+    "dicom": ["pydicom>=3.0", "highdicom>=0.27"],
     # Peer used only by the benchmarks (keras-unet-collection's unet_3plus_2d).
     "bench": ["keras-unet-collection==0.1.13"],
 }
 EXTRAS["dev"] = sorted(
-    set(EXTRAS["onnx"] + EXTRAS["litert"] + ["pytest>=8", "pytest-timeout>=2.3"])
+    set(EXTRAS["onnx"] + EXTRAS["litert"] + EXTRAS["dicom"] + ["pytest>=8", "pytest-timeout>=2.3"])
 )
 EXTRAS["all"] = sorted(set(EXTRAS["dev"] + EXTRAS["bench"]))
 

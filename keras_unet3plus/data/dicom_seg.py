@@ -1,0 +1,234 @@
+"""DICOM SEG output: a prediction as a Segmentation object that references its source CT series.
+
+A PACS or viewer (OHIF, 3D Slicer, Horos) shows a SEG over the CT it was derived from because the
+SEG shares the source's Frame of Reference, names the source series, and refers every frame to the
+source slice it covers. highdicom builds all of that from the source headers; this module maps
+the package's canonical (RAS) label maps onto the source slices and describes each segment with
+the standard coded concepts (SNOMED CT), so receiving systems know what was segmented and that an
+algorithm (not a person) did it.
+"""
+from __future__ import annotations
+
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from keras_unet3plus._extras import require
+from keras_unet3plus.atomic import atomic_path
+from keras_unet3plus.data.tasks import TaskSpec, get_task
+from keras_unet3plus.data.volume import Volume
+
+ALGORITHM_NAME = "keras-unet3plus"
+
+#: Segment names the writer knows -> (segment label, category, type, anatomic region), as keyword
+#: names in pydicom's code dictionary (codes.SCT.<name>): liver SCT 10200004, spleen 78961009,
+#: Anatomical Structure 91723000, Morphologically Abnormal Structure 49755003, Neoplasm 108369006.
+_KNOWN_SEGMENTS: dict[str, tuple[str, str, str, str | None]] = {
+    "liver": ("Liver", "AnatomicalStructure", "Liver", None),
+    "spleen": ("Spleen", "AnatomicalStructure", "Spleen", None),
+    "tumour": ("Liver tumour", "MorphologicallyAbnormalStructure", "Neoplasm", "Liver"),
+}
+for _alias in ("tumor", "cancer", "lesion", "liver tumour", "liver tumor", "liver_tumour", "liver_tumor",
+               "liver lesion"):
+    _KNOWN_SEGMENTS[_alias] = _KNOWN_SEGMENTS["tumour"]
+
+#: Display colours (RGB) viewers use unless they choose their own: 3D Slicer's anatomy colours.
+_COLOURS = {"Liver": (221, 130, 101), "Spleen": (157, 108, 162), "Liver tumour": (255, 245, 10)}
+
+#: A segment: (label value, name) for a known name, or (label value, name, category, type) with
+#: pydicom ``Code`` / highdicom ``CodedConcept`` objects for anything else.
+SegmentSpec = tuple
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("keras-unet3plus")
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.1.0"
+
+
+def _segment_list(segments: str | TaskSpec | Sequence[SegmentSpec]) -> list[tuple]:
+    """Normalise ``segments`` to [(value, name, category, type, region)] sorted by value."""
+    from pydicom.sr.codedict import codes
+
+    if isinstance(segments, (str, TaskSpec)):
+        spec = get_task(segments)
+        segments = [(1, spec.class_names[1])] if spec.binary else list(enumerate(spec.class_names))[1:]
+    out = []
+    for item in segments:
+        if len(item) == 2:
+            value, name = item
+            key = str(name).strip().lower()
+            if key not in _KNOWN_SEGMENTS:
+                raise ValueError(f"segment {name!r}: no coded concept known for it (known: "
+                                 f"{sorted(_KNOWN_SEGMENTS)}); pass (value, name, category Code, type Code)")
+            label, category, kind, region = _KNOWN_SEGMENTS[key]
+            out.append((int(value), label, getattr(codes.SCT, category), getattr(codes.SCT, kind),
+                        getattr(codes.SCT, region) if region else None))
+        elif len(item) == 4:
+            value, name, category, kind = item
+            out.append((int(value), str(name), category, kind, None))
+        else:
+            raise ValueError(f"segment {item!r}: expected (value, name) or (value, name, category, type)")
+    values = [s[0] for s in out]
+    if not out or len(set(values)) != len(values) or min(values) < 1:
+        raise ValueError(f"segments need distinct label values >= 1, got {values}")
+    return sorted(out, key=lambda s: s[0])
+
+
+def _source_series(volume: Volume):
+    from keras_unet3plus.data.dicom import DicomSeries
+
+    series = volume.source
+    if not isinstance(series, DicomSeries):
+        raise ValueError(f"{volume.image_path}: the volume was not read by read_dicom_series; a DICOM SEG "
+                         "must reference DICOM source images")
+    if len(series.headers) != volume.original_shape[2]:
+        raise ValueError(f"{volume.image_path}: {len(series.headers)} source slices for a volume of "
+                         f"{volume.original_shape[2]} slices")
+    return series
+
+
+def _frames(volume: Volume, array: np.ndarray) -> np.ndarray:
+    """Canonical (X, Y, Z[, C]) -> source frames (slice, row, column[, C])."""
+    original = volume.to_original(array)  # (column, row, slice[, C])
+    axes = (2, 1, 0) + tuple(range(3, original.ndim))
+    return np.ascontiguousarray(original.transpose(axes))
+
+
+def write_dicom_seg(
+    volume: Volume,
+    labels: np.ndarray,
+    path: str | os.PathLike,
+    segments: str | TaskSpec | Sequence[SegmentSpec],
+    *,
+    algorithm_version: str | None = None,
+    series_description: str = "UNet 3+ segmentation",
+    series_number: int | None = None,
+    fractional: bool = False,
+    content_qualification: str = "RESEARCH",
+) -> Path:
+    """Write ``labels`` (canonical grid of ``volume``, read by read_dicom_series) as a DICOM SEG.
+
+    ``segments``: a task name ("liver", "liver_tumour", "spleen") or [(label value, name), ...];
+    segment numbers follow the sorted label values (1, 2, ... for a task's classes).
+    ``fractional=False``: ``labels`` is an integer label map, written as a BINARY SEG.
+    ``fractional=True``: ``labels`` holds probabilities in [0, 1], (X, Y, Z) for one segment or
+    (X, Y, Z, S) in segment order, written as a FRACTIONAL (probability) SEG.
+    Empty segments and an entirely empty mask give valid SEGs. Written atomically.
+    """
+    hd = require("highdicom", "dicom")
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    series = _source_series(volume)
+    specs = _segment_list(segments)
+    labels = np.asarray(labels)
+    if labels.shape[:3] != volume.shape:
+        raise ValueError(f"labels of shape {labels.shape} do not match the volume {volume.shape} "
+                         f"({volume.image_path})")
+    if fractional:
+        if labels.ndim == 3:
+            labels = labels[..., None]
+        if labels.shape[3] != len(specs):
+            raise ValueError(f"fractional labels have {labels.shape[3]} channel(s) for {len(specs)} segment(s)")
+        probs = labels.astype(np.float32)
+        if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
+            raise ValueError("fractional labels must be probabilities in [0, 1]")
+        pixels = _frames(volume, probs)
+        non_empty = bool((pixels > 0).any())
+        seg_type = hd.seg.SegmentationTypeValues.FRACTIONAL
+    else:
+        if labels.ndim != 3 or labels.dtype.kind not in "uib":
+            raise ValueError(f"labels must be an integer label map (X, Y, Z), got {labels.dtype} {labels.shape}")
+        if labels.dtype == bool:
+            labels = labels.view(np.uint8)
+        if labels.dtype.kind == "u" and labels.dtype.itemsize <= 2:  # far faster than np.unique
+            values = np.flatnonzero(np.bincount(labels.ravel()))
+        else:
+            values = np.unique(labels)
+        known = {s[0] for s in specs} | {0}
+        unknown = sorted(int(v) for v in values if int(v) not in known)
+        if unknown:
+            raise ValueError(f"labels hold values {unknown} that no segment describes "
+                             f"(segments: {[(s[0], s[1]) for s in specs]})")
+        lut = np.zeros(max(known) + 1, dtype=np.uint8)
+        for number, spec in enumerate(specs, start=1):
+            lut[spec[0]] = number
+        pixels = _frames(volume, lut[labels])  # values are checked: no negative or out-of-range index
+        non_empty = bool(pixels.any())
+        seg_type = hd.seg.SegmentationTypeValues.BINARY
+
+    version = algorithm_version or package_version()
+    algorithm = hd.AlgorithmIdentificationSequence(name=ALGORITHM_NAME, family=codes.DCM.ArtificialIntelligence,
+                                                   version=version)
+    descriptions = []
+    for number, (_, name, category, kind, region) in enumerate(specs, start=1):
+        colour = _COLOURS.get(name)
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=name,
+            segmented_property_category=category,
+            segmented_property_type=kind,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            anatomic_regions=[region] if region is not None else None,
+            display_color=hd.color.CIELabColor.from_rgb(*colour) if colour else None,
+        ))
+    source_number = series.series_number if series.series_number is not None else 0
+    seg = hd.seg.Segmentation(
+        source_images=series.headers,
+        pixel_array=pixels,
+        segmentation_type=seg_type,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=int(series_number if series_number is not None else 1000 + source_number),
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=ALGORITHM_NAME,
+        manufacturer_model_name="UNet 3+",
+        software_versions=version,
+        device_serial_number="none",
+        content_description=f"{ALGORITHM_NAME} {version} automatic segmentation"[:64],
+        content_label="SEGMENTATION",
+        series_description=series_description[:64],
+        content_qualification=content_qualification,
+        omit_empty_frames=non_empty,  # an all-empty SEG keeps its frames: it must hold at least one
+    )
+    path = Path(path)
+    with atomic_path(path, suffix=".dcm") as tmp:
+        seg.save_as(tmp, enforce_file_format=True)
+    return path
+
+
+def read_dicom_seg_labels(seg_path: str | os.PathLike, volume: Volume) -> np.ndarray:
+    """A SEG's segments on ``volume``'s canonical grid: uint8 map of segment numbers (BINARY SEG),
+    or float32 (X, Y, Z, S) probabilities (FRACTIONAL SEG). Frames are matched to the source slices
+    by SOP Instance UID, so the SEG must reference this series."""
+    hd = require("highdicom", "dicom")
+    series = _source_series(volume)
+    seg_path = Path(seg_path)
+    try:
+        seg = hd.seg.segread(seg_path)
+    except Exception as exc:
+        raise ValueError(f"{seg_path}: not a readable DICOM SEG ({type(exc).__name__}: {exc})") from exc
+    source_uids = series.sop_instance_uids
+    referenced = {uid for _, _, uid in seg.get_source_image_uids()}
+    if not referenced & set(source_uids):
+        raise ValueError(f"{seg_path}: the SEG references none of the {len(source_uids)} slices of "
+                         f"{volume.image_path}")
+    fractional = seg.segmentation_type == hd.seg.SegmentationTypeValues.FRACTIONAL
+    frames = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=source_uids,
+        combine_segments=not fractional,
+        assert_missing_frames_are_empty=True,  # empty frames are omitted when written
+        dtype=np.float32 if fractional else np.uint8,
+    )
+    original = frames.transpose((2, 1, 0) + tuple(range(3, frames.ndim)))  # (column, row, slice[, S])
+    from keras_unet3plus.data.volume import to_canonical
+
+    canonical, _ = to_canonical(original, volume.original_affine)
+    return np.ascontiguousarray(canonical)

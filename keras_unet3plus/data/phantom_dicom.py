@@ -1,0 +1,181 @@
+"""Write a HU volume as a CT Image Storage series, to test the DICOM reader and the SEG writer.
+
+The series is what a scanner export looks like: one file per slice, Image Position/Orientation
+(Patient) in LPS millimetres, RescaleIntercept -1024 with unsigned (or signed) 16-bit pixels, UIDs
+for study, series, frame of reference and every instance, and the patient/study/equipment
+attributes highdicom copies into a SEG. Variants that real exports produce (other in-plane
+orientations, descending instance numbers, sagittal or coronal stacks, names without extension,
+a missing slice, a tilted gantry) are options, so readers can be tested against each of them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from nibabel import orientations as ornt_mod
+
+from keras_unet3plus._extras import require
+from keras_unet3plus.atomic import atomic_path
+
+#: Named acquisitions -> nibabel axis codes (RAS letters) of the (column, row, slice) axes.
+#: The slice axis letter also sets the instance numbering direction (InstanceNumber 1 first).
+ORIENTATIONS: dict[str, str] = {
+    "axial": "LPS",              # IOP [1,0,0, 0,1,0], the usual head-first supine export
+    "axial_descending": "LPI",   # same IOP, instance 1 at the top of the stack (like many scanners)
+    "axial_flipped_rows": "LAS",  # IOP [1,0,0, 0,-1,0]: rows run anterior, normal points down
+    "axial_feet_first": "RPI",   # IOP [-1,0,0, 0,1,0], feet-first supine
+    "sagittal": "PIL",           # IOP [0,1,0, 0,0,-1]
+    "coronal": "LIP",            # IOP [1,0,0, 0,0,-1]
+}
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+_LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _axcodes(orientation: str) -> tuple[str, str, str]:
+    codes = ORIENTATIONS.get(orientation.lower(), orientation.upper())
+    if len(codes) != 3 or set(codes) - set("LRAPSI"):
+        raise ValueError(f"orientation must be one of {sorted(ORIENTATIONS)} or 3 axis codes "
+                         f"like 'LPS', got {orientation!r}")
+    return tuple(codes)  # type: ignore[return-value]
+
+
+def _ds(values: Sequence[float] | float) -> list[str] | str:
+    """DICOM decimal strings (at most 16 characters each)."""
+    from pydicom.valuerep import format_number_as_ds
+
+    if np.ndim(values) == 0:
+        return format_number_as_ds(float(values))  # type: ignore[arg-type]
+    return [format_number_as_ds(float(v)) for v in values]  # type: ignore[union-attr]
+
+
+def write_dicom_series(
+    hu_volume_ras: np.ndarray,
+    affine_ras: np.ndarray,
+    folder: str | os.PathLike,
+    *,
+    orientation: str = "axial",
+    series_uid: str | None = None,
+    study_uid: str | None = None,
+    frame_of_reference_uid: str | None = None,
+    series_number: int | None = 1,
+    series_description: str = "Phantom CT",
+    patient_id: str = "PHANTOM",
+    shuffle_names: bool = True,
+    drop_slice: int | None = None,
+    gantry_tilt_deg: float = 0.0,
+    signed: bool = False,
+    seed: int = 0,
+) -> list[Path]:
+    """Write ``hu_volume_ras`` (any voxel order ``affine_ras`` describes) as a CT series in ``folder``.
+
+    ``orientation``: a name from :data:`ORIENTATIONS` or axis codes of (column, row, slice).
+    ``shuffle_names``: random file names without extension (else ``IM00001.dcm`` ...).
+    ``drop_slice``: index (in the written slice order) of a slice to leave out, to make a gap.
+    ``gantry_tilt_deg``: tilt the column direction about the patient's left-right axis while the
+    positions still step along the table, as a tilted-gantry acquisition does.
+    Returns the written paths in slice order (dropped slice excluded).
+    """
+    pydicom = require("pydicom", "dicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    hu = np.asarray(hu_volume_ras)
+    affine_ras = np.asarray(affine_ras, dtype=float)
+    if hu.ndim != 3:
+        raise ValueError(f"hu_volume_ras must be 3-D, got shape {hu.shape}")
+    target = ornt_mod.axcodes2ornt(_axcodes(orientation))
+    transform = ornt_mod.ornt_transform(ornt_mod.io_orientation(affine_ras), target)
+    data = ornt_mod.apply_orientation(hu, transform)  # (column, row, slice)
+    affine = _LPS_FROM_RAS @ affine_ras @ ornt_mod.inv_ornt_aff(transform, hu.shape)
+
+    col_step, row_step, slice_step = affine[:3, 0], affine[:3, 1], affine[:3, 2]
+    row_cosine = col_step / np.linalg.norm(col_step)      # direction of increasing column index
+    column_cosine = row_step / np.linalg.norm(row_step)   # direction of increasing row index
+    if gantry_tilt_deg:
+        t = np.deg2rad(gantry_tilt_deg)
+        rot = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+        column_cosine = rot @ column_cosine
+        row_cosine = rot @ row_cosine
+    pixel_spacing = [float(np.linalg.norm(row_step)), float(np.linalg.norm(col_step))]
+
+    rng = np.random.default_rng(seed)
+    study_uid = study_uid or generate_uid()
+    series_uid = series_uid or generate_uid()
+    frame_of_reference_uid = frame_of_reference_uid or generate_uid()
+    intercept = -1024.0
+    stored = np.rint(data.astype(np.float64) - intercept)
+    if signed:
+        stored = np.clip(stored, -32768, 32767).astype(np.int16)
+    else:
+        stored = np.clip(stored, 0, 4095).astype(np.uint16)
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    n_slices = data.shape[2]
+    written: list[Path] = []
+    for k in range(n_slices):
+        if drop_slice is not None and k == drop_slice % n_slices:
+            continue
+        sop_uid = generate_uid()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.SOPClassUID = CT_IMAGE_STORAGE
+        ds.SOPInstanceUID = sop_uid
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240101"
+        ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+        ds.AccessionNumber = ""
+        ds.Modality = "CT"
+        ds.Manufacturer = "keras-unet3plus phantom"
+        ds.ManufacturerModelName = "phantom"
+        ds.ReferringPhysicianName = ""
+        ds.SeriesDescription = series_description
+        ds.PatientName = "Phantom^CT"
+        ds.PatientID = patient_id
+        ds.PatientBirthDate = ""
+        ds.PatientSex = "O"
+        ds.PatientPosition = "FFS" if orientation.lower() == "axial_feet_first" else "HFS"
+        ds.BodyPartExamined = "ABDOMEN"
+        ds.SliceThickness = _ds(float(np.linalg.norm(slice_step)))
+        ds.KVP = "120"
+        ds.GantryDetectorTilt = _ds(gantry_tilt_deg)
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyID = "1"
+        ds.SeriesNumber = None if series_number is None else int(series_number)
+        ds.AcquisitionNumber = 1
+        ds.InstanceNumber = k + 1
+        position = affine[:3, 3] + k * slice_step  # along the table even when the plane is tilted
+        ds.ImagePositionPatient = _ds(position)
+        ds.ImageOrientationPatient = _ds(np.concatenate([row_cosine, column_cosine]))
+        ds.FrameOfReferenceUID = frame_of_reference_uid
+        ds.PositionReferenceIndicator = ""
+        ds.SliceLocation = _ds(float(position @ np.cross(row_cosine, column_cosine)))
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        pixels = np.ascontiguousarray(stored[:, :, k].T)  # (rows, columns)
+        ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
+        ds.PixelSpacing = _ds(pixel_spacing)
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16 if signed else 12
+        ds.HighBit = ds.BitsStored - 1
+        ds.PixelRepresentation = 1 if signed else 0
+        ds.RescaleIntercept = _ds(intercept)
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "HU"
+        ds.WindowCenter, ds.WindowWidth = "40", "400"
+        ds.PixelData = pixels.tobytes()
+        name = rng.bytes(16).hex() if shuffle_names else f"IM{k + 1:05d}.dcm"
+        path = folder / name
+        with atomic_path(path) as tmp:
+            pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+        written.append(path)
+    return written
