@@ -1,5 +1,5 @@
 """Inference: predict_volume / predict_file / predict_folder / `unet3plus predict`, on phantom NIfTI
-files with a tiny model trained in a session fixture (so masks mean something)."""
+files with the tiny model trained once per session (conftest.trained_tiny) (so masks mean something)."""
 from __future__ import annotations
 
 import gzip
@@ -17,54 +17,10 @@ from keras_unet3plus.metrics import dice
 from keras_unet3plus.modelinfo import ModelInfo, save_info
 
 IMAGE_SIZE = 64
-TINY = dict(filters=(4, 8, 16, 32, 64), cat_channels=4, deep_supervision=False, cgm=True, cgm_dropout=0.1)
 
 
 def _cfg() -> PreprocessConfig:
     return PreprocessConfig(image_size=IMAGE_SIZE).for_task("liver")
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """A tiny UNet 3+ (with CGM) trained ~50 steps on phantom slices, saved as .keras + sidecar.
-
-    Returns (keras model, path of model.keras, ModelInfo). ~35 s on 2 cores.
-    """
-    import keras
-
-    from keras_unet3plus import build
-
-    cfg = _cfg()
-    xs, ys = [], []
-    for s in range(4):
-        case = phantom.generate_case(100 + s, shape=(64, 64, 32))
-        xs.append(volume_to_slices(case.hu, cfg))
-        ys.append(label_to_slices(case.label_for("liver"), cfg))
-    x = np.concatenate(xs)
-    y = (np.concatenate(ys) > 0).astype("float32")
-    present = (y.reshape(len(y), -1).max(1) > 0).astype("float32")
-    keras.utils.set_random_seed(0)
-    model = build((IMAGE_SIZE, IMAGE_SIZE, 3), **TINY)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss={"seg": "binary_crossentropy", "cls": "binary_crossentropy"})
-    targets = {"seg": y, "cls": np.stack([1 - present, present], 1)}
-    check = phantom.generate_case(5, shape=(64, 64, 24))
-    from keras_unet3plus.inference import predict_volume
-
-    # CPU training is not bit-reproducible (oneDNN threading): train in rounds until the model
-    # segments a held-out phantom well, so the tests below always get a meaningful model
-    for _ in range(6):
-        model.fit(x, targets, batch_size=16, epochs=3, verbose=0, shuffle=True)
-        if dice(predict_volume(model, check.hu, cfg), check.label_for("liver")) > 0.75:
-            break
-    root = tmp_path_factory.mktemp("model")
-    path = root / "model.keras"
-    model.save(path)
-    info = ModelInfo(task="liver", preprocess=cfg.to_dict(), num_classes=1, threshold=0.5,
-                     build={"input_shape": [IMAGE_SIZE, IMAGE_SIZE, 3], **{k: list(v) if isinstance(v, tuple) else v
-                                                                         for k, v in TINY.items()}})
-    save_info(path, info)
-    return model, path, info
 
 
 @pytest.fixture(scope="module")
@@ -76,24 +32,24 @@ def test_case():
 # predict_volume
 # ------------------------------------------------------------------------------------------------
 
-def test_predict_volume_segments_the_liver(trained, test_case):
+def test_predict_volume_segments_the_liver(trained_tiny, test_case):
     from keras_unet3plus.inference import predict_volume
 
-    model, _, _ = trained
+    model, _, _ = trained_tiny
     labels = predict_volume(model, test_case.hu, _cfg())
     assert labels.shape == test_case.hu.shape and labels.dtype == np.uint8
     assert set(np.unique(labels)) <= {0, 1}
     assert dice(labels, test_case.label_for("liver")) > 0.6
 
 
-def test_predict_volume_matches_whole_volume_reference(trained, test_case):
+def test_predict_volume_matches_whole_volume_reference(trained_tiny, test_case):
     """Batching (any batch size, with/without the threaded overlap) equals running every slice at
     once: the 2.5D context at batch borders comes from the neighbouring batch, not replicated."""
     import tensorflow as tf
 
     from keras_unet3plus.inference import predict_volume
 
-    model, _, _ = trained
+    model, _, _ = trained_tiny
     cfg = _cfg()
     x = volume_to_slices(test_case.hu, cfg)
     out = model.predict(x, verbose=0, batch_size=len(x))
@@ -112,11 +68,11 @@ def test_predict_volume_matches_whole_volume_reference(trained, test_case):
     np.testing.assert_array_equal(labels, (probs_vol[..., 0] > 0.5).astype(np.uint8))
 
 
-def test_gate_zeroes_slices_the_cgm_calls_absent(trained, test_case):
+def test_gate_zeroes_slices_the_cgm_calls_absent(trained_tiny, test_case):
     from keras_unet3plus import deploy_model
     from keras_unet3plus.inference import predict_volume
 
-    model, _, _ = trained
+    model, _, _ = trained_tiny
     cfg = _cfg()
     # air slices at both ends: no organ there
     hu = np.concatenate([np.full((80, 72, 4), -1000, np.float32), test_case.hu,
@@ -184,10 +140,10 @@ def test_largest_component_removes_a_spurious_blob():
     assert (out[4:6, 4:6] == 2).all() and not out[16:18, 16:18].any()
 
 
-def test_predict_volume_bad_inputs(trained):
+def test_predict_volume_bad_inputs(trained_tiny):
     from keras_unet3plus.inference import predict_volume
 
-    model, _, _ = trained
+    model, _, _ = trained_tiny
     cfg = _cfg()
     with pytest.raises(ValueError, match="volume"):
         predict_volume(model, np.zeros((64, 64), np.float32), cfg)
@@ -202,13 +158,13 @@ def test_predict_volume_bad_inputs(trained):
 # files, folders, CLI
 # ------------------------------------------------------------------------------------------------
 
-def test_predict_file_keeps_grid_and_orientation(trained, phantom_lits, tmp_path):
+def test_predict_file_keeps_grid_and_orientation(trained_tiny, phantom_lits, tmp_path):
     """RAS, LPS, PLS (.nii.gz) and LAS (.nii) inputs: the mask has the input's shape, affine and
     voxel order (a wrong orientation would wreck the Dice against the file's own label)."""
     from keras_unet3plus.data.nifti import load_image
     from keras_unet3plus.inference import predict_file, predict_volume
 
-    model, path, _ = trained
+    model, path, _ = trained_tiny
     for k in range(4):
         ext = ".nii" if k == 3 else ".nii.gz"
         src = phantom_lits / f"volume-{k}{ext}"
@@ -228,10 +184,10 @@ def test_predict_file_keeps_grid_and_orientation(trained, phantom_lits, tmp_path
         ("R", "A", "S"), ("L", "P", "S")}
 
 
-def test_predict_file_bad_inputs(trained, tmp_path):
+def test_predict_file_bad_inputs(trained_tiny, tmp_path):
     from keras_unet3plus.inference import load_model, predict_file
 
-    _, path, info = trained
+    _, path, info = trained_tiny
     with pytest.raises(FileNotFoundError, match="nothere.nii.gz"):
         predict_file(path, tmp_path / "nothere.nii.gz", tmp_path / "o.nii.gz")
     flat = tmp_path / "flat.nii.gz"
@@ -259,10 +215,10 @@ def test_predict_file_bad_inputs(trained, tmp_path):
         load_model(tmp_path / "missing.keras")
 
 
-def test_atomic_write_leaves_no_partial_file(trained, phantom_lits, tmp_path, monkeypatch):
+def test_atomic_write_leaves_no_partial_file(trained_tiny, phantom_lits, tmp_path, monkeypatch):
     from keras_unet3plus import inference
 
-    _, path, _ = trained
+    _, path, _ = trained_tiny
     out = tmp_path / "mask.nii.gz"
     out.write_bytes(b"previous result")
 
@@ -277,10 +233,10 @@ def test_atomic_write_leaves_no_partial_file(trained, phantom_lits, tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.nii.gz"]
 
 
-def test_cli_folder_mode_reports_bad_case_and_finishes_others(trained, phantom_lits, tmp_path, capsys):
+def test_cli_folder_mode_reports_bad_case_and_finishes_others(trained_tiny, phantom_lits, tmp_path, capsys):
     from keras_unet3plus.cli import main
 
-    _, path, _ = trained
+    _, path, _ = trained_tiny
     src = tmp_path / "in"
     src.mkdir()
     for k in (0, 1):
@@ -300,10 +256,10 @@ def test_cli_folder_mode_reports_bad_case_and_finishes_others(trained, phantom_l
         gzip.decompress(data[: len(data) // 2])
 
 
-def test_cli_single_file(trained, phantom_lits, tmp_path, capsys):
+def test_cli_single_file(trained_tiny, phantom_lits, tmp_path, capsys):
     from keras_unet3plus.cli import main
 
-    _, path, _ = trained
+    _, path, _ = trained_tiny
     out = tmp_path / "seg.nii.gz"
     assert main(["predict", str(path), str(phantom_lits / "volume-1.nii.gz"), "-o", str(out), "--quiet",
                  "--largest-component"]) == 0
@@ -316,7 +272,7 @@ def test_cli_single_file(trained, phantom_lits, tmp_path, capsys):
 # backends
 # ------------------------------------------------------------------------------------------------
 
-def test_same_mask_through_every_backend(trained, phantom_lits, tmp_path):
+def test_same_mask_through_every_backend(trained_tiny, phantom_lits, tmp_path):
     """.keras, SavedModel, .onnx and .tflite (fp32) of one model give the same mask.
 
     The artefacts are made with keras_unet3plus.export (export_savedmodel / export_onnx /
@@ -331,7 +287,7 @@ def test_same_mask_through_every_backend(trained, phantom_lits, tmp_path):
     from keras_unet3plus.export.savedmodel import export_savedmodel
     from keras_unet3plus.inference import predict_file
 
-    model, keras_path, info = trained
+    model, keras_path, info = trained_tiny
     sm = export_savedmodel(model, tmp_path / "model_savedmodel", GraphSpec())
     save_info(sm, info)
     onnx_path = tmp_path / "model.onnx"

@@ -63,7 +63,7 @@ def _free_ports(n: int) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------------
-def test_cli_train_end_to_end(phantom, tmp_path):
+def test_cli_train_end_to_end(phantom, tmp_path, capsys):
     """`unet3plus train` on a phantom LiTS folder: every artefact of a run, then a resume."""
     from keras_unet3plus import cli
     from keras_unet3plus.modelinfo import load_info
@@ -92,8 +92,13 @@ def test_cli_train_end_to_end(phantom, tmp_path):
     assert cli.main(argv[:-1] + ["2"]) == 0
     rows = (out / "log.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
-    # a changed model setting refuses to resume
-    assert pytest.raises(ValueError, cli.main, argv[:-1] + ["4", "--cat-channels", "8"])
+    # a changed model setting refuses to resume: one error line, exit 1, the run folder untouched
+    before = sorted(p.name for p in out.iterdir())
+    capsys.readouterr()
+    assert cli.main(argv[:-1] + ["4", "--cat-channels", "8"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "cat_channels" in err[0], err
+    assert sorted(p.name for p in out.iterdir()) == before
 
 
 def test_best_model_written_atomically(tmp_path, monkeypatch):

@@ -37,17 +37,14 @@ def run(args: argparse.Namespace) -> int:
             or (model_form and not (args.model and args.data_dir)):
         print("unet3plus evaluate: give either --pred DIR --gt DIR, or --model M --data-dir D", file=sys.stderr)
         return 2
-    try:
-        if folder_form:
-            report = evaluate_folders(args.pred, args.gt, args.task or "liver", args.out, images_dir=args.images,
-                                      overlays=args.overlays, progress=not args.quiet)
-        else:
-            report = evaluate_model(args.model, args.data_dir, args.out, task=args.task, overlays=args.overlays,
-                                    batch_size=args.batch_size, largest_component=args.largest_component,
-                                    progress=not args.quiet)
-    except Exception as exc:  # noqa: BLE001 - CLI: one line, non-zero exit
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    # errors (a missing folder, an unreadable file) end in cli.main's one-line boundary
+    if folder_form:
+        report = evaluate_folders(args.pred, args.gt, args.task or "liver", args.out, images_dir=args.images,
+                                  overlays=args.overlays, progress=not args.quiet)
+    else:
+        report = evaluate_model(args.model, args.data_dir, args.out, task=args.task, overlays=args.overlays,
+                                batch_size=args.batch_size, largest_component=args.largest_component,
+                                progress=not args.quiet)
     print(report.files["markdown"].read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in report.files.values()))
     for c in report.failed:

@@ -36,30 +36,19 @@ def run(args: argparse.Namespace) -> int:
     if (args.input is None) == (args.input_dir is None):
         print("unet3plus predict: give either an input file or -i/--input-dir", file=sys.stderr)
         return 2
-    try:
-        loaded = load_model(args.model)
-        _ = loaded.cfg  # validate the saved preprocessing before any work
-    except Exception as exc:  # noqa: BLE001 - CLI: one line, non-zero exit
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    # errors end in cli.main's one-line boundary (exit 1, traceback with --debug)
+    loaded = load_model(args.model)
+    _ = loaded.cfg  # validate the saved preprocessing before any work
     kwargs = dict(batch_size=args.batch_size, gate=not args.no_gate, threshold=args.threshold,
                   largest_component=args.largest_component, overlap=not args.no_overlap)
     if args.input is not None:
         out = Path(args.output)
         if out.is_dir():
             out = out / Path(args.input).name
-        try:
-            predict_file(loaded, args.input, out, progress=not args.quiet, **kwargs)
-        except Exception as exc:  # noqa: BLE001
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        predict_file(loaded, args.input, out, progress=not args.quiet, **kwargs)
         print(f"wrote {out}")
         return 0
-    try:
-        results = predict_folder(loaded, args.input_dir, args.output, progress=not args.quiet, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - e.g. missing input folder
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    results = predict_folder(loaded, args.input_dir, args.output, progress=not args.quiet, **kwargs)
     failed = [r for r in results if not r.ok]
     for r in results:
         if r.ok:

@@ -128,7 +128,22 @@ class Trainer:
             self._print(msg)
 
     def fit(self) -> FitResult:
-        """Run (or resume) training; returns a :class:`FitResult`."""
+        """Run (or resume) training; returns a :class:`FitResult`.
+
+        A run that fails before its first checkpoint (bad data, a wrong setting, Ctrl-C) takes back
+        what it added to the run folder, so a retry starts clean and no half-made run is left behind.
+        """
+        out = Path(self.cfg.out_dir)
+        existed = out.exists()
+        before = set(out.iterdir()) if existed and out.is_dir() else set()
+        try:
+            return self._fit()
+        except BaseException:
+            if getattr(self, "chief", True) and not _has_checkpoint(out / CHECKPOINT_DIR):
+                _remove_new_entries(out, existed, before)
+            raise
+
+    def _fit(self) -> FitResult:
         import keras
         import tensorflow as tf
 
@@ -176,6 +191,8 @@ class Trainer:
                 if not cfg.data_dir:
                     raise ValueError("no data: set data_dir (--data-dir) or pass cases")
                 cases = find_cases(cfg.data_dir, cfg.layout)
+                from ..data.checks import require_clean_headers
+                require_clean_headers(cases, cfg.data_dir)  # every header problem at once, before any work
             split = split_cases(cases, seed=cfg.split_seed, n_test=cfg.n_test, val_fraction=cfg.val_fraction)
         train_cases, val_cases = list(split.train), list(split.val)
         if cfg.max_val_cases is not None:
@@ -539,6 +556,26 @@ class Trainer:
         if score is not None and float(score) > float(state.best.numpy()):
             state.best.assign(float(score))
             state.best_epoch.assign(int(extra.get("epoch", 0)))
+
+
+def _has_checkpoint(ckpt_dir: Path) -> bool:
+    import tensorflow as tf
+
+    return ckpt_dir.is_dir() and tf.train.latest_checkpoint(str(ckpt_dir)) is not None
+
+
+def _remove_new_entries(out: Path, existed: bool, before: set) -> None:
+    """Delete what a failed run added to ``out`` (the whole folder if the run created it)."""
+    if not out.exists():
+        return
+    if not existed:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for entry in set(out.iterdir()) - before:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _all_layers(model):

@@ -1,0 +1,132 @@
+"""The command line as a person meets it: bad inputs end in one `error:` line naming the file and
+the problem, exit code 1 (2 for bad flags), nothing half-made left behind; `--debug` shows the
+traceback."""
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from keras_unet3plus import cli
+
+TINY_RUN = ["--image-size", "32", "--filters", "2", "4", "8", "16", "32", "--cat-channels", "2",
+            "--batch-size", "2", "--steps-per-epoch", "1", "--epochs", "1", "--n-test", "1",
+            "--val-fraction", "0.3", "--no-augment", "--verbose", "0"]
+
+
+def _train(data: Path, out: Path, *extra: str) -> int:
+    return cli.main(["train", "--data-dir", str(data), "--out-dir", str(out), *TINY_RUN, *extra])
+
+
+def _one_error_line(capsys) -> str:
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1, err
+    assert err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.fixture()
+def lits(phantom_lits, tmp_path) -> Path:
+    root = tmp_path / "lits"
+    shutil.copytree(phantom_lits, root)
+    return root
+
+
+def _rewrite(path: Path, fn) -> None:
+    img = nib.load(str(path))
+    data = fn(np.asarray(img.dataobj).copy())
+    nib.save(nib.Nifti1Image(data, img.affine), str(path))
+
+
+def test_train_label_value_outside_the_task(lits, tmp_path, capsys):
+    _rewrite(lits / "segmentation-0.nii.gz", lambda a: np.where(a > 0, 7, 0).astype(a.dtype))
+    out = tmp_path / "run"
+    assert _train(lits, out) == 1
+    line = _one_error_line(capsys)
+    assert "segmentation-0.nii.gz" in line and "7" in line
+    assert not out.exists()
+
+
+def test_train_nan_voxels(lits, tmp_path, capsys):
+    def nan_inside(a):
+        a = a.astype(np.float32)
+        a[10:20, 10:20, 5] = np.nan
+        return a
+
+    for k in range(4):   # every case, so whichever the split puts in training hits it
+        name = f"volume-{k}.nii.gz" if (lits / f"volume-{k}.nii.gz").exists() else f"volume-{k}.nii"
+        _rewrite(lits / name, nan_inside)
+    out = tmp_path / "run"
+    assert _train(lits, out) == 1
+    line = _one_error_line(capsys)
+    assert "volume-" in line and "NaN" in line, line
+    assert not out.exists()
+
+
+def test_train_truncated_gzip(lits, tmp_path, capsys):
+    data = (lits / "volume-1.nii.gz").read_bytes()
+    (lits / "volume-1.nii.gz").write_bytes(data[: len(data) // 3])
+    with pytest.raises((EOFError, OSError)):
+        gzip.decompress(data[: len(data) // 3])
+    out = tmp_path / "run"
+    assert _train(lits, out) == 1
+    line = _one_error_line(capsys)
+    assert "volume-1.nii.gz" in line, line
+    assert not out.exists()
+
+
+def test_train_header_problems_are_reported_together(lits, tmp_path, capsys):
+    """Two broken cases: both appear in one table, before anything is written."""
+    (lits / "segmentation-2.nii.gz").write_bytes(b"not a nifti")
+    img = nib.load(str(lits / "segmentation-0.nii.gz"))
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-4], img.affine), str(lits / "segmentation-0.nii.gz"))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert _train(lits, out) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "2 problem(s)" in err
+    assert "segmentation-2.nii.gz" in err and "segmentation-0.nii.gz" in err and "| what to do |" in err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]   # only what it had before
+
+
+def test_train_empty_folder_and_missing_folder(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _train(empty, tmp_path / "run") == 1
+    assert str(empty) in _one_error_line(capsys)
+    assert _train(tmp_path / "nowhere", tmp_path / "run") == 1
+    assert "nowhere" in _one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_flag_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--epochs", "many"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["predict", "--no-such-flag"])
+    assert exc.value.code == 2
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "nowhere"
+    assert _train(missing, tmp_path / "run", "--debug") == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.strip().splitlines()[-1].startswith("error: ")
+    monkeypatch.setenv("UNET3PLUS_DEBUG", "1")
+    assert _train(missing, tmp_path / "run") == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_predict_and_evaluate_bad_inputs(tmp_path, capsys):
+    assert cli.main(["predict", str(tmp_path / "no_model.keras"), str(tmp_path / "x.nii.gz"),
+                     "-o", str(tmp_path / "out.nii.gz")]) == 1
+    assert "no_model.keras" in _one_error_line(capsys)
+    assert cli.main(["evaluate", "--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "g")]) == 1
+    assert str(tmp_path / "p") in _one_error_line(capsys) or str(tmp_path / "g") in capsys.readouterr().err
+    assert not (tmp_path / "out.nii.gz").exists()
