@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -548,7 +549,7 @@ def mask_image(labels_original: np.ndarray, volume) -> Any:
     import nibabel as nib
 
     data = np.asarray(labels_original, dtype=np.uint8)
-    header = volume.header.copy() if volume.header is not None else None
+    header = volume.header.copy() if isinstance(volume.header, nib.Nifti1Header) else None  # DICOM: none
     if header is not None:
         file_shape = tuple(int(s) for s in header.get_data_shape())
         if int(np.prod(file_shape)) == data.size and file_shape[:3] == data.shape[:3]:
@@ -587,13 +588,16 @@ def predict_file(
     progress: bool | Any = False,
     timings: dict | None = None,
     volume=None,
+    formats: Iterable[str] = ("nifti",),
 ) -> np.ndarray:
-    """Segment one NIfTI file; returns the mask in the file's voxel order (uint8, same shape).
+    """Segment one NIfTI file (or an already read volume); returns the mask in the source's voxel order.
 
     ``model``: a path (loaded with :func:`load_model`) or a loaded model (then ``info`` is needed
     unless it is a :class:`LoadedModel` / runtime with ``.info``). ``threshold=None`` uses the
     model's saved threshold. With ``output_path`` the mask is written atomically with the input's
-    affine and header. ``volume``: an already loaded :class:`~keras_unet3plus.data.nifti.Volume`.
+    affine and header. ``volume``: an already loaded :class:`~keras_unet3plus.data.volume.Volume`
+    (NIfTI or DICOM). ``formats``: ``"nifti"`` and/or ``"dicom-seg"`` (DICOM sources only); a
+    DICOM SEG goes to ``output_path`` with the suffix ``.seg.dcm`` when both are asked for.
     """
     loaded = _resolve_model(model, info)
     cfg = config_from_info(loaded.info, loaded.path)
@@ -612,10 +616,54 @@ def predict_file(
     original = vol.to_original(labels)
     if output_path is not None:
         t0 = time.perf_counter()
-        write_nifti_atomic(mask_image(original, vol), output_path)
+        write_outputs(vol, labels, original, Path(output_path), formats, loaded.info)
         if timings is not None:
             timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
     return original
+
+
+OUTPUT_FORMATS = ("nifti", "dicom-seg")
+
+
+def output_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
+    """Where each format of one prediction goes: ``base`` for the first, ``.seg.dcm`` for a SEG."""
+    formats = list(formats)
+    bad = [f for f in formats if f not in OUTPUT_FORMATS]
+    if bad or not formats:
+        raise ValueError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {bad or formats}")
+    from .data.nifti import strip_nii
+
+    stem = strip_nii(base.name)
+    stem = stem[: -len(".seg.dcm")] if stem.endswith(".seg.dcm") else stem
+    stem = stem[: -len(".dcm")] if stem.endswith(".dcm") else stem
+    paths = {}
+    if "nifti" in formats:
+        paths["nifti"] = base if base.name.endswith((".nii", ".nii.gz")) else base.with_name(stem + ".nii.gz")
+    if "dicom-seg" in formats:
+        paths["dicom-seg"] = base if (base.suffix == ".dcm" and "nifti" not in formats) else base.with_name(stem + ".seg.dcm")
+    return paths
+
+
+def write_outputs(vol, labels: np.ndarray, original: np.ndarray, base: Path, formats: Iterable[str],
+                  info: ModelInfo) -> dict[str, Path]:
+    """Write one prediction in every asked format (each atomically); returns format -> path."""
+    paths = output_paths(base, formats)
+    if "dicom-seg" in paths and not _is_dicom(vol):
+        raise ValueError(f"{vol.image_path}: a DICOM SEG output needs a DICOM input series "
+                         "(it references the source images); use --format nifti for NIfTI inputs")
+    if "nifti" in paths:
+        write_nifti_atomic(mask_image(original, vol), paths["nifti"])
+    if "dicom-seg" in paths:
+        from .data.dicom_seg import write_dicom_seg
+
+        write_dicom_seg(vol, labels, paths["dicom-seg"], info.task)
+    return paths
+
+
+def _is_dicom(vol) -> bool:
+    from .data.dicom import DicomSeries
+
+    return isinstance(getattr(vol, "source", None), DicomSeries)
 
 
 @dataclass
@@ -646,6 +694,63 @@ def find_input_files(folder: str | os.PathLike) -> list[Path]:
     return sorted((p for p in folder.iterdir() if is_nifti_name(p.name) and p.is_file()), key=key)
 
 
+@dataclass
+class InputScan:
+    """One scan to segment, a NIfTI file or a DICOM CT series, and the name its outputs take."""
+
+    name: str
+    path: Path
+    series: Any = None   # the DicomSeries of a DICOM input
+
+    def read(self):
+        if self.series is not None:
+            from .data.dicom import read_dicom_series
+
+            return read_dicom_series(self.series, case_id=self.name)
+        from .data.nifti import load_image
+
+        return load_image(self.path, case_id=self.name)
+
+
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def find_inputs(path: str | os.PathLike, notes: list[str] | None = None) -> list[InputScan]:
+    """The scans under ``path``: a NIfTI file; a folder of NIfTI files (nnU-Net's ``{case}_0000``
+    names give ``{case}``); or, when it holds no NIfTI file, every CT DICOM series found in it
+    (recursively, one scan per series; what was skipped and why is appended to ``notes``)."""
+    from .data.nifti import DataError, DataFileNotFoundError, is_nifti_name, strip_nii
+
+    path = Path(path)
+    if path.is_file():
+        if not is_nifti_name(path.name):
+            raise DataError(f"{path}: not a NIfTI file (.nii / .nii.gz); give a DICOM series as its folder")
+        return [InputScan(strip_nii(path.name), path)]
+    if not path.is_dir():
+        raise DataFileNotFoundError(f"{path}: input not found")
+    files = find_input_files(path)
+    if files:
+        names = [strip_nii(f.name) for f in files]
+        channels = [_CHANNEL.match(n) for n in names]
+        if all(channels):   # nnU-Net raw layout
+            extra = sorted({m.group("channel") for m in channels} - {"0000"})
+            if extra:
+                raise DataError(f"{path}: images have channels {', '.join(['0000'] + extra)} (nnU-Net "
+                                f"{{case}}_XXXX names); this model takes one CT channel (_0000)")
+            names = [m.group("case") for m in channels]
+        return [InputScan(n, f) for n, f in zip(names, files)]
+    from .data.dicom import find_dicom_series
+
+    found = find_dicom_series(path)
+    if notes is not None:
+        notes.extend(found.skipped)
+    if not found:
+        reasons = "; ".join(found.skipped[:3])
+        raise DataFileNotFoundError(f"{path}: no NIfTI file and no CT DICOM series found"
+                                    + (f" ({reasons})" if reasons else ""))
+    return [InputScan(series.name, series.folder, series) for series in found]
+
+
 def predict_folder(
     model,
     input_dir: str | os.PathLike | Iterable[str | os.PathLike],
@@ -660,56 +765,67 @@ def predict_folder(
     progress: bool = False,
     output_suffix: str | None = None,
     output_name: Callable[[Path], str] | None = None,
+    formats: Iterable[str] = ("nifti",),
+    notes: list[str] | None = None,
 ) -> list[CaseResult]:
-    """Segment every NIfTI file of a folder (or a list of files) into ``output_dir``.
+    """Segment every scan of a folder (NIfTI files or DICOM series, see :func:`find_inputs`), or a
+    list of files, into ``output_dir``.
 
-    One bad case (unreadable, 2D/4D, ...) is recorded in its :class:`CaseResult` and the others still
-    run. Output files keep the input file name (``output_suffix`` ``".nii.gz"`` / ``".nii"`` changes
-    the extension; ``output_name(path)`` overrides the name). The next case is read while the
-    current one is predicted (``overlap``).
+    One bad case (unreadable, 2D/4D, a broken series, ...) is recorded in its :class:`CaseResult`
+    and the others still run. NIfTI outputs keep the input's name (``{case}_0000`` -> ``{case}``, as
+    nnUNetv2_predict writes; ``output_suffix`` ``".nii.gz"`` / ``".nii"`` changes the extension;
+    ``output_name(path)`` overrides the name); DICOM series are named from the series. The next
+    case is read while the current one is predicted (``overlap``).
     """
     loaded = _resolve_model(model, info)
-    files = find_input_files(input_dir) if isinstance(input_dir, (str, os.PathLike)) else [Path(p) for p in input_dir]
+    if isinstance(input_dir, (str, os.PathLike)):
+        scans = find_inputs(input_dir, notes)
+    else:
+        scans = [s if isinstance(s, InputScan) else find_inputs(s)[0] for s in input_dir]
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def out_path(p: Path) -> Path:
+    def out_path(scan: InputScan) -> Path:
+        p = scan.path
         if output_name is not None:
             return out_dir / output_name(p)
         if output_suffix:
-            return out_dir / (nifti_case_name(p) + output_suffix)
-        return out_dir / p.name
+            return out_dir / (scan.name + output_suffix)
+        if scan.series is None and p.name.endswith(".nii"):
+            return out_dir / (scan.name + ".nii")
+        return out_dir / (scan.name + ".nii.gz")
 
     results: list[CaseResult] = []
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(files), unit="case", dynamic_ncols=True)
+        bar = tqdm(total=len(scans), unit="case", dynamic_ncols=True)
 
-    def timed_read(p: Path):
+    def timed_read(scan: InputScan):
         t0 = time.perf_counter()
-        v = _read_volume(p)
+        v = scan.read()
         return v, time.perf_counter() - t0
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unet3plus-read") if overlap else None
     try:
-        pending = pool.submit(timed_read, files[0]) if (pool and files) else None
-        for k, path in enumerate(files):
+        pending = pool.submit(timed_read, scans[0]) if (pool and scans) else None
+        for k, scan in enumerate(scans):
+            path = scan.path
             t_case = time.perf_counter()
             timings: dict = {}
-            target = out_path(path)
+            target = out_path(scan)
             try:
                 if pool is not None:
                     fut = pending
-                    pending = pool.submit(timed_read, files[k + 1]) if k + 1 < len(files) else None
+                    pending = pool.submit(timed_read, scans[k + 1]) if k + 1 < len(scans) else None
                     vol, t_read = fut.result()
                 else:
-                    vol, t_read = timed_read(path)
+                    vol, t_read = timed_read(scan)
                 timings["read"] = t_read
                 predict_file(loaded, path, target, batch_size=batch_size, gate=gate, threshold=threshold,
                              largest_component=largest_component, overlap=overlap,
-                             progress=progress, timings=timings, volume=vol)
-                results.append(CaseResult(nifti_case_name(path), path, target, True,
+                             progress=progress, timings=timings, volume=vol, formats=formats)
+                results.append(CaseResult(scan.name, path, target, True,
                                           seconds=time.perf_counter() - t_case, timings=timings))
             except (KeyboardInterrupt, SystemExit):
                 raise
@@ -717,11 +833,11 @@ def predict_folder(
                 msg = str(exc)
                 if str(path) not in msg and path.name not in msg:
                     msg = f"{path}: {msg}"
-                results.append(CaseResult(nifti_case_name(path), path, None, False, error=msg,
+                results.append(CaseResult(scan.name, path, None, False, error=msg,
                                           seconds=time.perf_counter() - t_case, timings=timings))
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix_str(path.name)
+                bar.set_postfix_str(scan.name)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

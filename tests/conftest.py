@@ -2,7 +2,7 @@
 
 The trained model must mean the same thing on every x86-64 CPU (Intel with AVX-512, AMD without,
 oneDNN on or off, one core or two): its recipe learns with a wide margin (a held-out phantom Dice
-around 0.9 where the tests ask for 0.6), BatchNorm statistics are recomputed on the whole training
+of 0.8-0.9 where the tests ask for 0.6), BatchNorm statistics are recomputed on the whole training
 set after training (short runs otherwise leave the moving averages near their initial values, which
 is what made the old fixture CPU-dependent), and the fixture itself fails, with the Dice it reached,
 if the model did not learn.
@@ -22,8 +22,8 @@ SMALL_SHAPE = (64, 64, 32)
 #: The tiny model every test that needs trained weights shares (64x64 input, 4..64 filters).
 TINY_SIZE = 64
 TINY = dict(filters=(4, 8, 16, 32, 64), cat_channels=4, deep_supervision=True, cgm=True, cgm_dropout=0.1)
-#: Held-out per-volume Dice the fixture must reach; it typically ends near 0.9 on any CPU.
-TINY_MIN_DICE = 0.8
+#: Held-out per-volume Dice the fixture must reach; it ends at 0.8-0.9 on any CPU (tests ask for 0.6).
+TINY_MIN_DICE = 0.7
 
 REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "realct"
 
@@ -95,7 +95,7 @@ def _train_tiny(tmp_path_factory) -> TrainedModel:
     from keras_unet3plus.modelinfo import ModelInfo, save_info
 
     cfg = tiny_preprocess()
-    cases = [phantom.generate_case(100 + s, shape=SMALL_SHAPE) for s in range(4)]
+    cases = [phantom.generate_case(100 + s, shape=SMALL_SHAPE) for s in range(6)]
     x = np.concatenate([volume_to_slices(c.hu, cfg) for c in cases])
     y = (np.concatenate([label_to_slices(c.label_for("liver"), cfg) for c in cases]) > 0).astype("float32")
     present = (y.reshape(len(y), -1).max(axis=1) > 0).astype("float32")

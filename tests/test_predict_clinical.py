@@ -1,0 +1,106 @@
+"""`unet3plus predict` on clinical inputs: DICOM series in (a study folder with several series),
+NIfTI and DICOM SEG out that agree voxel for voxel, nnU-Net v2 `{case}_0000` names, and the shared
+real CT series."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from keras_unet3plus import cli
+from keras_unet3plus.data import phantom
+
+pytest.importorskip("pydicom")
+pytest.importorskip("highdicom")
+
+
+def _series(folder: Path, seed: int, **kw) -> None:
+    from keras_unet3plus.data.phantom_dicom import write_dicom_series
+
+    case = phantom.generate_case(seed, shape=(64, 64, 16))
+    write_dicom_series(case.hu, case.affine, folder, seed=seed, **kw)
+
+
+def _agree(nifti_path: Path, seg_path: Path, series_folder: Path) -> np.ndarray:
+    """The SEG placed on the series grid equals the NIfTI mask (both in the source voxel order)."""
+    from keras_unet3plus.data.dicom import read_dicom_series
+    from keras_unet3plus.data.dicom_seg import read_dicom_seg_labels
+
+    vol = read_dicom_series(series_folder)
+    nifti = np.asarray(nib.load(str(nifti_path)).dataobj)
+    seg = vol.to_original(read_dicom_seg_labels(seg_path, vol))
+    assert nifti.shape == seg.shape
+    np.testing.assert_array_equal(nifti, seg)
+    return nifti
+
+
+def test_study_folder_gives_one_output_per_series(trained_tiny, tmp_path, capsys):
+    study = tmp_path / "study"
+    _series(study / "a", 11, series_number=3, series_description="Abdomen portal")
+    _series(study / "a", 12, series_number=4, series_description="Abdomen late", orientation="axial_feet_first")
+    _series(study / "b", 13, series_number=5, series_description="Broken", drop_slice=6)
+    (study / "README.txt").write_text("exported from PACS")
+    out = tmp_path / "out"
+    rc = cli.main(["predict", str(trained_tiny.path), str(study), "-o", str(out), "--format", "both", "--quiet"])
+    captured = capsys.readouterr()
+    assert rc == 1                                            # the broken series failed, the others finished
+    assert "FAILED" in captured.err and "Broken" in captured.err and "missing" in captured.err.lower()
+    assert "2 of 3 case(s)" in captured.out
+    niftis = sorted(out.glob("*.nii.gz"))
+    segs = sorted(out.glob("*.seg.dcm"))
+    assert len(niftis) == 2 and len(segs) == 2, sorted(p.name for p in out.iterdir())
+    assert any("portal" in p.name.lower() for p in niftis) and any("late" in p.name.lower() for p in niftis)
+    from keras_unet3plus.data.dicom import find_dicom_series
+
+    for series in find_dicom_series(study / "a"):
+        mask = _agree(out / f"{series.name}.nii.gz", out / f"{series.name}.seg.dcm", series)
+        assert mask.shape == (64, 64, 16) and mask.any()      # the tiny model finds the phantom liver
+
+
+def test_seg_only_and_nifti_input_refuses_seg(trained_tiny, phantom_lits, tmp_path, capsys):
+    _series(tmp_path / "ct", 14)
+    out = tmp_path / "out"
+    assert cli.main(["predict", str(trained_tiny.path), str(tmp_path / "ct"), "-o", str(out),
+                     "--format", "dicom-seg", "--quiet"]) == 0
+    assert [p.suffixes[-2:] for p in out.iterdir()] == [[".seg", ".dcm"]]
+    capsys.readouterr()
+    rc = cli.main(["predict", str(trained_tiny.path), str(phantom_lits / "volume-0.nii.gz"), "-o",
+                   str(tmp_path / "x.seg.dcm"), "--format", "dicom-seg", "--quiet"])
+    assert rc == 1 and "needs a DICOM input series" in capsys.readouterr().err
+    assert not (tmp_path / "x.seg.dcm").exists()
+
+
+def test_nnunet_names(trained_tiny, phantom_lits, tmp_path, capsys):
+    """imagesTs/{case}_0000.nii.gz -> {case}.nii.gz, as nnUNetv2_predict writes; extra channels refused."""
+    images = tmp_path / "imagesTs"
+    images.mkdir()
+    for k, case in enumerate(("liver_007", "liver_012")):
+        shutil.copy(phantom_lits / f"volume-{k}.nii.gz", images / f"{case}_0000.nii.gz")
+    out = tmp_path / "out"
+    assert cli.main(["predict", str(trained_tiny.path), "-i", str(images), "-o", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["liver_007.nii.gz", "liver_012.nii.gz"]
+    shutil.copy(phantom_lits / "volume-2.nii.gz", images / "liver_007_0001.nii.gz")
+    capsys.readouterr()
+    assert cli.main(["predict", str(trained_tiny.path), "-i", str(images), "-o", str(tmp_path / "o2"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "0001" in err and "one CT channel" in err
+
+
+def test_real_ct_series_nifti_and_seg_agree(trained_tiny, real_ct, tmp_path):
+    """The shared real CT (a Siemens series, JPEG 2000): NIfTI and SEG outputs on its grid agree.
+
+    The tiny phantom model is no liver model for real CT, so its mask is only checked for agreement
+    between the two formats and for the reference label's grid (no Dice is asserted here)."""
+    out = tmp_path / "out"
+    assert cli.main(["predict", str(trained_tiny.path), str(real_ct / "series"), "-o", str(out),
+                     "--format", "both", "--quiet", "--no-gate", "--threshold", "0.2"]) == 0
+    niftis, segs = list(out.glob("*.nii.gz")), list(out.glob("*.seg.dcm"))
+    assert len(niftis) == 1 and len(segs) == 1
+    mask = _agree(niftis[0], segs[0], real_ct / "series")
+    ref = nib.load(str(real_ct / "reference_labels.nii.gz"))
+    pred = nib.load(str(niftis[0]))
+    assert pred.shape == ref.shape == mask.shape
+    np.testing.assert_allclose(pred.affine, ref.affine, atol=1e-3)
