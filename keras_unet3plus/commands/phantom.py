@@ -1,9 +1,9 @@
-"""`unet3plus phantom OUT`: write a synthetic CT data set (LiTS or MSD layout) for trying the tools."""
+"""`unet3plus phantom OUT`: write a synthetic CT data set (LiTS, MSD or nnU-Net v2 layout) for trying the tools."""
 from __future__ import annotations
 
 import argparse
 
-HELP = "write synthetic abdominal CT cases (NIfTI, LiTS or MSD Task09 layout) with liver / spleen labels"
+HELP = "write synthetic abdominal CT cases (NIfTI; LiTS, MSD Task09 or nnU-Net v2 layout) with liver / spleen labels"
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -19,11 +19,12 @@ def _shape(text: str) -> tuple[int, int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="output folder")
-    parser.add_argument("--layout", choices=("lits", "msd"), default="lits",
-                        help="lits: volume-N / segmentation-N; msd: imagesTr / labelsTr / dataset.json")
+    parser.add_argument("--layout", choices=("lits", "msd", "nnunet"), default="lits",
+                        help="lits: volume-N / segmentation-N; msd: imagesTr / labelsTr / dataset.json; "
+                             "nnunet: nnU-Net v2 raw (imagesTr/{case}_0000.nii.gz, labelsTr/{case}.nii.gz)")
     parser.add_argument("--cases", type=int, default=10, help="number of cases (default 10)")
     parser.add_argument("--task", choices=("liver", "spleen"), default=None,
-                        help="label content (default: liver for lits, spleen for msd)")
+                        help="label content (default: liver for lits and nnunet, spleen for msd)")
     parser.add_argument("--shape", type=_shape, default=(128, 128, 64), help="X x Y x Z voxels (default 128x128x64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-lesions", dest="lesions", action="store_false", help="no liver lesions")

@@ -14,8 +14,9 @@ HELP = "train UNet 3+ (resumable, multi-GPU / multi-worker via tf.distribute)"
 
 # flag -> (help, argparse extras). Every TrainConfig field has a flag; boolean fields get --x / --no-x.
 FLAG_HELP = {
-    "data_dir": "dataset folder: LiTS download, MSD task folder (e.g. Task09_Spleen) or images/ + labels/",
-    "layout": "dataset layout (auto, lits, msd, folders)",
+    "data_dir": "dataset folder: LiTS download, MSD task folder (e.g. Task09_Spleen), nnU-Net v2 raw dataset "
+                "(e.g. Dataset003_Liver) or images/ + labels/",
+    "layout": "dataset layout (auto, lits, msd, nnunet, folders)",
     "task": "liver, liver_tumour or spleen",
     "out_dir": "run folder: checkpoints, best.keras, model.keras, logs, config.yaml",
     "image_size": "model input size in pixels (paper: 320)",

@@ -6,6 +6,9 @@
   list of dataset.json is authoritative when present; otherwise images and labels are paired by
   file name. Hidden files, among them the macOS ``._spleen_1.nii.gz`` AppleDouble files shipped in
   the MSD tarballs, are ignored.
+- ``nnunet``: nnU-Net v2 raw datasets: ``dataset.json`` (``channel_names``, ``labels`` by name,
+  ``file_ending``), ``imagesTr/{case}_0000{file_ending}``, ``labelsTr/{case}{file_ending}``. One
+  channel (CT) only; the task's organ is found in ``labels`` by name (:func:`task_for_dataset`).
 - ``folders``: ``images/`` + ``labels/`` (label file with the same name as its image).
 - ``images``: a folder of unlabelled volumes (inference), label_path is None.
 
@@ -23,10 +26,11 @@ from pathlib import Path
 from typing import Literal
 
 from keras_unet3plus.data.nifti import DataError, DataFileNotFoundError, is_nifti_name, strip_nii
+from keras_unet3plus.data.tasks import TaskSpec, get_task, task_for_label_names
 
 log = logging.getLogger(__name__)
 
-Layout = Literal["auto", "lits", "msd", "folders", "images"]
+Layout = Literal["auto", "lits", "msd", "nnunet", "folders", "images"]
 Unpaired = Literal["error", "skip", "keep"]
 
 _LITS_RE = re.compile(r"^(volume|segmentation)-(\d+)\.nii(\.gz)?$")
@@ -165,6 +169,76 @@ def find_msd(root: str | os.PathLike, unpaired: Unpaired = "error") -> list[Case
     return _resolve_unpaired(cases, orphans, unlabelled, unpaired, root)
 
 
+def read_nnunet_json(root: str | os.PathLike) -> dict:
+    """An nnU-Net v2 ``dataset.json``, checked: one CT channel, a label list, a file ending."""
+    meta_path = Path(root) / "dataset.json"
+    if not meta_path.is_file():
+        raise DataFileNotFoundError(f"{meta_path}: not found (an nnU-Net v2 dataset folder has one)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        channels = dict(meta["channel_names"])
+        labels = dict(meta["labels"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{meta_path}: not a valid nnU-Net v2 dataset.json ({type(exc).__name__}: {exc})") from exc
+    if len(channels) != 1:
+        raise DataError(f"{meta_path}: {len(channels)} input channels ({', '.join(map(str, channels.values()))}); "
+                        "this model takes one CT channel")
+    name = str(next(iter(channels.values())))
+    if name.strip().lower() != "ct":
+        raise DataError(f"{meta_path}: the input channel is {name!r}, not CT; the HU windowing of this "
+                        "package only makes sense for CT")
+    meta["labels"] = labels
+    meta.setdefault("file_ending", ".nii.gz")
+    if meta["file_ending"] not in (".nii.gz", ".nii"):
+        raise DataError(f"{meta_path}: file_ending {meta['file_ending']!r} is not read here (NIfTI only: "
+                        ".nii.gz or .nii)")
+    return meta
+
+
+def find_nnunet(root: str | os.PathLike, unpaired: Unpaired = "error") -> list[Case]:
+    """nnU-Net v2 raw dataset cases: ``imagesTr/{case}_0000{ending}`` with ``labelsTr/{case}{ending}``."""
+    root = Path(root)
+    _require_dir(root, "nnU-Net dataset folder")
+    meta = read_nnunet_json(root)
+    ending = meta["file_ending"]
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    _require_dir(images_dir, "imagesTr folder")
+    _require_dir(labels_dir, "labelsTr folder")
+    images: dict[str, Path] = {}
+    for p in sorted(images_dir.iterdir()):
+        if p.name.startswith(".") or not p.name.endswith(ending):
+            continue
+        stem = p.name[: -len(ending)]
+        if not re.fullmatch(r".+_\d{4}", stem):
+            raise DataError(f"{p}: not an nnU-Net image name ({{case}}_0000{ending})")
+        if not stem.endswith("_0000"):
+            raise DataError(f"{p}: channel {stem[-4:]} found; this model takes one CT channel (_0000)")
+        images[stem[:-5]] = p
+    labels = {p.name[: -len(ending)]: p for p in sorted(labels_dir.iterdir())
+              if not p.name.startswith(".") and p.name.endswith(ending)}
+    cases = [Case(k, images[k], labels.get(k)) for k in sorted(images, key=_natural_key)]
+    unlabelled = [images[k] for k in sorted(images) if k not in labels]
+    orphans = [labels[k] for k in sorted(labels) if k not in images]
+    n_declared = meta.get("numTraining")
+    if isinstance(n_declared, int) and n_declared != len(images):
+        log.warning("%s: dataset.json says numTraining %d, imagesTr holds %d cases", root, n_declared, len(images))
+    return _resolve_unpaired(cases, orphans, unlabelled, unpaired, root)
+
+
+def task_for_dataset(root: str | os.PathLike, task: str | TaskSpec, layout: Layout = "auto") -> TaskSpec:
+    """The task as this dataset stores it: the preset, or for nnU-Net datasets the preset with its
+    label values looked up by name in dataset.json (other structures become background)."""
+    if layout == "auto":
+        layout = detect_layout(root)  # type: ignore[assignment]
+    if layout != "nnunet":
+        return get_task(task)
+    meta = read_nnunet_json(root)
+    try:
+        return task_for_label_names(task, meta["labels"], source=str(Path(root) / "dataset.json"))
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+
+
 def find_folders(root: str | os.PathLike, images: str = "images", labels: str | None = "labels",
                  unpaired: Unpaired = "error") -> list[Case]:
     """Generic pairing: ``root/images/x.nii.gz`` with ``root/labels/x.nii.gz``."""
@@ -191,10 +265,17 @@ def find_images(folder: str | os.PathLike) -> list[Case]:
 
 
 def detect_layout(root: str | os.PathLike) -> str:
-    """Guess the layout of ``root``: msd, lits, folders or images."""
+    """Guess the layout of ``root``: nnunet, msd, lits, folders or images."""
     root = Path(root)
     _require_dir(root, "data folder")
-    if (root / "dataset.json").exists() or (root / "imagesTr").is_dir():
+    meta = root / "dataset.json"
+    if meta.is_file():
+        try:
+            if "channel_names" in json.loads(meta.read_text(encoding="utf-8")):
+                return "nnunet"
+        except (OSError, ValueError):
+            pass  # reported by the reader of the layout it turns out to be
+    if meta.exists() or (root / "imagesTr").is_dir():
         return "msd"
     if (root / "images").is_dir():
         return "folders"
@@ -204,8 +285,8 @@ def detect_layout(root: str | os.PathLike) -> str:
     if any(is_nifti_name(p.name) for p in top):
         return "images"
     raise DataError(
-        f"{root}: no cases found: expected LiTS files (volume-N.nii[.gz]), an MSD task folder "
-        f"(dataset.json, imagesTr/, labelsTr/), images/ + labels/ folders, or .nii[.gz] files"
+        f"{root}: no cases found: expected LiTS files (volume-N.nii[.gz]), an MSD task folder or an "
+        f"nnU-Net v2 dataset (dataset.json, imagesTr/, labelsTr/), images/ + labels/ folders, or .nii[.gz] files"
     )
 
 
@@ -224,12 +305,14 @@ def find_cases(root: str | os.PathLike, layout: Layout = "auto", unpaired: Unpai
         cases = find_lits(root, unpaired)
     elif layout == "msd":
         cases = find_msd(root, unpaired)
+    elif layout == "nnunet":
+        cases = find_nnunet(root, unpaired)
     elif layout == "folders":
         cases = find_folders(root, unpaired=unpaired)
     elif layout == "images":
         cases = find_images(root)
     else:
-        raise ValueError(f"unknown layout {layout!r}; choose auto, lits, msd, folders or images")
+        raise ValueError(f"unknown layout {layout!r}; choose auto, lits, msd, nnunet, folders or images")
     if not cases:
         raise DataError(f"{root}: no usable cases found (layout {layout})")
     log.info("found %d %s cases under %s", len(cases), layout, root)

@@ -14,7 +14,7 @@ Default HU windows (clipped, then scaled to [0, 1]):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -108,3 +108,56 @@ def get_task(task: str | TaskSpec) -> TaskSpec:
         raise ValueError(
             f"unknown task {task!r}; choose one of {sorted(k for k in TASKS if k != 'liver_tumor')}"
         ) from None
+
+
+#: Label names (lower case) that mean each structure in a dataset's own label list (nnU-Net v2's
+#: dataset.json ``labels``, TotalSegmentator-derived sets, challenge releases).
+LABEL_NAMES = {
+    "liver": ("liver",),
+    "spleen": ("spleen",),
+    "tumour": ("tumor", "tumour", "lesion", "lesions", "cancer", "liver_tumor", "liver_tumour",
+               "liver tumor", "liver tumour", "liver_lesion", "hepatic_tumor"),
+}
+
+
+def _values(value, where: str) -> tuple[int, ...]:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    try:
+        out = tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: label value {value!r} is not an integer or a list of integers") from None
+    if any(not 0 <= v < 255 for v in out):
+        raise ValueError(f"{where}: label values must be in 0..254, got {value!r}")
+    return out
+
+
+def task_for_label_names(task: str | TaskSpec, labels: dict, source: str = "dataset.json") -> TaskSpec:
+    """The task's preset with its label mapping rebuilt from a dataset's ``{name: value}`` list.
+
+    The organ (and, for liver tasks, the tumour) is found by name; every other structure the
+    dataset labels becomes background. Region lists (``"liver": [1, 2]``) map all their values.
+    Errors (the organ missing, or named twice) name ``source``.
+    """
+    spec = get_task(task)
+    by_name = {str(k).strip().lower(): _values(v, f"{source}: label {k!r}") for k, v in dict(labels).items()}
+
+    def find(structure: str, required: bool) -> tuple[int, ...]:
+        hits = [n for n in by_name if n in LABEL_NAMES[structure]]
+        if len(hits) > 1:
+            raise ValueError(f"{source}: several labels name the {structure} ({', '.join(hits)}); keep one")
+        if not hits:
+            if required:
+                raise ValueError(f"{source}: no '{structure}' label among {sorted(by_name)}; task "
+                                 f"{spec.name!r} needs one (names understood: {', '.join(LABEL_NAMES[structure])})")
+            return ()
+        return by_name[hits[0]]
+
+    organ = find(spec.organ, required=True)
+    tumour = find("tumour", required=spec.num_classes == 3) if spec.organ == "liver" else ()
+    every = sorted({v for vs in by_name.values() for v in vs} | {0})
+    mapping = {v: 0 for v in every}
+    for v in organ:
+        mapping[v] = 1
+    for v in tumour:
+        mapping[v] = 2 if spec.num_classes == 3 else 1
+    return replace(spec, label_values=tuple(every), mapping=mapping)

@@ -115,8 +115,8 @@ class TrainConfig:
         from ..data.tasks import TASKS
         if str(self.task).lower() not in TASKS:
             bad("task", f"choose one of {sorted(k for k in TASKS if k != 'liver_tumor')}")
-        if self.layout not in ("auto", "lits", "msd", "folders"):
-            bad("layout", "choose auto, lits, msd or folders")
+        if self.layout not in ("auto", "lits", "msd", "nnunet", "folders"):
+            bad("layout", "choose auto, lits, msd, nnunet or folders")
         for name in ("image_size", "epochs", "batch_size", "val_every", "val_batch_size", "keep_checkpoints",
                      "cat_channels"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:

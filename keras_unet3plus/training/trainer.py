@@ -162,6 +162,9 @@ class Trainer:
         n_rep = strategy.num_replicas_in_sync
         out = Path(cfg.out_dir)
         spec = get_task(cfg.task)
+        if cfg.data_dir and self._cases is None and self._split is None:
+            from ..data.layouts import task_for_dataset
+            spec = task_for_dataset(cfg.data_dir, cfg.task, cfg.layout)  # nnU-Net: labels by name
         pre = cfg.preprocess()
         if cfg.batch_size % n_rep:
             raise ValueError(f"batch_size {cfg.batch_size} (global) must be a multiple of the {n_rep} replicas")
