@@ -14,11 +14,15 @@ import re
 import sys
 import traceback
 
-COMMANDS = ("demo", "phantom", "train", "predict", "evaluate", "export", "params")
+COMMANDS = ("demo", "phantom", "check-data", "train", "predict", "evaluate", "export", "params")
 
 
 def _available() -> list[str]:
-    return [c for c in COMMANDS if importlib.util.find_spec(f"keras_unet3plus.commands.{c}") is not None]
+    return [c for c in COMMANDS if importlib.util.find_spec(_module(c)) is not None]
+
+
+def _module(command: str) -> str:
+    return f"keras_unet3plus.commands.{command.replace('-', '_')}"
 
 
 #: A Python exception re-raised by TensorFlow (tf.data reading a bad file inside a training step)
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name in _available():
-        module = importlib.import_module(f"keras_unet3plus.commands.{name}")
+        module = importlib.import_module(_module(name))
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         _debug_flag(p, argparse.SUPPRESS)

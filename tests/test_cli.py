@@ -130,3 +130,31 @@ def test_predict_and_evaluate_bad_inputs(tmp_path, capsys):
     assert cli.main(["evaluate", "--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "g")]) == 1
     assert str(tmp_path / "p") in _one_error_line(capsys) or str(tmp_path / "g") in capsys.readouterr().err
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_check_data_reports_every_problem_at_once(lits, tmp_path, capsys):
+    """check-data: a clean folder passes; a damaged one lists each problem once, with its file."""
+    assert cli.main(["check-data", "--data-dir", str(lits), "--quiet"]) == 0
+    assert "0 error(s)" in capsys.readouterr().out
+    _rewrite(lits / "segmentation-0.nii.gz", lambda a: np.where(a > 0, 7, 0).astype(a.dtype))
+
+    def nan_inside(a):
+        a = a.astype(np.float32)
+        a[1, 1, 1] = np.nan
+        return a
+
+    _rewrite(lits / "volume-1.nii.gz", nan_inside)
+    data = (lits / "volume-2.nii.gz").read_bytes()
+    (lits / "volume-2.nii.gz").write_bytes(data[: len(data) // 2])
+    _rewrite(lits / "segmentation-3.nii", lambda a: np.zeros_like(a))
+    (lits / "segmentation-9.nii.gz").write_bytes((lits / "segmentation-3.nii").read_bytes()[:10])
+    assert cli.main(["check-data", "--data-dir", str(lits), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| ") and "what to do" not in ln]
+    text = "\n".join(rows)
+    assert "segmentation-0.nii.gz" in text and "[7]" in text
+    assert "volume-1.nii.gz" in text and "NaN" in text
+    assert "volume-2.nii.gz" in text and "truncated" in text
+    assert "segmentation-3.nii" in text and "no organ voxel" in text and "warning" in text
+    assert "segmentation-9.nii.gz" in text and "unpaired" in text
+    assert "4 error(s), 1 warning(s)" in out, out

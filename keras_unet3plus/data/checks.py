@@ -1,9 +1,11 @@
-"""Dataset checks that report every problem at once, before a long run starts.
+"""Dataset checks that report every problem at once, before a long run starts (nnU-Net's
+``--verify_dataset_integrity``, as a table of file | problem | what to do).
 
 ``check_headers`` reads only NIfTI headers (milliseconds per case): files that are missing,
 unreadable, not 3-D, or a label not on its image's grid. ``train`` runs it before creating anything,
-so a 50-hour run does not die on case 97 of 131. The voxel-level checks (NaN, label values) happen
-while the data is read.
+so a 50-hour run does not die on case 97 of 131. ``check_dataset`` (``unet3plus check-data``) adds
+the voxel checks: NaN/inf, label values outside the task's set, truncated data, cases without the
+organ, voxel spacings far from the rest of the dataset, unpaired files.
 """
 from __future__ import annotations
 
@@ -19,15 +21,21 @@ from keras_unet3plus.data.volume import DataError
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with one file, and what to do about it."""
+    """One thing wrong with one file, and what to do about it; warnings do not stop a run."""
 
     file: str
     problem: str
     fix: str
+    severity: str = "error"
 
 
 _FIXES = (
     ("not found", "restore the file or remove the case from the folder"),
+    ("truncated or corrupt", "re-download or re-convert the file"),
+    ("NaN or inf", "fix the conversion (NaN/inf voxels); CT has none"),
+    ("not allowed for task", "choose the right --task, or relabel (see the task's label values)"),
+    ("label values range", "choose the right --task, or relabel (see the task's label values)"),
+    ("unpaired", "add the missing file or remove the orphan"),
     ("not a readable NIfTI", "re-download or re-convert the file (it is truncated or not NIfTI)"),
     ("expected a 3-D volume", "split 4-D / multi-channel files; give one 3-D CT per case"),
     ("shape", "resample the label onto its image's grid (or pair the right files)"),
@@ -65,8 +73,11 @@ def check_headers(cases: Sequence[Case], workers: int = 8) -> list[Problem]:
 
 def format_problems(problems: Sequence[Problem]) -> str:
     """A Markdown table (file | problem | what to do) for the terminal and the error message."""
-    lines = ["| file | problem | what to do |", "|---|---|---|"]
-    lines += [f"| {Path(p.file)} | {p.problem} | {p.fix} |" for p in problems]
+    with_severity = any(p.severity != "error" for p in problems)
+    head = "| file | problem | what to do |" + (" severity |" if with_severity else "")
+    lines = [head, "|---|---|---|" + ("---|" if with_severity else "")]
+    lines += [f"| {Path(p.file)} | {p.problem} | {p.fix} |" + (f" {p.severity} |" if with_severity else "")
+              for p in problems]
     return "\n".join(lines)
 
 
@@ -83,3 +94,86 @@ def require_clean_headers(cases: Sequence[Case], root) -> None:
     problems = check_headers(cases)
     if problems:
         raise DatasetError(root, problems)
+
+
+#: A case whose voxel spacing along an axis is this many times larger or smaller than the dataset's
+#: median is reported (a 5 mm series among 1 mm ones, a file whose header lost its pixdim).
+SPACING_OUTLIER_RATIO = 3.0
+
+
+def _voxel_check(case: Case, task) -> tuple[list[Problem], tuple[float, float, float] | None]:
+    from keras_unet3plus.data.nifti import load_case
+
+    try:
+        vol = load_case(case, task)
+    except DataError as exc:
+        file, problem = _split_message(str(exc), str(case.image_path))
+        return [Problem(file, problem, _fix_for(problem))], None
+    problems = []
+    if vol.label is not None and not vol.label.any():
+        problems.append(Problem(str(case.label_path), "no organ voxel at all (an empty label)",
+                                "check the label; organ-free cases only teach the CGM", "warning"))
+    return problems, vol.spacing
+
+
+def check_dataset(root, layout: str = "auto", task="liver", workers: int = 4,
+                  progress: bool = False) -> list[Problem]:
+    """Every problem of the dataset under ``root``: discovery, headers, then voxels (in parallel)."""
+    from keras_unet3plus.data.layouts import find_cases, task_for_dataset
+
+    problems: list[Problem] = []
+    try:
+        cases = find_cases(root, layout, unpaired="error")
+    except DataError as exc:
+        if "unpaired" not in str(exc):
+            file, problem = _split_message(str(exc), str(root))
+            return [Problem(file, problem, _fix_for(problem))]
+        problems.append(Problem(str(root), str(exc).partition(": ")[2], _fix_for("unpaired")))
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cases = find_cases(root, layout, unpaired="skip")
+    try:
+        spec = task_for_dataset(root, task, layout)
+    except DataError as exc:
+        file, problem = _split_message(str(exc), str(root))
+        return problems + [Problem(file, problem, "name the organ's label in dataset.json")]
+    header_problems = check_headers(cases, workers)
+    problems += header_problems
+    bad = {p.file for p in header_problems}
+    readable = [c for c in cases if str(c.image_path) not in bad and str(c.label_path) not in bad]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(readable), unit="case", desc="checking", dynamic_ncols=True)
+    spacings: dict[str, tuple[float, float, float]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for case, (found, spacing) in zip(readable, pool.map(lambda c: _voxel_check(c, spec), readable)):
+            problems += found
+            if spacing is not None:
+                spacings[str(case.image_path)] = spacing
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    problems += _spacing_outliers(spacings)
+    return problems
+
+
+def _spacing_outliers(spacings: dict[str, tuple[float, float, float]]) -> list[Problem]:
+    if len(spacings) < 3:
+        return []
+    import numpy as np
+
+    values = np.array(list(spacings.values()))
+    median = np.median(values, axis=0)
+    out = []
+    for file, sp in spacings.items():
+        ratio = np.maximum(np.asarray(sp) / median, median / np.asarray(sp))
+        if (ratio > SPACING_OUTLIER_RATIO).any():
+            out.append(Problem(file, f"voxel spacing {tuple(round(v, 3) for v in sp)} mm is far from the "
+                                     f"dataset's median {tuple(round(float(v), 3) for v in median)} mm",
+                               "check the header's pixdim (the model resizes slices, but a wrong "
+                               "spacing distorts surface metrics)", "warning"))
+    return out
