@@ -288,3 +288,101 @@ def test_multi_worker_two_processes(phantom, tmp_path):
         np.testing.assert_array_equal(w0[k], w1[k])
     assert (out / "model.keras").exists() and (out / "checkpoints" / "checkpoint").exists()
     assert not list(Path("/tmp").glob("unet3plus_worker1_*/checkpoint"))  # the worker's temp dir is gone
+
+
+# ------------------------------------------------------------------------------------------------
+# a damaged run folder is not a dead run (issue: reliability, part 4)
+# ------------------------------------------------------------------------------------------------
+
+def _tiny_cfg(phantom, out, **kw):
+    from keras_unet3plus.training import TrainConfig
+
+    base = dict(data_dir=str(phantom), out_dir=str(out), image_size=32, filters=(2, 4, 8, 16, 32), cat_channels=2,
+                batch_size=2, steps_per_epoch=1, epochs=1, n_test=1, val_fraction=0.3, augment=False, verbose=1,
+                max_val_cases=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_truncated_newest_checkpoint_falls_back(phantom, tmp_path, capsys):
+    from keras_unet3plus.training import train
+
+    out = tmp_path / "run"
+    train(_tiny_cfg(phantom, out, epochs=2))
+    ckpts = out / "checkpoints"
+    newest = sorted(ckpts.glob("ckpt-2.data-*"))[0]
+    newest.write_bytes(newest.read_bytes()[:100])          # a copy killed half-way, a full disk
+    capsys.readouterr()
+    r = train(_tiny_cfg(phantom, out, epochs=3))
+    said = capsys.readouterr().out
+    assert "ckpt-2 is unreadable" in said and "falling back to the previous one" in said
+    assert r.resumed_from.endswith("ckpt-1")
+    assert r.epochs_done == 3
+    assert (ckpts / "ckpt-1.index").exists()                # the good one was never deleted
+
+
+def test_checkpoint_write_error_names_the_folder(phantom, tmp_path, monkeypatch):
+    import errno
+
+    import tensorflow as tf
+
+    from keras_unet3plus.training import train
+
+    out = tmp_path / "run"
+    train(_tiny_cfg(phantom, out, epochs=1))
+
+    def full_disk(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", full_disk)
+    with pytest.raises(OSError) as exc:
+        train(_tiny_cfg(phantom, out, epochs=2))
+    assert "checkpoints: could not write checkpoint 2" in str(exc.value) and "No space left" in str(exc.value)
+    monkeypatch.undo()
+    r = train(_tiny_cfg(phantom, out, epochs=2))          # the intact checkpoint 1 resumes
+    assert r.resumed_from.endswith("ckpt-1") and r.epochs_done == 2
+
+
+def test_best_model_enospc_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    import keras
+
+    from keras_unet3plus import build
+    from keras_unet3plus.training.checkpoints import save_model_atomic
+
+    model = build((32, 32, 3), filters=(2, 4, 8, 16, 32), cat_channels=2)
+    path = save_model_atomic(model, tmp_path / "best.keras")
+    before = path.read_bytes()
+
+    def full_disk(self, filepath, *a, **k):
+        Path(filepath).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", full_disk)
+    with pytest.raises(OSError) as exc:
+        save_model_atomic(model, path)
+    assert str(exc.value).startswith(f"{path}: could not write it (no space left on the device)")
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["best.keras"]
+
+
+def test_second_trainer_on_the_same_folder_refuses(phantom, tmp_path, capsys):
+    from keras_unet3plus import cli
+    from keras_unet3plus.training.runlock import RunLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    argv = ["train", "--data-dir", str(phantom), "--out-dir", str(out), "--image-size", "32", "--filters", "2", "4",
+            "8", "16", "32", "--cat-channels", "2", "--batch-size", "2", "--steps-per-epoch", "1", "--epochs", "1",
+            "--n-test", "1", "--no-augment", "--verbose", "0"]
+    with RunLock(out):                                       # a live trainer
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert "another trainer is using this run folder" in err and str(out) in err and f"pid {os.getpid()}" in err
+    assert (out / "keep.txt").exists()
+    # a trainer killed with -9 does not hold the folder: the kernel released its lock
+    code = f"from keras_unet3plus.training.runlock import RunLock; import os; RunLock({str(out)!r}).acquire(); os.kill(os.getpid(), 9)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert proc.returncode == -9
+    assert cli.main(argv) == 0

@@ -55,6 +55,50 @@ def make_manager(model: keras.Model, optimizer, state: RunState, directory: str 
     return ckpt, manager
 
 
+def checkpoint_candidates(directory: str | os.PathLike) -> list[str]:
+    """Checkpoint prefixes in ``directory``, newest first (from the index file, then the data files)."""
+    directory = Path(directory)
+    found: list[str] = []
+    state = tf.train.get_checkpoint_state(str(directory)) if directory.is_dir() else None
+    if state is not None:
+        found += [str(p) for p in reversed(list(state.all_model_checkpoint_paths))]
+    on_disk = sorted(directory.glob("ckpt-*.index"), key=lambda p: int(p.name[5:-6]) if p.name[5:-6].isdigit() else -1,
+                     reverse=True) if directory.is_dir() else []
+    for idx in on_disk:
+        prefix = str(idx)[: -len(".index")]
+        if prefix not in found:
+            found.append(prefix)
+    return [p if os.path.isabs(p) else str(directory / p) for p in found]
+
+
+def restore_newest_good(ckpt: tf.train.Checkpoint, directory: str | os.PathLike,
+                        say=print) -> str | None:
+    """Restore the newest checkpoint that reads back whole; an unreadable newer one (truncated by a
+    full disk, a killed copy) is reported and skipped, never deleted. None when there is none."""
+    candidates = checkpoint_candidates(directory)
+    for k, prefix in enumerate(candidates):
+        try:
+            ckpt.restore(prefix).assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError, OSError, IndexError) as exc:  # IndexError: short read
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            more = "the previous one" if k + 1 < len(candidates) else "nothing (starting over)"
+            say(f"checkpoint {prefix} is unreadable ({reason}); falling back to {more}")
+            continue
+        return prefix
+    return None
+
+
+def save_checkpoint(manager: tf.train.CheckpointManager, number: int) -> str:
+    """Write checkpoint ``number``; a failed write names the folder and leaves the older ones."""
+    try:
+        return manager.save(checkpoint_number=number)
+    except (OSError, tf.errors.OpError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OSError(getattr(exc, "errno", None) or 0,
+                      f"{manager.directory}: could not write checkpoint {number} ({reason}); the previous "
+                      "checkpoints are intact and a rerun resumes from the newest of them") from exc
+
+
 def restore_latest(ckpt: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> str | None:
     """Restore the newest complete checkpoint; returns its path (None when there is none).
 

@@ -136,12 +136,22 @@ class Trainer:
         out = Path(self.cfg.out_dir)
         existed = out.exists()
         before = set(out.iterdir()) if existed and out.is_dir() else set()
+        self._lock = None
         try:
             return self._fit()
-        except BaseException:
-            if getattr(self, "chief", True) and not _has_checkpoint(out / CHECKPOINT_DIR):
+        except BaseException as exc:
+            from .runlock import RunFolderBusy
+
+            if (not isinstance(exc, RunFolderBusy) and getattr(self, "chief", True)
+                    and not _has_checkpoint(out / CHECKPOINT_DIR)):
+                if self._lock is not None:
+                    self._lock.release()
+                    self._lock = None
                 _remove_new_entries(out, existed, before)
             raise
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     def _fit(self) -> FitResult:
         import keras
@@ -172,6 +182,9 @@ class Trainer:
         # ---------------- run folder, config, resume check ----------------
         ckpt_dir = out / CHECKPOINT_DIR
         has_ckpt = tf.train.latest_checkpoint(str(ckpt_dir)) is not None
+        if self.chief:  # one trainer per run folder (released by the kernel if this process dies)
+            from .runlock import RunLock
+            self._lock = RunLock(out).acquire()
         if has_ckpt and cfg.resume:
             self._check_resume_config(out)
         if self.chief:
@@ -259,10 +272,7 @@ class Trainer:
         ckpt, manager = ck.make_manager(model, optimizer, state, ckpt_write, cfg.keep_checkpoints)
         resumed = None
         if cfg.resume:
-            latest = tf.train.latest_checkpoint(str(ckpt_dir))
-            if latest is not None:
-                ckpt.restore(latest).assert_existing_objects_matched()
-                resumed = latest
+            resumed = ck.restore_newest_good(ckpt, ckpt_dir, say=self._print if self.chief else (lambda _m: None))
         if multi_worker:
             ep = self._agree(np.array([state.epoch.numpy(), -state.epoch.numpy()], np.float32), "max")
             if ep[0] != -ep[1]:
@@ -405,7 +415,7 @@ class Trainer:
                            epoch + 1)
                 if "val_dice" in row:
                     tb.scalars("val", {"dice": row["val_dice"]}, epoch + 1)
-            manager.save(checkpoint_number=epoch + 1)  # every worker (collectives); non-chief into a temp dir
+            ck.save_checkpoint(manager, epoch + 1)  # every worker (collectives); non-chief into a temp dir
             msg = f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, train Dice {row['dice']:.4f}"
             if "val_dice" in row:
                 msg += f", val Dice {row['val_dice']:.4f}{' (best)' if improved else ''}"
