@@ -202,3 +202,67 @@ def test_bad_cases_name_the_file(phantom_lits, tmp_path):
     with pytest.raises(DataError, match=r"volume-1\.nii\.gz"):
         make_dataset(find_cases(tmp_path), "liver", EXACT, batch_size=2, cache_dir=str(tmp_path / "c"))
     assert not [p for p in (tmp_path / "c").rglob("*") if "volume-1" in p.name]
+
+
+SHARED_CACHE_SCRIPT = """
+import json, sys
+from keras_unet3plus.data import find_cases
+from keras_unet3plus.data.cache import SliceCache
+from keras_unet3plus.data.preprocess import PreprocessConfig
+import keras_unet3plus.data.cache as C
+root, cache_dir, rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
+built = []
+build = C.SliceCache.build
+def counting_build(self, case):
+    built.append(case.case_id)
+    return build(self, case)
+C.SliceCache.build = counting_build
+cases = find_cases(root)
+cache = SliceCache(cache_dir, "liver", PreprocessConfig(image_size=32))
+entries = cache.ensure(cases, first=cases[rank::2])
+print(json.dumps({"built": built, "complete": [e is not None for e in entries]}))
+"""
+
+
+def test_two_workers_build_the_cache_once(phantom_lits, tmp_path):
+    """Two processes (the workers of a multi-worker run, or two runs) sharing one cache folder:
+    every case is built exactly once, both end with every entry, no marker is left."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(SHARED_CACHE_SCRIPT)
+    cache_dir = tmp_path / "cache"
+    env = dict(__import__("os").environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    procs = [subprocess.Popen([sys.executable, str(script), str(phantom_lits), str(cache_dir), str(r)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for r in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-2000:]
+    results = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    built = results[0]["built"] + results[1]["built"]
+    assert sorted(built) == sorted({"volume-0", "volume-1", "volume-2", "volume-3"}), results
+    assert all(all(r["complete"]) for r in results)
+    assert not list(cache_dir.rglob("*.building"))
+
+
+def test_a_dead_builders_marker_is_taken_over(phantom_lits, tmp_path):
+    from keras_unet3plus.data import find_cases
+    from keras_unet3plus.data.cache import SliceCache
+
+    cases = find_cases(phantom_lits)
+    cache = SliceCache(tmp_path / "cache", "liver", PreprocessConfig(image_size=32))
+    dead = subprocess_pid_that_is_gone()
+    cache._marker(cases[0]).write_text(f"{__import__('socket').gethostname()} {dead}")
+    entries = cache.ensure(cases[:1], timeout=30)
+    assert entries[0] is not None and not cache._marker(cases[0]).exists()
+
+
+def subprocess_pid_that_is_gone() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid

@@ -63,6 +63,7 @@ FLAG_HELP = {
     "min_delta": "early stopping: minimum val Dice gain",
     "max_minutes": "wall-clock budget: stop (after validating and checkpointing) when spent",
     "keep_checkpoints": "checkpoints kept on disk",
+    "checkpoint_every_steps": "also checkpoint every N optimizer steps inside an epoch (resume is exact either way)",
     "resume": "resume from the run folder's last checkpoint (--no-resume starts over)",
     "strategy": "auto, mirrored, multiworker or default",
     "devices": "devices for MirroredStrategy (e.g. /gpu:0 /gpu:1)",
@@ -95,7 +96,7 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
 
 
 def _type_of(name: str, default):
-    if name in ("n_test", "max_val_cases", "steps_per_epoch", "patience"):
+    if name in ("n_test", "max_val_cases", "steps_per_epoch", "patience", "checkpoint_every_steps"):
         return _optional(int)
     if name in ("clipnorm", "max_minutes", "bn_momentum"):
         return _optional(float)

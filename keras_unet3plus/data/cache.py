@@ -11,6 +11,11 @@ classes) and ``.json`` (slice index; written last, it marks the entry complete).
   or replaced file is re-read.
 - Every file is written to a temporary name in the same folder and moved with ``os.replace``;
   on any exception the temporaries are deleted, so a crash leaves either a complete entry or none.
+- Built once, however many processes share it (the workers of a multi-worker run, two runs on one
+  cache folder): :meth:`SliceCache.ensure` claims an entry with an exclusive ``.building`` marker
+  before building it; the others build other entries, then wait for the claimed ones. A marker
+  left by a dead process (same host: its pid is gone; another host: older than ``stale_after``)
+  is taken over.
 
 float16 keeps slices within 2.5e-4 of the float32 values (about 0.1 HU with a 450 HU window) at
 half the disk space.
@@ -21,7 +26,9 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,9 +200,91 @@ class SliceCache:
         log.debug("cached %s (%d slices) in %s", case.case_id, n, self.dir)
         return CacheEntry(image_path, mask_path, meta_path, index)
 
+    # ---- building once across processes ----------------------------------------------------
+    def _marker(self, case: Case) -> Path:
+        return self._paths(case)[2].with_suffix(".building")
+
+    def _claim(self, case: Case, stale_after: float) -> bool:
+        """Create the case's ``.building`` marker; False while another live process holds it."""
+        marker = self._marker(case)
+        for _ in range(2):
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._marker_is_stale(marker, stale_after):
+                    return False
+                marker.unlink(missing_ok=True)   # its builder died: take over
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{socket.gethostname()} {os.getpid()}")
+            return True
+        return False
+
+    @staticmethod
+    def _marker_is_stale(marker: Path, stale_after: float) -> bool:
+        try:
+            host, pid = marker.read_text().split()
+            age = time.time() - marker.stat().st_mtime
+        except (OSError, ValueError):
+            return False   # being written right now, or just removed
+        if host == socket.gethostname():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+            return False
+        return age > stale_after
+
+    def ensure(self, cases, first=None, poll: float = 0.2, timeout: float = 6 * 3600,
+               stale_after: float = 1800.0) -> list[CacheEntry]:
+        """Complete entries for every case, each built by exactly one process.
+
+        ``first``: the cases this process should build first (its shard of a multi-worker run), so
+        the workers split the work; the rest it builds only if nobody else has claimed them.
+        """
+        cases = list(cases)
+        order = list(first or []) + [c for c in cases if c not in (first or [])]
+        pending = []
+        for case in order:
+            if self.get(case) is not None:
+                continue
+            if self._claim(case, stale_after):
+                try:
+                    if self.get(case) is None:
+                        self.build(case)
+                finally:
+                    self._marker(case).unlink(missing_ok=True)
+            else:
+                pending.append(case)
+        deadline = time.time() + timeout
+        while pending:
+            still = []
+            for case in pending:
+                if self.get(case) is not None:
+                    continue
+                if self._claim(case, stale_after):        # its builder gave up or died
+                    try:
+                        if self.get(case) is None:
+                            self.build(case)
+                    finally:
+                        self._marker(case).unlink(missing_ok=True)
+                else:
+                    still.append(case)
+            pending = still
+            if pending:
+                if time.time() > deadline:
+                    raise DataError(f"{self.dir}: waited {timeout:.0f} s for other processes to cache "
+                                    + ", ".join(c.case_id for c in pending[:5]))
+                time.sleep(poll)
+        return [self.get(c) for c in cases]  # type: ignore[misc]
+
     def _drop_stale(self, case: Case, keep: Path) -> None:
         """Remove entries of the same case built from an older version of its files."""
         keep_stem = keep.name.split(".image.npy")[0]
         for p in self.dir.glob(f"{case.case_id}.*"):
+            if p.suffix == ".building":
+                continue
             if not p.name.startswith(keep_stem + ".") and p.name.split(".")[0] == case.case_id:
                 p.unlink(missing_ok=True)

@@ -107,10 +107,15 @@ def select_slices(index: CaseIndex, n_negative: int, rng: np.random.Generator | 
 
 
 def index_cases(cases: Sequence[Case], task: str | TaskSpec, cache: SliceCache | None = None,
-                workers: int = 2) -> list[CaseIndex]:
-    """Slice index of every case (reads labels only, or builds cache entries)."""
+                workers: int = 2, shard: tuple[int, int] = (0, 1)) -> list[CaseIndex]:
+    """Slice index of every case (reads labels only, or builds the cache entries once).
+
+    ``shard``: (this worker, workers) of a multi-worker run; with a cache, each worker builds its
+    share first and the entries are built once in all (:meth:`SliceCache.ensure`).
+    """
     if cache is not None:
-        return [cache.get_or_build(c).index for c in cases]
+        rank, n = shard
+        return [e.index for e in cache.ensure(cases, first=list(cases)[rank::max(1, n)])]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return list(pool.map(lambda c: scan_case(c, task), cases))
 
@@ -128,8 +133,16 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
                   batch_size: int = 8, training: bool = True, negative_fraction: float | None = 0.1,
                   augment: bool | AugmentConfig = False, cache_dir: str | None = None, seed: int = 0,
                   input_context: tf.distribute.InputContext | None = None,
-                  cycle_length: int = 4, shuffle_buffer: int = 64) -> tuple[tf.data.Dataset, DatasetInfo]:
-    """:func:`make_dataset` that also returns its :class:`DatasetInfo`."""
+                  cycle_length: int = 4, shuffle_buffer: int = 64, epoch: int | None = None,
+                  index: Sequence[CaseIndex] | None = None) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """:func:`make_dataset` that also returns its :class:`DatasetInfo`.
+
+    ``epoch`` (training): the dataset is that one epoch, its order a pure function of (``seed``,
+    ``epoch``) — case order, negatives drawn, slice shuffle and augmentation — so a resumed run
+    sees exactly the batches an uninterrupted one would (``.skip(n)`` starts it part-way, for a resume
+    mid-epoch). Without ``epoch`` the dataset reshuffles on every pass (``repeat()`` it).
+    ``index``: the cases' slice index, when already computed (it reads every label otherwise).
+    """
     spec = get_task(task)
     cfg = (cfg or pp.PreprocessConfig()).for_task(spec)
     all_cases = list(cases)
@@ -140,7 +153,9 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
             raise DataError(f"{c.image_path}: case '{c.case_id}' has no label file; training and "
                             "evaluation datasets need labels")
     cache = SliceCache(cache_dir, spec, cfg) if cache_dir is not None else None
-    all_index = index_cases(all_cases, spec, cache)
+    all_index = list(index) if index is not None else index_cases(all_cases, spec, cache)
+    if len(all_index) != len(all_cases):
+        raise ValueError(f"make_dataset: {len(all_index)} index entries for {len(all_cases)} cases")
     global_batch = int(batch_size)
     per_replica = input_context.get_per_replica_batch_size(global_batch) if input_context else global_batch
     n_pipelines = input_context.num_input_pipelines if input_context else 1
@@ -205,10 +220,12 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
     def case_dataset(case_idx, epoch_seed):
         return tf.data.Dataset.from_generator(gen, args=(case_idx, epoch_seed), output_signature=sig)
 
+    fixed = training and epoch is not None     # one epoch, a pure function of (seed, epoch)
+    base_seed = epoch_seed_of(seed, epoch) if fixed else seed
     order = tf.data.Dataset.range(len(my_cases))
     if training:
-        order = order.shuffle(len(my_cases), seed=seed, reshuffle_each_iteration=True)
-    epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True) if training \
+        order = order.shuffle(len(my_cases), seed=base_seed, reshuffle_each_iteration=not fixed)
+    epoch_seeds = tf.data.Dataset.random(seed=base_seed, rerandomize_each_iteration=not fixed) if training \
         else tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
     cycle = max(1, min(cycle_length, len(my_cases)))
     ds = tf.data.Dataset.zip((order, epoch_seeds)).interleave(
@@ -218,10 +235,10 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
         ds = ds.map(lambda x, y: (pp.resize_images(x, cfg), pp.resize_masks(y, cfg)),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if training and shuffle_buffer > 1:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(shuffle_buffer, seed=base_seed, reshuffle_each_iteration=not fixed)
     aug_cfg = AugmentConfig() if augment is True else (augment or None)
     if aug_cfg is not None and training:
-        aug_seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+        aug_seeds = tf.data.Dataset.random(seed=base_seed + 1, rerandomize_each_iteration=not fixed).batch(2)
         ds = tf.data.Dataset.zip((ds, aug_seeds)).map(
             lambda xy, sd: augment_sample(xy[0], xy[1], sd, aug_cfg),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -246,6 +263,11 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
                        cached=cache is not None, case_ids=tuple(c.case_id for c in my_cases))
     log.info("make_dataset %s", info.summary())
     return ds, info
+
+
+def epoch_seed_of(seed: int, epoch: int) -> int:
+    """The seed of one training epoch's data order (distinct per epoch, fixed per (seed, epoch))."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def make_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.PreprocessConfig | None = None,

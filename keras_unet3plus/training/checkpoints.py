@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ..atomic import atomic_path
@@ -25,31 +26,49 @@ from ..modelinfo import ModelInfo, save_info, sidecar_path
 
 @dataclass
 class RunState:
-    """Counters that a resumed run continues from (saved in every checkpoint)."""
+    """Counters that a resumed run continues from (saved in every checkpoint).
+
+    ``step`` and ``sums`` place a mid-epoch checkpoint inside its epoch (steps done, the epoch's
+    running loss / Dice sums), so a resumed epoch continues with the batches and the log row an
+    uninterrupted run would have had; ``planned_steps`` is where the learning-rate schedule ends.
+    """
 
     epoch: tf.Variable       # completed epochs
     best: tf.Variable        # best validation per-volume Dice so far (-1: none yet)
     best_epoch: tf.Variable  # epoch (1-based) that reached it (0: none)
     wait: tf.Variable        # validations since the last improvement (early stopping)
+    step: tf.Variable        # steps done in the current epoch
+    sums: tf.Variable        # the current epoch's running sums (loss, per-output losses, Dice stats)
+    planned_steps: tf.Variable  # where the LR schedule ends (shortened by a time budget)
 
     @classmethod
-    def create(cls) -> "RunState":
+    def create(cls, n_sums: int = 8) -> "RunState":
         # plain (non-distributed) variables, created outside any strategy scope: the Python loop
-        # updates them between epochs
+        # updates them between steps
         with tf.init_scope():
             return cls(epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"),
                        best=tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val_dice"),
                        best_epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch"),
-                       wait=tf.Variable(0, dtype=tf.int64, trainable=False, name="wait"))
+                       wait=tf.Variable(0, dtype=tf.int64, trainable=False, name="wait"),
+                       step=tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch"),
+                       sums=tf.Variable(np.zeros(n_sums), dtype=tf.float64, trainable=False, name="epoch_sums"),
+                       planned_steps=tf.Variable(1, dtype=tf.int64, trainable=False, name="planned_steps"))
 
     def trackables(self) -> dict[str, tf.Variable]:
-        return dict(epoch=self.epoch, best=self.best, best_epoch=self.best_epoch, wait=self.wait)
+        return dict(epoch=self.epoch, best=self.best, best_epoch=self.best_epoch, wait=self.wait,
+                    step=self.step, sums=self.sums, planned_steps=self.planned_steps)
 
 
 def make_manager(model: keras.Model, optimizer, state: RunState, directory: str | os.PathLike,
                  max_to_keep: int = 3) -> tuple[tf.train.Checkpoint, tf.train.CheckpointManager]:
-    """Checkpoint of (model, optimizer, run state) and its manager in ``directory``."""
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, **state.trackables())
+    """Checkpoint of (model, optimizer, run state) and its manager in ``directory``.
+
+    The random-number states of the model's layers (dropout's ``SeedGenerator``) are saved too:
+    Keras tracks them as model variables but ``tf.train.Checkpoint(model=...)`` does not reach them,
+    and without them a resumed run draws other dropout masks than an uninterrupted one.
+    """
+    seeds = [v for v in model.variables if "seed_generator_state" in v.path]
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, seeds=seeds, **state.trackables())
     manager = tf.train.CheckpointManager(ckpt, directory=os.fspath(directory), max_to_keep=max_to_keep,
                                          checkpoint_name="ckpt")
     return ckpt, manager

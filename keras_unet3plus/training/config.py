@@ -82,6 +82,7 @@ class TrainConfig:
     min_delta: float = 0.0
     max_minutes: float | None = None
     keep_checkpoints: int = 3
+    checkpoint_every_steps: int | None = None
     resume: bool = True
     strategy: str = "auto"
     devices: tuple[str, ...] | None = None
@@ -123,6 +124,8 @@ class TrainConfig:
                 bad(name, "must be a positive integer")
         if self.context < 0:
             bad("context", "must be >= 0 (1 = previous, current and next slice)")
+        if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
+            bad("checkpoint_every_steps", "must be a positive integer or None (checkpoint at epoch ends only)")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             bad("steps_per_epoch", "must be a positive integer or None (= one pass over the data)")
         if not self.learning_rate > 0:
@@ -258,7 +261,8 @@ def _coerce(name: str, value: Any, source: Any) -> Any:
             if not isinstance(value, (bool, int)):
                 raise ValueError(value)
             return bool(value)
-        if isinstance(default, int) or name in ("n_test", "max_val_cases", "steps_per_epoch", "patience"):
+        if isinstance(default, int) or name in ("n_test", "max_val_cases", "steps_per_epoch", "patience",
+                                                 "checkpoint_every_steps"):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return int(value)

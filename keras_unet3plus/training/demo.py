@@ -38,7 +38,7 @@ DEMO_PRESET: dict[str, Any] = dict(
 )
 DEMO_CASES = 30
 DEMO_TEST = 6
-DEMO_SHAPE = (128, 128, 48)
+DEMO_SHAPE = (128, 128, 32)
 
 
 @dataclass
@@ -142,15 +142,15 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
 def evaluate_held_out(model_path: Path, cases, spec, out: Path, printer=print) -> tuple[dict, Path | None]:
     """Per-volume metrics of ``model_path`` on ``cases`` (+ an overlay PNG of the median case)."""
     from ..data import load_case
-    from ..inference import load_model, predict_volume
+    from ..inference import Predictor
     from ..metrics import evaluate_case, summarize
 
-    loaded = load_model(model_path)
-    cfg = loaded.cfg
+    predictor = Predictor.from_path(model_path, batch_size=16)   # the model's saved threshold
+    cfg = predictor.cfg
     rows, per_case, keep = {}, {}, {}
     for case in cases:
         vol = load_case(case, spec)
-        pred = predict_volume(loaded.model, vol.image, cfg, batch_size=16, threshold=float(loaded.info.threshold))
+        pred = predictor.predict_volume(vol.image)
         row = evaluate_case(pred > 0, vol.label > 0, spacing=vol.spacing)
         rows[case.case_id] = row
         per_case[case.case_id] = float(row["dice"])

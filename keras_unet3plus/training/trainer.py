@@ -85,11 +85,14 @@ def _prefer_adam_class():
     return keras.optimizers.Adam, False
 
 
-def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int):
-    """The Keras schedule for ``cfg.lr_schedule`` over ``cfg.epochs`` epochs (with linear warm-up)."""
+def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int, total_steps=None):
+    """The Keras schedule for ``cfg.lr_schedule`` over ``cfg.epochs`` epochs (with linear warm-up).
+
+    ``total_steps``: a variable holding where the cosine ends (the trainer shortens it when a time
+    budget will stop the run early, and checkpoints it); default ``epochs x steps_per_epoch``.
+    """
     import keras
 
-    total = max(1, cfg.epochs * steps_per_epoch)
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     if cfg.lr_schedule == "constant":
         return float(cfg.learning_rate)
@@ -97,11 +100,40 @@ def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int):
         rate = cfg.min_lr_ratio ** (1.0 / max(1, cfg.epochs)) if cfg.min_lr_ratio > 0 else 0.5
         return keras.optimizers.schedules.ExponentialDecay(cfg.learning_rate, decay_steps=steps_per_epoch,
                                                            decay_rate=rate)
-    if warmup > 0:
-        return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=max(1, total - warmup),
-                                                      alpha=cfg.min_lr_ratio, warmup_target=cfg.learning_rate,
-                                                      warmup_steps=warmup)
-    return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total, alpha=cfg.min_lr_ratio)
+    if total_steps is None:
+        total_steps = max(1, cfg.epochs * steps_per_epoch)
+    return WarmupCosine(cfg.learning_rate, total_steps, warmup, cfg.min_lr_ratio)
+
+
+class WarmupCosine:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to ``peak * alpha`` at
+    ``total_steps`` (a number or a variable read at every step), flat after it."""
+
+    def __new__(cls, *args, **kwargs):
+        import keras
+
+        class _Schedule(keras.optimizers.schedules.LearningRateSchedule):
+            def __init__(self, peak, total_steps, warmup, alpha):
+                self.peak, self.total_steps, self.warmup, self.alpha = float(peak), total_steps, int(warmup), float(alpha)
+
+            def __call__(self, step):
+                from keras import ops
+
+                step = ops.cast(step, "float32")
+                total = ops.cast(self.total_steps, "float32")
+                warm = float(max(1, self.warmup))
+                decay_len = ops.maximum(total - self.warmup, 1.0)
+                progress = ops.clip((step - self.warmup) / decay_len, 0.0, 1.0)
+                cosine = self.peak * (self.alpha + (1 - self.alpha) * 0.5 * (1 + ops.cos(np.pi * progress)))
+                if self.warmup <= 0:
+                    return cosine
+                return ops.where(step < self.warmup, self.peak * step / warm, cosine)
+
+            def get_config(self):
+                return {"peak": self.peak, "total_steps": int(np.asarray(self.total_steps)),
+                        "warmup": self.warmup, "alpha": self.alpha}
+
+        return _Schedule(*args, **kwargs)
 
 
 class Trainer:
@@ -130,6 +162,14 @@ class Trainer:
     def fit(self) -> FitResult:
         """Run (or resume) training; returns a :class:`FitResult`.
 
+        The run, as named hooks (nnU-Net's ``run_training`` shape)::
+
+            on_train_start()                      # folder, data, model, optimizer, resume
+            for epoch:  on_epoch_start(epoch)     # this epoch's dataset (part-way on a resume)
+                        train_step() ...          # + mid-epoch checkpoints, time budget
+                        on_epoch_end(epoch)       # validation, best model, logs, checkpoint
+            on_train_end()                        # final model, curve, FitResult
+
         A run that fails before its first checkpoint (bad data, a wrong setting, Ctrl-C) takes back
         what it added to the run folder, so a retry starts clean and no half-made run is left behind.
         """
@@ -138,7 +178,7 @@ class Trainer:
         before = set(out.iterdir()) if existed and out.is_dir() else set()
         self._lock = None
         try:
-            return self._fit()
+            return self._run()
         except BaseException as exc:
             from .runlock import RunFolderBusy
 
@@ -153,35 +193,219 @@ class Trainer:
             if self._lock is not None:
                 self._lock.release()
 
-    def _fit(self) -> FitResult:
-        import keras
+    def _run(self) -> FitResult:
+        self.on_train_start()
+        for epoch in range(int(self.state.epoch.numpy()), self.cfg.epochs):
+            self.on_epoch_start(epoch)
+            while self.step_in_epoch < self.steps and not self.out_of_time:
+                self.train_step()
+            self.on_epoch_end(epoch)
+            if self.should_stop():
+                break
+        return self.on_train_end()
+
+    # ------------------------------------------------------------------------------------------
+    # hooks
+    # ------------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        """Strategy, lock, run folder, data index, model, optimizer, step function, resume, logs."""
         import tensorflow as tf
 
-        from ..data import find_cases, get_task, split_cases
-        from ..losses import for_model
-        from ..model import build
-        from . import checkpoints as ck
-        from .logs import CSVLog, TensorBoardLog, plot_history
-
-        t_start = time.time()
         cfg = self.cfg
-        strategy = self._strategy or dist.select_strategy(cfg.strategy, cfg.devices)
-        self.strategy = strategy
-        self.chief = dist.is_chief(strategy)
-        multi_worker = dist.is_multi_worker(strategy)
-        n_rep = strategy.num_replicas_in_sync
-        out = Path(cfg.out_dir)
-        spec = get_task(cfg.task)
+        self.t_start = time.time()
+        self.strategy = self._strategy or dist.select_strategy(cfg.strategy, cfg.devices)
+        self.chief = dist.is_chief(self.strategy)
+        self.multi_worker = dist.is_multi_worker(self.strategy)
+        if cfg.batch_size % self.strategy.num_replicas_in_sync:
+            raise ValueError(f"batch_size {cfg.batch_size} (global) must be a multiple of the "
+                             f"{self.strategy.num_replicas_in_sync} replicas")
+        self.out = Path(cfg.out_dir)
+        self.ckpt_dir = self.out / CHECKPOINT_DIR
+        self.spec = self._task()
+        self.pre = cfg.preprocess()
+        self._prepare_run_folder(has_ckpt=tf.train.latest_checkpoint(str(self.ckpt_dir)) is not None)
+        self._prepare_data()
+        self._build_model_and_optimizer()
+        self._restore()
+        from .logs import CSVLog, TensorBoardLog
+
+        self.csv_log = CSVLog(self.out / CSV_LOG, enabled=self.chief)
+        if self.chief:
+            self.csv_log.truncate(int(self.state.epoch.numpy()))
+        self.tb = TensorBoardLog(self.out / TENSORBOARD_DIR, enabled=self.chief)
+        self.deadline = self.t_start + cfg.max_minutes * 60 if cfg.max_minutes else None
+        self.val_seconds = None
+        self.out_of_time = False
+        self.stop_reason = "epochs" if int(self.state.epoch.numpy()) < cfg.epochs else "already complete"
+        self.say(f"training {cfg.epochs - int(self.state.epoch.numpy())} epoch(s) x {self.steps} steps, global "
+                 f"batch {cfg.batch_size}{', mixed precision' if cfg.mixed_precision else ''}"
+                 f"{', XLA' if cfg.jit_compile else ''}")
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """This epoch's data, a pure function of (seed, epoch), started where a resume left off."""
+        import keras
+
+        self.epoch = epoch
+        self.t_epoch = time.time()
+        self.step_in_epoch = int(self.state.step.numpy())
+        skip = self.step_in_epoch
+        pipeline = self._pipeline_kwargs
+
+        steps, local = self.steps, self.replicas_per_pipeline
+
+        def dataset_fn(ctx):
+            from ..data.pipeline import build_dataset
+            ds, _ = build_dataset(self.train_cases, self.spec, self.pre, input_context=ctx, epoch=epoch,
+                                  index=self._index, **pipeline)
+            # one global step takes a per-replica batch for each local replica; steps_per_epoch may
+            # exceed one pass: then the same epoch order again, never a new draw
+            return ds.repeat().skip(skip * local).take((steps - skip) * local)
+
+        self.iterator = iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+        self.bar = keras.utils.Progbar(self.steps, verbose=1 if (self.cfg.verbose and self.chief) else 0,
+                                       stateful_metrics=["lr"])
+        if skip:
+            self.say(f"epoch {epoch + 1}: resuming at step {skip + 1} of {self.steps}")
+
+    def train_step(self) -> None:
+        """One optimizer step on the next batch; the epoch's running sums live in the checkpoint."""
+        cfg = self.cfg
+        loss, parts, stats = self._step_fn(self.iterator)
+        loss_v = float(loss.numpy())
+        if not math.isfinite(loss_v) and not cfg.mixed_precision:
+            raise FloatingPointError(f"training loss became {loss_v} at epoch {self.epoch + 1}, step "
+                                     f"{self.step_in_epoch + 1}; lower --learning-rate or keep --clipnorm")
+        sums = np.array([loss_v] + [float(parts[k].numpy()) / cfg.batch_size for k in self.out_names]
+                        + list(stats.numpy()), np.float64)
+        self.state.sums.assign_add(sums)
+        self.step_in_epoch += 1
+        self.state.step.assign(self.step_in_epoch)
+        s = stats.numpy()
+        self.bar.update(self.step_in_epoch, [("loss", loss_v), ("dice", 2 * s[0] / (s[1] + s[2]) if s[1] + s[2] else 1.0)])
+        every = cfg.checkpoint_every_steps
+        if every and self.step_in_epoch < self.steps and int(self.optimizer.iterations.numpy()) % every == 0:
+            self.save_checkpoint()
+        if self.deadline is not None and self.step_in_epoch < self.steps:
+            reserve = self.val_seconds if self.val_seconds is not None else 0.05 * cfg.max_minutes * 60
+            late = time.time() + reserve > self.deadline
+            if self.multi_worker:
+                late = bool(self._agree(np.array([float(late)], np.float32), "max")[0] > 0)
+            self.out_of_time = late
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """BN statistics across workers, validation, best model, logs, then the epoch's checkpoint."""
+        import keras
+
+        cfg, state = self.cfg, self.state
+        done = self.step_in_epoch
+        train_seconds = time.time() - self.t_epoch
+        if self.multi_worker:
+            self._average_non_trainable(self.model)
+        sums = state.sums.numpy()
+        n_out = len(self.out_names)
+        row: dict[str, Any] = {"epoch": epoch + 1, "steps": done, "loss": sums[0] / max(1, done)}
+        for k, name in enumerate(self.out_names):
+            row[f"loss_{name}"] = sums[1 + k] / max(1, done)
+        s = sums[1 + n_out:]
+        row["dice"] = float(2 * s[0] / (s[1] + s[2])) if s[1] + s[2] else 1.0
+        row["lr"] = float(np.asarray(keras.ops.convert_to_numpy(self.optimizer.learning_rate)))
+        row["images_per_s"] = done * cfg.batch_size / max(train_seconds, 1e-9)
+        last = epoch + 1 == cfg.epochs or self.out_of_time
+        improved = False
+        if self.val_cases and ((epoch + 1) % cfg.val_every == 0 or last):
+            t_val = time.time()
+            val_dice, per_case = self.validate(self.model, self.val_cases, self.spec, self.pre, self.multi_worker)
+            self.val_seconds = time.time() - t_val
+            row["val_dice"], row["val_seconds"] = val_dice, self.val_seconds
+            if val_dice > float(state.best.numpy()) + cfg.min_delta:
+                improved = True
+                state.best.assign(val_dice)
+                state.best_epoch.assign(epoch + 1)
+                state.wait.assign(0)
+                if self.chief:
+                    from . import checkpoints as ck
+                    ck.save_model_atomic(self.model, self.out / BEST_MODEL,
+                                         self._info(val_dice, epoch + 1, per_case))
+            else:
+                state.wait.assign_add(1)
+        row["seconds"] = time.time() - self.t_epoch
+        if epoch == int(self._first_epoch) and self.deadline is not None:
+            self._fit_schedule_to_budget(train_seconds / max(1, done))
+        state.epoch.assign(epoch + 1)
+        state.step.assign(0)
+        state.sums.assign(np.zeros_like(sums))
+        if self.chief:
+            self.csv_log.append(row)
+            self.tb.scalars("train", {k: v for k, v in row.items() if k not in ("epoch", "val_dice", "val_seconds")},
+                            epoch + 1)
+            if "val_dice" in row:
+                self.tb.scalars("val", {"dice": row["val_dice"]}, epoch + 1)
+        self.save_checkpoint()
+        msg = f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, train Dice {row['dice']:.4f}"
+        if "val_dice" in row:
+            msg += f", val Dice {row['val_dice']:.4f}{' (best)' if improved else ''}"
+        self.say(msg + f" [{row['seconds']:.0f} s, {row['images_per_s']:.1f} img/s]")
+
+    def should_stop(self) -> bool:
+        """Time budget spent, or no validation gain for ``patience`` validations."""
+        cfg = self.cfg
+        if self.out_of_time:
+            self.stop_reason = f"time budget ({cfg.max_minutes} min)"
+            return True
+        if cfg.patience is not None and self.val_cases and int(self.state.wait.numpy()) >= cfg.patience:
+            self.stop_reason = f"early stopping (no val Dice gain for {cfg.patience} validations)"
+            return True
+        return False
+
+    def save_checkpoint(self) -> None:
+        """Checkpoint numbered by the optimizer step: model, optimizer, run state, position in the epoch."""
+        from . import checkpoints as ck
+
+        ck.save_checkpoint(self.manager, int(self.optimizer.iterations.numpy()))
+
+    def on_train_end(self) -> FitResult:
+        """Final model (the best one, or the last weights), the training curve, the result."""
+        from . import checkpoints as ck
+        from .logs import plot_history
+
+        self.tb.close()
+        dist.cleanup_write_dir(self.ckpt_write, self.ckpt_dir, self.strategy)
+        state, out = self.state, self.out
+        model_path = best_path = None
+        if self.chief:
+            best_file = out / BEST_MODEL
+            if best_file.exists():
+                best_path = best_file
+                model_path = ck.copy_model_atomic(best_file, out / FINAL_MODEL)
+            else:
+                model_path = ck.save_model_atomic(self.model, out / FINAL_MODEL,
+                                                  self._info(None, int(state.epoch.numpy()), {}))
+            plot_history(self.csv_log.rows, out / CURVE_PNG, title=f"UNet 3+ {self.spec.name}")
+        best = float(state.best.numpy())
+        result = FitResult(out_dir=out, model_path=model_path, best_path=best_path,
+                           best_val_dice=best if best >= 0 else None,
+                           best_epoch=int(state.best_epoch.numpy()) or None, epochs_done=int(state.epoch.numpy()),
+                           stop_reason=self.stop_reason, history=list(self.csv_log.rows), resumed_from=self.resumed,
+                           seconds=time.time() - self.t_start, split=self.split.to_dict())
+        self.say(f"done ({self.stop_reason}): {result.epochs_done} epochs, best val Dice "
+                 f"{'n/a' if result.best_val_dice is None else f'{result.best_val_dice:.4f}'}"
+                 f"{f' at epoch {result.best_epoch}' if result.best_epoch else ''}; model {model_path}")
+        return result
+
+    # ------------------------------------------------------------------------------------------
+    # the pieces on_train_start assembles
+    # ------------------------------------------------------------------------------------------
+    def _task(self):
+        from ..data import get_task
+
+        cfg = self.cfg
         if cfg.data_dir and self._cases is None and self._split is None:
             from ..data.layouts import task_for_dataset
-            spec = task_for_dataset(cfg.data_dir, cfg.task, cfg.layout)  # nnU-Net: labels by name
-        pre = cfg.preprocess()
-        if cfg.batch_size % n_rep:
-            raise ValueError(f"batch_size {cfg.batch_size} (global) must be a multiple of the {n_rep} replicas")
+            return task_for_dataset(cfg.data_dir, cfg.task, cfg.layout)  # nnU-Net: labels by name
+        return get_task(cfg.task)
 
-        # ---------------- run folder, config, resume check ----------------
-        ckpt_dir = out / CHECKPOINT_DIR
-        has_ckpt = tf.train.latest_checkpoint(str(ckpt_dir)) is not None
+    def _prepare_run_folder(self, has_ckpt: bool) -> None:
+        cfg, out = self.cfg, self.out
         if self.chief:  # one trainer per run folder (released by the kernel if this process dies)
             from .runlock import RunLock
             self._lock = RunLock(out).acquire()
@@ -190,16 +414,20 @@ class Trainer:
         if self.chief:
             out.mkdir(parents=True, exist_ok=True)
             if has_ckpt and not cfg.resume:
-                shutil.rmtree(ckpt_dir, ignore_errors=True)
+                shutil.rmtree(self.ckpt_dir, ignore_errors=True)
                 for name in (CSV_LOG, BEST_MODEL, BEST_MODEL + ".unet3plus.json"):
                     (out / name).unlink(missing_ok=True)
-                has_ckpt = False
             cfg.save(out)
             for stale in out.glob(".*.tmp*"):  # temporaries of a killed run (never referenced)
                 stale.unlink(missing_ok=True)
-        self.say(f"run folder {out} ({dist.describe(strategy)})")
+        self.say(f"run folder {out} ({dist.describe(self.strategy)})")
 
-        # ---------------- data ----------------
+    def _prepare_data(self) -> None:
+        from ..data import find_cases, split_cases
+        from ..data.cache import SliceCache
+        from ..data.pipeline import build_dataset, index_cases
+
+        cfg = self.cfg
         split = self._split
         if split is None:
             cases = self._cases
@@ -210,40 +438,53 @@ class Trainer:
                 from ..data.checks import require_clean_headers
                 require_clean_headers(cases, cfg.data_dir)  # every header problem at once, before any work
             split = split_cases(cases, seed=cfg.split_seed, n_test=cfg.n_test, val_fraction=cfg.val_fraction)
-        train_cases, val_cases = list(split.train), list(split.val)
+        self.split = split
+        self.train_cases, self.val_cases = list(split.train), list(split.val)
         if cfg.max_val_cases is not None:
-            val_cases = val_cases[: cfg.max_val_cases]
-        if not train_cases:
+            self.val_cases = self.val_cases[: cfg.max_val_cases]
+        if not self.train_cases:
             raise ValueError("no training cases after the split")
         if self.chief:
             from ..modelinfo import atomic_write_text
-            atomic_write_text(out / SPLIT_JSON, json.dumps(split.to_dict(), indent=2))
-        self.say(f"cases: {len(train_cases)} train, {len(val_cases)} validation, {len(split.test)} test")
-
-        from ..data.pipeline import build_dataset
+            atomic_write_text(self.out / SPLIT_JSON, json.dumps(split.to_dict(), indent=2))
+        self.say(f"cases: {len(self.train_cases)} train, {len(self.val_cases)} validation, {len(split.test)} test")
+        self._pipeline_kwargs = dict(batch_size=cfg.batch_size, training=True, negative_fraction=cfg.negative_fraction,
+                                     augment=cfg.augment, cache_dir=cfg.cache_dir, seed=cfg.seed)
+        cache = SliceCache(cfg.cache_dir, self.spec, self.pre.for_task(self.spec)) if cfg.cache_dir else None
+        shard = (self._worker_rank(), dist.cluster_size()) if self.multi_worker else (0, 1)
+        self._index = index_cases(self.train_cases, self.spec, cache, shard=shard)  # once, not per epoch
         infos = []
 
-        def dataset_fn(ctx):
-            ds, info = build_dataset(train_cases, spec, pre, batch_size=cfg.batch_size, training=True,
-                                     negative_fraction=cfg.negative_fraction, augment=cfg.augment,
-                                     cache_dir=cfg.cache_dir, seed=cfg.seed, input_context=ctx)
+        def probe(ctx):  # the per-replica geometry (steps per epoch) of the first input pipeline
+            ds, info = build_dataset(self.train_cases, self.spec, self.pre, input_context=ctx, epoch=0,
+                                     index=self._index, **self._pipeline_kwargs)
             infos.append(info)
-            return ds.repeat()
+            return ds
 
-        dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
-        info = infos[0]
-        steps = int(cfg.steps_per_epoch or info.steps_per_epoch)
-        self.say(f"training data: {info.summary()}")
+        self.strategy.distribute_datasets_from_function(probe)
+        self.data_info = infos[0]
+        pipelines = dist.cluster_size() if self.multi_worker else 1
+        self.replicas_per_pipeline = max(1, self.strategy.num_replicas_in_sync // pipelines)
+        self.steps = int(cfg.steps_per_epoch or max(1, self.data_info.steps_per_epoch // self.replicas_per_pipeline))
+        self.say(f"training data: {self.data_info.summary()}")
 
-        # ---------------- model, optimizer ----------------
+    def _build_model_and_optimizer(self) -> None:
+        import keras
+        import tensorflow as tf
+
+        from ..losses import for_model
+        from ..model import build
+        from . import checkpoints as ck
+
+        cfg, strategy = self.cfg, self.strategy
         keras.utils.set_random_seed(cfg.seed)
-        build_kwargs = cfg.build_kwargs(spec.num_classes)
+        self.build_kwargs = cfg.build_kwargs(self.spec.num_classes)
         old_policy = keras.mixed_precision.global_policy()
         with strategy.scope():
             if cfg.mixed_precision:
                 keras.mixed_precision.set_global_policy("mixed_float16")
             try:
-                model = build(**build_kwargs)
+                model = build(**self.build_kwargs)
             finally:
                 keras.mixed_precision.set_global_policy(old_policy)
             if cfg.bn_momentum is not None:
@@ -252,43 +493,28 @@ class Trainer:
                 for layer in _all_layers(model):
                     if isinstance(layer, keras.layers.BatchNormalization):
                         layer.momentum = float(cfg.bn_momentum)
-            adam_cls, pre_reduced = _prefer_adam_class()
-            schedule = learning_rate_schedule(cfg, steps)
+            adam_cls, self._pre_reduced = _prefer_adam_class()
+            self.out_names = list(model.output_names)
+            self.state = ck.RunState.create(n_sums=1 + len(self.out_names) + 3)
+            self.state.planned_steps.assign(max(1, cfg.epochs * self.steps))
+            schedule = learning_rate_schedule(cfg, self.steps, self.state.planned_steps)
             optimizer = adam_cls(learning_rate=schedule, global_clipnorm=cfg.clipnorm, name="adam")
             if cfg.mixed_precision:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(model.trainable_variables)
         self.model, self.optimizer = model, optimizer
+        self._step_fn = self._make_step_fn(tf)
+
+    def _make_step_fn(self, tf):
+        """The distributed train step (see the module docstring for why it looks like this)."""
+        from ..losses import for_model
+
+        model, optimizer, strategy, cfg = self.model, self.optimizer, self.strategy, self.cfg
         losses = for_model(model, **cfg.loss_kwargs())
         loss_fns, loss_w = losses["loss"], losses["loss_weights"]
-        out_names = list(model.output_names)
-        binary = spec.binary
-        global_batch = cfg.batch_size
-        tvars = model.trainable_variables
+        out_names, binary, global_batch = self.out_names, self.spec.binary, cfg.batch_size
+        tvars, n_rep, pre_reduced = model.trainable_variables, strategy.num_replicas_in_sync, self._pre_reduced
 
-        # ---------------- checkpoint / resume ----------------
-        state = ck.RunState.create()
-        ckpt_write = dist.write_dir(ckpt_dir, strategy)
-        ckpt, manager = ck.make_manager(model, optimizer, state, ckpt_write, cfg.keep_checkpoints)
-        resumed = None
-        if cfg.resume:
-            resumed = ck.restore_newest_good(ckpt, ckpt_dir, say=self._print if self.chief else (lambda _m: None))
-        if multi_worker:
-            ep = self._agree(np.array([state.epoch.numpy(), -state.epoch.numpy()], np.float32), "max")
-            if ep[0] != -ep[1]:
-                raise RuntimeError(f"workers restored different checkpoints (epochs {int(-ep[1])}..{int(ep[0])}); "
-                                   f"'{ckpt_dir}' must be on a file system every worker can read")
-        if resumed:
-            best_path = out / BEST_MODEL
-            self._sync_best_from_sidecar(state, best_path)
-            self.say(f"resumed from {resumed}: {int(state.epoch.numpy())} epochs done, "
-                     f"optimizer step {int(optimizer.iterations.numpy())}, best val Dice {float(state.best.numpy()):.4f}")
-        csv_log = CSVLog(out / CSV_LOG, enabled=self.chief)
-        if self.chief:
-            csv_log.truncate(int(state.epoch.numpy()))
-        tb = TensorBoardLog(out / TENSORBOARD_DIR, enabled=self.chief)
-
-        # ---------------- the step ----------------
         def per_example_loss(y, outs):
             total, parts = 0.0, {}
             for name in out_names:
@@ -337,120 +563,47 @@ class Trainer:
             red = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)  # noqa: E731
             return red(loss), {k: red(v) for k, v in parts.items()}, red(stats)
 
-        # ---------------- the loop ----------------
-        iterator = iter(dist_ds)
-        start_epoch = int(state.epoch.numpy())
-        deadline = t_start + cfg.max_minutes * 60 if cfg.max_minutes else None
-        val_seconds = None
-        stop_reason = "epochs"
-        if start_epoch >= cfg.epochs:
-            stop_reason = "already complete"
-        self.say(f"training {cfg.epochs - start_epoch} epoch(s) x {steps} steps, global batch {global_batch}"
-                 f"{', mixed precision' if cfg.mixed_precision else ''}{', XLA' if cfg.jit_compile else ''}")
-        for epoch in range(start_epoch, cfg.epochs):
-            t_epoch = time.time()
-            bar = keras.utils.Progbar(steps, verbose=1 if (cfg.verbose and self.chief) else 0,
-                                      stateful_metrics=["lr"])
-            sums = {"loss": 0.0, **{f"loss_{k}": 0.0 for k in out_names}}
-            stats_sum = np.zeros(3)
-            done = 0
-            out_of_time = False
-            for step in range(steps):
-                loss, parts, stats = train_step(iterator)
-                done += 1
-                loss_v = float(loss.numpy())
-                if not math.isfinite(loss_v) and not cfg.mixed_precision:
-                    raise FloatingPointError(f"training loss became {loss_v} at epoch {epoch + 1}, step {step + 1}; "
-                                             f"lower --learning-rate or keep --clipnorm")
-                sums["loss"] += loss_v
-                for k, v in parts.items():
-                    sums[f"loss_{k}"] += float(v.numpy()) / global_batch
-                s = stats.numpy()
-                stats_sum += s
-                bdice = 2 * s[0] / (s[1] + s[2]) if (s[1] + s[2]) > 0 else 1.0
-                bar.update(step + 1, [("loss", loss_v), ("dice", bdice)])
-                if deadline is not None:
-                    reserve = val_seconds if val_seconds is not None else 0.05 * cfg.max_minutes * 60
-                    late = time.time() + reserve > deadline
-                    if multi_worker:
-                        late = bool(self._agree(np.array([float(late)], np.float32), "max")[0] > 0)
-                    if late and step + 1 < steps:
-                        out_of_time = True
-                        break
-            train_seconds = time.time() - t_epoch
-            if multi_worker:
-                self._average_non_trainable(model)
-            row: dict[str, Any] = {"epoch": epoch + 1, "steps": done}
-            row["loss"] = sums["loss"] / max(1, done)
-            for k in out_names:
-                row[f"loss_{k}"] = sums[f"loss_{k}"] / max(1, done)
-            row["dice"] = float(2 * stats_sum[0] / (stats_sum[1] + stats_sum[2])) if stats_sum[1] + stats_sum[2] else 1.0
-            row["lr"] = float(np.asarray(keras.ops.convert_to_numpy(optimizer.learning_rate)))
-            row["images_per_s"] = done * global_batch / max(train_seconds, 1e-9)
+        return train_step
 
-            # ---- validation ----
-            last = epoch + 1 == cfg.epochs or out_of_time
-            improved = False
-            if val_cases and ((epoch + 1) % cfg.val_every == 0 or last):
-                t_val = time.time()
-                val_dice, per_case = self.validate(model, val_cases, spec, pre, multi_worker)
-                val_seconds = time.time() - t_val
-                row["val_dice"] = val_dice
-                row["val_seconds"] = val_seconds
-                if val_dice > float(state.best.numpy()) + cfg.min_delta:
-                    improved = True
-                    state.best.assign(val_dice)
-                    state.best_epoch.assign(epoch + 1)
-                    state.wait.assign(0)
-                    if self.chief:
-                        ck.save_model_atomic(model, out / BEST_MODEL,
-                                             self._info(pre, build_kwargs, spec, val_dice, epoch + 1, per_case))
-                else:
-                    state.wait.assign_add(1)
-            row["seconds"] = time.time() - t_epoch
-            state.epoch.assign(epoch + 1)
-            if self.chief:
-                csv_log.append(row)
-                tb.scalars("train", {k: v for k, v in row.items() if k not in ("epoch", "val_dice", "val_seconds")},
-                           epoch + 1)
-                if "val_dice" in row:
-                    tb.scalars("val", {"dice": row["val_dice"]}, epoch + 1)
-            ck.save_checkpoint(manager, epoch + 1)  # every worker (collectives); non-chief into a temp dir
-            msg = f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, train Dice {row['dice']:.4f}"
-            if "val_dice" in row:
-                msg += f", val Dice {row['val_dice']:.4f}{' (best)' if improved else ''}"
-            self.say(msg + f" [{row['seconds']:.0f} s, {row['images_per_s']:.1f} img/s]")
+    def _restore(self) -> None:
+        from . import checkpoints as ck
 
-            if out_of_time:
-                stop_reason = f"time budget ({cfg.max_minutes} min)"
-                break
-            if cfg.patience is not None and val_cases and int(state.wait.numpy()) >= cfg.patience:
-                stop_reason = f"early stopping (no val Dice gain for {cfg.patience} validations)"
-                break
-        tb.close()
-        dist.cleanup_write_dir(ckpt_write, ckpt_dir, strategy)
+        cfg = self.cfg
+        self.ckpt_write = dist.write_dir(self.ckpt_dir, self.strategy)
+        self.ckpt, self.manager = ck.make_manager(self.model, self.optimizer, self.state, self.ckpt_write,
+                                                  cfg.keep_checkpoints)
+        self.resumed = None
+        if cfg.resume:
+            self.resumed = ck.restore_newest_good(self.ckpt, self.ckpt_dir,
+                                                  say=self._print if self.chief else (lambda _m: None))
+        state = self.state
+        if self.multi_worker:
+            it = float(self.optimizer.iterations.numpy())
+            agreed = self._agree(np.array([it, -it], np.float32), "max")
+            if agreed[0] != -agreed[1]:
+                raise RuntimeError(f"workers restored different checkpoints (steps {int(-agreed[1])}..{int(agreed[0])}); "
+                                   f"'{self.ckpt_dir}' must be on a file system every worker can read")
+        if self.resumed:
+            self._sync_best_from_sidecar(state, self.out / BEST_MODEL)
+            self.say(f"resumed from {self.resumed}: {int(state.epoch.numpy())} epochs"
+                     f"{f' and {int(state.step.numpy())} steps' if int(state.step.numpy()) else ''} done, "
+                     f"optimizer step {int(self.optimizer.iterations.numpy())}, best val Dice {float(state.best.numpy()):.4f}")
+        self._first_epoch = int(state.epoch.numpy())
 
-        # ---------------- final model ----------------
-        model_path = best_path = None
-        if self.chief:
-            best_file = out / BEST_MODEL
-            if best_file.exists():
-                best_path = best_file
-                model_path = ck.copy_model_atomic(best_file, out / FINAL_MODEL)
-            else:
-                model_path = ck.save_model_atomic(model, out / FINAL_MODEL,
-                                                  self._info(pre, build_kwargs, spec, None, int(state.epoch.numpy()), {}))
-            plot_history(csv_log.rows, out / CURVE_PNG, title=f"UNet 3+ {spec.name}")
-        best = float(state.best.numpy())
-        result = FitResult(out_dir=out, model_path=model_path, best_path=best_path,
-                           best_val_dice=best if best >= 0 else None,
-                           best_epoch=int(state.best_epoch.numpy()) or None, epochs_done=int(state.epoch.numpy()),
-                           stop_reason=stop_reason, history=list(csv_log.rows), resumed_from=resumed,
-                           seconds=time.time() - t_start, split=split.to_dict())
-        self.say(f"done ({stop_reason}): {result.epochs_done} epochs, best val Dice "
-                 f"{'n/a' if result.best_val_dice is None else f'{result.best_val_dice:.4f}'}"
-                 f"{f' at epoch {result.best_epoch}' if result.best_epoch else ''}; model {model_path}")
-        return result
+    def _fit_schedule_to_budget(self, seconds_per_step: float) -> None:
+        """With a time budget, end the learning-rate schedule where the budget will end training
+        (measured on the first epoch), not at ``epochs`` that will never be reached."""
+        cfg = self.cfg
+        remaining = self.deadline - time.time() - (self.val_seconds or 0.0) * max(1, cfg.epochs // max(1, cfg.val_every))
+        done = int(self.optimizer.iterations.numpy())
+        reachable = done + int(max(0.0, remaining) / max(seconds_per_step, 1e-6))
+        planned = int(self.state.planned_steps.numpy())
+        if self.multi_worker:
+            reachable = int(-self._agree(np.array([-reachable], np.float32), "max")[0])
+        if reachable < planned:
+            self.state.planned_steps.assign(max(done + 1, reachable))
+            self.say(f"time budget: the learning-rate schedule now ends at step {int(self.state.planned_steps.numpy())} "
+                     f"(of {planned} planned)")
 
     # ------------------------------------------------------------------------------------------
     def validate(self, model, val_cases: Sequence, spec, pre, multi_worker: bool = False) -> tuple[float, dict]:
@@ -523,7 +676,8 @@ class Trainer:
             v.assign(mean[offset: offset + a.size].reshape(a.shape).astype(a.dtype))
             offset += a.size
 
-    def _info(self, pre, build_kwargs, spec, val_dice, epoch, per_case):
+    def _info(self, val_dice, epoch, per_case):
+        pre, build_kwargs, spec = self.pre, self.build_kwargs, self.spec
         from ..modelinfo import ModelInfo
 
         kwargs = dict(build_kwargs)
