@@ -406,12 +406,26 @@ class IoULoss(keras.losses.Loss):
         return config
 
 
+#: Options of the hybrid loss's parts that may be given to :class:`HybridLoss` directly (the form
+#: of older saved files and of ``for_model``): name -> (part, the part's own parameter).
+HYBRID_PART_OPTIONS = {
+    "alpha": ("focal", "alpha"), "gamma": ("focal", "gamma"),
+    "power_factors": ("ms_ssim", "power_factors"), "filter_size": ("ms_ssim", "filter_size"),
+    "filter_sigma": ("ms_ssim", "filter_sigma"), "k1": ("ms_ssim", "k1"), "k2": ("ms_ssim", "k2"),
+    "ms_ssim_eps": ("ms_ssim", "eps"), "iou_smooth": ("iou", "smooth"),
+}
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class HybridLoss(keras.losses.Loss):
     """UNet 3+ hybrid loss: ``focal_weight*focal + ms_ssim_weight*(1-MS-SSIM) + iou_weight*IoU``.
 
-    Works for one sigmoid channel and for K softmax channels; y_true is the shared mask. Default
-    weights 1/1/1 (the paper sums the three terms). One value per sample.
+    Composed of its parts' instances (``focal``, ``ms_ssim``, ``iou``: a :class:`FocalLoss`,
+    :class:`MSSSIMLoss`, :class:`IoULoss`, their config dicts, or None for the defaults), so every
+    parameter is declared once, in its part. A part's option can also be passed by the names in
+    :data:`HYBRID_PART_OPTIONS` (``alpha=``, ``iou_smooth=``, ...), which is how files saved before
+    the parts were serialised load. Works for one sigmoid channel and for K softmax channels;
+    default weights 1/1/1 (the paper sums the three terms). One value per sample.
     """
 
     def __init__(
@@ -419,63 +433,63 @@ class HybridLoss(keras.losses.Loss):
         focal_weight: float = 1.0,
         ms_ssim_weight: float = 1.0,
         iou_weight: float = 1.0,
-        alpha: float | Sequence[float] | None = None,
-        gamma: float = 2.0,
-        iou_smooth: float = 1.0,
-        power_factors: Sequence[float] = MSSSIM_POWER_FACTORS,
-        filter_size: int = 11,
-        filter_sigma: float = 1.5,
-        k1: float = 0.01,
-        k2: float = 0.03,
-        ms_ssim_eps: float = 1e-6,
+        focal: "FocalLoss | dict | None" = None,
+        ms_ssim: "MSSSIMLoss | dict | None" = None,
+        iou: "IoULoss | dict | None" = None,
         name: str = "hybrid",
         reduction: str | None = "sum_over_batch_size",
         dtype: Any = None,
+        **part_options: Any,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        unknown = sorted(set(part_options) - set(HYBRID_PART_OPTIONS))
+        if unknown:
+            raise TypeError(f"HybridLoss got unexpected option(s) {unknown}; the parts' options are "
+                            f"{sorted(HYBRID_PART_OPTIONS)}")
+        routed: dict[str, dict[str, Any]] = {"focal": {}, "ms_ssim": {}, "iou": {}}
+        for key, value in part_options.items():
+            part, param = HYBRID_PART_OPTIONS[key]
+            routed[part][param] = value
         self.focal_weight = float(focal_weight)
         self.ms_ssim_weight = float(ms_ssim_weight)
         self.iou_weight = float(iou_weight)
-        self.focal = FocalLoss(alpha=alpha, gamma=gamma, reduction=None)
-        self.ms_ssim = MSSSIMLoss(
-            power_factors=power_factors,
-            filter_size=filter_size,
-            filter_sigma=filter_sigma,
-            k1=k1,
-            k2=k2,
-            eps=ms_ssim_eps,
-            reduction=None,
-        )
-        self.iou = IoULoss(smooth=iou_smooth, reduction=None)
+        self.focal = _part(FocalLoss, focal, routed["focal"])
+        self.ms_ssim = _part(MSSSIMLoss, ms_ssim, routed["ms_ssim"])
+        self.iou = _part(IoULoss, iou, routed["iou"])
 
     def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
         y_pred = _check_pred(y_pred, "HybridLoss")
         total = tf.zeros_like(y_pred[:, 0, 0, 0])
-        if self.focal_weight:
-            total += self.focal_weight * self.focal.call(y_true, y_pred)
-        if self.ms_ssim_weight:
-            total += self.ms_ssim_weight * self.ms_ssim.call(y_true, y_pred)
-        if self.iou_weight:
-            total += self.iou_weight * self.iou.call(y_true, y_pred)
+        for weight, part in ((self.focal_weight, self.focal), (self.ms_ssim_weight, self.ms_ssim),
+                             (self.iou_weight, self.iou)):
+            if weight:
+                total += weight * part.call(y_true, y_pred)
         return total
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(
-            focal_weight=self.focal_weight,
-            ms_ssim_weight=self.ms_ssim_weight,
-            iou_weight=self.iou_weight,
-            alpha=self.focal.alpha,
-            gamma=self.focal.gamma,
-            iou_smooth=self.iou.smooth,
-            power_factors=self.ms_ssim.power_factors,
-            filter_size=self.ms_ssim.filter_size,
-            filter_sigma=self.ms_ssim.filter_sigma,
-            k1=self.ms_ssim.k1,
-            k2=self.ms_ssim.k2,
-            ms_ssim_eps=self.ms_ssim.eps,
-        )
+        config.update(focal_weight=self.focal_weight, ms_ssim_weight=self.ms_ssim_weight,
+                      iou_weight=self.iou_weight, focal=_part_config(self.focal),
+                      ms_ssim=_part_config(self.ms_ssim), iou=_part_config(self.iou))
         return config
+
+
+def _part(cls, given, options: dict[str, Any]):
+    """A hybrid-loss part: the given instance, or one built from a config dict and/or options."""
+    if isinstance(given, cls):
+        if options:
+            given = cls(**{**_part_config(given), **options})
+        return given
+    if given is not None and not isinstance(given, dict):
+        raise TypeError(f"HybridLoss: expected a {cls.__name__} or its config dict, got {type(given).__name__}")
+    return cls(**{**(given or {}), **options, "reduction": None})
+
+
+def _part_config(part) -> dict[str, Any]:
+    config = part.get_config()
+    for key in ("name", "reduction", "dtype"):
+        config.pop(key, None)
+    return config
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -320,3 +320,27 @@ def test_build_end_to_end_two_steps():
     logs = history.history
     assert {"seg_loss", "side_5_loss", "cls_loss"} <= set(logs)
     assert all(np.isfinite(v[0]) for v in logs.values())
+
+
+def test_hybrid_loss_is_composed_and_old_flat_configs_load():
+    """HybridLoss holds its parts' instances (each option declared once, in its part); the flat
+    config of files saved before (alpha=, iou_smooth=, ... beside the weights) still loads."""
+    import keras
+
+    old = {"name": "seg_hybrid", "reduction": "sum_over_batch_size", "focal_weight": 0.5, "ms_ssim_weight": 1.0,
+           "iou_weight": 1.0, "alpha": [0.2, 0.3, 0.5], "gamma": 2.0, "iou_smooth": 2.0,
+           "power_factors": list(L.MSSSIM_POWER_FACTORS), "filter_size": 11, "filter_sigma": 1.5,
+           "k1": 0.01, "k2": 0.03, "ms_ssim_eps": 1e-6}
+    loaded = L.HybridLoss.from_config(old)
+    assert loaded.focal.alpha == [0.2, 0.3, 0.5] and loaded.iou.smooth == 2.0 and loaded.ms_ssim.eps == 1e-6
+    config = loaded.get_config()
+    assert "alpha" not in config and config["focal"]["alpha"] == [0.2, 0.3, 0.5]
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loaded), safe_mode=True)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, (2, 32, 32, 1)).astype("int32")
+    p = rng.dirichlet(np.ones(3), (2, 32, 32)).astype("float32")
+    assert float(again(y, p)) == pytest.approx(float(loaded(y, p)), rel=1e-6)
+    parts = L.HybridLoss(focal=L.FocalLoss(gamma=3.0), iou=L.IoULoss(smooth=2.0))
+    assert parts.focal.gamma == 3.0 and parts.iou.smooth == 2.0
+    with pytest.raises(TypeError, match="unexpected option"):
+        L.HybridLoss(smoothness=1.0)

@@ -237,6 +237,17 @@ class SliceCache:
             return False
         return age > stale_after
 
+    def _build_if_unclaimed(self, case: Case, stale_after: float) -> bool:
+        """Build ``case`` unless another live process has claimed it; True when it is complete."""
+        if not self._claim(case, stale_after):
+            return False
+        try:
+            if self.get(case) is None:
+                self.build(case)
+        finally:
+            self._marker(case).unlink(missing_ok=True)
+        return True
+
     def ensure(self, cases, first=None, poll: float = 0.2, timeout: float = 6 * 3600,
                stale_after: float = 1800.0) -> list[CacheEntry]:
         """Complete entries for every case, each built by exactly one process.
@@ -248,29 +259,13 @@ class SliceCache:
         order = list(first or []) + [c for c in cases if c not in (first or [])]
         pending = []
         for case in order:
-            if self.get(case) is not None:
-                continue
-            if self._claim(case, stale_after):
-                try:
-                    if self.get(case) is None:
-                        self.build(case)
-                finally:
-                    self._marker(case).unlink(missing_ok=True)
-            else:
+            if self.get(case) is None and not self._build_if_unclaimed(case, stale_after):
                 pending.append(case)
         deadline = time.time() + timeout
         while pending:
             still = []
-            for case in pending:
-                if self.get(case) is not None:
-                    continue
-                if self._claim(case, stale_after):        # its builder gave up or died
-                    try:
-                        if self.get(case) is None:
-                            self.build(case)
-                    finally:
-                        self._marker(case).unlink(missing_ok=True)
-                else:
+            for case in pending:   # claimed elsewhere: wait, or build it if its builder gave up or died
+                if self.get(case) is None and not self._build_if_unclaimed(case, stale_after):
                     still.append(case)
             pending = still
             if pending:
