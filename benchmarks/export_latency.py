@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     import keras_unet3plus as ku
     from keras_unet3plus.export import export_model
     from keras_unet3plus.export.graph import GraphSpec, to_mask
-    from keras_unet3plus.export.verify import dice, phantom_slices, preprocess_config
+    from keras_unet3plus.export.verify import phantom_slices, preprocess_config
+    from keras_unet3plus.metrics import label_dice as dice
     from keras_unet3plus.modelinfo import ModelInfo, load_info
     from keras_unet3plus.runtimes import KerasRuntime, load_runtime
 

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     from keras_unet3plus.complexity import count
     from keras_unet3plus.data import phantom
     from keras_unet3plus.data.preprocess import PreprocessConfig
-    from keras_unet3plus.inference import LoadedModel, predict_file, predict_volume
+    from keras_unet3plus.inference import Predictor as LoadedModel, predict_file, predict_volume
     from keras_unet3plus.modelinfo import ModelInfo
 
     filters = tuple(int(f) for f in args.filters.split(","))

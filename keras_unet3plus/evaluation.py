@@ -290,13 +290,16 @@ def evaluate_model(model: Any, data_dir: str | os.PathLike, out_dir: str | os.Pa
                    task: str | None = None, overlays: int = 0, batch_size: int = 8,
                    largest_component: bool = False, gate: bool = True, progress: bool = False,
                    layout: str = "auto", empty_distance: float = float("inf")) -> EvaluationReport:
-    """Predict every labelled case of a dataset folder with ``model`` (path or LoadedModel) into
+    """Predict every labelled case of a dataset folder with ``model`` (a path, or a
+    :class:`~keras_unet3plus.inference.Predictor` / runtime with its ModelInfo) into
     ``out_dir/predictions`` and evaluate them. ``task`` defaults to the model's."""
     from .data.layouts import find_cases
-    from .inference import _resolve_model, predict_folder
+    from .inference import Predictor
 
-    loaded = _resolve_model(model, None)
-    task_name = task or loaded.info.task
+    predictor = Predictor(model, batch_size=batch_size, gate=gate, largest_component=largest_component,
+                          progress=progress)
+    _ = predictor.cfg  # raises for a model object without its ModelInfo (its preprocessing)
+    task_name = task or predictor.info.task
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cases = [c for c in find_cases(data_dir, layout=layout, unpaired="skip") if c.label_path is not None]
@@ -304,16 +307,15 @@ def evaluate_model(model: Any, data_dir: str | os.PathLike, out_dir: str | os.Pa
         raise DataError(f"{data_dir}: no labelled cases to evaluate")
     pred_dir = Path(out_dir) / "predictions"
     ids = {Path(c.image_path): c.case_id for c in cases}
-    results = predict_folder(loaded, [c.image_path for c in cases], pred_dir, batch_size=batch_size,
-                             gate=gate, largest_component=largest_component, progress=progress,
-                             output_name=lambda p: f"{ids[Path(p)]}.nii.gz")
+    results = predictor.predict_folder([c.image_path for c in cases], pred_dir,
+                                       output_name=lambda p: f"{ids[Path(p)]}.nii.gz")
     errors = {ids[r.image_path]: r.error for r in results if not r.ok}
     pairs = [(c.case_id, pred_dir / f"{c.case_id}.nii.gz", Path(c.label_path), Path(c.image_path)) for c in cases]
     overlay_dir = Path(out_dir) / "overlays" if overlays > 0 else None
     rows = evaluate_pairs(pairs, task_name, overlay_dir=overlay_dir, overlay_slices=overlays,
                           progress=progress, errors=errors, empty_distance=empty_distance)
     report = EvaluationReport(get_task(task_name).name, rows, summarize_cases(rows, task_name))
-    report.summary["model"] = str(loaded.path) if loaded.path else None
+    report.summary["model"] = str(predictor.path) if predictor.path else None
     write_reports(report, out_dir)
     return report
 

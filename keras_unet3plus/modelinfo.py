@@ -47,6 +47,29 @@ class ModelInfo:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    @classmethod
+    def task_default(cls, task: str = "liver", image_size: int = 320, num_classes: int = 1) -> "ModelInfo":
+        """The info of a model that came without one: the task's default preprocessing."""
+        from .data.preprocess import PreprocessConfig
+
+        cfg = PreprocessConfig(image_size=int(image_size)).for_task(task)
+        return cls(task=task, preprocess=cfg.to_dict(), num_classes=int(num_classes))
+
+    def preprocess_config(self, source: Any = None):
+        """The `PreprocessConfig` inference must use: the saved record, the task's HU window filled in.
+
+        The one place a config is derived from an info, so training, inference, export
+        verification and evaluation cannot preprocess differently. `source` names the model in
+        the error raised for an invalid record.
+        """
+        from .data.preprocess import PreprocessConfig
+
+        try:
+            cfg = PreprocessConfig.from_dict(self.preprocess)
+            return cfg.for_task(self.task) if cfg.hu_window is None else cfg
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"model info of '{source}': invalid preprocessing record ({exc})") from exc
+
 
 def sidecar_path(model_path: str | os.PathLike) -> Path:
     """Where the info of `model_path` (file or SavedModel folder) is stored."""

@@ -253,18 +253,6 @@ def test_cli_export_prints_table(trained_tiny, tmp_path, capsys):
     assert "| artefact |" in text and "PASS" in text and out.is_file() and sidecar_path(out).is_file()
 
 
-def test_runtime_loading_errors(tmp_path, trained_tiny):
-    with pytest.raises(ValueError, match="unknown model format"):
-        runtimes.load_runtime(tmp_path / "model.pt")
-    with pytest.raises(FileNotFoundError):
-        runtimes.load_runtime(tmp_path / "missing.onnx")
-    _, path, _ = trained_tiny
-    rt = runtimes.load_runtime(path, require_info=True)
-    assert rt.kind == "keras" and rt.info.task == "liver" and rt.input_shape == (None, SIZE, SIZE, 3)
-    with pytest.raises(ValueError, match=r"\(B, 64, 64, 3\)"):
-        rt.predict(np.zeros((1, 32, 32, 3), np.float32))
-
-
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
 def test_efficient_decoder_exports_with_parity(trained_tiny, tmp_path, slices, target):
     """The efficient decoder takes the paper decoder's weights as they are and exports like it."""

@@ -90,12 +90,12 @@ def test_gate_zeroes_slices_the_cgm_calls_absent(trained_tiny, test_case):
 
 
 def _fake_predictor(seg_fn, cls_fn=None, size=IMAGE_SIZE):
-    from keras_unet3plus.inference import _Predictor
+    from keras_unet3plus.runtimes import FunctionRuntime
 
     def fn(batch):
         return seg_fn(batch), (None if cls_fn is None else cls_fn(batch))
 
-    return _Predictor(fn, name="fake", image_size=size, channels=3)
+    return FunctionRuntime(fn, image_size=size, channels=3, name="fake")
 
 
 def test_gate_with_controlled_cls():
@@ -266,41 +266,3 @@ def test_cli_single_file(trained_tiny, phantom_lits, tmp_path, capsys):
     assert nib.load(str(out)).shape == nib.load(str(phantom_lits / "volume-1.nii.gz")).shape
     assert main(["predict", str(path), str(tmp_path / "missing.nii.gz"), "-o", str(out), "--quiet"]) == 1
     assert "missing.nii.gz" in capsys.readouterr().err
-
-
-# ------------------------------------------------------------------------------------------------
-# backends
-# ------------------------------------------------------------------------------------------------
-
-def test_same_mask_through_every_backend(trained_tiny, phantom_lits, tmp_path):
-    """.keras, SavedModel, .onnx and .tflite (fp32) of one model give the same mask.
-
-    The artefacts are made with keras_unet3plus.export (export_savedmodel / export_onnx /
-    export_tflite) plus a model-info sidecar each, as `unet3plus export` does.
-    """
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("tf2onnx")
-    pytest.importorskip("ai_edge_litert")
-    from keras_unet3plus.export.graph import GraphSpec
-    from keras_unet3plus.export.litert import export_tflite
-    from keras_unet3plus.export.onnx import export_onnx
-    from keras_unet3plus.export.savedmodel import export_savedmodel
-    from keras_unet3plus.inference import predict_file
-
-    model, keras_path, info = trained_tiny
-    sm = export_savedmodel(model, tmp_path / "model_savedmodel", GraphSpec())
-    save_info(sm, info)
-    onnx_path = tmp_path / "model.onnx"
-    export_onnx(model, onnx_path, GraphSpec(), info=info)
-    save_info(onnx_path, info)
-    tfl = export_tflite(sm, tmp_path / "model.tflite", "fp32")
-    save_info(tfl, info)
-
-    src = phantom_lits / "volume-1.nii.gz"  # LPS
-    masks = {p.name: predict_file(p, src, tmp_path / f"{p.name}.nii.gz") for p in (keras_path, sm, onnx_path, tfl)}
-    ref = masks["model.keras"]
-    assert ref.any()
-    for name, m in masks.items():
-        assert m.shape == ref.shape and m.dtype == np.uint8
-        assert (m != ref).mean() < 1e-4, name
-        assert dice(m, ref) > 0.999, name

@@ -100,7 +100,9 @@ def test_real_ct_series_nifti_and_seg_agree(trained_tiny, real_ct, tmp_path):
     niftis, segs = list(out.glob("*.nii.gz")), list(out.glob("*.seg.dcm"))
     assert len(niftis) == 1 and len(segs) == 1
     mask = _agree(niftis[0], segs[0], real_ct / "series")
-    ref = nib.load(str(real_ct / "reference_labels.nii.gz"))
-    pred = nib.load(str(niftis[0]))
-    assert pred.shape == ref.shape == mask.shape
+    # same world coordinates for every voxel as the reference label file (written by dcm2niix, which
+    # stores the rows flipped): compare the grids once both are brought to RAS
+    ref = nib.as_closest_canonical(nib.load(str(real_ct / "reference_labels.nii.gz")))
+    pred = nib.as_closest_canonical(nib.load(str(niftis[0])))
+    assert pred.shape == ref.shape and mask.size == int(np.prod(ref.shape))
     np.testing.assert_allclose(pred.affine, ref.affine, atol=1e-3)

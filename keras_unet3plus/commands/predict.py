@@ -36,28 +36,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference import load_model, predict_file, predict_folder
+    from ..inference import Predictor
 
     if (args.input is None) == (args.input_dir is None):
         print("unet3plus predict: give either an input file or folder, or -i/--input-dir", file=sys.stderr)
         return 2
     formats = ("nifti", "dicom-seg") if args.format == "both" else (args.format,)
     # errors end in cli.main's one-line boundary (exit 1, traceback with --debug)
-    loaded = load_model(args.model)
-    _ = loaded.cfg  # validate the saved preprocessing before any work
-    kwargs = dict(batch_size=args.batch_size, gate=not args.no_gate, threshold=args.threshold,
-                  largest_component=args.largest_component, overlap=not args.no_overlap)
+    predictor = Predictor.from_path(args.model, batch_size=args.batch_size, gate=not args.no_gate,
+                                    threshold=args.threshold, largest_component=args.largest_component,
+                                    overlap=not args.no_overlap, progress=not args.quiet, formats=formats)
+    _ = predictor.cfg  # validate the saved preprocessing before any work
     source = args.input_dir or args.input
     if args.input is not None and not Path(args.input).is_dir():
         out = Path(args.output)
         if out.is_dir():
             out = out / Path(args.input).name
-        predict_file(loaded, args.input, out, progress=not args.quiet, formats=formats, **kwargs)
+        predictor.predict_file(args.input, out)
         print(f"wrote {out}")
         return 0
     notes: list[str] = []
-    results = predict_folder(loaded, source, args.output, progress=not args.quiet, formats=formats,
-                             notes=notes, **kwargs)
+    results = predictor.predict_folder(source, args.output, notes=notes)
     for note in notes:
         print(f"skipped: {note}")
     failed = [r for r in results if not r.ok]

@@ -143,12 +143,9 @@ def _artefact_info(info, target: str, precision: str, spec: GraphSpec, extra: di
 
 def _default_info(model, task: str = "liver"):
     """ModelInfo for a model that came without a sidecar: the task's default preprocessing."""
-    from ..data.preprocess import PreprocessConfig
     from ..modelinfo import ModelInfo
 
-    size = model.inputs[0].shape[1] or 320
-    cfg = PreprocessConfig(image_size=int(size)).for_task(task)
-    return ModelInfo(task=task, preprocess=cfg.to_dict(), num_classes=int(model.outputs[0].shape[-1]))
+    return ModelInfo.task_default(task, model.inputs[0].shape[1] or 320, model.outputs[0].shape[-1])
 
 
 def export_model(

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from ..runtimes import INPUT_NAME, training_outputs
+
 OUTPUT_FORMS = ("deploy", "all")
-INPUT_NAME = "image"
 
 
 @dataclass(frozen=True)
@@ -32,27 +33,6 @@ class GraphSpec:
             raise ValueError(f"outputs must be one of {OUTPUT_FORMS}, got {self.outputs!r}")
         if self.threshold is not None and not 0.0 < float(self.threshold) < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold!r}")
-
-
-def training_outputs(model: keras.Model) -> keras.Model:
-    """The ungated training form of `model` (dict outputs `seg`, `side_*`, `cls`).
-
-    Accepts a `build()` model or a `deploy_model()` wrapper (whose gate/threshold layers are peeled
-    off, so the export applies its own, convertible ones).
-    """
-    from ..layers import Binarize, ClassGate
-
-    gates = [layer for layer in model.layers if isinstance(layer, (ClassGate, Binarize))]
-    outs = dict(model.output) if isinstance(model.output, dict) else dict(zip(model.output_names, model.outputs))
-    if not gates:
-        return model if isinstance(model.output, dict) else keras.Model(model.inputs, outs, name=model.name)
-    gate = next((g for g in gates if isinstance(g, ClassGate)), None)
-    if gate is not None:
-        seg, cls = gate.input
-        outs["seg"], outs["cls"] = seg, cls
-    else:  # thresholded, ungated: take what goes into Binarize
-        outs["seg"] = gates[0].input
-    return keras.Model(model.inputs, outs, name=model.name.removesuffix("_deploy"))
 
 
 def to_mask(seg: np.ndarray, threshold: float = 0.5) -> np.ndarray:

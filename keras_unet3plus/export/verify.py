@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..metrics.volume import label_dice
+from ..runtimes import training_outputs
 from .graph import GraphSpec, to_mask
 
 FP32_MAX_ABS = 1e-4
@@ -34,16 +36,16 @@ class ParityError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 
 def preprocess_config(info=None, image_size: int | None = None, task: str = "liver"):
-    """The `PreprocessConfig` of a model's info (or the task default at `image_size`)."""
+    """`(PreprocessConfig, task)` of a model's info (or the task default) at `image_size`."""
+    from dataclasses import replace
+
     from ..data.preprocess import PreprocessConfig
 
     if info is not None and info.preprocess:
-        cfg = PreprocessConfig.from_dict(info.preprocess)
-        task = info.task or task
+        cfg, task = info.preprocess_config(), info.task or task
     else:
         cfg = PreprocessConfig()
     if image_size is not None and cfg.image_size != int(image_size):
-        from dataclasses import replace
         cfg = replace(cfg, image_size=int(image_size))
     return cfg.for_task(task), task
 
@@ -128,21 +130,6 @@ def sample_slices(info=None, data_dir: str | None = None, n: int = 16, image_siz
 # comparison
 # ---------------------------------------------------------------------------------------------
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two label maps over all foreground labels (pooled over the batch); 1.0 when both
-    are empty (the gate says: no organ, and both agree)."""
-    a, b = np.asarray(a), np.asarray(b)
-    labels = sorted(set(np.unique(a)) | set(np.unique(b)) - {0})
-    if not labels:
-        return 1.0
-    scores = []
-    for lab in labels:
-        x, y = a == lab, b == lab
-        denom = x.sum() + y.sum()
-        scores.append(1.0 if denom == 0 else 2.0 * np.logical_and(x, y).sum() / denom)
-    return float(np.mean(scores))
-
-
 @dataclass
 class ParityRow:
     """One line of the verification table."""
@@ -166,7 +153,6 @@ def keras_reference(model, x: np.ndarray, spec: GraphSpec, batch_size: int = 8) 
     """Outputs of the Keras `deploy_model()` (the reference every export is held to), plus the
     ungated/unthresholded probabilities under `_prob` (to tell borderline pixels from errors)."""
     from ..model import deploy_model
-    from .graph import training_outputs
 
     base = training_outputs(model)
     has_cls = "cls" in (base.output if isinstance(base.output, dict) else {})
@@ -201,7 +187,7 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
         ref_mask, got_mask = to_mask(ref_seg, t), to_mask(got_seg, t)
     else:  # already label maps
         ref_mask, got_mask = ref_seg[..., 0].round().astype(int), got_seg[..., 0].round().astype(int)
-    d = dice(ref_mask, got_mask)
+    d = label_dice(ref_mask, got_mask)
     max_abs = max(per_output.values())
     note = ""
     if precision in FULL_PRECISION:

@@ -44,6 +44,7 @@ from scipy import ndimage
 
 __all__ = [
     "dice",
+    "label_dice",
     "jaccard",
     "voe",
     "rvd",
@@ -88,6 +89,16 @@ def dice(pred: Any, gt: Any) -> float:
     p, g = _pair(pred, gt)
     denom = int(p.sum()) + int(g.sum())
     return 1.0 if denom == 0 else 2.0 * int(np.logical_and(p, g).sum()) / denom
+
+
+def label_dice(pred: Any, gt: Any) -> float:
+    """Mean :func:`dice` over the foreground labels (> 0) found in either label map; 1.0 when both
+    are empty. One number for binary and multi-class masks (the export parity check)."""
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    labels = sorted((set(np.unique(pred).tolist()) | set(np.unique(gt).tolist())) - {0})
+    if not labels:
+        return 1.0
+    return float(np.mean([dice(pred == k, gt == k) for k in labels]))
 
 
 def jaccard(pred: Any, gt: Any) -> float:

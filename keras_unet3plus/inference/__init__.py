@@ -1,0 +1,95 @@
+"""Inference: a CT volume (array, NIfTI file, DICOM series, or a folder of them) in, a uint8 label
+volume out.
+
+The same 2.5D preprocessing as training (:mod:`keras_unet3plus.data.preprocess`, configured by the
+:class:`~keras_unet3plus.modelinfo.ModelInfo` saved with the model, never by user flags), slice
+batches through the model, the CGM gate, threshold / argmax, optional largest-connected-component
+post-processing, and the mask put back on the input's grid (shape, affine, orientation).
+
+:class:`Predictor` does the work (``predictor.py``); around it, ``stages.py`` (the threaded
+read / preprocess / infer pipeline), ``postprocess.py``, ``inputs.py`` (what to segment) and
+``outputs.py`` (NIfTI and DICOM SEG writing). The module-level functions below are the one-call
+forms: they build a Predictor from ``model`` (a path, a ``keras.Model``, a
+:class:`~keras_unet3plus.runtimes.Runtime` or a Predictor) and the options, and run it once.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..data.nifti import save_nifti_atomic as write_nifti_atomic  # the name callers of this module know
+from ..data.preprocess import PreprocessConfig
+from ..modelinfo import ModelInfo
+from .inputs import InputScan, find_input_files, find_inputs, nifti_case_name
+from .outputs import OUTPUT_FORMATS, mask_image, output_paths, write_outputs
+from .postprocess import largest_component, postprocess_labels
+from .predictor import CaseResult, PredictOptions, Predictor, open_runtime
+from .stages import STAGES
+
+__all__ = [
+    "Predictor", "PredictOptions", "CaseResult", "InputScan", "predict_volume", "predict_file",
+    "predict_folder", "load_model", "open_runtime", "postprocess_labels", "largest_component",
+    "write_nifti_atomic", "mask_image", "write_outputs", "output_paths", "OUTPUT_FORMATS",
+    "find_inputs", "find_input_files", "nifti_case_name", "config_from_info", "STAGES",
+]
+
+
+def load_model(path: str | os.PathLike) -> Predictor:
+    """Load a model file (.keras, SavedModel folder, .onnx, .tflite, engine) with its model info,
+    as a :class:`Predictor` with the default options (``.info``, ``.cfg``, ``.path``, ``.runtime``)."""
+    return Predictor.from_path(path)
+
+
+def config_from_info(info: ModelInfo, source: Any = None) -> PreprocessConfig:
+    """The PreprocessConfig saved in a model's info (:meth:`ModelInfo.preprocess_config`)."""
+    return info.preprocess_config(source)
+
+
+def predict_volume(
+    model,
+    hu_volume: np.ndarray,
+    cfg: PreprocessConfig,
+    batch_size: int = 8,
+    gate: bool = True,
+    threshold: float = 0.5,
+    largest_component: bool = False,
+    return_probabilities: bool = False,
+    *,
+    overlap: bool = True,
+    progress: bool | Any = False,
+    timings: dict | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Segment a canonical (RAS) HU volume ``(X, Y, Z)`` with ``cfg`` (the model's saved
+    preprocessing); see :meth:`Predictor.predict_volume`.
+
+    ``model``: a keras.Model (training form: ``seg`` gated here by argmax of ``cls`` per slice when
+    ``gate``; or the deploy form, gated in its graph), a runtime, or a :class:`Predictor`.
+    """
+    if not isinstance(cfg, PreprocessConfig):
+        raise TypeError(f"cfg must be a PreprocessConfig, got {type(cfg).__name__}")
+    predictor = Predictor(model, cfg=cfg, batch_size=batch_size, gate=gate, threshold=threshold,
+                          largest_component=largest_component, overlap=overlap, progress=progress)
+    return predictor.predict_volume(hu_volume, return_probabilities=return_probabilities, timings=timings)
+
+
+def predict_file(model, image_path: str | os.PathLike, output_path: str | os.PathLike | None = None, *,
+                 info: ModelInfo | None = None, timings: dict | None = None, volume=None,
+                 **options) -> np.ndarray:
+    """Segment one NIfTI file (or an already read ``volume``); returns the mask in the source's
+    voxel order (see :meth:`Predictor.predict_file`). ``model``: a path, or a model object (then
+    ``info`` is needed unless it carries one). ``options``: :class:`PredictOptions` (batch_size,
+    gate, threshold (None: the model's saved one), largest_component, overlap, progress, formats).
+    """
+    return Predictor(model, info, **options).predict_file(image_path, output_path, volume=volume, timings=timings)
+
+
+def predict_folder(model, input_dir: str | os.PathLike | Iterable[str | os.PathLike], output_dir: str | os.PathLike,
+                   *, info: ModelInfo | None = None, output_suffix: str | None = None, output_name=None,
+                   notes: list[str] | None = None, **options) -> list[CaseResult]:
+    """Segment every scan of a folder (or a list of files) into ``output_dir``; one bad case is
+    recorded in its :class:`CaseResult` and the others still run (see
+    :meth:`Predictor.predict_folder`). ``options``: as :func:`predict_file`."""
+    return Predictor(model, info, **options).predict_folder(input_dir, output_dir, output_suffix=output_suffix,
+                                                            output_name=output_name, notes=notes)

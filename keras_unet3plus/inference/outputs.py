@@ -1,0 +1,80 @@
+"""Writing predictions: a uint8 NIfTI on the source file's grid and header, and a DICOM SEG that
+references the source series; each file appears whole or not at all."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..data.nifti import save_nifti_atomic, strip_nii
+from ..modelinfo import ModelInfo
+
+__all__ = ["OUTPUT_FORMATS", "mask_image", "output_paths", "write_outputs"]
+
+OUTPUT_FORMATS = ("nifti", "dicom-seg")
+
+
+def mask_image(labels_original: np.ndarray, volume) -> Any:
+    """A uint8 NIfTI of a mask already in the source file's voxel order, with its header and affine.
+
+    The source header is copied (qform/sform codes, pixdim, units), its data type set to uint8 and
+    its scaling removed; a source with trailing singleton dimensions gets them back.
+    """
+    import nibabel as nib
+
+    data = np.asarray(labels_original, dtype=np.uint8)
+    header = volume.header.copy() if isinstance(volume.header, nib.Nifti1Header) else None  # DICOM: none
+    if header is not None:
+        file_shape = tuple(int(s) for s in header.get_data_shape())
+        if int(np.prod(file_shape)) == data.size and file_shape[:3] == data.shape[:3]:
+            data = data.reshape(file_shape)
+    cls = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    img = cls(data, volume.original_affine, header=header)
+    img.set_data_dtype(np.uint8)
+    img.header.set_slope_inter(1.0, 0.0)
+    img.header["cal_min"], img.header["cal_max"] = 0, max(1, int(data.max()) if data.size else 1)
+    return img
+
+
+def output_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
+    """Where each format of one prediction goes: ``base`` for the first, ``.seg.dcm`` for a SEG."""
+    formats = list(formats)
+    bad = [f for f in formats if f not in OUTPUT_FORMATS]
+    if bad or not formats:
+        raise ValueError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {bad or formats}")
+    stem = strip_nii(base.name)
+    stem = stem[: -len(".seg.dcm")] if stem.endswith(".seg.dcm") else stem
+    stem = stem[: -len(".dcm")] if stem.endswith(".dcm") else stem
+    paths = {}
+    if "nifti" in formats:
+        paths["nifti"] = base if base.name.endswith((".nii", ".nii.gz")) else base.with_name(stem + ".nii.gz")
+    if "dicom-seg" in formats:
+        paths["dicom-seg"] = base if (base.suffix == ".dcm" and "nifti" not in formats) else base.with_name(stem + ".seg.dcm")
+    return paths
+
+
+def _is_dicom(vol) -> bool:
+    from ..data.dicom import DicomSeries
+
+    return isinstance(getattr(vol, "source", None), DicomSeries)
+
+
+def write_outputs(vol, labels: np.ndarray, original: np.ndarray, base: Path, formats: Iterable[str],
+                  info: ModelInfo) -> dict[str, Path]:
+    """Write one prediction in every asked format (each atomically); returns format -> path.
+
+    ``labels``: the canonical (RAS) mask, which the SEG needs; ``original``: the same mask in the
+    source's voxel order, which the NIfTI keeps.
+    """
+    paths = output_paths(base, formats)
+    if "dicom-seg" in paths and not _is_dicom(vol):
+        raise ValueError(f"{vol.image_path}: a DICOM SEG output needs a DICOM input series "
+                         "(it references the source images); use --format nifti for NIfTI inputs")
+    if "nifti" in paths:
+        save_nifti_atomic(mask_image(original, vol), paths["nifti"])
+    if "dicom-seg" in paths:
+        from ..data.dicom_seg import write_dicom_seg
+
+        write_dicom_seg(vol, labels, paths["dicom-seg"], info.task)
+    return paths

@@ -1,0 +1,60 @@
+"""From model outputs to the label volume: the CGM gate, labels back on the volume's in-plane grid,
+and the optional largest-connected-component clean-up."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.preprocess import PreprocessConfig
+
+__all__ = ["apply_gate", "resize_labels", "largest_component", "postprocess_labels"]
+
+
+def apply_gate(seg: np.ndarray, cls: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(seg with absent slices zeroed, present (B,) bool)``: the CGM's argmax decides per slice."""
+    if cls is None:
+        return seg, np.ones(seg.shape[0], dtype=bool)
+    present = np.argmax(cls, axis=-1) == 1
+    return seg * present[:, None, None, None].astype(np.float32), present
+
+
+def resize_labels(label_slices: np.ndarray, in_plane: tuple[int, int], cfg: PreprocessConfig) -> np.ndarray:
+    """(b, S, S) label maps -> (X, Y, b) uint8, nearest neighbour (or un-crop): labels never blend."""
+    import tensorflow as tf
+
+    x = np.rint(label_slices).astype(np.int32)[..., None]
+    if cfg.resize_mode == "crop":
+        res = tf.image.resize_with_crop_or_pad(x, in_plane[0], in_plane[1]).numpy()
+    else:
+        res = tf.image.resize(x, in_plane, method="nearest").numpy()
+    return np.moveaxis(res[..., 0], 0, 2).astype(np.uint8)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Keep the largest 3-D connected component (6-connectivity) of a boolean mask."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return mask
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def postprocess_labels(labels: np.ndarray, largest: bool = True) -> np.ndarray:
+    """Largest-connected-component clean-up of a label volume.
+
+    The organ is one connected object, so the largest component of the *foreground union* (all
+    labels > 0) is kept and everything outside it becomes background. Applied to the union rather
+    than per class so multi-focal lesions inside the organ (LiTS tumours) survive.
+    """
+    labels = np.asarray(labels)
+    if not largest:
+        return labels
+    keep = largest_component(labels > 0)
+    out = labels.copy()
+    out[~keep] = 0
+    return out

@@ -1,0 +1,339 @@
+"""The Predictor: a runtime, its preprocessing and the prediction options, held once.
+
+Built from a model path (:meth:`Predictor.from_path`: ``.keras``, SavedModel folder, ``.onnx``,
+``.tflite``, TensorRT engine, with the ModelInfo saved beside it) or from a model object (a
+``keras.Model`` in training or deploy form, a :class:`~keras_unet3plus.runtimes.Runtime`) plus its
+ModelInfo or PreprocessConfig. Its methods take only data: a volume, a file, a folder.
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..data.preprocess import PreprocessConfig, slices_to_volume, volume_to_slices
+from ..modelinfo import ModelInfo
+from ..runtimes import Runtime, load_runtime
+from .inputs import InputScan, find_inputs
+from .outputs import write_outputs
+from .postprocess import apply_gate, postprocess_labels, resize_labels
+from .stages import progress_bar, run_stages, timed
+
+__all__ = ["Predictor", "PredictOptions", "CaseResult", "open_runtime"]
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to predict, whatever the data: declared once, here.
+
+    ``threshold=None``: the model's saved threshold (0.5 without a ModelInfo). ``gate``: zero the
+    slices the CGM calls organ-absent (models whose gate is not in the graph). ``overlap``: run
+    reading / preprocessing / post-processing on threads beside the model. ``progress``: tqdm bars
+    (or a caller's bar). ``formats``: ``"nifti"`` and/or ``"dicom-seg"`` (DICOM sources only).
+    """
+
+    batch_size: int = 8
+    gate: bool = True
+    threshold: float | None = None
+    largest_component: bool = False
+    overlap: bool = True
+    progress: Any = False
+    formats: tuple[str, ...] = ("nifti",)
+
+    def __post_init__(self):
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        object.__setattr__(self, "batch_size", int(self.batch_size))
+        object.__setattr__(self, "formats", tuple(self.formats))
+
+
+@dataclass
+class CaseResult:
+    """Outcome of one case in folder mode."""
+
+    case_id: str
+    image_path: Path
+    output_path: Path | None
+    ok: bool
+    error: str = ""
+    seconds: float = 0.0
+    timings: dict = field(default_factory=dict)
+
+
+def open_runtime(path: str | os.PathLike) -> Runtime:
+    """Load a model file with its ModelInfo (required: it holds the preprocessing), naming the file
+    in every error."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: model file not found")
+    try:
+        return load_runtime(path, require_info=True)
+    except (FileNotFoundError, ValueError, TypeError, ImportError):
+        raise
+    except Exception as exc:  # runtime-specific failures (corrupt file, unsupported op)
+        raise ValueError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from exc
+
+
+def _as_runtime(model, info: ModelInfo | None) -> Runtime:
+    if isinstance(model, (str, os.PathLike)):
+        return open_runtime(model)
+    return load_runtime(model, info)
+
+
+class Predictor:
+    """Segment CT volumes, files and folders with one model and one set of options.
+
+    ``model``: a model path, a ``keras.Model``, a Runtime, or another Predictor (its runtime and
+    info are shared). ``info``: the model's ModelInfo when the model object does not carry one.
+    ``cfg``: the preprocessing, when it is not the info's (training validation passes its own).
+    The options are :class:`PredictOptions`' fields.
+    """
+
+    def __init__(self, model, info: ModelInfo | None = None, *, cfg: PreprocessConfig | None = None,
+                 **options):
+        if isinstance(model, Predictor):
+            info, cfg = info or model.info, cfg or model._cfg
+            model = model.runtime
+        if cfg is not None and not isinstance(cfg, PreprocessConfig):
+            raise TypeError(f"cfg must be a PreprocessConfig, got {type(cfg).__name__}")
+        self.options = PredictOptions(**options)
+        self.runtime: Runtime = _as_runtime(model, info)
+        self.info: ModelInfo | None = info or self.runtime.info
+        self._cfg = cfg
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike, **options) -> "Predictor":
+        """A model file with its saved info: the preprocessing and threshold it was trained with."""
+        return cls(open_runtime(path), **options)
+
+    # -- what the model needs ----------------------------------------------------------------
+    @property
+    def path(self) -> Path | None:
+        return self.runtime.path
+
+    @property
+    def model(self):
+        """The runtime (the attribute name older callers of ``load_model()`` use)."""
+        return self.runtime
+
+    @property
+    def cfg(self) -> PreprocessConfig:
+        """The preprocessing: the one given, else the ModelInfo's."""
+        if self._cfg is None:
+            if self.info is None:
+                raise ValueError("a model object needs its ModelInfo (pass info=...) to know its preprocessing")
+            self._cfg = self.info.preprocess_config(self.path)
+        return self._cfg
+
+    @property
+    def threshold(self) -> float:
+        if self.options.threshold is not None:
+            return float(self.options.threshold)
+        return float(self.info.threshold) if self.info is not None else 0.5
+
+    def _check(self, cfg: PreprocessConfig) -> None:
+        """Raise a clear error when the model cannot take inputs made with ``cfg``."""
+        rt = self.runtime
+        if rt.channels is not None and rt.channels != cfg.channels:
+            raise ValueError(
+                f"model '{rt.name}' takes {rt.channels}-channel inputs but its preprocessing "
+                f"(context={cfg.context}) makes {cfg.channels} channels; the model and its model-info "
+                f"file do not belong together")
+        if rt.image_size is not None and rt.image_size != cfg.image_size:
+            raise ValueError(
+                f"model '{rt.name}' takes {rt.image_size}x{rt.image_size} inputs but its "
+                f"preprocessing makes {cfg.image_size}x{cfg.image_size} slices; the model and its "
+                f"model-info file do not belong together")
+
+    # -- data ----------------------------------------------------------------------------------
+    def predict_volume(self, hu_volume: np.ndarray, *, return_probabilities: bool = False,
+                       timings: dict | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Segment a canonical (RAS) HU volume ``(X, Y, Z)``; returns a uint8 label volume ``(X, Y, Z)``.
+
+        One output channel: ``prob > threshold``; several (softmax): argmax. With
+        ``return_probabilities`` returns ``(labels, probabilities (X, Y, Z, C) float32)`` (gated
+        slices are all zero). Memory is bounded by the batch: inputs and outputs exist at model
+        resolution for ``batch_size`` slices only. ``timings`` (a dict) accumulates seconds per
+        stage (preprocess / model / postprocess).
+        """
+        vol = np.asarray(hu_volume)
+        if vol.ndim != 3:
+            raise ValueError(f"predict_volume expects an (X, Y, Z) volume, got shape {vol.shape}")
+        if min(vol.shape) < 1:
+            raise ValueError(f"predict_volume got an empty volume, shape {vol.shape}")
+        cfg = self.cfg
+        cfg.window()  # raises when the HU window is not set
+        self._check(cfg)
+        rt, opts, threshold = self.runtime, self.options, self.threshold
+
+        x_dim, y_dim, n = vol.shape
+        bs = opts.batch_size
+        c = cfg.context
+        labels = np.zeros((x_dim, y_dim, n), dtype=np.uint8)
+        probs_out: list = [None]  # allocated once the channel count is known
+
+        def produce(i: int) -> np.ndarray:
+            z0, z1 = i * bs, min(n, (i + 1) * bs)
+            lo, hi = max(0, z0 - c), min(n, z1 + c)
+            # a sub-volume with `c` slices of margin: edges replicate only at the true volume edges
+            slices = volume_to_slices(vol[:, :, lo:hi], cfg)
+            return slices[z0 - lo: z0 - lo + (z1 - z0)]
+
+        def infer(batch: np.ndarray):
+            try:
+                return rt.segment(batch)
+            except Exception as exc:
+                if isinstance(exc, (MemoryError, KeyboardInterrupt)):
+                    raise
+                raise ValueError(f"model '{rt.name}' failed on a batch of shape {batch.shape} "
+                                 f"({type(exc).__name__}: {exc})") from exc
+
+        def consume(i: int, out) -> None:
+            seg, cls = out
+            seg = np.asarray(seg, dtype=np.float32)
+            if seg.ndim != 4:
+                raise ValueError(f"model '{rt.name}' returned seg of shape {seg.shape}, expected (B, H, W, C)")
+            z0 = i * bs
+            z1 = z0 + seg.shape[0]
+            seg, present = apply_gate(seg, cls if opts.gate else None)
+            if return_probabilities and probs_out[0] is None:
+                probs_out[0] = np.zeros((x_dim, y_dim, n, seg.shape[-1]), dtype=np.float32)
+            if not present.any() and not return_probabilities:
+                return  # every slice gated out: labels stay background
+            if rt.seg_is_labels(seg.shape[-1]):
+                lab = resize_labels(seg[..., 0], (x_dim, y_dim), cfg)
+                labels[:, :, z0:z1] = lab
+                if return_probabilities:
+                    probs_out[0][:, :, z0:z1, 0] = lab
+                return
+            vol_probs = slices_to_volume(seg, (x_dim, y_dim), cfg)  # (X, Y, b, C)
+            if vol_probs.shape[-1] == 1:
+                labels[:, :, z0:z1] = vol_probs[..., 0] > threshold
+            else:
+                labels[:, :, z0:z1] = np.argmax(vol_probs, axis=-1).astype(np.uint8)
+            if return_probabilities:
+                probs_out[0][:, :, z0:z1] = vol_probs
+
+        bar, own_bar = progress_bar(opts.progress, n, "slices")
+        step = None
+        if bar is not None:
+            def step(i: int) -> None:
+                bar.update(min(n, (i + 1) * bs) - i * bs)
+        try:
+            run_stages((n + bs - 1) // bs, produce, infer, consume, opts.overlap, timings, step)
+        finally:
+            if own_bar and bar is not None:
+                bar.close()
+
+        if opts.largest_component:
+            with timed(timings, "postprocess"):
+                labels = postprocess_labels(labels, True)
+        if return_probabilities:
+            return labels, probs_out[0]
+        return labels
+
+    def predict_file(self, image_path: str | os.PathLike, output_path: str | os.PathLike | None = None, *,
+                     volume=None, timings: dict | None = None) -> np.ndarray:
+        """Segment one NIfTI file (or an already read ``volume``: NIfTI or DICOM); returns the mask
+        in the source's voxel order. With ``output_path`` the mask is written atomically in every
+        asked format (a DICOM SEG goes to ``.seg.dcm`` beside the NIfTI when both are asked for)."""
+        _ = self.cfg  # an invalid ModelInfo fails before any reading
+        if volume is None:
+            from ..data.nifti import load_image
+
+            with timed(timings, "read"):
+                volume = load_image(Path(image_path))
+        try:
+            labels = self.predict_volume(volume.image, timings=timings)
+        except ValueError as exc:
+            raise ValueError(f"{image_path}: {exc}") from exc
+        original = volume.to_original(labels)
+        if output_path is not None:
+            with timed(timings, "write"):
+                write_outputs(volume, labels, original, Path(output_path), self.options.formats, self.info)
+        return original
+
+    def predict_folder(self, inputs: str | os.PathLike | Iterable[str | os.PathLike | InputScan],
+                       output_dir: str | os.PathLike, *, output_suffix: str | None = None,
+                       output_name: Callable[[Path], str] | None = None,
+                       notes: list[str] | None = None) -> list[CaseResult]:
+        """Segment every scan of a folder (NIfTI files or DICOM series, see :func:`find_inputs`), or a
+        list of files, into ``output_dir``.
+
+        One bad case (unreadable, 2D/4D, a broken series, ...) is recorded in its
+        :class:`CaseResult` and the others still run. NIfTI outputs keep the input's name
+        (``{case}_0000`` -> ``{case}``, as nnUNetv2_predict writes; ``output_suffix`` ``".nii.gz"``
+        / ``".nii"`` changes the extension; ``output_name(path)`` overrides the name); DICOM series
+        are named from the series. The next case is read while the current one is predicted
+        (``overlap``).
+        """
+        if isinstance(inputs, (str, os.PathLike)):
+            scans = find_inputs(inputs, notes)
+        else:
+            scans = [s if isinstance(s, InputScan) else find_inputs(s)[0] for s in inputs]
+        out_dir = Path(output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+        def out_path(scan: InputScan) -> Path:
+            if output_name is not None:
+                return out_dir / output_name(scan.path)
+            if output_suffix:
+                return out_dir / (scan.name + output_suffix)
+            if scan.series is None and scan.path.name.endswith(".nii"):
+                return out_dir / (scan.name + ".nii")
+            return out_dir / (scan.name + ".nii.gz")
+
+        def timed_read(scan: InputScan):
+            t0 = time.perf_counter()
+            v = scan.read()
+            return v, time.perf_counter() - t0
+
+        results: list[CaseResult] = []
+        bar = None
+        if self.options.progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(scans), unit="case", dynamic_ncols=True)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unet3plus-read") if self.options.overlap else None
+        try:
+            pending = pool.submit(timed_read, scans[0]) if (pool and scans) else None
+            for k, scan in enumerate(scans):
+                path = scan.path
+                t_case = time.perf_counter()
+                timings: dict = {}
+                target = out_path(scan)
+                try:
+                    if pool is not None:
+                        fut = pending
+                        pending = pool.submit(timed_read, scans[k + 1]) if k + 1 < len(scans) else None
+                        vol, t_read = fut.result()
+                    else:
+                        vol, t_read = timed_read(scan)
+                    timings["read"] = t_read
+                    self.predict_file(path, target, volume=vol, timings=timings)
+                    results.append(CaseResult(scan.name, path, target, True,
+                                              seconds=time.perf_counter() - t_case, timings=timings))
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one bad case must not stop the others
+                    msg = str(exc)
+                    if str(path) not in msg and path.name not in msg:
+                        msg = f"{path}: {msg}"
+                    results.append(CaseResult(scan.name, path, None, False, error=msg,
+                                              seconds=time.perf_counter() - t_case, timings=timings))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(scan.name)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            if bar is not None:
+                bar.close()
+        return results
+
+    def __repr__(self):
+        return f"<Predictor {self.runtime.kind} {self.runtime.name} {self.options}>"

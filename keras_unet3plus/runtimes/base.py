@@ -1,0 +1,137 @@
+"""The interface every runtime keeps, so the predictor and the export check never ask which one runs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..modelinfo import ModelInfo
+
+
+class Runtime:
+    """A model ready to run: `.info` (its ModelInfo, or None), `.path`, `.name`, `.input_shape`.
+
+    Subclasses implement `_run(batch) -> {name: array}` and set `input_shape` / `_output_names`.
+
+    - `predict(batch) -> seg` and `predict_all(batch) -> {name: array}`: the artefact's outputs
+      (deploy form: `seg` gated in the graph); what the export check compares.
+    - `segment(batch) -> (seg, cls or None)`: what the inference predictor runs. `cls` is returned
+      only when the gate is not in the graph (a Keras model in training form), so the predictor
+      applies it (or not, `gate=False`).
+    """
+
+    kind = "base"
+    #: `seg` is already a label map (argmax in the graph): resized nearest-neighbour, not bilinearly
+    labels_output = False
+
+    def __init__(self, path: str | os.PathLike | None, info: ModelInfo | None):
+        self.path = Path(path) if path is not None else None
+        self.info = info
+        self.input_shape: tuple = ()
+        self._output_names: list[str] = []
+
+    @property
+    def output_names(self) -> list[str]:
+        """The artefact's output names, `seg` first where the format orders them."""
+        return self._output_names
+
+    @property
+    def name(self) -> str:
+        """How errors name the model."""
+        return str(self.path) if self.path is not None else type(self).__name__
+
+    @property
+    def image_size(self) -> int | None:
+        """The square input size, or None when the graph does not fix it."""
+        shape = tuple(self.input_shape)
+        if len(shape) == 4 and isinstance(shape[1], int) and shape[1] == shape[2]:
+            return shape[1]
+        return None
+
+    @property
+    def channels(self) -> int | None:
+        shape = tuple(self.input_shape)
+        return shape[3] if len(shape) == 4 and isinstance(shape[3], int) else None
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.info.num_classes) if self.info is not None else 1
+
+    def seg_is_labels(self, seg_channels: int) -> bool:
+        """True when `seg` holds labels rather than probabilities (a thresholded multi-class graph)."""
+        return self.labels_output or (self.num_classes > 1 and seg_channels == 1)
+
+    def _check(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        if batch.ndim == 3:
+            batch = batch[None]
+        if batch.ndim != 4:
+            raise ValueError(f"{self.kind} runtime '{self.path}': input must be (B, H, W, C), got shape {batch.shape}")
+        want = tuple(self.input_shape[1:])
+        if want and any(w is not None and w != g for w, g in zip(want, batch.shape[1:])):
+            raise ValueError(f"{self.kind} runtime '{self.path}': input must be (B, {', '.join(map(str, want))}), "
+                             f"got {batch.shape}; preprocess with the model's PreprocessConfig")
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def predict_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the artefact, as float32 numpy arrays."""
+        out = self._run(self._check(batch))
+        return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """The (gated) segmentation output `seg`."""
+        return self.predict_all(batch)["seg"]
+
+    def segment(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """`(seg (B, H, W, C) float32, None)`: exported graphs carry their gate."""
+        seg = np.asarray(self.predict(batch), dtype=np.float32)
+        return (seg[..., None] if seg.ndim == 3 else seg), None
+
+    def _run(self, batch: np.ndarray) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.path} input={self.input_shape} outputs={self.output_names}>"
+
+
+class FunctionRuntime(Runtime):
+    """A plain function as a runtime: `fn(batch) -> seg` or `-> (seg, cls or None)`.
+
+    For models that are not artefacts (tests with controlled outputs, objects with a `predict`
+    method): the predictor gates with `cls` when the function returns one.
+    """
+
+    kind = "function"
+
+    def __init__(self, fn: Callable[[np.ndarray], Any], image_size: int | None = None,
+                 channels: int | None = None, name: str = "function", info: ModelInfo | None = None):
+        super().__init__(None, info)
+        self.fn = fn
+        self._name = name
+        self.input_shape = (None, image_size, image_size, channels)
+        self._output_names = ["seg"]
+
+    @classmethod
+    def wrap(cls, obj, info: ModelInfo | None = None) -> "FunctionRuntime":
+        """A runtime-like object (``predict``, ``input_shape``, maybe ``info`` / ``path``) as a Runtime."""
+        name = str(getattr(obj, "path", None) or getattr(obj, "name", None) or type(obj).__name__)
+        rt = cls(obj.predict, name=name, info=info or getattr(obj, "info", None))
+        rt.input_shape = tuple(getattr(obj, "input_shape", ()) or ())
+        return rt
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def segment(self, batch):
+        out = self.fn(batch)
+        seg, cls = out if isinstance(out, tuple) else (out, None)
+        if isinstance(seg, dict):   # a runtime-like object's dict of outputs
+            seg, cls = seg["seg"], seg.get("cls")
+        seg = np.asarray(seg, dtype=np.float32)
+        return (seg[..., None] if seg.ndim == 3 else seg), (None if cls is None else np.asarray(cls))
+
+    def _run(self, batch):
+        return {"seg": self.segment(batch)[0]}
