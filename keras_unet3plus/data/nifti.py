@@ -24,7 +24,14 @@ from keras_unet3plus.data.volume import (AFFINE_ATOL, DataError, DataFileNotFoun
                                          to_original_orientation)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from keras_unet3plus.data.layouts import Case
+    from typing import Protocol
+
+    class Case(Protocol):
+        """What the loaders read of a case (data.layouts.Case has it; readers know no layouts)."""
+
+        case_id: str
+        image_path: Path
+        label_path: Path | None
 
 # --------------------------------------------------------------------------------------------
 # low-level reading
@@ -164,10 +171,11 @@ def check_case_headers(case: "Case") -> None:
 
 def load_image(path: str | os.PathLike, case_id: str | None = None) -> Volume:
     """Load an unlabelled volume (inference): canonical float32 HU, spacing, source orientation."""
-    from keras_unet3plus.data.layouts import Case
+    from types import SimpleNamespace
 
     path = Path(path)
-    return load_case(Case(case_id or strip_nii(path.name), path, None), task=None)
+    return load_case(SimpleNamespace(case_id=case_id or strip_nii(path.name), image_path=path, label_path=None),
+                     task=None)
 
 
 def load_case(case: "Case", task: str | TaskSpec | None) -> Volume:

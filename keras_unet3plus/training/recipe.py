@@ -18,7 +18,7 @@ ENCODERS = {"plain": "unet", "resnet101": "resnet101"}
 
 
 def main(preset: dict[str, Any], description: str, argv: Sequence[str] | None = None) -> int:
-    from ..commands.train import add_config_flags, config_from_args
+    from .flags import add_config_flags, config_from_args
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--demo", action="store_true",
@@ -63,7 +63,7 @@ def evaluate_test_split(cfg, result) -> dict:
 
     from ..data import find_cases, get_task
     from ..modelinfo import atomic_write_text
-    from .demo import _json_default, evaluate_held_out
+    from .demo import evaluate_held_out, json_default
 
     test_ids = set(result.split.get("test", []))
     cases = [c for c in find_cases(cfg.data_dir, cfg.layout) if c.case_id in test_ids]
@@ -72,7 +72,7 @@ def evaluate_test_split(cfg, result) -> dict:
         return {}
     out = Path(cfg.out_dir)
     metrics, overlay = evaluate_held_out(Path(result.model_path), cases, get_task(cfg.task), out)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=json_default))
     print(f"held-out test per-volume Dice ({len(cases)} cases): {metrics['mean']['dice']:.4f} "
           f"-> {out / 'metrics.json'}" + (f", overlay {overlay}" if overlay else ""))
     return metrics
