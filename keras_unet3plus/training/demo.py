@@ -123,7 +123,7 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
     metrics["export"] = str(export_path) if export_path else None
     from ..modelinfo import atomic_write_text
     metrics_path = out / "metrics.json"
-    atomic_write_text(metrics_path, json.dumps(metrics, indent=2, default=_json_default))
+    atomic_write_text(metrics_path, json.dumps(metrics, indent=2, default=json_default))
 
     mean = metrics["mean"]["dice"]
     printer("")
@@ -192,7 +192,7 @@ def export_demo_model(model_path: Path, data_dir: Path, out: Path, printer=print
     return None
 
 
-def _json_default(o):
+def json_default(o):
     if isinstance(o, (np.floating, np.integer)):
         return o.item()
     if isinstance(o, Path):
