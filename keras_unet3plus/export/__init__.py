@@ -23,16 +23,25 @@ import numpy as np
 from .graph import GraphSpec
 from .verify import ParityError, ParityRow, format_table
 
-TARGETS = ("savedmodel", "onnx", "tflite", "tensorrt")
-PRECISIONS = {
-    "savedmodel": ("fp32",),
-    "onnx": ("fp32", "fp16", "int8"),
-    "tflite": ("fp32", "fp16", "int8-dynamic", "int8"),
-    "tensorrt": ("fp32", "fp16", "int8"),
-}
+@dataclass(frozen=True)
+class ExportTarget:
+    """One export target in one record: its precisions, the extras each needs, where its artefact
+    goes by default and the function that writes (and verifies) it."""
 
-__all__ = ["TARGETS", "PRECISIONS", "GraphSpec", "ExportResult", "ParityError", "export_model",
-           "default_output", "format_table"]
+    name: str
+    precisions: tuple[str, ...]
+    needs: Callable[[str], list[tuple[str, str]]]      # precision -> [(module, extra)] checked up front
+    default_name: Callable[[str, str], str]            # (model stem, precision) -> file or folder name
+    write: Callable[["_Export"], None]
+
+
+def _onnx_needs(precision: str) -> list[tuple[str, str]]:
+    needs = [("tf2onnx", "onnx"), ("onnx", "onnx"), ("onnxruntime", "onnx")]
+    return needs + ([("onnxconverter_common", "tensorrt")] if precision == "fp16" else [])
+
+
+__all__ = ["TARGETS", "PRECISIONS", "REGISTRY", "ExportTarget", "get_target", "GraphSpec", "ExportResult",
+           "ParityError", "export_model", "default_output", "format_table"]
 
 
 @dataclass
@@ -57,15 +66,14 @@ def default_output(model_path: str | os.PathLike, target: str, precision: str = 
     """Where an export goes when no `-o` is given: beside the model, named after target/precision."""
     p = Path(model_path)
     stem = p.name[: -len(".keras")] if p.name.endswith(".keras") else p.stem
-    if target == "savedmodel":
-        return p.with_name(f"{stem}_savedmodel")
-    if target == "onnx":
-        return p.with_name(f"{stem}.onnx" if precision == "fp32" else f"{stem}_{precision}.onnx")
-    if target == "tflite":
-        return p.with_name(f"{stem}_{precision}.tflite")
-    if target == "tensorrt":
-        return p.with_name(f"{stem}_{precision}.engine")
-    raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    return p.with_name(get_target(target).default_name(stem, precision))
+
+
+def get_target(name: str) -> ExportTarget:
+    """The registry record of an export target; a ValueError lists the targets."""
+    if name not in REGISTRY:
+        raise ValueError(f"target must be one of {TARGETS}, got {name!r}")
+    return REGISTRY[name]
 
 
 def _temp_sibling(final: Path) -> Path:
@@ -188,21 +196,11 @@ def export_model(
 
     from .._extras import require
 
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    if precision not in PRECISIONS[target]:
-        raise ValueError(f"--precision {precision!r} is not available for {target}; choose from {PRECISIONS[target]}")
-    # fail fast on missing extras, before minutes of conversion
-    if target == "tensorrt":
-        require("tensorrt", "tensorrt")
-        if precision == "fp16":
-            require("onnxconverter_common", "tensorrt")
-    if target in ("onnx", "tensorrt"):
-        require("tf2onnx", "onnx"), require("onnx", "onnx"), require("onnxruntime", "onnx")
-    if target == "tflite":
-        require("ai_edge_litert.interpreter", "litert")
-    if target == "onnx" and precision == "fp16":
-        require("onnxconverter_common", "tensorrt")
+    spec_target = get_target(target)
+    if precision not in spec_target.precisions:
+        raise ValueError(f"--precision {precision!r} is not available for {target}; choose from {spec_target.precisions}")
+    for module, extra in spec_target.needs(precision):   # fail fast, before minutes of conversion
+        require(module, extra)
 
     if isinstance(model, (str, os.PathLike)):
         model_path = model_path or model
@@ -220,7 +218,7 @@ def export_model(
         out = default_output(model_path, target, precision)
     out = Path(out)
 
-    from .verify import keras_reference, sample_slices, verify_runtime
+    from .verify import keras_reference, sample_slices
 
     size = model.inputs[0].shape[1]
     need_calib = precision == "int8"
@@ -232,76 +230,147 @@ def export_model(
     result = ExportResult(target, precision)
     hwc = tuple(int(d) for d in model.inputs[0].shape[1:])
 
-    def verify(path: Path, prec: str, runtime_kwargs=None) -> None:
-        if not check:
-            return
-        from ..runtimes import load_runtime
-        rt = load_runtime(path, info=info, **(runtime_kwargs or {}))
-        result.rows.append(verify_runtime(rt, reference, slices, spec, prec, artefact=str(finals.get(path, path))))
-
-    finals: dict[Path, Path] = {}
-
     with _staged() as stage, tempfile.TemporaryDirectory(prefix="unet3plus-export-", dir=out.parent if out.parent.exists() else None) as work:
-        work = Path(work)
-        ainfo = _artefact_info(info, target, precision, spec, {"opset": opset} if target in ("onnx", "tensorrt") else None)
-        if target in ("savedmodel", "tflite"):
-            from .savedmodel import export_savedmodel
-            sm = stage.add(out) if target == "savedmodel" else work / "savedmodel"
-            finals[sm] = out
-            log("writing SavedModel ...")
-            export_savedmodel(model, sm, spec)
-            if target == "savedmodel":
-                verify(sm, "fp32")
-            else:
-                from .litert import export_tflite
-                tfl = stage.add(out)
-                finals[tfl] = out
-                log(f"converting to LiteRT ({precision}) ...")
-                export_tflite(sm, tfl, precision, calibration)
-                verify(tfl, precision)
-        else:
-            from .onnx import export_onnx, quantize_qdq, to_float16
-            from .tensorrt import check_operators
-            fp32_path = work / "model_fp32.onnx"
-            log(f"converting to ONNX with tf2onnx (opset {opset}) ...")
-            export_onnx(model, fp32_path, spec, opset, info=ainfo)
-            if target == "onnx":
-                graph_final = out
-            else:
-                graph_final = out.with_name(f"{out.stem}.onnx")
-            graph = stage.add(graph_final)
-            finals[graph] = graph_final
-            if precision == "fp32":
-                shutil.copyfile(fp32_path, graph)
-            elif precision == "fp16":
-                log("converting the ONNX graph to float16 ...")
-                to_float16(fp32_path, graph, info=ainfo)
-            else:
-                log(f"quantizing the ONNX graph to int8 Q/DQ on {len(calibration)} calibration slices ...")
-                quantize_qdq(fp32_path, graph, calibration, info=ainfo)
-            verify(graph, precision)
-            bad = check_operators(graph)
-            if bad:
-                msg = f"operators TensorRT's ONNX parser does not support: {', '.join(bad)}"
-                if target == "tensorrt":
-                    from .tensorrt import UnsupportedOperatorError
-                    raise UnsupportedOperatorError(msg)
-                result.notes.append(f"warning: {msg}")
-            else:
-                result.notes.append("static check: every operator is supported by TensorRT's ONNX parser")
-            if target == "tensorrt":
-                from .tensorrt import build_engine
-                engine = stage.add(out)
-                finals[engine] = out
-                build = build_engine(graph, engine, hwc, precision, batch_range,
-                                     timing_cache=timing_cache or out.with_name(f"{out.stem}.timing.cache"),
-                                     legacy_flags=legacy_trt_flags, fp32_onnx_path=fp32_path, log=log)
-                result.notes.append(f"TensorRT build path: {build.path}")
-                result.notes.append(f"equivalent trtexec command: {build.trtexec.replace(str(graph), str(graph_final)).replace(str(engine), str(out))}")
-                result.notes.extend(build.notes)
-                verify(engine, precision)
+        job = _Export(model=model, out=out, precision=precision, spec=spec, info=info, check=check,
+                      reference=reference, slices=slices, calibration=calibration, result=result, stage=stage,
+                      work=Path(work), log=log, opset=opset, hwc=hwc, batch_range=batch_range,
+                      timing_cache=timing_cache, legacy_trt_flags=legacy_trt_flags,
+                      info_out=_artefact_info(info, target, precision, spec,
+                                              {"opset": opset} if target in ("onnx", "tensorrt") else None))
+        spec_target.write(job)
         if check and not result.passed:
             raise ParityError(f"{target} {precision} export failed the parity check against Keras; nothing was written",
                               result.rows)
-        result.artefacts = stage.publish(ainfo)
+        result.artefacts = stage.publish(job.info_out)
     return result
+
+
+@dataclass
+class _Export:
+    """Everything a target's writer needs for one export, and the verification it runs."""
+
+    model: object
+    out: Path
+    precision: str
+    spec: GraphSpec
+    info: object
+    check: bool
+    reference: object
+    slices: object
+    calibration: object
+    result: ExportResult
+    stage: "_Stage"
+    work: Path
+    log: Callable[[str], None]
+    opset: int
+    hwc: tuple
+    batch_range: Sequence[int]
+    timing_cache: object
+    legacy_trt_flags: bool
+    info_out: object
+    finals: dict = field(default_factory=dict)
+
+    def add(self, final: Path) -> Path:
+        """A staged temporary path that becomes ``final`` once every check has passed."""
+        tmp = self.stage.add(final)
+        self.finals[tmp] = final
+        return tmp
+
+    def verify(self, path: Path, precision: str) -> None:
+        if not self.check:
+            return
+        from ..runtimes import load_runtime
+        from .verify import verify_runtime
+
+        rt = load_runtime(path, info=self.info)
+        self.result.rows.append(verify_runtime(rt, self.reference, self.slices, self.spec, precision,
+                                               artefact=str(self.finals.get(path, path))))
+
+
+def _write_savedmodel(job: _Export) -> None:
+    from .savedmodel import export_savedmodel
+
+    sm = job.add(job.out)
+    job.log("writing SavedModel ...")
+    export_savedmodel(job.model, sm, job.spec)
+    job.verify(sm, "fp32")
+
+
+def _write_tflite(job: _Export) -> None:
+    from .litert import export_tflite
+    from .savedmodel import export_savedmodel
+
+    sm = job.work / "savedmodel"
+    job.log("writing SavedModel ...")
+    export_savedmodel(job.model, sm, job.spec)
+    tfl = job.add(job.out)
+    job.log(f"converting to LiteRT ({job.precision}) ...")
+    export_tflite(sm, tfl, job.precision, job.calibration)
+    job.verify(tfl, job.precision)
+
+
+def _write_onnx_graph(job: _Export, graph_final: Path) -> tuple[Path, Path]:
+    """The ONNX graph at ``job.precision`` (fp32, float16 weights, or Q/DQ int8), verified and checked
+    against TensorRT's parser; returns (staged graph, fp32 graph)."""
+    from .onnx import export_onnx, quantize_qdq, to_float16
+    from .tensorrt import UnsupportedOperatorError, check_operators
+
+    fp32_path = job.work / "model_fp32.onnx"
+    job.log(f"converting to ONNX with tf2onnx (opset {job.opset}) ...")
+    export_onnx(job.model, fp32_path, job.spec, job.opset, info=job.info_out)
+    graph = job.add(graph_final)
+    if job.precision == "fp32":
+        shutil.copyfile(fp32_path, graph)
+    elif job.precision == "fp16":
+        job.log("converting the ONNX graph to float16 ...")
+        to_float16(fp32_path, graph, info=job.info_out)
+    else:
+        job.log(f"quantizing the ONNX graph to int8 Q/DQ on {len(job.calibration)} calibration slices ...")
+        quantize_qdq(fp32_path, graph, job.calibration, info=job.info_out)
+    job.verify(graph, job.precision)
+    bad = check_operators(graph)
+    if bad:
+        msg = f"operators TensorRT's ONNX parser does not support: {', '.join(bad)}"
+        if job.out.suffix == ".engine":
+            raise UnsupportedOperatorError(msg)
+        job.result.notes.append(f"warning: {msg}")
+    else:
+        job.result.notes.append("static check: every operator is supported by TensorRT's ONNX parser")
+    return graph, fp32_path
+
+
+def _write_onnx(job: _Export) -> None:
+    _write_onnx_graph(job, job.out)
+
+
+def _write_tensorrt(job: _Export) -> None:
+    from .tensorrt import build_engine
+
+    graph_final = job.out.with_name(f"{job.out.stem}.onnx")
+    graph, fp32_path = _write_onnx_graph(job, graph_final)
+    engine = job.add(job.out)
+    build = build_engine(graph, engine, job.hwc, job.precision, job.batch_range,
+                         timing_cache=job.timing_cache or job.out.with_name(f"{job.out.stem}.timing.cache"),
+                         legacy_flags=job.legacy_trt_flags, fp32_onnx_path=fp32_path, log=job.log)
+    job.result.notes.append(f"TensorRT build path: {build.path}")
+    job.result.notes.append("equivalent trtexec command: "
+                            + build.trtexec.replace(str(graph), str(graph_final)).replace(str(engine), str(job.out)))
+    job.result.notes.extend(build.notes)
+    job.verify(engine, job.precision)
+
+
+#: Every export target, in one registry (nnU-Net's reader/writer registry, segmentation_models'
+#: backbone factory): adding a target is one record and one writer.
+REGISTRY: dict[str, ExportTarget] = {t.name: t for t in (
+    ExportTarget("savedmodel", ("fp32",), lambda p: [], lambda stem, p: f"{stem}_savedmodel", _write_savedmodel),
+    ExportTarget("onnx", ("fp32", "fp16", "int8"), _onnx_needs,
+                 lambda stem, p: f"{stem}.onnx" if p == "fp32" else f"{stem}_{p}.onnx", _write_onnx),
+    ExportTarget("tflite", ("fp32", "fp16", "int8-dynamic", "int8"),
+                 lambda p: [("ai_edge_litert.interpreter", "litert")], lambda stem, p: f"{stem}_{p}.tflite",
+                 _write_tflite),
+    ExportTarget("tensorrt", ("fp32", "fp16", "int8"),
+                 lambda p: [("tensorrt", "tensorrt")] + _onnx_needs(p),
+                 lambda stem, p: f"{stem}_{p}.engine", _write_tensorrt),
+)}
+TARGETS = tuple(REGISTRY)
+PRECISIONS = {name: t.precisions for name, t in REGISTRY.items()}
