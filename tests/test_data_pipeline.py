@@ -54,7 +54,13 @@ def test_sampling_keeps_every_organ_slice_and_the_negative_share(phantom_lits):
 
 
 def test_training_redraws_negatives_each_epoch(phantom_lits):
-    cases = find_cases(phantom_lits)[:2]
+    from keras_unet3plus.data.pipeline import index_cases
+
+    # the two cases with the most organ-free slices, so that a draw is a choice
+    index = dict(zip(find_cases(phantom_lits), index_cases(find_cases(phantom_lits), "liver")))
+    cases = sorted(index, key=lambda c: len(index[c].positives) - index[c].n_slices)[:2]
+    drawn = negatives_per_case([index[c] for c in cases], 0.3)
+    assert all(0 < d < index[c].n_slices - len(index[c].positives) for d, c in zip(drawn, cases)), drawn
     ds, info = build_dataset(cases, "liver", EXACT, batch_size=4, training=True, negative_fraction=0.3,
                              seed=1)
     epochs = [_collect(ds) for _ in range(2)]
@@ -168,7 +174,8 @@ def test_augmentation():
     assert a1.shape == img.shape and m1.dtype == tf.uint8 and set(np.unique(m1)) <= {0, 1}
     assert 0.0 <= float(tf.reduce_min(a1)) and float(tf.reduce_max(a1)) <= 1.0
     assert not np.allclose(a1, img)
-    none = AugmentConfig(rotation_deg=0, scale=(1, 1), translate=0, intensity_shift=0, intensity_scale=0)
+    none = AugmentConfig(rotation_deg=0, scale=(1, 1), translate=0, intensity_shift=0, intensity_scale=0,
+                         noise_std=0, blur_prob=0, resample=(0, 1))
     a0, m0 = augment_sample(img, mask, seed, none)
     np.testing.assert_allclose(a0, img, atol=1e-6)
     np.testing.assert_array_equal(m0, mask)
