@@ -1,6 +1,6 @@
 """Dice of a phantom-trained model on a real abdominal CT (the measuring stick of issue 14).
 
-Reads the DICOM series in ``/work/shared/realct/series`` (or ``--realct DIR``), brings it to RAS,
+Reads the DICOM series in ``../shared/realct/series`` (or ``--realct DIR``) with the package's reader,
 checks its grid against ``reference_labels.nii.gz`` (TotalSegmentator, liver 5, spleen 1), predicts
 with the model's own preprocessing (its sidecar) and prints the Dice of the task's organ. Never
 train on this scan, never tune on its pixels: it only measures.
@@ -18,44 +18,15 @@ from pathlib import Path
 import numpy as np
 
 REFERENCE_VALUES = {"liver": 5, "spleen": 1}
-DEFAULT_REALCT = Path("/work/shared/realct")
+DEFAULT_REALCT = Path(__file__).resolve().parents[2] / "shared" / "realct"   # ../shared/realct beside the repo
 
 
 def read_series_ras(series_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """DICOM series -> (HU volume in RAS voxel order (X, Y, Z) float32, RAS affine)."""
-    try:  # the package reader, once it exists
-        from keras_unet3plus.data import read_dicom_series  # type: ignore[attr-defined]
-        vol = read_dicom_series(series_dir)
-        return np.asarray(vol.image, dtype=np.float32), np.asarray(vol.affine)
-    except ImportError:
-        pass
-    import pydicom
+    from keras_unet3plus.data import read_dicom_series
 
-    dss = [pydicom.dcmread(p) for p in sorted(series_dir.iterdir()) if p.is_file()]
-    dss.sort(key=lambda d: float(d.ImagePositionPatient[2]))
-    slices = [d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1))
-              + float(getattr(d, "RescaleIntercept", 0)) for d in dss]
-    vol = np.stack(slices, axis=-1)  # (rows, cols, Z), rows along the column cosine
-    d0 = dss[0]
-    row_cos = np.array(d0.ImageOrientationPatient[:3], dtype=float)   # direction of increasing column
-    col_cos = np.array(d0.ImageOrientationPatient[3:], dtype=float)   # direction of increasing row
-    dr, dc = (float(v) for v in d0.PixelSpacing)                      # row spacing, column spacing
-    p0 = np.array(d0.ImagePositionPatient, dtype=float)
-    p1 = np.array(dss[-1].ImagePositionPatient, dtype=float)
-    n = len(dss)
-    slice_vec = (p1 - p0) / max(1, n - 1)
-    # voxel (i=col, j=row, k) in LPS: p0 + i*dc*row_cos + j*dr*col_cos + k*slice_vec
-    arr = np.transpose(vol, (1, 0, 2))  # (cols, rows, Z)
-    aff_lps = np.eye(4)
-    aff_lps[:3, 0] = row_cos * dc
-    aff_lps[:3, 1] = col_cos * dr
-    aff_lps[:3, 2] = slice_vec
-    aff_lps[:3, 3] = p0
-    aff_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ aff_lps
-    from keras_unet3plus.data.volume import to_canonical
-
-    out, aff = to_canonical(arr, aff_ras)
-    return np.ascontiguousarray(out, dtype=np.float32), aff
+    vol = read_dicom_series(series_dir)
+    return np.asarray(vol.image, dtype=np.float32), np.asarray(vol.affine)
 
 
 def load_real(realct: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]:
@@ -71,11 +42,6 @@ def load_real(realct: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[f
     return hu, lab, aff, ref.spacing
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="model.keras with its .unet3plus.json sidecar")
@@ -86,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="append the result as a JSON line to this file")
     args = ap.parse_args(argv)
 
-    from keras_unet3plus.inference import load_model, predict_volume
+    from keras_unet3plus.inference import load_model
+    from keras_unet3plus.metrics import dice
 
     realct = Path(args.realct)
     if not (realct / "series").is_dir():
@@ -96,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(args.model)
     task = args.task or ("spleen" if "spleen" in str(loaded.info.task) else "liver")
     ref = lab == REFERENCE_VALUES[task]
-    pred = predict_volume(loaded.model, hu, loaded.cfg, batch_size=8,
-                          threshold=float(loaded.info.threshold)) > 0
+    pred = loaded.predict_volume(hu) > 0
     d = dice(pred, ref)
     per_slice = [dice(pred[:, :, z], ref[:, :, z]) for z in range(hu.shape[2])]
     print(f"real CT {realct.name}: {task} Dice {d:.4f} (pred {int(pred.sum())} vox, ref {int(ref.sum())} vox, "

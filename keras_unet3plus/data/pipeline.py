@@ -134,14 +134,18 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
                   augment: bool | AugmentConfig = False, cache_dir: str | None = None, seed: int = 0,
                   input_context: tf.distribute.InputContext | None = None,
                   cycle_length: int = 4, shuffle_buffer: int = 64, epoch: int | None = None,
-                  index: Sequence[CaseIndex] | None = None) -> tuple[tf.data.Dataset, DatasetInfo]:
+                  index: Sequence[CaseIndex] | None = None, epochs: tuple[int, int] | None = None,
+                  batches_per_epoch: int | None = None) -> tuple[tf.data.Dataset, DatasetInfo]:
     """:func:`make_dataset` that also returns its :class:`DatasetInfo`.
 
     ``epoch`` (training): the dataset is that one epoch, its order a pure function of (``seed``,
     ``epoch``) — case order, negatives drawn, slice shuffle and augmentation — so a resumed run
     sees exactly the batches an uninterrupted one would (``.skip(n)`` starts it part-way, for a resume
     mid-epoch). Without ``epoch`` the dataset reshuffles on every pass (``repeat()`` it).
-    ``index``: the cases' slice index, when already computed (it reads every label otherwise).
+    ``epochs=(first, stop)`` (training): epochs first..stop-1 in one dataset, each exactly as
+    ``epoch=e`` would give it, ``batches_per_epoch`` batches each (repeating the epoch's order when
+    that is more than one pass). ``index``: the cases' slice index, when already computed (it reads
+    every label otherwise).
     """
     spec = get_task(task)
     cfg = (cfg or pp.PreprocessConfig()).for_task(spec)
@@ -220,38 +224,67 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
     def case_dataset(case_idx, epoch_seed):
         return tf.data.Dataset.from_generator(gen, args=(case_idx, epoch_seed), output_signature=sig)
 
-    fixed = training and epoch is not None     # one epoch, a pure function of (seed, epoch)
-    base_seed = epoch_seed_of(seed, epoch) if fixed else seed
-    order = tf.data.Dataset.range(len(my_cases))
-    if training:
-        order = order.shuffle(len(my_cases), seed=base_seed, reshuffle_each_iteration=not fixed)
-    epoch_seeds = tf.data.Dataset.random(seed=base_seed, rerandomize_each_iteration=not fixed) if training \
-        else tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
     cycle = max(1, min(cycle_length, len(my_cases)))
-    ds = tf.data.Dataset.zip((order, epoch_seeds)).interleave(
-        case_dataset, cycle_length=cycle, block_length=1, num_parallel_calls=cycle,
-        deterministic=True)
-    if entries is None:
-        ds = ds.map(lambda x, y: (pp.resize_images(x, cfg), pp.resize_masks(y, cfg)),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if training and shuffle_buffer > 1:
-        ds = ds.shuffle(shuffle_buffer, seed=base_seed, reshuffle_each_iteration=not fixed)
     aug_cfg = AugmentConfig() if augment is True else (augment or None)
-    if aug_cfg is not None and training:
-        aug_seeds = tf.data.Dataset.random(seed=base_seed + 1, rerandomize_each_iteration=not fixed).batch(2)
-        ds = tf.data.Dataset.zip((ds, aug_seeds)).map(
-            lambda xy, sd: augment_sample(xy[0], xy[1], sd, aug_cfg),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if spec.binary:
-        ds = ds.map(lambda x, y: (x, tf.cast(y > 0, tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
+
+    def one_pass(base_seed, reshuffle: bool) -> tf.data.Dataset:
+        """One pass over this pipeline's samples, its randomness drawn from ``base_seed`` (a Python
+        int, or an int64 tensor inside a per-epoch ``flat_map``: then only stateless ops use it)."""
+        symbolic = isinstance(base_seed, tf.Tensor)
+        order = tf.data.Dataset.range(len(my_cases))
+        if training and symbolic:
+            order = tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(
+                tf.range(len(my_cases), dtype=tf.int64), seed=tf.stack([base_seed, tf.constant(0, tf.int64)])))
+            epoch_seeds = tf.data.Dataset.from_tensors(base_seed).repeat()
+        elif training:
+            order = order.shuffle(len(my_cases), seed=base_seed, reshuffle_each_iteration=reshuffle)
+            epoch_seeds = tf.data.Dataset.random(seed=base_seed, rerandomize_each_iteration=reshuffle)
+        else:
+            epoch_seeds = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
+        ds = tf.data.Dataset.zip((order, epoch_seeds)).interleave(
+            case_dataset, cycle_length=cycle, block_length=1, num_parallel_calls=cycle, deterministic=True)
+        if entries is None:
+            ds = ds.map(lambda x, y: (pp.resize_images(x, cfg), pp.resize_masks(y, cfg)),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if training and shuffle_buffer > 1:
+            # a tensor seed cannot reach shuffle (with a global seed set it is compared in Python):
+            # the buffer's draw pattern is then fixed, its input order changes with every epoch
+            ds = ds.shuffle(shuffle_buffer, seed=seed if symbolic else base_seed, reshuffle_each_iteration=reshuffle)
+        if aug_cfg is not None and training:
+            if symbolic:
+                aug_seeds = tf.data.Dataset.range(2 ** 62).map(lambda i: tf.random.stateless_uniform(
+                    [2], seed=tf.stack([base_seed, i]), minval=0, maxval=2 ** 62, dtype=tf.int64))
+            else:
+                aug_seeds = tf.data.Dataset.random(seed=base_seed + 1, rerandomize_each_iteration=reshuffle).batch(2)
+            ds = tf.data.Dataset.zip((ds, aug_seeds)).map(
+                lambda xy, sd: augment_sample(xy[0], xy[1], sd, aug_cfg),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if spec.binary:
+            ds = ds.map(lambda x, y: (x, tf.cast(y > 0, tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            ds = ds.map(lambda x, y: (x, tf.cast(y, tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(per_replica, drop_remainder=training)
+        return ds.take(steps) if training else ds
+
+    if training and epochs is not None:
+        # every epoch in one dataset (one iterator for the run: replacing an iterator whose
+        # generators are mid-read deadlocks tf.data), each epoch a pure function of (seed, epoch)
+        first, stop = (int(v) for v in epochs)
+        per_epoch = int(batches_per_epoch or steps)
+
+        def epoch_data(e):
+            return one_pass(epoch_seed_of(seed, e), reshuffle=False).repeat().take(per_epoch)
+
+        ds = tf.data.Dataset.range(first, stop).flat_map(epoch_data)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(per_epoch * max(0, stop - first)))
+    elif training and epoch is not None:
+        ds = one_pass(epoch_seed_of(seed, epoch), reshuffle=False)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     else:
-        ds = ds.map(lambda x, y: (x, tf.cast(y, tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(per_replica, drop_remainder=training)
-    if training:
-        ds = ds.take(steps)
-    # the sample count is exact by construction; telling tf.data lets Keras show progress and
-    # know the epoch length up front (from_generator alone has unknown cardinality)
-    ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+        ds = one_pass(seed, reshuffle=True)
+        # the sample count is exact by construction; telling tf.data lets Keras show progress and
+        # know the epoch length up front (from_generator alone has unknown cardinality)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -265,9 +298,10 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
     return ds, info
 
 
-def epoch_seed_of(seed: int, epoch: int) -> int:
-    """The seed of one training epoch's data order (distinct per epoch, fixed per (seed, epoch))."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch)]).generate_state(1)[0] & 0x7FFFFFFF)
+def epoch_seed_of(seed, epoch):
+    """The seed of one training epoch's data order: distinct per epoch, fixed per (seed, epoch);
+    the same arithmetic on Python ints and on int64 tensors (inside a tf.data graph)."""
+    return ((seed % 268435456) * 1000003 + epoch * 7919 + 12345) % 2147483647
 
 
 def make_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.PreprocessConfig | None = None,

@@ -234,6 +234,7 @@ class Trainer:
             self.csv_log.truncate(int(self.state.epoch.numpy()))
         self.tb = TensorBoardLog(self.out / TENSORBOARD_DIR, enabled=self.chief)
         self.deadline = self.t_start + cfg.max_minutes * 60 if cfg.max_minutes else None
+        self.iterator = None
         self.val_seconds = None
         self.out_of_time = False
         self.stop_reason = "epochs" if int(self.state.epoch.numpy()) < cfg.epochs else "already complete"
@@ -242,30 +243,33 @@ class Trainer:
                  f"{', XLA' if cfg.jit_compile else ''}")
 
     def on_epoch_start(self, epoch: int) -> None:
-        """This epoch's data, a pure function of (seed, epoch), started where a resume left off."""
+        """The epoch's progress bar; its data is already queued in the run's one iterator."""
         import keras
 
         self.epoch = epoch
         self.t_epoch = time.time()
         self.step_in_epoch = int(self.state.step.numpy())
-        skip = self.step_in_epoch
-        pipeline = self._pipeline_kwargs
+        if self.iterator is None:
+            self.iterator = self._run_iterator(epoch, self.step_in_epoch)
+        self.bar = keras.utils.Progbar(self.steps, verbose=1 if (self.cfg.verbose and self.chief) else 0,
+                                       stateful_metrics=["lr"])
+        if self.step_in_epoch:
+            self.say(f"epoch {epoch + 1}: resuming at step {self.step_in_epoch + 1} of {self.steps}")
 
-        steps, local = self.steps, self.replicas_per_pipeline
+    def _run_iterator(self, first_epoch: int, skip: int):
+        """One iterator over every remaining epoch (each a pure function of (seed, epoch)), started
+        ``skip`` steps into ``first_epoch``."""
+        local, steps, pipeline = self.replicas_per_pipeline, self.steps, self._pipeline_kwargs
+        epochs = (first_epoch, self.cfg.epochs)
 
         def dataset_fn(ctx):
             from ..data.pipeline import build_dataset
-            ds, _ = build_dataset(self.train_cases, self.spec, self.pre, input_context=ctx, epoch=epoch,
-                                  index=self._index, **pipeline)
-            # one global step takes a per-replica batch for each local replica; steps_per_epoch may
-            # exceed one pass: then the same epoch order again, never a new draw
-            return ds.repeat().skip(skip * local).take((steps - skip) * local)
+            ds, _ = build_dataset(self.train_cases, self.spec, self.pre, input_context=ctx, epochs=epochs,
+                                  batches_per_epoch=steps * local, index=self._index, **pipeline)
+            # one global step takes a per-replica batch for each local replica
+            return ds.skip(skip * local)
 
-        self.iterator = iter(self.strategy.distribute_datasets_from_function(dataset_fn))
-        self.bar = keras.utils.Progbar(self.steps, verbose=1 if (self.cfg.verbose and self.chief) else 0,
-                                       stateful_metrics=["lr"])
-        if skip:
-            self.say(f"epoch {epoch + 1}: resuming at step {skip + 1} of {self.steps}")
+        return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
 
     def train_step(self) -> None:
         """One optimizer step on the next batch; the epoch's running sums live in the checkpoint."""
