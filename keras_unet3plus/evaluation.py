@@ -312,7 +312,10 @@ def evaluate_model(model: Any, data_dir: str | os.PathLike, out_dir: str | os.Pa
     errors = {ids[r.image_path]: r.error for r in results if not r.ok}
     pairs = [(c.case_id, pred_dir / f"{c.case_id}.nii.gz", Path(c.label_path), Path(c.image_path)) for c in cases]
     overlay_dir = Path(out_dir) / "overlays" if overlays > 0 else None
-    rows = evaluate_pairs(pairs, task_name, overlay_dir=overlay_dir, overlay_slices=overlays,
+    from .data.layouts import task_for_dataset
+
+    spec = task_for_dataset(data_dir, task_name, layout)   # nnU-Net datasets: the organ's label by name
+    rows = evaluate_pairs(pairs, spec, overlay_dir=overlay_dir, overlay_slices=overlays,
                           progress=progress, errors=errors, empty_distance=empty_distance)
     report = EvaluationReport(get_task(task_name).name, rows, summarize_cases(rows, task_name))
     report.summary["model"] = str(predictor.path) if predictor.path else None

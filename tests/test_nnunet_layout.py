@@ -106,3 +106,21 @@ def test_train_cli_on_an_nnunet_dataset(nnunet_liver, tmp_path):
     assert load_info(out / "model.keras").task == "liver"
     split = json.loads((out / "split.json").read_text())
     assert sum(len(v) for v in split.values() if isinstance(v, list)) == 4
+    # evaluate on a copy whose dataset.json names the liver 5 and the tumour 7 (TotalSegmentator style)
+    import nibabel as nib
+
+    other = tmp_path / "Dataset902"
+    shutil.copytree(nnunet_liver, other)
+    meta = json.loads((other / "dataset.json").read_text())
+    meta["labels"] = {"background": 0, "liver": 5, "tumor": 7}
+    (other / "dataset.json").write_text(json.dumps(meta))
+    for case in find_cases(other):
+        img = nib.load(str(case.label_path))
+        a = np.asarray(img.dataobj)
+        nib.save(nib.Nifti1Image(np.select([a == 1, a == 2], [5, 7], 0).astype(np.uint8), img.affine),
+                 str(case.label_path))
+    report = tmp_path / "eval"
+    assert cli.main(["evaluate", "--model", str(out / "model.keras"), "--data-dir", str(other),
+                     "--out", str(report), "--quiet"]) == 0
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["n_cases"] == 4 and summary["n_ok"] == 4, summary

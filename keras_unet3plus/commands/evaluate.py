@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt", help="ground truth: a LiTS / MSD dataset folder or a folder of label files")
     parser.add_argument("--images", help="folder of CT volumes for the overlays (when --gt holds labels only)")
     parser.add_argument("--model", help="model to predict with (with --data-dir)")
-    parser.add_argument("--data-dir", help="labelled dataset folder (LiTS, MSD, images/+labels/) for --model")
+    parser.add_argument("--data-dir", help="labelled dataset folder (LiTS, MSD, nnU-Net v2, images/+labels/) for --model")
     parser.add_argument("--task", default=None,
                         help="liver, liver_tumour or spleen (default: liver, or the model's task with --model)")
     parser.add_argument("--out", default="evaluation", help="output folder (default ./evaluation)")
