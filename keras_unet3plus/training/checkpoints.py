@@ -118,20 +118,6 @@ def save_checkpoint(manager: tf.train.CheckpointManager, number: int) -> str:
                       "checkpoints are intact and a rerun resumes from the newest of them") from exc
 
 
-def restore_latest(ckpt: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> str | None:
-    """Restore the newest complete checkpoint; returns its path (None when there is none).
-
-    The optimizer must be built (its variables created) before this call so that its slots are
-    restored immediately and checked.
-    """
-    latest = manager.latest_checkpoint
-    if latest is None:
-        return None
-    status = ckpt.restore(latest)
-    status.assert_existing_objects_matched()
-    return latest
-
-
 def save_model_atomic(model: keras.Model, path: str | os.PathLike, info: ModelInfo | None = None) -> Path:
     """Save ``model`` as a ``.keras`` file atomically (keras_unet3plus.atomic), then its sidecar."""
     path = Path(path)
