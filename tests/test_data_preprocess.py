@@ -111,3 +111,19 @@ def test_split_deterministic_disjoint_order_independent():
     assert split_cases(cases, n_test=5, val_fraction=0).sizes() == (35, 0, 5)
     with pytest.raises(ValueError):
         split_cases(cases, n_test=41)
+
+
+@pytest.mark.parametrize("context,mode", [(1, "resize"), (2, "resize"), (1, "crop"), (0, "resize")])
+def test_planes_resized_once_equal_stacks_resized_whole(context, mode):
+    """volume_to_slices resizes each plane once and gathers the stacks: it must equal resizing
+    every (X, Y, 2c+1) stack as a whole, bit for bit, across chunk borders and volume edges."""
+    from keras_unet3plus.data.preprocess import resize_images, stack_context
+
+    rng = np.random.default_rng(context)
+    hu = rng.normal(0, 400, (70, 90, 37)).astype(np.int16)   # 37 slices: chunks of 16 plus a rest
+    cfg = PreprocessConfig(image_size=64, context=context, resize_mode=mode).for_task("liver")
+    stacks = window_hu(stack_context(hu, np.arange(hu.shape[2]), context), cfg.window())
+    expected = resize_images(stacks, cfg).numpy()
+    got = volume_to_slices(hu, cfg)
+    assert got.shape == (37, 64, 64, 2 * context + 1)
+    np.testing.assert_array_equal(got, expected)

@@ -138,17 +138,25 @@ def resize_masks(masks: tf.Tensor | np.ndarray, cfg: PreprocessConfig) -> tf.Ten
 
 
 def volume_to_slices(hu_volume: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """Canonical HU volume (X, Y, Z) -> model inputs (Z, S, S, 2c+1) float32 in [0, 1]."""
+    """Canonical HU volume (X, Y, Z) -> model inputs (Z, S, S, 2c+1) float32 in [0, 1].
+
+    Each axial plane is windowed and resized once, then the 2.5D stacks are gathered from the
+    resized planes: resizing works per channel, so this equals resizing every stack (bit for bit)
+    at a third of the work for 3-slice context.
+    """
     hu_volume = np.asarray(hu_volume)
     if hu_volume.ndim != 3:
         raise ValueError(f"volume_to_slices expects an (X, Y, Z) volume, got shape {hu_volume.shape}")
     window = cfg.window()
-    n = hu_volume.shape[2]
+    n, c = hu_volume.shape[2], cfg.context
     out = np.empty((n, cfg.image_size, cfg.image_size, cfg.channels), dtype=np.float32)
     for start in range(0, n, _CHUNK):
-        z = np.arange(start, min(n, start + _CHUNK))
-        stacks = window_hu(stack_context(hu_volume, z, cfg.context), window)
-        out[z] = resize_images(stacks, cfg).numpy()
+        stop = min(n, start + _CHUNK)
+        lo, hi = max(0, start - c), min(n, stop + c)
+        planes = window_hu(np.moveaxis(hu_volume[:, :, lo:hi], 2, 0)[..., None], window)
+        planes = resize_images(planes, cfg).numpy()[..., 0]                  # (hi - lo, S, S)
+        idx = context_indices(np.arange(start, stop), n, c) - lo              # (k, 2c+1)
+        out[start:stop] = np.moveaxis(planes[idx], 1, -1)
     return out
 
 
