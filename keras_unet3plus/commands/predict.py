@@ -32,6 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ignore the CGM organ-present decision (Keras training-form models only)")
     parser.add_argument("--no-overlap", action="store_true",
                         help="run reading, preprocessing and inference one after another (for timing)")
+    parser.add_argument("--skip-absent", action="store_true",
+                        help="run the decoder only on slices the CGM calls organ-present (.keras models with a "
+                             "CGM; faster on scans where the organ fills few slices)")
+    parser.add_argument("--runtime", choices=("model", "auto"), default="model",
+                        help="'model': run MODEL as given (default); 'auto': for a .keras MODEL, the fastest "
+                             "export beside it whose parity check passed (recorded by `unet3plus export`)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="compute precision of a .keras MODEL (bf16 is fast only on CPUs with "
+                             "AVX512_BF16/AMX; elsewhere it is emulated and slower)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -43,10 +52,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     formats = ("nifti", "dicom-seg") if args.format == "both" else (args.format,)
     # errors end in cli.main's one-line boundary (exit 1, traceback with --debug)
-    predictor = Predictor.from_path(args.model, batch_size=args.batch_size, gate=not args.no_gate,
+    from ..runtimes.cpu import precision_note
+
+    choice: list[str] = []
+    predictor = Predictor.from_path(args.model, runtime=args.runtime, precision=args.precision, notes=choice,
+                                    batch_size=args.batch_size, gate=not args.no_gate,
                                     threshold=args.threshold, largest_component=args.largest_component,
-                                    overlap=not args.no_overlap, progress=not args.quiet, formats=formats)
+                                    overlap=not args.no_overlap, progress=not args.quiet, formats=formats,
+                                    skip_absent=args.skip_absent)
     _ = predictor.cfg  # validate the saved preprocessing before any work
+    for line in choice:
+        print(line)
+    if precision_note(args.precision):
+        print(f"note: {precision_note(args.precision)}")
     source = args.input_dir or args.input
     if args.input is not None and not Path(args.input).is_dir():
         out = Path(args.output)

@@ -149,6 +149,16 @@ def _artefact_info(info, target: str, precision: str, spec: GraphSpec, extra: di
     return new
 
 
+def source_record(model_path) -> dict:
+    """Which model file an artefact was made from (name and SHA-256), so a stale export (the model
+    retrained since) is never picked by ``--runtime auto``."""
+    if model_path is None or not Path(model_path).is_file():
+        return {}
+    from ..runtimes.auto import file_sha256
+
+    return {"source": {"name": Path(model_path).name, "sha256": file_sha256(model_path)}}
+
+
 def _default_info(model, task: str = "liver"):
     """ModelInfo for a model that came without a sidecar: the task's default preprocessing."""
     from ..modelinfo import ModelInfo
@@ -236,7 +246,8 @@ def export_model(
                       work=Path(work), log=log, opset=opset, hwc=hwc, batch_range=batch_range,
                       timing_cache=timing_cache, legacy_trt_flags=legacy_trt_flags,
                       info_out=_artefact_info(info, target, precision, spec,
-                                              {"opset": opset} if target in ("onnx", "tensorrt") else None))
+                                              {**({"opset": opset} if target in ("onnx", "tensorrt") else {}),
+                                               **source_record(model_path)}))
         spec_target.write(job)
         if check and not result.passed:
             raise ParityError(f"{target} {precision} export failed the parity check against Keras; nothing was written",
@@ -269,6 +280,7 @@ class _Export:
     legacy_trt_flags: bool
     info_out: object
     finals: dict = field(default_factory=dict)
+    keras_speed: float | None = None
 
     def add(self, final: Path) -> Path:
         """A staged temporary path that becomes ``final`` once every check has passed."""
@@ -277,14 +289,28 @@ class _Export:
         return tmp
 
     def verify(self, path: Path, precision: str) -> None:
+        """Parity against Keras, then the speed of both on one batch of the same slices; both go
+        into the artefact's info, where ``predict --runtime auto`` reads them."""
         if not self.check:
             return
-        from ..runtimes import load_runtime
-        from .verify import verify_runtime
+        from ..runtimes import KerasRuntime, load_runtime
+        from ..runtimes.cpu import cpu_info
+        from .verify import seconds_per_slice, verify_runtime
 
         rt = load_runtime(path, info=self.info)
-        self.result.rows.append(verify_runtime(rt, self.reference, self.slices, self.spec, precision,
-                                               artefact=str(self.finals.get(path, path))))
+        row = verify_runtime(rt, self.reference, self.slices, self.spec, precision,
+                             artefact=str(self.finals.get(path, path)))
+        self.result.rows.append(row)
+        if self.info_out is None or path not in self.finals:
+            return
+        if self.keras_speed is None:
+            self.keras_speed = seconds_per_slice(KerasRuntime(self.model).segment, self.slices)
+        # one record per artefact name: a TensorRT export writes its ONNX graph and engine
+        checks = self.info_out.extra["export"].setdefault("checks", {})
+        checks[self.finals[path].name] = {
+            "runtime": rt.kind, "passed": row.passed, "dice": row.dice, "max_abs_diff": row.max_abs_diff,
+            "seconds_per_slice": seconds_per_slice(rt.segment, self.slices),
+            "keras_seconds_per_slice": self.keras_speed, "cpu": cpu_info().summary()}
 
 
 def _write_savedmodel(job: _Export) -> None:

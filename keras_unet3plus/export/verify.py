@@ -221,6 +221,22 @@ def verify_runtime(runtime, reference: dict[str, np.ndarray], x: np.ndarray, spe
     return compare(reference, cand, spec, precision, artefact or str(runtime.path), runtime.kind)
 
 
+def seconds_per_slice(run: Callable[[np.ndarray], object], x: np.ndarray, batch_size: int = 8,
+                      repeats: int = 2) -> float:
+    """Wall seconds per slice of ``run`` on one batch of ``x`` (best of ``repeats`` after a warm-up
+    call): the export-time speed record; ratios between runtimes timed here are what count."""
+    import time
+
+    batch = np.ascontiguousarray(x[:batch_size], dtype=np.float32)
+    run(batch)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(batch)
+        best = min(best, time.perf_counter() - t0)
+    return best / len(batch)
+
+
 def format_table(rows: Sequence[ParityRow]) -> str:
     """The verification table (markdown)."""
     lines = ["| artefact | runtime | precision | max abs diff | Dice vs Keras | Dice loss (pt) | tolerance | result |",

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..data.preprocess import PreprocessConfig, slices_to_volume, volume_to_slices
 from ..modelinfo import ModelInfo
-from ..runtimes import Runtime, load_runtime
+from ..runtimes import Runtime, load_runtime, runtime_kind
+from ..runtimes.auto import export_candidates
 from .inputs import InputScan, find_inputs
 from .outputs import write_outputs
 from .postprocess import apply_gate, postprocess_labels, resize_labels
@@ -35,6 +36,8 @@ class PredictOptions:
     slices the CGM calls organ-absent (models whose gate is not in the graph). ``overlap``: run
     reading / preprocessing / post-processing on threads beside the model. ``progress``: tqdm bars
     (or a caller's bar). ``formats``: ``"nifti"`` and/or ``"dicom-seg"`` (DICOM sources only).
+    ``skip_absent``: run the decoder only on slices the CGM calls organ-present (Keras models with
+    a CGM; the gate zeroes the others anyway, so masks change only where the gate is off).
     """
 
     batch_size: int = 8
@@ -44,6 +47,7 @@ class PredictOptions:
     overlap: bool = True
     progress: Any = False
     formats: tuple[str, ...] = ("nifti",)
+    skip_absent: bool = False
 
     def __post_init__(self):
         if int(self.batch_size) < 1:
@@ -65,14 +69,40 @@ class CaseResult:
     timings: dict = field(default_factory=dict)
 
 
-def open_runtime(path: str | os.PathLike) -> Runtime:
+def open_runtime(path: str | os.PathLike, *, runtime: str = "model", precision: str = "fp32",
+                 notes: list[str] | None = None) -> Runtime:
     """Load a model file with its ModelInfo (required: it holds the preprocessing), naming the file
-    in every error."""
+    in every error.
+
+    ``runtime="auto"``: for a ``.keras`` file, the fastest of its exports that passed parity (see
+    :mod:`keras_unet3plus.runtimes.auto`), else the file itself; ``notes`` collects what was chosen
+    and why. ``precision``: compute dtype of a Keras model (``bf16`` pays off only on CPUs that
+    have it, see :mod:`keras_unet3plus.runtimes.cpu`).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: model file not found")
+    if runtime not in ("model", "auto"):
+        raise ValueError(f"runtime must be 'model' or 'auto', got {runtime!r}")
+    notes = notes if notes is not None else []
+    kwargs = {"precision": precision} if precision != "fp32" else {}
+    if kwargs and runtime_kind(path) != "keras":
+        raise ValueError(f"{path}: --precision {precision} applies to .keras models; an export has its "
+                         f"precision fixed at export time")
+    if runtime == "auto" and runtime_kind(path) == "keras" and not kwargs:
+        for cand in export_candidates(path, notes):
+            if cand.speedup <= 1.0:
+                break
+            try:
+                rt = load_runtime(cand.path, require_info=True)
+            except Exception as exc:  # noqa: BLE001 - missing extra, no GPU: try the next one
+                notes.append(f"{cand.path.name}: cannot run here ({type(exc).__name__}: {exc})")
+                continue
+            notes.append(f"runtime auto: {cand.describe()}")
+            return rt
+        notes.append(f"runtime auto: {path.name} (Keras; no faster export with a passed parity check beside it)")
     try:
-        return load_runtime(path, require_info=True)
+        return load_runtime(path, require_info=True, **kwargs)
     except (FileNotFoundError, ValueError, TypeError, ImportError):
         raise
     except Exception as exc:  # runtime-specific failures (corrupt file, unsupported op)
@@ -83,6 +113,24 @@ def _as_runtime(model, info: ModelInfo | None) -> Runtime:
     if isinstance(model, (str, os.PathLike)):
         return open_runtime(model)
     return load_runtime(model, info)
+
+
+def run_once_per_blank(run: Callable[[np.ndarray], tuple], batch: np.ndarray) -> tuple:
+    """``run(batch)`` where all-zero (blank: nothing inside the HU window) slices are computed once.
+
+    Exact: the model maps equal inputs to equal outputs. Scans padded with air or cropped FOV
+    borders save their model time.
+    """
+    blank = ~batch.reshape(len(batch), -1).any(axis=1)
+    if blank.sum() < 2:
+        return run(batch)
+    keep = np.flatnonzero(~blank)
+    first_blank = int(np.flatnonzero(blank)[0])
+    rows = np.concatenate([keep, [first_blank]])
+    outs = run(batch[rows])
+    where = np.full(len(batch), len(keep))          # blank rows read the blank's result
+    where[keep] = np.arange(len(keep))
+    return tuple(None if o is None else np.asarray(o)[where] for o in outs)
 
 
 class Predictor:
@@ -107,9 +155,11 @@ class Predictor:
         self._cfg = cfg
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike, **options) -> "Predictor":
-        """A model file with its saved info: the preprocessing and threshold it was trained with."""
-        return cls(open_runtime(path), **options)
+    def from_path(cls, path: str | os.PathLike, *, runtime: str = "model", precision: str = "fp32",
+                  notes: list[str] | None = None, **options) -> "Predictor":
+        """A model file with its saved info: the preprocessing and threshold it was trained with.
+        ``runtime`` / ``precision`` / ``notes``: see :func:`open_runtime`."""
+        return cls(open_runtime(path, runtime=runtime, precision=precision, notes=notes), **options)
 
     # -- what the model needs ----------------------------------------------------------------
     @property
@@ -184,9 +234,14 @@ class Predictor:
             slices = volume_to_slices(vol[:, :, lo:hi], cfg)
             return slices[z0 - lo: z0 - lo + (z1 - z0)]
 
+        if opts.skip_absent and not getattr(rt, "can_skip_absent", False):
+            raise ValueError(f"model '{rt.name}': skip-absent needs a .keras model with a CGM head "
+                             f"(exports carry the gate inside one graph)")
+        run = rt.segment_present if opts.skip_absent else rt.segment
+
         def infer(batch: np.ndarray):
             try:
-                return rt.segment(batch)
+                return run_once_per_blank(run, batch)
             except Exception as exc:
                 if isinstance(exc, (MemoryError, KeyboardInterrupt)):
                     raise

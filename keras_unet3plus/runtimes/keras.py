@@ -91,18 +91,112 @@ def _seg_cls_function(model):
     return fn
 
 
+#: Keras dtype policy of each inference precision
+PRECISION_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def with_dtype_policy(model, policy: str):
+    """A copy of `model` whose layers compute in `policy` (e.g. ``mixed_bfloat16``), same weights.
+
+    Variables stay float32 (mixed policies), so the weights copy over as they are; the input layer
+    and the output activations (``seg``, ``side_*``, ``cls``) keep float32.
+    """
+    import keras
+
+    config = model.get_config()
+    keep_float32 = {t._keras_history[0].name for t in output_tensors(model).values()}
+
+    def set_policy(node):
+        if isinstance(node, dict):
+            inner = node.get("config")
+            if (node.get("class_name") != "InputLayer" and isinstance(inner, dict) and "dtype" in inner
+                    and inner.get("name") not in keep_float32):
+                inner["dtype"] = policy
+            for value in node.values():
+                set_policy(value)
+        elif isinstance(node, list):
+            for value in node:
+                set_policy(value)
+
+    set_policy(config.get("layers", []))
+    copy = type(model).from_config(config) if type(model) is not keras.Model else keras.Model.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def split_at_classifier(model):
+    """``(encoder, decoder)``: the part of `model` the CGM's ``cls`` needs, and the rest.
+
+    ``encoder(x) -> [features..., cls]``, ``decoder(features) -> seg``; chained they equal the
+    model exactly. The boundary is found from the graph (every tensor on the ``cls`` path that a
+    ``seg``-only layer reads), so backbones split too. Lets inference skip the decoder on slices the
+    CGM calls absent. Keras keeps the graph on private attributes (``_keras_history``,
+    ``_inbound_nodes``); they are read here only.
+    """
+    import keras
+
+    outs = output_tensors(model)
+    if "cls" not in outs or "seg" not in outs:
+        raise ValueError(f"model '{model.name}' has no CGM 'cls' output: nothing to skip with")
+
+    def producer(t):
+        op, node_index, _ = t._keras_history
+        return op, op._inbound_nodes[node_index].input_tensors
+
+    on_cls_path, stack = set(), [outs["cls"]]
+    while stack:
+        op, inputs = producer(stack.pop())
+        if id(op) not in on_cls_path:
+            on_cls_path.add(id(op))
+            stack.extend(inputs)
+    boundary, seen, stack = {}, set(), [outs["seg"]]
+    while stack:
+        op, inputs = producer(stack.pop())
+        if id(op) in seen:
+            continue
+        seen.add(id(op))
+        for t in inputs:
+            if id(t._keras_history[0]) in on_cls_path:
+                boundary[id(t)] = t
+            else:
+                stack.append(t)
+    features = list(boundary.values())
+    encoder = keras.Model(model.inputs, features + [outs["cls"]], name=f"{model.name}_to_cls")
+    decoder = keras.Model(features, outs["seg"], name=f"{model.name}_decoder")
+    return encoder, decoder
+
+
+def _compiled(model):
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec((None, *tuple(t.shape)[1:]), t.dtype) for t in model.inputs]
+
+    @tf.function(input_signature=specs, reduce_retracing=True)
+    def run(*xs):
+        return model(list(xs), training=False)
+
+    return run
+
+
 class KerasRuntime(Runtime):
     """A `.keras` file (or an in-memory model). `predict` runs its `deploy_model()` (gated `seg`);
-    `segment` runs the model as given (see the module docstring)."""
+    `segment` runs the model as given (see the module docstring). ``precision="bf16"`` (or
+    ``"fp16"``) runs inference (`segment`) in that compute dtype; worth it only on CPUs with native
+    support (:mod:`.cpu`)."""
 
     kind = "keras"
 
     def __init__(self, model, path=None, info: ModelInfo | None = None, threshold: float | None = None,
-                 all_outputs: bool = True):
+                 all_outputs: bool = True, precision: str = "fp32"):
+        if precision not in PRECISION_POLICIES:
+            raise ValueError(f"Keras precision must be one of {sorted(PRECISION_POLICIES)}, got {precision!r}")
         if isinstance(model, (str, os.PathLike)):
             path = path or model
             model = load_keras_model(model)
         super().__init__(path, info)
+        self.precision = precision
+        self._split = None
+        self._fast = with_dtype_policy(model, PRECISION_POLICIES[precision]) if PRECISION_POLICIES[precision] else model
         from ..layers import Binarize
 
         self.keras_model = model
@@ -133,8 +227,38 @@ class KerasRuntime(Runtime):
     def output_names(self) -> list[str]:
         return list(self.model.output.keys())
 
+    @property
+    def can_skip_absent(self) -> bool:
+        return "cls" in output_tensors(self.keras_model)
+
+    def segment_present(self, batch):
+        """``(seg, cls)`` like :meth:`segment`, but the decoder runs only on the slices the CGM calls
+        present (the others get an all-zero ``seg``): the work ``--skip-absent`` saves."""
+        if self._split is None:
+            encoder, decoder = split_at_classifier(self._fast)
+            self._split = (_compiled(encoder), _compiled(decoder))
+        encode, decode = self._split
+        *features, cls = encode(np.asarray(batch, np.float32))
+        cls = np.asarray(cls, dtype=np.float32)
+        present = np.flatnonzero(np.argmax(cls, axis=-1) == 1)
+        seg = None
+        if len(present):
+            import tensorflow as tf
+
+            seg_present = np.asarray(decode(*[tf.gather(f, present) for f in features]), dtype=np.float32)
+            seg = np.zeros((len(batch), *seg_present.shape[1:]), np.float32)
+            seg[present] = seg_present
+        else:
+            h, w = batch.shape[1:3]
+            seg = np.zeros((len(batch), h, w, output_tensors(self.keras_model)["seg"].shape[-1]), np.float32)
+        return seg, cls
+
     def segment(self, batch):
-        return _seg_cls_function(self.keras_model)(batch)
+        seg, cls = _seg_cls_function(self._fast)(batch)
+        if self._fast is not self.keras_model:
+            seg = np.asarray(seg, dtype=np.float32)
+            cls = None if cls is None else np.asarray(cls, dtype=np.float32)
+        return seg, cls
 
     def _run(self, batch):
         return self.model.predict_on_batch(batch)

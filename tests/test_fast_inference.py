@@ -1,0 +1,177 @@
+"""The fast CPU inference paths (issue 16): each must give the mask the plain path gives.
+
+Blank slices computed once, the decoder skipped where the CGM calls the organ absent, bf16 compute,
+the export-time speed/parity record and ``--runtime auto`` choosing from it. No test times
+anything: the choice is tested on records, the records on their content.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from keras_unet3plus import build
+from keras_unet3plus.inference import Predictor
+from keras_unet3plus.data import phantom
+from keras_unet3plus.inference.predictor import run_once_per_blank
+from keras_unet3plus.metrics import dice
+from keras_unet3plus.modelinfo import sidecar_path
+from keras_unet3plus.runtimes import KerasRuntime
+from keras_unet3plus.runtimes.auto import export_candidates, file_sha256
+from keras_unet3plus.runtimes.cpu import CpuInfo, _parse_cpuinfo, precision_note
+from keras_unet3plus.runtimes.keras import split_at_classifier
+
+
+@pytest.fixture(scope="module")
+def volume():
+    return phantom.generate_case(11, shape=(80, 72, 28))
+
+
+def test_blank_slices_run_once_and_land_in_place():
+    calls = []
+
+    def run(batch):
+        calls.append(len(batch))
+        return batch.sum(axis=(1, 2, 3)) + 1.0, None
+
+    batch = np.zeros((6, 4, 4, 3), np.float32)
+    batch[[1, 4]] = np.arange(48, dtype=np.float32).reshape(1, 4, 4, 3) * np.array([1, 2]).reshape(2, 1, 1, 1)
+    out, cls = run_once_per_blank(run, batch)
+    assert calls == [3] and cls is None                       # two non-blank + one blank
+    np.testing.assert_array_equal(out, run(batch)[0])
+
+
+@pytest.mark.parametrize("decoder", ["paper", "efficient"])
+def test_split_at_classifier_is_exact(decoder):
+    model = build((64, 64, 3), filters=(4, 8, 16, 32, 64), cat_channels=4, deep_supervision=True,
+                  cgm=True, decoder=decoder)
+    encoder, dec = split_at_classifier(model)
+    x = np.random.default_rng(0).random((3, 64, 64, 3)).astype(np.float32)
+    whole = model(x, training=False)
+    *features, cls = encoder([x], training=False)
+    assert len(features) >= 5
+    np.testing.assert_array_equal(np.asarray(dec(features, training=False)), np.asarray(whole["seg"]))
+    np.testing.assert_array_equal(np.asarray(cls), np.asarray(whole["cls"]))
+    with pytest.raises(ValueError, match="no CGM"):
+        split_at_classifier(build((64, 64, 3), filters=(4, 8, 16, 32, 64), cat_channels=4, cgm=False))
+
+
+def test_skip_absent_gives_the_gated_mask_with_less_decoding(trained_tiny, volume):
+    model, _, info = trained_tiny
+    plain = Predictor(model, info, batch_size=4).predict_volume(volume.hu)
+    skipping = Predictor(model, info, batch_size=4, skip_absent=True)
+    decoded = []
+    rt = skipping.runtime
+    original = rt.segment_present
+
+    def counting(batch):
+        seg, cls = original(batch)
+        decoded.append(int((np.argmax(cls, -1) == 1).sum()))
+        return seg, cls
+
+    rt.segment_present = counting
+    fast = skipping.predict_volume(volume.hu)
+    assert plain.any() and dice(fast, plain) >= 0.999
+    assert 0 < sum(decoded) < volume.hu.shape[2]                 # some slices were not decoded
+    assert dice(fast, volume.label_for("liver")) > 0.6
+
+
+def test_skip_absent_refuses_a_model_without_cgm(volume, trained_tiny):
+    _, _, info = trained_tiny
+    model = build((64, 64, 3), filters=(4, 8, 16, 32, 64), cat_channels=4, cgm=False)
+    with pytest.raises(ValueError, match="skip-absent needs"):
+        Predictor(model, info, skip_absent=True).predict_volume(volume.hu)
+
+
+def test_bf16_mask_agrees_with_fp32(trained_tiny, volume):
+    model, _, info = trained_tiny
+    fp32 = Predictor(model, info).predict_volume(volume.hu)
+    bf16 = Predictor(KerasRuntime(model, info=info, precision="bf16"), info).predict_volume(volume.hu)
+    assert fp32.any() and dice(bf16, fp32) >= 0.97
+    with pytest.raises(ValueError, match="precision"):
+        KerasRuntime(model, precision="int4")
+
+
+def test_cpu_flags_decide_what_is_fast():
+    name, flags = _parse_cpuinfo("processor : 0\nmodel name : Some CPU\nflags : fpu avx2 avx512f avx512_bf16\n"
+                                 "processor : 1\nmodel name : Some CPU\nflags : fpu avx2\n")
+    info = CpuInfo(name, 2, flags)
+    assert name == "Some CPU" and info.fast_bf16 and not info.fast_int8 and info.vector == "avx512"
+    assert precision_note("bf16", info) == "" and "VNNI" in precision_note("int8", info)
+    assert "emulated" in precision_note("bf16", CpuInfo("x", 2, frozenset({"avx2"})))
+
+
+@pytest.fixture()
+def exported(trained_tiny, tmp_path):
+    """A copy of the tiny model with an ONNX export beside it, as `unet3plus export` writes it."""
+    pytest.importorskip("onnx")
+    from keras_unet3plus import cli
+
+    _, path, _ = trained_tiny
+    model = tmp_path / "model.keras"
+    shutil.copy(path, model)
+    shutil.copy(sidecar_path(path), sidecar_path(model))
+    assert cli.main(["export", str(model), "--to", "onnx", "--verify-slices", "8"]) == 0
+    return model, tmp_path / "model.onnx"
+
+
+def _edit_record(artefact, **changes):
+    side = sidecar_path(artefact)
+    data = json.loads(side.read_text())
+    data["extra"]["export"]["checks"][artefact.name].update(changes.pop("check", {}))
+    data["extra"]["export"].update(changes)
+    side.write_text(json.dumps(data))
+
+
+def test_export_records_parity_speed_and_source(exported):
+    model, onnx = exported
+    record = json.loads(sidecar_path(onnx).read_text())["extra"]["export"]
+    check = record["checks"]["model.onnx"]
+    assert check["passed"] and check["dice"] == 1.0 and check["runtime"] == "onnxruntime"
+    assert check["seconds_per_slice"] > 0 and check["keras_seconds_per_slice"] > 0 and check["cpu"]
+    assert record["source"] == {"name": "model.keras", "sha256": file_sha256(model)}
+
+
+def test_runtime_auto_picks_the_fastest_passed_current_export(exported, volume, capsys):
+    model, onnx = exported
+    from keras_unet3plus.inference import open_runtime
+
+    _edit_record(onnx, check={"seconds_per_slice": 0.01, "keras_seconds_per_slice": 0.03})
+    assert [c.path for c in export_candidates(model)] == [onnx]
+    notes = []
+    rt = open_runtime(model, runtime="auto", notes=notes)
+    assert rt.kind == "onnxruntime" and "model.onnx" in notes[-1] and "3.0x" in notes[-1]
+    info = rt.info
+    assert dice(Predictor(rt, info).predict_volume(volume.hu),
+                Predictor(model, info).predict_volume(volume.hu)) >= 0.99
+
+    _edit_record(onnx, check={"seconds_per_slice": 0.05})           # slower than Keras: Keras runs
+    assert open_runtime(model, runtime="auto").kind == "keras"
+    _edit_record(onnx, check={"seconds_per_slice": 0.01, "passed": False})
+    notes = []
+    assert open_runtime(model, runtime="auto", notes=notes).kind == "keras"
+    assert any("failed its parity" in n for n in notes)
+    _edit_record(onnx, check={"passed": True}, source={"name": "model.keras", "sha256": "0" * 64})
+    notes = []
+    assert open_runtime(model, runtime="auto", notes=notes).kind == "keras"
+    assert any("another version" in n for n in notes)
+
+
+def test_cli_predict_says_which_runtime_ran_and_rejects_misused_flags(exported, volume, tmp_path, capsys):
+    import nibabel as nib
+
+    from keras_unet3plus import cli
+
+    model, onnx = exported
+    src = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(volume.hu, volume.affine), src)
+    assert cli.main(["predict", str(model), str(src), "-o", str(tmp_path / "m.nii.gz"), "--runtime", "auto",
+                     "--quiet"]) == 0
+    assert "runtime auto: model." in capsys.readouterr().out
+    assert cli.main(["predict", str(onnx), str(src), "-o", str(tmp_path / "n.nii.gz"), "--precision", "bf16"]) == 1
+    assert "applies to .keras models" in capsys.readouterr().err
+    assert cli.main(["predict", str(onnx), str(src), "-o", str(tmp_path / "n.nii.gz"), "--skip-absent"]) == 1
+    assert "skip-absent needs" in capsys.readouterr().err
+    assert not (tmp_path / "n.nii.gz").exists()
