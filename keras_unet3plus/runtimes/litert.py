@@ -1,13 +1,12 @@
 """A `.tflite` model with LiteRT's interpreter; int8 models are (de)quantized here."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .._extras import require
 from ..modelinfo import ModelInfo
 from .base import Runtime
+from .cpu import cpu_info
 
 
 class LiteRTRuntime(Runtime):
@@ -22,7 +21,7 @@ class LiteRTRuntime(Runtime):
     def __init__(self, path, info: ModelInfo | None = None, threads: int | None = None):
         super().__init__(path, info)
         interp_mod = require("ai_edge_litert.interpreter", "litert")
-        self.interpreter = interp_mod.Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+        self.interpreter = interp_mod.Interpreter(model_path=str(path), num_threads=threads or cpu_info().cores)
         sigs = self.interpreter.get_signature_list()
         if not sigs:
             raise ValueError(f"LiteRT model '{path}' has no signature; export it with `unet3plus export --to tflite`")

@@ -6,6 +6,7 @@ import json
 from .._extras import require
 from ..modelinfo import ModelInfo
 from .base import Runtime
+from .cpu import cpu_info
 
 #: metadata key of the ModelInfo JSON embedded in exported ONNX graphs
 ONNX_METADATA_KEY = "unet3plus_info"
@@ -21,8 +22,9 @@ class OnnxRuntime(Runtime):
         super().__init__(path, info)
         ort = require("onnxruntime", "onnx")
         opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
+        # every core this process may use (ORT's default counts physical cores: 1 of 2 vCPUs here)
+        opts.intra_op_num_threads = int(threads or cpu_info().cores)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         available = ort.get_available_providers()
         if providers is None:
