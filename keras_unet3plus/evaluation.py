@@ -10,6 +10,9 @@ still run.
 
 Structures: binary tasks evaluate the organ (label > 0); ``liver_tumour`` evaluates ``liver``
 (label >= 1, tumour included, as LiTS does) and ``tumour`` (label == 2), columns prefixed.
+
+This module scores masks that exist and runs no model; predicting a dataset first and then scoring
+it is a workflow, :func:`keras_unet3plus.workflows.evaluate.evaluate_model`.
 """
 from __future__ import annotations
 
@@ -26,13 +29,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .data.nifti import (AFFINE_ATOL, DataError, DataFileNotFoundError, open_nifti, open_shape,
-                         read_image_array, read_label_array, spacing_from_affine, strip_nii)
+from .data.nifti import (AFFINE_ATOL, DataError, DataFileNotFoundError, find_nifti_files, open_nifti,
+                         open_shape, read_image_array, read_label_array, spacing_from_affine, strip_nii)
 from .data.tasks import TaskSpec, get_task
 from .modelinfo import atomic_write_text
 
 __all__ = ["METRICS", "CaseEvaluation", "EvaluationReport", "structures", "pair_cases", "evaluate_pair",
-           "evaluate_folders", "evaluate_pairs", "evaluate_model", "write_reports", "case_number"]
+           "evaluate_folders", "evaluate_pairs", "write_reports", "case_number"]
 
 #: per-case metrics in report order (metrics.volume.evaluate_case computes them)
 METRICS = ("dice", "voe", "rvd", "assd", "hd95", "mssd")
@@ -92,12 +95,6 @@ def case_number(name: str) -> int | None:
     return int(found[-1]) if found else None
 
 
-def _nifti_files(folder: Path) -> list[Path]:
-    from .inference import find_input_files
-
-    return find_input_files(folder)
-
-
 def _ground_truths(gt_dir: Path, images_dir: Path | None) -> list[tuple[str, Path, Path | None]]:
     """(case id, label file, image file or None) for a dataset folder or a flat folder of labels."""
     from .data.layouts import find_cases
@@ -112,10 +109,10 @@ def _ground_truths(gt_dir: Path, images_dir: Path | None) -> list[tuple[str, Pat
         cases = []
     if cases:
         return [(c.case_id, Path(c.label_path), Path(c.image_path)) for c in cases]
-    labels = _nifti_files(gt_dir)
+    labels = find_nifti_files(gt_dir)
     if not labels:
         raise DataError(f"{gt_dir}: no ground-truth NIfTI files found")
-    images = _nifti_files(images_dir) if images_dir is not None else []
+    images = find_nifti_files(images_dir) if images_dir is not None else []
     out = []
     for lab in labels:
         out.append((strip_nii(lab.name), lab, _match(lab, images, strip_nii(lab.name))))
@@ -143,7 +140,7 @@ def pair_cases(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike,
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise DataFileNotFoundError(f"{pred_dir}: prediction folder not found")
-    preds = _nifti_files(pred_dir)
+    preds = find_nifti_files(pred_dir)
     gts = _ground_truths(Path(gt_dir), Path(images_dir) if images_dir else None)
     used: set[Path] = set()
     pairs = []
@@ -283,43 +280,6 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, tas
     report.summary["unmatched_predictions"] = [str(p) for p in unmatched]
     if out_dir is not None:
         write_reports(report, out_dir)
-    return report
-
-
-def evaluate_model(model: Any, data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                   task: str | None = None, overlays: int = 0, batch_size: int = 8,
-                   largest_component: bool = False, gate: bool = True, progress: bool = False,
-                   layout: str = "auto", empty_distance: float = float("inf")) -> EvaluationReport:
-    """Predict every labelled case of a dataset folder with ``model`` (a path, or a
-    :class:`~keras_unet3plus.inference.Predictor` / runtime with its ModelInfo) into
-    ``out_dir/predictions`` and evaluate them. ``task`` defaults to the model's."""
-    from .data.layouts import find_cases
-    from .inference import Predictor
-
-    predictor = Predictor(model, batch_size=batch_size, gate=gate, largest_component=largest_component,
-                          progress=progress)
-    _ = predictor.cfg  # raises for a model object without its ModelInfo (its preprocessing)
-    task_name = task or predictor.info.task
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cases = [c for c in find_cases(data_dir, layout=layout, unpaired="skip") if c.label_path is not None]
-    if not cases:
-        raise DataError(f"{data_dir}: no labelled cases to evaluate")
-    pred_dir = Path(out_dir) / "predictions"
-    ids = {Path(c.image_path): c.case_id for c in cases}
-    results = predictor.predict_folder([c.image_path for c in cases], pred_dir,
-                                       output_name=lambda p: f"{ids[Path(p)]}.nii.gz")
-    errors = {ids[r.image_path]: r.error for r in results if not r.ok}
-    pairs = [(c.case_id, pred_dir / f"{c.case_id}.nii.gz", Path(c.label_path), Path(c.image_path)) for c in cases]
-    overlay_dir = Path(out_dir) / "overlays" if overlays > 0 else None
-    from .data.layouts import task_for_dataset
-
-    spec = task_for_dataset(data_dir, task_name, layout)   # nnU-Net datasets: the organ's label by name
-    rows = evaluate_pairs(pairs, spec, overlay_dir=overlay_dir, overlay_slices=overlays,
-                          progress=progress, errors=errors, empty_distance=empty_distance)
-    report = EvaluationReport(get_task(task_name).name, rows, summarize_cases(rows, task_name))
-    report.summary["model"] = str(predictor.path) if predictor.path else None
-    write_reports(report, out_dir)
     return report
 
 

@@ -14,7 +14,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-from keras_unet3plus.training.recipe import PAPER_FILTERS, main
+from keras_unet3plus.workflows.recipe import PAPER_FILTERS, main
 
 PRESET = dict(
     task="spleen", layout="msd", out_dir="runs/spleen",

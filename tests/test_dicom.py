@@ -242,15 +242,35 @@ def test_missing_slice(case, tmp_path):
     assert str(tmp_path) in msg and "missing slice" in msg and "4.000 mm" in msg and "2.000 mm" in msg
 
 
-def test_duplicate_position(case, tmp_path):
-    files = _write(case, tmp_path)
+def _copy_of_slice_4(case, folder: Path) -> None:
+    """A second file at slice 4's position (a new SOP instance), named ``copy_of_slice_4``."""
+    files = _write(case, folder)
     ds = pydicom.dcmread(files[3])
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-    ds.save_as(tmp_path / "copy_of_slice_4", enforce_file_format=True)
+    ds.save_as(folder / "copy_of_slice_4", enforce_file_format=True)
+
+
+def _slice_3_two_rows_short(case, folder: Path) -> None:
+    """Slice 3 (``IM00003.dcm``) two rows shorter than the others."""
+    files = _write(case, folder, shuffle_names=False)
+    ds = pydicom.dcmread(files[2])
+    small = ds.pixel_array[:-2]
+    ds.Rows = small.shape[0]
+    ds.PixelData = small.tobytes()
+    ds.save_as(files[2], enforce_file_format=True)
+
+
+@pytest.mark.parametrize("damage, problem, culprit", [
+    (_copy_of_slice_4, "duplicate slice position", "copy_of_slice_4"),
+    (_slice_3_two_rows_short, "mixes image sizes", "IM00003.dcm"),
+], ids=["duplicate_position", "mixed_image_sizes"])
+def test_damaged_slice_is_named(case, tmp_path, damage, problem, culprit):
+    """One bad file in a series: the error names the folder, the problem and the file."""
+    damage(case, tmp_path)
     with pytest.raises(DataError) as err:
         read_dicom_series(tmp_path)
     msg = _message(err)
-    assert str(tmp_path) in msg and "duplicate slice position" in msg and "copy_of_slice_4" in msg
+    assert str(tmp_path) in msg and problem in msg and culprit in msg
 
 
 def test_non_uniform_spacing(case, tmp_path):
@@ -260,19 +280,6 @@ def test_non_uniform_spacing(case, tmp_path):
     _edit(files[4], ImagePositionPatient=[ipp[0], ipp[1], ipp[2] + 0.7])
     with pytest.raises(DataError, match="non-uniform slice spacing"):
         read_dicom_series(tmp_path)
-
-
-def test_mixed_image_sizes(case, tmp_path):
-    files = _write(case, tmp_path, shuffle_names=False)
-    ds = pydicom.dcmread(files[2])
-    small = ds.pixel_array[:-2]
-    ds.Rows = small.shape[0]
-    ds.PixelData = small.tobytes()
-    ds.save_as(files[2], enforce_file_format=True)
-    with pytest.raises(DataError) as err:
-        read_dicom_series(tmp_path)
-    msg = _message(err)
-    assert str(tmp_path) in msg and "mixes image sizes" in msg and "IM00003.dcm" in msg
 
 
 def test_mixed_orientations(case, tmp_path):

@@ -69,9 +69,10 @@ def test_function_runtime():
     assert rt.predict(x).shape == (2, 8, 8, 1) and rt.image_size == 8 and rt.channels == 3
 
 
-def _imports(folder: Path) -> set[str]:
+def _imports(place: Path) -> set[str]:
+    """Modules named by the relative imports of a file, or of the ``*.py`` files of a folder."""
     names = set()
-    for path in folder.glob("*.py"):
+    for path in ([place] if place.is_file() else place.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level:
                 names.add(node.module or "")
@@ -80,10 +81,14 @@ def _imports(folder: Path) -> set[str]:
 
 def test_imports_point_down():
     """runtimes never imports export / inference / training; inference never imports training /
-    export / evaluation (relative imports: the package's own modules)."""
-    up = {"export", "inference", "training", "evaluation"}
+    export / evaluation; scoring mask files (evaluation.py) runs no model; nothing below the
+    workflows imports them (relative imports: the package's own modules)."""
+    up = {"export", "inference", "training", "evaluation", "workflows"}
     assert not {m.split(".")[0] for m in _imports(PACKAGE / "runtimes")} & up
     assert not {m.split(".")[0] for m in _imports(PACKAGE / "inference")} & (up - {"inference"})
+    assert not {m.split(".")[0] for m in _imports(PACKAGE / "evaluation.py")} & (up - {"evaluation"})
+    for below in ("training", "export"):
+        assert "workflows" not in {m.split(".")[0] for m in _imports(PACKAGE / below)}, below
 
 
 def test_same_mask_through_every_backend(trained_tiny, phantom_lits, tmp_path):

@@ -191,7 +191,7 @@ def test_kill9_at_a_random_step_resumes_to_the_same_weights(phantom, tmp_path):
 def test_time_budget_shortens_the_schedule():
     """With a budget that ends the run early, the cosine ends where the run will end."""
     from keras_unet3plus.training import TrainConfig
-    from keras_unet3plus.training.trainer import learning_rate_schedule
+    from keras_unet3plus.training.schedule import learning_rate_schedule
     import tensorflow as tf
 
     cfg = TrainConfig(data_dir="x", epochs=10, learning_rate=1e-3, min_lr_ratio=0.01, lr_schedule="cosine")

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.demo import DEMO_CASES, run_demo
+    from ..workflows.demo import DEMO_CASES, run_demo
 
     if args.minutes <= 1:
         raise SystemExit("unet3plus demo: error: --minutes must be > 1")

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate_folders, evaluate_model
+    from ..evaluation import evaluate_folders
+    from ..workflows.evaluate import evaluate_model
 
     folder_form = args.pred is not None or args.gt is not None
     model_form = args.model is not None or args.data_dir is not None

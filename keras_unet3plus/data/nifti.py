@@ -11,6 +11,7 @@ volume at a time and never cached here.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -225,3 +226,15 @@ def strip_nii(name: str) -> str:
 def is_nifti_name(name: str) -> bool:
     """True for visible .nii / .nii.gz files (hidden and AppleDouble ``._x`` files excluded)."""
     return not name.startswith(".") and (name.endswith(".nii") or name.endswith(".nii.gz"))
+
+
+def find_nifti_files(folder: str | os.PathLike) -> list[Path]:
+    """NIfTI files directly in ``folder`` (hidden / AppleDouble files skipped), naturally sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataFileNotFoundError(f"{folder}: input folder not found")
+
+    def key(p: Path):
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+    return sorted((p for p in folder.iterdir() if is_nifti_name(p.name) and p.is_file()), key=key)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.nifti import find_nifti_files as find_input_files  # the name callers of this module know
 from ..data.nifti import is_nifti_name, strip_nii
 from ..data.volume import DataError, DataFileNotFoundError
 
@@ -19,18 +20,6 @@ _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 def nifti_case_name(path: str | os.PathLike) -> str:
     """The case name of a NIfTI file: its name without ``.nii`` / ``.nii.gz``."""
     return strip_nii(Path(path).name)
-
-
-def find_input_files(folder: str | os.PathLike) -> list[Path]:
-    """NIfTI files directly in ``folder`` (hidden / AppleDouble files skipped), naturally sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataFileNotFoundError(f"{folder}: input folder not found")
-
-    def key(p: Path):
-        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
-
-    return sorted((p for p in folder.iterdir() if is_nifti_name(p.name) and p.is_file()), key=key)
 
 
 @dataclass

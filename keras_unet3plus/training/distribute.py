@@ -1,4 +1,4 @@
-"""Choosing the tf.distribute strategy, and who writes files.
+"""Choosing the tf.distribute strategy, who writes files, and what the workers agree on.
 
 - No ``TF_CONFIG`` cluster (the usual case): ``MirroredStrategy`` over the local devices (all GPUs,
   or the CPU; ``devices=[...]`` picks them, e.g. two logical CPUs in tests).
@@ -13,6 +13,10 @@ Files under ``MultiWorkerMirroredStrategy``: only the chief (task ``chief``, or 
 the cluster has no chief) writes into the run folder. Checkpoint saving may run collective ops, so
 every worker saves; the others write into a private temporary folder (:func:`write_dir`) that is
 deleted afterwards, as the TensorFlow multi-worker guide prescribes.
+
+Agreement (:func:`agree`, :func:`average_non_trainable`): the few numbers every worker must see
+alike (the time budget, the restored step, the validation Dice, BatchNorm statistics) are combined
+across workers, so their models and decisions never drift apart.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import shutil
 import tempfile
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "default")
@@ -124,3 +129,43 @@ def describe(strategy: tf.distribute.Strategy) -> str:
     where = f", task {task_type}:{task_id} of {cluster_size()}" if task_type is not None else ""
     devices = getattr(strategy.extended, "worker_devices", ())
     return f"{name} with {strategy.num_replicas_in_sync} replica(s){where} on {', '.join(devices)}"
+
+
+# ------------------------------------------------------------------------------------------------
+# what the workers of a multi-worker run agree on
+# ------------------------------------------------------------------------------------------------
+
+def worker_rank(strategy: tf.distribute.Strategy) -> int:
+    """This process's place among the cluster's tasks: the chief(s) first, then the workers."""
+    task_type, task_id = task_info(strategy)
+    cluster = tf_config().get("cluster") or {}
+    n_chief = len(cluster.get("chief", []))
+    return int(task_id) if task_type == "chief" else n_chief + int(task_id)
+
+
+def agree(strategy: tf.distribute.Strategy, values: np.ndarray, op: str) -> np.ndarray:
+    """Combine a small vector across workers (sum or max); identical result on every worker."""
+    local = max(1, len(strategy.extended.worker_devices))
+    v = tf.constant(values / local if op == "sum" else values, tf.float32)
+    per = strategy.experimental_distribute_values_from_function(lambda ctx: v)
+    if op == "max":  # ReduceOp has no MAX: all-gather, then max
+        gathered = strategy.gather(per, axis=0)
+        return np.asarray(tf.reshape(gathered, (-1, values.size)).numpy().max(axis=0))
+    return np.asarray(strategy.reduce(tf.distribute.ReduceOp.SUM, per, axis=None).numpy())
+
+
+def average_non_trainable(strategy: tf.distribute.Strategy, model) -> None:
+    """Average BatchNorm moving statistics over workers. Each worker updates them from its own
+    batches only; averaging keeps every worker's model identical (validation and checkpoints)."""
+    import keras
+
+    variables = [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
+    if not variables:
+        return
+    values = [np.asarray(keras.ops.convert_to_numpy(v), np.float32) for v in variables]
+    flat = np.concatenate([a.ravel() for a in values])
+    mean = agree(strategy, flat, "sum") / cluster_size()
+    offset = 0
+    for v, a in zip(variables, values):
+        v.assign(mean[offset: offset + a.size].reshape(a.shape).astype(a.dtype))
+        offset += a.size

@@ -7,30 +7,24 @@ step with ``ValueError: Attempt to convert a value (PerReplica:{...}) with an un
 while a loop around ``strategy.run`` trains. So the trainer uses that loop for MirroredStrategy too:
 one code path, tested on 2 logical CPUs and on two worker processes.
 
-One step, per replica (``strategy.run``):
-
-1. forward + loss + gradients (optionally XLA-compiled, ``jit_compile``): every output gets its loss
-   from :func:`keras_unet3plus.losses.for_model` (hybrid loss on ``seg`` and ``side_*``, CGM BCE on
-   ``cls``), evaluated *per example*; the replica's loss is ``sum(per-example) / global batch``
-   (``tf.nn.compute_average_loss``) plus regularisation losses divided by the replica count, so
-   that the all-reduced SUM of gradients is the gradient of the global-batch mean;
-2. the gradients are all-reduced (SUM) explicitly, *then* unscaled (mixed precision), clipped by
-   their global norm and applied by Adam. Clipping after the all-reduce clips the true global
-   gradient (Keras would clip each replica's partial gradient), and the loss-scale optimizer's
-   finite check sees identical gradients on every replica, so replicas can never diverge.
+One step, per replica: :mod:`.step` (the explicit all-reduce, then clipping and Adam).
 
 Per epoch: a ``keras.utils.Progbar``, validation by per-volume Dice on whole validation volumes
-(:func:`keras_unet3plus.inference.predict_volume`, the same path as deployment), the best model as
-``best.keras`` (+ model-info sidecar, written atomically), ``log.csv``, TensorBoard scalars, a
-checkpoint (model + optimizer + epoch + best score + early-stopping state), early stopping on the
-validation Dice and an optional wall-clock budget.
+(:mod:`.validation`, the same path as deployment), the best model as ``best.keras`` (+ model-info
+sidecar, written atomically), ``log.csv``, TensorBoard scalars, a checkpoint (model + optimizer +
+epoch + best score + early-stopping state), early stopping on the validation Dice and an optional
+wall-clock budget.
+
+The trainer is the sequence of named hooks (:meth:`Trainer.fit`); the pieces it calls live beside
+it: :mod:`.schedule` (learning rate), :mod:`.step` (the distributed step), :mod:`.validation`,
+:mod:`.run_folder` (file names, resume checks, model info, clean-up of a failed start),
+:mod:`.checkpoints`, :mod:`.distribute` (strategy, worker agreement) and :mod:`.logs`.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -39,18 +33,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .config import BUILD_FIELDS, CONFIG_NAME, TrainConfig
 from . import distribute as dist
+from .config import TrainConfig
+from .run_folder import (BEST_MODEL, CHECKPOINT_DIR, CSV_LOG, CURVE_PNG, FINAL_MODEL, SPLIT_JSON, TENSORBOARD_DIR,
+                         check_resume_config, has_checkpoint, model_info, remove_new_entries,
+                         sync_best_from_sidecar)
+from .schedule import learning_rate_schedule
+from .step import make_train_step, pre_reduced_adam_class
+from .validation import VolumeCache, validation_dice
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_DIR = "checkpoints"
-BEST_MODEL = "best.keras"
-FINAL_MODEL = "model.keras"
-CSV_LOG = "log.csv"
-TENSORBOARD_DIR = "tensorboard"
-CURVE_PNG = "training_curve.png"
-SPLIT_JSON = "split.json"
 
 
 @dataclass
@@ -70,72 +62,6 @@ class FitResult:
     split: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _prefer_adam_class():
-    """Adam that does not all-reduce gradients again (the trainer has done it, see module doc)."""
-    import keras
-
-    class _PreReducedAdam(keras.optimizers.Adam):
-        def _all_reduce_sum_gradients(self, grads_and_vars):  # noqa: D401 - Keras hook
-            return list(grads_and_vars)
-
-    # guard: if a future Keras renames the hook, fall back to dividing by the replica count
-    from keras.src.backend.tensorflow.optimizer import TFOptimizer
-    if hasattr(TFOptimizer, "_all_reduce_sum_gradients"):
-        return _PreReducedAdam, True
-    return keras.optimizers.Adam, False
-
-
-def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int, total_steps=None):
-    """The Keras schedule for ``cfg.lr_schedule`` over ``cfg.epochs`` epochs (with linear warm-up).
-
-    ``total_steps``: a variable holding where the cosine ends (the trainer shortens it when a time
-    budget will stop the run early, and checkpoints it); default ``epochs x steps_per_epoch``.
-    """
-    import keras
-
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    if cfg.lr_schedule == "constant":
-        return float(cfg.learning_rate)
-    if cfg.lr_schedule == "exponential":
-        rate = cfg.min_lr_ratio ** (1.0 / max(1, cfg.epochs)) if cfg.min_lr_ratio > 0 else 0.5
-        return keras.optimizers.schedules.ExponentialDecay(cfg.learning_rate, decay_steps=steps_per_epoch,
-                                                           decay_rate=rate)
-    if total_steps is None:
-        total_steps = max(1, cfg.epochs * steps_per_epoch)
-    return WarmupCosine(cfg.learning_rate, total_steps, warmup, cfg.min_lr_ratio)
-
-
-class WarmupCosine:
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to ``peak * alpha`` at
-    ``total_steps`` (a number or a variable read at every step), flat after it."""
-
-    def __new__(cls, *args, **kwargs):
-        import keras
-
-        class _Schedule(keras.optimizers.schedules.LearningRateSchedule):
-            def __init__(self, peak, total_steps, warmup, alpha):
-                self.peak, self.total_steps, self.warmup, self.alpha = float(peak), total_steps, int(warmup), float(alpha)
-
-            def __call__(self, step):
-                from keras import ops
-
-                step = ops.cast(step, "float32")
-                total = ops.cast(self.total_steps, "float32")
-                warm = float(max(1, self.warmup))
-                decay_len = ops.maximum(total - self.warmup, 1.0)
-                progress = ops.clip((step - self.warmup) / decay_len, 0.0, 1.0)
-                cosine = self.peak * (self.alpha + (1 - self.alpha) * 0.5 * (1 + ops.cos(np.pi * progress)))
-                if self.warmup <= 0:
-                    return cosine
-                return ops.where(step < self.warmup, self.peak * step / warm, cosine)
-
-            def get_config(self):
-                return {"peak": self.peak, "total_steps": int(np.asarray(self.total_steps)),
-                        "warmup": self.warmup, "alpha": self.alpha}
-
-        return _Schedule(*args, **kwargs)
-
-
 class Trainer:
     """Train UNet 3+ as configured by a :class:`TrainConfig`.
 
@@ -153,6 +79,7 @@ class Trainer:
         self._split = split
         self._strategy = strategy
         self._print = printer or print
+        self._val_volumes = VolumeCache()   # validation volumes read once, kept between epochs
 
     # ------------------------------------------------------------------------------------------
     def say(self, msg: str) -> None:
@@ -183,11 +110,11 @@ class Trainer:
             from .runlock import RunFolderBusy
 
             if (not isinstance(exc, RunFolderBusy) and getattr(self, "chief", True)
-                    and not _has_checkpoint(out / CHECKPOINT_DIR)):
+                    and not has_checkpoint(out / CHECKPOINT_DIR)):
                 if self._lock is not None:
                     self._lock.release()
                     self._lock = None
-                _remove_new_entries(out, existed, before)
+                remove_new_entries(out, existed, before)
             raise
         finally:
             if self._lock is not None:
@@ -293,7 +220,7 @@ class Trainer:
             reserve = self.val_seconds if self.val_seconds is not None else 0.05 * cfg.max_minutes * 60
             late = time.time() + reserve > self.deadline
             if self.multi_worker:
-                late = bool(self._agree(np.array([float(late)], np.float32), "max")[0] > 0)
+                late = bool(dist.agree(self.strategy, np.array([float(late)], np.float32), "max")[0] > 0)
             self.out_of_time = late
 
     def on_epoch_end(self, epoch: int) -> None:
@@ -304,7 +231,7 @@ class Trainer:
         done = self.step_in_epoch
         train_seconds = time.time() - self.t_epoch
         if self.multi_worker:
-            self._average_non_trainable(self.model)
+            dist.average_non_trainable(self.strategy, self.model)
         sums = state.sums.numpy()
         n_out = len(self.out_names)
         row: dict[str, Any] = {"epoch": epoch + 1, "steps": done, "loss": sums[0] / max(1, done)}
@@ -329,7 +256,7 @@ class Trainer:
                 if self.chief:
                     from . import checkpoints as ck
                     ck.save_model_atomic(self.model, self.out / BEST_MODEL,
-                                         self._info(val_dice, epoch + 1, per_case))
+                                         self._model_info(val_dice, epoch + 1, per_case))
             else:
                 state.wait.assign_add(1)
         row["seconds"] = time.time() - self.t_epoch
@@ -383,7 +310,7 @@ class Trainer:
                 model_path = ck.copy_model_atomic(best_file, out / FINAL_MODEL)
             else:
                 model_path = ck.save_model_atomic(self.model, out / FINAL_MODEL,
-                                                  self._info(None, int(state.epoch.numpy()), {}))
+                                                  self._model_info(None, int(state.epoch.numpy()), {}))
             plot_history(self.csv_log.rows, out / CURVE_PNG, title=f"UNet 3+ {self.spec.name}")
         best = float(state.best.numpy())
         result = FitResult(out_dir=out, model_path=model_path, best_path=best_path,
@@ -414,7 +341,7 @@ class Trainer:
             from .runlock import RunLock
             self._lock = RunLock(out).acquire()
         if has_ckpt and cfg.resume:
-            self._check_resume_config(out)
+            check_resume_config(self.cfg, out)
         if self.chief:
             out.mkdir(parents=True, exist_ok=True)
             if has_ckpt and not cfg.resume:
@@ -455,7 +382,7 @@ class Trainer:
         self._pipeline_kwargs = dict(batch_size=cfg.batch_size, training=True, negative_fraction=cfg.negative_fraction,
                                      augment=cfg.augment, cache_dir=cfg.cache_dir, seed=cfg.seed)
         cache = SliceCache(cfg.cache_dir, self.spec, self.pre.for_task(self.spec)) if cfg.cache_dir else None
-        shard = (self._worker_rank(), dist.cluster_size()) if self.multi_worker else (0, 1)
+        shard = (dist.worker_rank(self.strategy), dist.cluster_size()) if self.multi_worker else (0, 1)
         self._index = index_cases(self.train_cases, self.spec, cache, shard=shard)  # once, not per epoch
         infos = []
 
@@ -474,9 +401,7 @@ class Trainer:
 
     def _build_model_and_optimizer(self) -> None:
         import keras
-        import tensorflow as tf
 
-        from ..losses import for_model
         from ..model import build
         from . import checkpoints as ck
 
@@ -497,7 +422,7 @@ class Trainer:
                 for layer in _all_layers(model):
                     if isinstance(layer, keras.layers.BatchNormalization):
                         layer.momentum = float(cfg.bn_momentum)
-            adam_cls, self._pre_reduced = _prefer_adam_class()
+            adam_cls, self._pre_reduced = pre_reduced_adam_class()
             self.out_names = list(model.output_names)
             self.state = ck.RunState.create(n_sums=1 + len(self.out_names) + 3)
             self.state.planned_steps.assign(max(1, cfg.epochs * self.steps))
@@ -507,67 +432,8 @@ class Trainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(model.trainable_variables)
         self.model, self.optimizer = model, optimizer
-        self._step_fn = self._make_step_fn(tf)
-
-    def _make_step_fn(self, tf):
-        """The distributed train step (see the module docstring for why it looks like this)."""
-        from ..losses import for_model
-
-        model, optimizer, strategy, cfg = self.model, self.optimizer, self.strategy, self.cfg
-        losses = for_model(model, **cfg.loss_kwargs())
-        loss_fns, loss_w = losses["loss"], losses["loss_weights"]
-        out_names, binary, global_batch = self.out_names, self.spec.binary, cfg.batch_size
-        tvars, n_rep, pre_reduced = model.trainable_variables, strategy.num_replicas_in_sync, self._pre_reduced
-
-        def per_example_loss(y, outs):
-            total, parts = 0.0, {}
-            for name in out_names:
-                value = tf.cast(loss_fns[name].call(y, outs[name]), tf.float32)  # (B,)
-                parts[name] = tf.reduce_sum(value)
-                total = total + loss_w[name] * value
-            return total, parts
-
-        def dice_stats(y, seg):
-            seg = tf.cast(seg, tf.float32)
-            if binary:
-                p = tf.cast(seg > 0.5, tf.float32)
-                t = tf.cast(y > 0.5, tf.float32)
-            else:
-                p = tf.cast(tf.argmax(seg, axis=-1) > 0, tf.float32)
-                t = tf.cast(tf.reshape(y, tf.shape(p)) > 0, tf.float32)
-            return tf.stack([tf.reduce_sum(p * t), tf.reduce_sum(p), tf.reduce_sum(t)])
-
-        def forward_backward(x, y):
-            with tf.GradientTape() as tape:
-                outs = model(x, training=True)
-                per_ex, parts = per_example_loss(y, outs)
-                loss = tf.nn.compute_average_loss(per_ex, global_batch_size=global_batch)
-                if model.losses:
-                    loss += tf.nn.scale_regularization_loss(tf.add_n([tf.cast(v, tf.float32) for v in model.losses]))
-                scaled = optimizer.scale_loss(loss)
-            grads = tape.gradient(scaled, tvars)
-            return loss, parts, dice_stats(y, outs["seg"]), grads
-
-        forward_backward_c = tf.function(forward_backward, jit_compile=bool(cfg.jit_compile), reduce_retracing=True)
-
-        def replica_step(x, y):
-            loss, parts, stats, grads = forward_backward_c(x, y)
-            pairs = [(g, v) for g, v in zip(grads, tvars) if g is not None]
-            ctx = tf.distribute.get_replica_context()
-            reduced = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [g for g, _ in pairs])
-            if not pre_reduced:  # the optimizer will sum again: pre-divide
-                reduced = [g / n_rep for g in reduced]
-            optimizer.apply(reduced, [v for _, v in pairs])
-            return loss, parts, stats
-
-        @tf.function
-        def train_step(iterator):
-            x, y = next(iterator)
-            loss, parts, stats = strategy.run(replica_step, args=(x, y))
-            red = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)  # noqa: E731
-            return red(loss), {k: red(v) for k, v in parts.items()}, red(stats)
-
-        return train_step
+        self._step_fn = make_train_step(model, optimizer, strategy, cfg, self.out_names, self.spec.binary,
+                                        self._pre_reduced)
 
     def _restore(self) -> None:
         from . import checkpoints as ck
@@ -583,12 +449,12 @@ class Trainer:
         state = self.state
         if self.multi_worker:
             it = float(self.optimizer.iterations.numpy())
-            agreed = self._agree(np.array([it, -it], np.float32), "max")
+            agreed = dist.agree(self.strategy, np.array([it, -it], np.float32), "max")
             if agreed[0] != -agreed[1]:
                 raise RuntimeError(f"workers restored different checkpoints (steps {int(-agreed[1])}..{int(agreed[0])}); "
                                    f"'{self.ckpt_dir}' must be on a file system every worker can read")
         if self.resumed:
-            self._sync_best_from_sidecar(state, self.out / BEST_MODEL)
+            sync_best_from_sidecar(state, self.out / BEST_MODEL)
             self.say(f"resumed from {self.resumed}: {int(state.epoch.numpy())} epochs"
                      f"{f' and {int(state.step.numpy())} steps' if int(state.step.numpy()) else ''} done, "
                      f"optimizer step {int(self.optimizer.iterations.numpy())}, best val Dice {float(state.best.numpy()):.4f}")
@@ -603,7 +469,7 @@ class Trainer:
         reachable = done + int(max(0.0, remaining) / max(seconds_per_step, 1e-6))
         planned = int(self.state.planned_steps.numpy())
         if self.multi_worker:
-            reachable = int(-self._agree(np.array([-reachable], np.float32), "max")[0])
+            reachable = int(-dist.agree(self.strategy, np.array([-reachable], np.float32), "max")[0])
         if reachable < planned:
             self.state.planned_steps.assign(max(done + 1, reachable))
             self.say(f"time budget: the learning-rate schedule now ends at step {int(self.state.planned_steps.numpy())} "
@@ -612,141 +478,11 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     def validate(self, model, val_cases: Sequence, spec, pre, multi_worker: bool = False) -> tuple[float, dict]:
         """Mean per-volume Dice over whole validation volumes (each worker takes a share of the cases)."""
-        from ..data import load_case
-        from ..inference import predict_volume
-        from ..metrics import dice
+        return validation_dice(model, val_cases, spec, pre, batch_size=self.cfg.val_batch_size,
+                               volumes=self._val_volumes, strategy=self.strategy if multi_worker else None)
 
-        cases = list(val_cases)
-        if multi_worker:
-            n = dist.cluster_size()
-            k = self._worker_rank()
-            cases = cases[k::n]
-        per_case: dict[str, float] = {}
-        for case in cases:
-            vol = self._volume(case, spec)
-            labels = predict_volume(model, vol.image, pre, batch_size=self.cfg.val_batch_size, threshold=0.5)
-            per_case[case.case_id] = float(dice(labels > 0, vol.label > 0))
-        total = np.array([sum(per_case.values()), len(per_case)], np.float32)
-        if multi_worker:
-            total = self._agree(total, "sum")
-        return (float(total[0] / total[1]) if total[1] else float("nan")), per_case
-
-    _VOLUME_CACHE_BYTES = 1 << 30
-
-    def _volume(self, case, spec):
-        from ..data import load_case
-
-        cache = self.__dict__.setdefault("_vol_cache", {})
-        if case.case_id in cache:
-            return cache[case.case_id]
-        vol = load_case(case, spec)
-        used = sum(v.image.nbytes for v in cache.values())
-        if used + vol.image.nbytes <= self._VOLUME_CACHE_BYTES:
-            cache[case.case_id] = vol
-        return vol
-
-    def _worker_rank(self) -> int:
-        task_type, task_id = dist.task_info(self.strategy)
-        cluster = dist.tf_config().get("cluster") or {}
-        n_chief = len(cluster.get("chief", []))
-        return int(task_id) if task_type == "chief" else n_chief + int(task_id)
-
-    def _agree(self, values: np.ndarray, op: str) -> np.ndarray:
-        """Combine a small vector across workers (sum or max); identical result on every worker."""
-        import tensorflow as tf
-
-        strategy = self.strategy
-        local = max(1, len(strategy.extended.worker_devices))
-        v = tf.constant(values / local if op == "sum" else values, tf.float32)
-        per = strategy.experimental_distribute_values_from_function(lambda ctx: v)
-        if op == "max":  # ReduceOp has no MAX: all-gather, then max
-            gathered = strategy.gather(per, axis=0)
-            return np.asarray(tf.reshape(gathered, (-1, values.size)).numpy().max(axis=0))
-        return np.asarray(strategy.reduce(tf.distribute.ReduceOp.SUM, per, axis=None).numpy())
-
-    def _average_non_trainable(self, model) -> None:
-        """Average BatchNorm moving statistics over workers. Each worker updates them from its own
-        batches only; averaging keeps every worker's model identical (validation and checkpoints)."""
-        import keras
-
-        variables = [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
-        if not variables:
-            return
-        values = [np.asarray(keras.ops.convert_to_numpy(v), np.float32) for v in variables]
-        flat = np.concatenate([a.ravel() for a in values])
-        mean = self._agree(flat, "sum") / dist.cluster_size()
-        offset = 0
-        for v, a in zip(variables, values):
-            v.assign(mean[offset: offset + a.size].reshape(a.shape).astype(a.dtype))
-            offset += a.size
-
-    def _info(self, val_dice, epoch, per_case):
-        pre, build_kwargs, spec = self.pre, self.build_kwargs, self.spec
-        from ..modelinfo import ModelInfo
-
-        kwargs = dict(build_kwargs)
-        kwargs["input_shape"] = list(kwargs["input_shape"])
-        kwargs["filters"] = list(kwargs["filters"])
-        extra = {"trained_by": "keras_unet3plus.training", "epoch": epoch, "run_dir": str(Path(self.cfg.out_dir)),
-                 "mixed_precision": self.cfg.mixed_precision}
-        if val_dice is not None:
-            extra["val_dice"] = float(val_dice)
-            extra["val_dice_per_case"] = per_case
-        return ModelInfo(task=spec.name, preprocess=pre.to_dict(), num_classes=spec.num_classes, threshold=0.5,
-                         build=kwargs, extra=extra)
-
-    def _check_resume_config(self, out: Path) -> None:
-        path = out / CONFIG_NAME
-        if not path.exists():
-            return
-        from .config import load_file
-        try:
-            old = load_file(path)
-        except ValueError:
-            return
-        cur = self.cfg.to_dict()
-        changed = [k for k in BUILD_FIELDS if k in old and _norm(old[k]) != _norm(cur[k])]
-        if changed:
-            raise ValueError(
-                f"{out}: cannot resume, the checkpoints were made with different model settings "
-                + ", ".join(f"{k}={old[k]!r} (now {cur[k]!r})" for k in changed)
-                + "; use another --out-dir, or --no-resume to start over in this folder")
-
-    @staticmethod
-    def _sync_best_from_sidecar(state, best_path: Path) -> None:
-        """A crash between saving best.keras and the checkpoint leaves a better best.keras than the
-        checkpoint knows about: take its score so a worse model never replaces it."""
-        from ..modelinfo import load_info, sidecar_path
-        if not sidecar_path(best_path).exists():
-            return
-        try:
-            extra = load_info(best_path).extra
-        except (ValueError, FileNotFoundError):
-            return
-        score = extra.get("val_dice")
-        if score is not None and float(score) > float(state.best.numpy()):
-            state.best.assign(float(score))
-            state.best_epoch.assign(int(extra.get("epoch", 0)))
-
-
-def _has_checkpoint(ckpt_dir: Path) -> bool:
-    import tensorflow as tf
-
-    return ckpt_dir.is_dir() and tf.train.latest_checkpoint(str(ckpt_dir)) is not None
-
-
-def _remove_new_entries(out: Path, existed: bool, before: set) -> None:
-    """Delete what a failed run added to ``out`` (the whole folder if the run created it)."""
-    if not out.exists():
-        return
-    if not existed:
-        shutil.rmtree(out, ignore_errors=True)
-        return
-    for entry in set(out.iterdir()) - before:
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+    def _model_info(self, val_dice, epoch, per_case):
+        return model_info(self.cfg, self.spec, self.pre, self.build_kwargs, val_dice, epoch, per_case)
 
 
 def _all_layers(model):
@@ -755,12 +491,6 @@ def _all_layers(model):
         yield layer
         if hasattr(layer, "layers"):
             yield from _all_layers(layer)
-
-
-def _norm(v):
-    if isinstance(v, (list, tuple)):
-        return [_norm(x) for x in v]
-    return v
 
 
 def train(config: TrainConfig, **kwargs) -> FitResult:

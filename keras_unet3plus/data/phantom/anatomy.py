@@ -40,6 +40,16 @@ def _n(rng, m, s, lo=-np.inf, hi=np.inf):
     return float(np.clip(rng.normal(m, s), lo, hi))
 
 
+def _organ_block(g: Grid, c, a, pad: float, theta: float = 0.0) -> tuple[Block, np.ndarray] | None:
+    """The grid block around an ellipsoidal organ (centre ``c``, semi-axes ``a``, ``pad`` mm of
+    margin) and the organ's normalised radius there (< 1 inside), or None when the block misses the
+    grid: the start every ellipsoid-based organ painter shares."""
+    b = g.block(*ellipsoid_box(c, a, pad))
+    if b.empty:
+        return None
+    return b, ellipsoid_r(b, c, a, theta)
+
+
 class Anatomy:
     """One random patient (all random draws happen here; see the module docstring)."""
 
@@ -333,11 +343,10 @@ class Anatomy:
 
     def _heart(self, g: Grid) -> None:
         c, a = self.heart_c, self.heart_a
-        lo, hi = ellipsoid_box(c, a, 12)
-        b = g.block(lo, hi)
-        if b.empty:
+        found = _organ_block(g, c, a, 12, self.heart_theta)
+        if found is None:
             return
-        r = ellipsoid_r(b, c, a, self.heart_theta)
+        b, r = found
         above = ~self._below_dome(b, -self.dia_t)
         cav = self._in_cav(b)
         g.paint(b, (r < 1.15) & above & cav, VFAT)            # pericardial fat
@@ -419,11 +428,10 @@ class Anatomy:
 
     def _kidneys(self, g: Grid) -> None:
         for side, c, a, theta, tilt in self.kid:
-            lo, hi = ellipsoid_box(c, a, 15)
-            b = g.block(lo, hi)
-            if b.empty:
+            found = _organ_block(g, c, a, 15, theta)
+            if found is None:
                 continue
-            r = ellipsoid_r(b, c, (a[0], a[1], a[2]), theta)
+            b, r = found
             # hilum: a notch facing antero-medially
             hx, hy = c[0] - side * a[0] * 0.9 * np.cos(abs(theta)), c[1] + a[1] * 0.6
             hil = np.sqrt(((b.X - f32(hx)) / f32(a[0] * 0.55)) ** 2 + ((b.Y - f32(hy)) / f32(a[1] * 0.55)) ** 2
@@ -450,12 +458,11 @@ class Anatomy:
 
     def _spleen(self, g: Grid) -> None:
         c, a = self.spleen_c, self.spleen_a
-        lo, hi = ellipsoid_box(c, a, 10)
-        b = g.block(lo, hi)
-        if b.empty:
-            return
         th = self.spleen_theta
-        r = ellipsoid_r(b, c, a, th, tilt=0.0)
+        found = _organ_block(g, c, a, 10, th)
+        if found is None:
+            return
+        b, r = found
         # the hilum: a concavity on the antero-medial side
         off = a[0] * (1.75 - 0.5 * self.spleen_hilum)
         inner_c = (c[0] + off * np.cos(th), c[1] + off * np.sin(th) + 8, c[2])
@@ -480,26 +487,30 @@ class Anatomy:
             g.paint(bb, (d < -self.gi_wall) & ok, ORAL if self.oral else FLUID)
             g.paint(bb, (d < -self.gi_wall) & ok & (bb.Y > f32(self.yvb + 60)), GAS)
 
+    def _bowel_segment(self, g: Grid, t: Tube) -> tuple[Block, np.ndarray, np.ndarray] | None:
+        """Paint one bowel segment's wall (inside the cavity, 10 mm below the dome); returns its
+        block, signed distance and lumen mask for the contents, or None when it misses the grid."""
+        bb, d = t.field(g)
+        if bb.empty:
+            return None
+        ok = self._in_cav(bb) & self._below_dome(bb, 10)
+        g.paint(bb, (d < 0) & ok, GIWALL)
+        return bb, d, (d < -2.5) & ok
+
     def _bowel(self, g: Grid) -> None:
         lumen_code = ORAL if self.oral else FLUID
         for pts, rad, gasr in self.sb_loops:
-            t = Tube(smooth_path(pts, 3), rad)
-            bb, d = t.field(g)
-            if bb.empty:
+            segment = self._bowel_segment(g, Tube(smooth_path(pts, 3), rad))
+            if segment is None:
                 continue
-            ok = self._in_cav(bb) & self._below_dome(bb, 10)
-            g.paint(bb, (d < 0) & ok, GIWALL)
-            lum = (d < -2.5) & ok
+            bb, _, lum = segment
             g.paint(bb, lum, lumen_code)
             if gasr < self.sb_gas:
                 g.paint(bb, lum & (bb.Y > f32(np.percentile(pts[:, 1], 70))), GAS)
-        t = Tube(self.colon_path, self.colon_r)
-        bb, d = t.field(g)
-        if bb.empty:
+        segment = self._bowel_segment(g, Tube(self.colon_path, self.colon_r))
+        if segment is None:
             return
-        ok = self._in_cav(bb) & self._below_dome(bb, 10)
-        g.paint(bb, (d < 0) & ok, GIWALL)
-        lum = (d < -2.5) & ok
+        bb, d, lum = segment
         n = self.colon_noise(bb)
         g.paint(bb, lum, FECES)
         g.paint(bb, lum & ((n > 0.6) | (d < -self.colon_r * 0.55)), GAS)

@@ -1,7 +1,7 @@
 """Shared driver of ``recipes/train_liver.py`` and ``recipes/train_spleen.py``.
 
 A recipe is a preset (the paper's setting for one data set) plus this driver: without a data folder
-(or with ``--demo``) it runs :func:`keras_unet3plus.training.demo.run_demo`; with ``--data-dir`` it
+(or with ``--demo``) it runs :func:`keras_unet3plus.workflows.demo.run_demo`; with ``--data-dir`` it
 trains with the preset (every ``unet3plus train`` flag and ``--config`` still override it), then
 evaluates the best model on the held-out test cases (``metrics.json`` and ``overlay.png`` in the
 run folder).
@@ -18,7 +18,7 @@ ENCODERS = {"plain": "unet", "resnet101": "resnet101"}
 
 
 def main(preset: dict[str, Any], description: str, argv: Sequence[str] | None = None) -> int:
-    from .flags import add_config_flags, config_from_args
+    from ..training.flags import add_config_flags, config_from_args
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--demo", action="store_true",
@@ -49,7 +49,7 @@ def main(preset: dict[str, Any], description: str, argv: Sequence[str] | None = 
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from .trainer import train
+    from ..training import train
     result = train(cfg)
     print(f"model: {result.model_path}")
     if args.evaluate and result.model_path is not None:
@@ -63,7 +63,7 @@ def evaluate_test_split(cfg, result) -> dict:
 
     from ..data import find_cases, get_task
     from ..modelinfo import atomic_write_text
-    from .demo import evaluate_held_out, json_default
+    from .evaluate import evaluate_held_out, json_default
 
     test_ids = set(result.split.get("test", []))
     cases = [c for c in find_cases(cfg.data_dir, cfg.layout) if c.case_id in test_ids]

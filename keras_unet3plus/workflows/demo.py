@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
-from .config import TrainConfig
+from ..training.config import TrainConfig
 
 #: the demo's small configuration (paper ingredients, CPU-sized)
 DEMO_PRESET: dict[str, Any] = dict(
@@ -62,7 +60,8 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
     """Generate, train, evaluate and export within ``minutes`` of wall time (see module doc)."""
     from ..data import find_cases, get_task, split_cases
     from ..data.phantom import write_dataset
-    from .trainer import train
+    from ..training import train
+    from .evaluate import evaluate_held_out, json_default
 
     t0 = time.time()
     stages: dict[str, float] = {}
@@ -100,7 +99,7 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
     # 3. held-out evaluation
     t2 = time.time()
     model_path = out / "model.keras"
-    from .checkpoints import copy_model_atomic
+    from ..training.checkpoints import copy_model_atomic
     copy_model_atomic(result.model_path, model_path)
     metrics, overlay_path = evaluate_held_out(model_path, split.test, spec, out, printer)
     curve = out / "training_curve.png"
@@ -139,40 +138,6 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
                       mean, metrics["per_case_dice"], seconds, stages)
 
 
-def evaluate_held_out(model_path: Path, cases, spec, out: Path, printer=print) -> tuple[dict, Path | None]:
-    """Per-volume metrics of ``model_path`` on ``cases`` (+ an overlay PNG of the median case)."""
-    from ..data import load_case
-    from ..inference import Predictor
-    from ..metrics import evaluate_case, summarize
-
-    predictor = Predictor.from_path(model_path, batch_size=16)   # the model's saved threshold
-    cfg = predictor.cfg
-    rows, per_case, keep = {}, {}, {}
-    for case in cases:
-        vol = load_case(case, spec)
-        pred = predictor.predict_volume(vol.image)
-        row = evaluate_case(pred > 0, vol.label > 0, spacing=vol.spacing)
-        rows[case.case_id] = row
-        per_case[case.case_id] = float(row["dice"])
-        keep[case.case_id] = (vol.image, vol.label, pred)
-        printer(f"  {case.case_id}: Dice {row['dice']:.4f}, ASSD {row['assd']:.2f} mm, HD95 {row['hd95']:.2f} mm")
-    summary = summarize(list(rows.values()))
-    overlay_path = None
-    try:
-        from ..overlays import save_case_montage
-        order = sorted(per_case, key=per_case.get)
-        median = order[len(order) // 2]
-        image, label, pred = keep[median]
-        overlay_path = out / "overlay.png"
-        save_case_montage(image, label > 0, pred > 0, overlay_path, window=cfg.window(),
-                          title=f"{median}: Dice {per_case[median]:.3f} (pink TP, yellow FN, green FP)")
-    except ImportError:  # overlays module missing
-        overlay_path = None
-    mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in ("dice", "jaccard", "voe", "rvd", "assd", "hd95")}
-    return {"task": spec.name, "n_cases": len(rows), "mean": mean, "per_case_dice": per_case,
-            "per_case": rows, "summary": summary}, overlay_path
-
-
 def export_demo_model(model_path: Path, data_dir: Path, out: Path, printer=print) -> Path | None:
     """ONNX (verified against Keras) when the ONNX tools are installed, else a SavedModel."""
     try:
@@ -190,11 +155,3 @@ def export_demo_model(model_path: Path, data_dir: Path, out: Path, printer=print
         printer(f"[demo] exported {target}: {path} (parity check {'passed' if res.passed else 'FAILED'})")
         return path
     return None
-
-
-def json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)

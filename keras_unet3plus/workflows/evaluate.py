@@ -1,0 +1,107 @@
+"""Held-out evaluation of a model: predict the labelled cases, then score the masks.
+
+It drives two stages, inference (:mod:`keras_unet3plus.inference`) and scoring
+(:mod:`keras_unet3plus.evaluation` for files, :mod:`keras_unet3plus.metrics` for arrays), so it
+sits above both:
+
+- :func:`evaluate_model`: every labelled case of a dataset folder predicted into
+  ``out_dir/predictions``, then the per-case table, summary and overlays of
+  :func:`keras_unet3plus.evaluation.evaluate_pairs` (``unet3plus evaluate --model M --data-dir D``);
+- :func:`evaluate_held_out`: the demo's and the recipes' per-volume metrics of a trained model on
+  its held-out test cases, in memory, with one overlay of the median case (``metrics.json``, written
+  with :func:`json_default`).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.volume import DataError
+from ..data.tasks import get_task
+from ..evaluation import EvaluationReport, evaluate_pairs, summarize_cases, write_reports
+
+__all__ = ["evaluate_model", "evaluate_held_out", "json_default"]
+
+
+def evaluate_model(model: Any, data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                   task: str | None = None, overlays: int = 0, batch_size: int = 8,
+                   largest_component: bool = False, gate: bool = True, progress: bool = False,
+                   layout: str = "auto", empty_distance: float = float("inf")) -> EvaluationReport:
+    """Predict every labelled case of a dataset folder with ``model`` (a path, or a
+    :class:`~keras_unet3plus.inference.Predictor` / runtime with its ModelInfo) into
+    ``out_dir/predictions`` and evaluate them. ``task`` defaults to the model's."""
+    from ..data.layouts import find_cases
+    from ..inference import Predictor
+
+    predictor = Predictor(model, batch_size=batch_size, gate=gate, largest_component=largest_component,
+                          progress=progress)
+    _ = predictor.cfg  # raises for a model object without its ModelInfo (its preprocessing)
+    task_name = task or predictor.info.task
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = [c for c in find_cases(data_dir, layout=layout, unpaired="skip") if c.label_path is not None]
+    if not cases:
+        raise DataError(f"{data_dir}: no labelled cases to evaluate")
+    pred_dir = Path(out_dir) / "predictions"
+    ids = {Path(c.image_path): c.case_id for c in cases}
+    results = predictor.predict_folder([c.image_path for c in cases], pred_dir,
+                                       output_name=lambda p: f"{ids[Path(p)]}.nii.gz")
+    errors = {ids[r.image_path]: r.error for r in results if not r.ok}
+    pairs = [(c.case_id, pred_dir / f"{c.case_id}.nii.gz", Path(c.label_path), Path(c.image_path)) for c in cases]
+    overlay_dir = Path(out_dir) / "overlays" if overlays > 0 else None
+    from ..data.layouts import task_for_dataset
+
+    spec = task_for_dataset(data_dir, task_name, layout)   # nnU-Net datasets: the organ's label by name
+    rows = evaluate_pairs(pairs, spec, overlay_dir=overlay_dir, overlay_slices=overlays,
+                          progress=progress, errors=errors, empty_distance=empty_distance)
+    report = EvaluationReport(get_task(task_name).name, rows, summarize_cases(rows, task_name))
+    report.summary["model"] = str(predictor.path) if predictor.path else None
+    write_reports(report, out_dir)
+    return report
+
+
+def evaluate_held_out(model_path: Path, cases, spec, out: Path, printer=print) -> tuple[dict, Path | None]:
+    """Per-volume metrics of ``model_path`` on ``cases`` (+ an overlay PNG of the median case)."""
+    from ..data import load_case
+    from ..inference import Predictor
+    from ..metrics import evaluate_case, summarize
+
+    predictor = Predictor.from_path(model_path, batch_size=16)   # the model's saved threshold
+    cfg = predictor.cfg
+    rows, per_case, keep = {}, {}, {}
+    for case in cases:
+        vol = load_case(case, spec)
+        pred = predictor.predict_volume(vol.image)
+        row = evaluate_case(pred > 0, vol.label > 0, spacing=vol.spacing)
+        rows[case.case_id] = row
+        per_case[case.case_id] = float(row["dice"])
+        keep[case.case_id] = (vol.image, vol.label, pred)
+        printer(f"  {case.case_id}: Dice {row['dice']:.4f}, ASSD {row['assd']:.2f} mm, HD95 {row['hd95']:.2f} mm")
+    summary = summarize(list(rows.values()))
+    overlay_path = None
+    try:
+        from ..overlays import save_case_montage
+        order = sorted(per_case, key=per_case.get)
+        median = order[len(order) // 2]
+        image, label, pred = keep[median]
+        overlay_path = out / "overlay.png"
+        save_case_montage(image, label > 0, pred > 0, overlay_path, window=cfg.window(),
+                          title=f"{median}: Dice {per_case[median]:.3f} (pink TP, yellow FN, green FP)")
+    except ImportError:  # overlays module missing
+        overlay_path = None
+    mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in ("dice", "jaccard", "voe", "rvd", "assd", "hd95")}
+    return {"task": spec.name, "n_cases": len(rows), "mean": mean, "per_case_dice": per_case,
+            "per_case": rows, "summary": summary}, overlay_path
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for metrics: numpy numbers as Python numbers, paths as text."""
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
