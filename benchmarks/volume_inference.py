@@ -41,6 +41,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 HERE = Path(__file__).resolve().parent
 SPEED = dict(size=320, filters=(64, 128, 256, 512, 1024), cat_channels=64)
 AGREE = dict(size=128, filters=(16, 32, 64, 128, 256), cat_channels=16)
+#: one acquisition for the volume and nnU-Net's planning cases: its plan then runs one 512x512
+#: patch per slice (no resampling to another spacing), nnU-Net's best case
+SPACING = (0.78, 0.78, 2.5)
 STAGES = ("read", "preprocess", "model", "postprocess", "write")
 
 
@@ -140,9 +143,32 @@ def speed_models(cache: Path, log) -> dict[str, Path]:
     return out
 
 
-def agreement_models(cache: Path, log) -> dict[str, Path]:
-    """A demo-size model trained on phantom slices (about 2-4 min once), and its efficient twin."""
+def agreement_models(cache: Path, log, given: Path | None = None) -> dict[str, Path]:
+    """A demo-size model trained on the phantom (``given``: e.g. ``unet3plus-demo/model.keras``;
+    else trained here once, a few minutes, cached), and its efficient twin."""
     out = {d: cache / "agree" / f"{d}.keras" for d in ("paper", "efficient")}
+    if given is not None:
+        import shutil
+
+        import keras
+
+        from keras_unet3plus import build
+        from keras_unet3plus.modelinfo import load_info, save_info, sidecar_path
+
+        info = load_info(given)
+        out["paper"].parent.mkdir(parents=True, exist_ok=True)
+        for p in out["paper"].parent.glob("*"):
+            p.unlink()      # exports of another agreement model must not be reused
+        shutil.copy(given, out["paper"])
+        shutil.copy(sidecar_path(given), sidecar_path(out["paper"]))
+        model = keras.saving.load_model(given, compile=False)
+        eff = build(**{**info.build, "input_shape": tuple(info.build["input_shape"]), "decoder": "efficient"})
+        for layer in eff.layers:
+            if layer.weights:
+                layer.set_weights(model.get_layer(layer.name).get_weights())
+        eff.save(out["efficient"])
+        save_info(out["efficient"], info)
+        return out
     if all(p.is_file() for p in out.values()):
         return out
     import keras
@@ -153,7 +179,7 @@ def agreement_models(cache: Path, log) -> dict[str, Path]:
 
     log("training the demo-size agreement model on phantom slices (cached afterwards) ...")
     cfg = _info(AGREE).preprocess_config()
-    cases = [phantom.generate_case(500 + s, shape=(160, 160, 40)) for s in range(8)]
+    cases = [phantom.generate_case(500 + s, shape=(160, 160, 24)) for s in range(6)]
     x = np.concatenate([volume_to_slices(c.hu, cfg) for c in cases])
     y = (np.concatenate([label_to_slices(c.label_for("liver"), cfg) for c in cases]) > 0).astype("float32")
     present = (y.reshape(len(y), -1).max(axis=1) > 0).astype("float32")
@@ -171,13 +197,13 @@ def agreement_models(cache: Path, log) -> dict[str, Path]:
                   loss={k: ("binary_crossentropy" if k == "cls" else bce_dice) for k in model.output})
     targets = {k: y for k in model.output if k != "cls"}
     targets["cls"] = np.stack([1 - present, present], axis=1)
-    model.fit(x, targets, batch_size=16, epochs=10, verbose=0, shuffle=True)
+    model.fit(x, targets, batch_size=16, epochs=5, verbose=0, shuffle=True)
     _save(model, out["paper"], AGREE)
     _save(_efficient_copy(model, AGREE), out["efficient"], AGREE)
     return out
 
 
-def artefact(models: dict[str, Path], path: Path_, family: dict, log, calib_slices: int) -> Path:
+def artefact(models: dict[str, Path], path: Path_, log, calib_slices: int) -> Path:
     """The file a path runs: the .keras model, or its export (made once, cached beside it)."""
     from keras_unet3plus.export import default_output, export_model
     from keras_unet3plus.export.verify import phantom_slices
@@ -189,7 +215,9 @@ def artefact(models: dict[str, Path], path: Path_, family: dict, log, calib_slic
     if out.exists():
         return out
     log(f"exporting {src.name} -> {out.name} (cached) ...")
-    info = _info(family)
+    from keras_unet3plus.modelinfo import load_info
+
+    info = load_info(src)
     calibration = phantom_slices(info, n=calib_slices, seed=99) if path.precision == "int8" else None
     # speed only here: the agreement column measures the masks on the trained model
     export_model(src, path.kind, path.precision, out=out, info=info, model_path=src, check=False,
@@ -316,8 +344,9 @@ def agreement(paths: list[Path_], models: dict[str, Path], volume_path: Path, wo
         if path.kind == "nnunet":
             continue
         try:
-            art = artefact(models, path, AGREE, log, calib_slices)
-            pred = Predictor.from_path(art, precision=path.precision, batch_size=8, skip_absent=path.skip_absent)
+            art = artefact(models, path, log, calib_slices)
+            pred = Predictor.from_path(art, precision=path.precision if path.kind == "keras" else "fp32",
+                                       batch_size=8, skip_absent=path.skip_absent)
             scores[path.name] = float(dice(pred.predict_volume(volume.image), ref_mask))
         except Exception as exc:  # noqa: BLE001 - one path failing must not hide the others
             log(f"agreement {path.name}: {type(exc).__name__}: {exc}")
@@ -387,6 +416,9 @@ def main(argv=None) -> int:
     p.add_argument("--calib-slices", type=int, default=32, help="int8 calibration slices (phantom)")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "keras-unet3plus" / "volume-inference")
     p.add_argument("--png", type=Path, default=HERE.parent / "docs" / "volume_inference.png")
+    p.add_argument("--agreement-model", type=Path, default=None,
+                   help="a trained .keras model (with its info) for the Dice column, e.g. unet3plus-demo/model.keras "
+                        "(default: train a small one on the phantom once)")
     p.add_argument("--nnunet-venv", default=None, help="venv with nnunetv2 (default: see _nnunet.py)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -418,12 +450,18 @@ def main(argv=None) -> int:
     from keras_unet3plus.data import phantom
 
     log(f"phantom CT 512x512x{n_slices} ...")
-    case = phantom.generate_case(2024, shape=(512, 512, n_slices))
+    case = phantom.generate_case(2024, shape=(512, 512, n_slices), spacing=SPACING)
     (work / "ct").mkdir()
     volume_path = work / "ct" / "case_0000.nii.gz"
     nib.save(nib.Nifti1Image(case.hu, case.affine), volume_path)
 
-    agree_models = agreement_models(cache, log)
+    agree_models = agreement_models(cache, log, args.agreement_model)
+    from keras_unet3plus.modelinfo import load_info
+
+    b = load_info(agree_models["paper"]).build
+    agree_label = (f"{'the given' if args.agreement_model else 'a'} model {b['filters'][0]}..{b['filters'][-1]} at "
+                   f"{b['input_shape'][0]}x{b['input_shape'][1]} trained on the phantom"
+                   + (f" ({args.agreement_model})" if args.agreement_model else ""))
     agree, present = agreement(paths, agree_models, volume_path, work, log, args.calib_slices)
     present_file = work / "present.npy"
     import numpy as np
@@ -439,7 +477,7 @@ def main(argv=None) -> int:
             results[path.name] = {"skipped": "skipped: no AVX512_BF16/AMX on this CPU (bf16 would be emulated)"}
             continue
         try:
-            art = artefact(models, path, SPEED, log, args.calib_slices)
+            art = artefact(models, path, log, args.calib_slices)
         except Exception as exc:  # noqa: BLE001
             results[path.name] = {"error": f"export failed: {type(exc).__name__}: {exc}"}
             continue
@@ -461,7 +499,7 @@ def main(argv=None) -> int:
     header = (f"# Whole-volume CPU inference: phantom CT 512x512x{n_slices} (.nii.gz) -> mask, end to end\n\n"
               f"Machine: {machine_line()}; {cpu.summary()}.\n"
               f"Speed model: paper-size UNet 3+ (64..1024, 320x320x3, DS + CGM, random weights, CGM 'present'), "
-              f"batch {args.batch_size}. Dice: demo-size model (16..256, 128x128) trained on phantom slices, "
+              f"batch {args.batch_size}. Dice: {agree_label}, "
               f"same paths, same volume, against its Keras fp32 mask; skip-absent rows decode the slices its "
               f"CGM calls present ({int(present.sum())} of {len(present)}).")
     text = table(results, paths, n_slices, agree)
@@ -505,8 +543,10 @@ def run_nnunet(paths: list[Path_], results: dict, volume_path: Path, work: Path,
         except Exception as exc:  # noqa: BLE001
             results[pp.name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
-        results[pp.name] = {"wall": r["seconds"], "peak_rss_mib": r.get("peak_rss_mib", float("nan")),
-                            "note": model.describe() if hasattr(model, "describe") else ""}
+        tiles = _nnunet.tiles_per_slice(model, volume_path)
+        results[pp.name] = {"wall": r["seconds"], "peak_rss_mib": r["peak_pss_mib"],
+                            "note": f"{model.describe()}; {tiles * (4 if pp.tta else 1)} network runs per slice; "
+                                    f"peak memory is PSS over its worker processes"}
 
 
 def _nnunet_training_cases(folder: Path) -> list[tuple[Path, Path]]:
@@ -518,10 +558,10 @@ def _nnunet_training_cases(folder: Path) -> list[tuple[Path, Path]]:
 
     folder.mkdir(parents=True, exist_ok=True)
     cases = []
-    for seed in range(4):
+    for seed in range(5):
         img, lab = folder / f"phantom{seed:03d}_0000.nii.gz", folder / f"phantom{seed:03d}.nii.gz"
         if not (img.is_file() and lab.is_file()):
-            case = phantom.generate_case(3000 + seed, shape=(512, 512, 24))
+            case = phantom.generate_case(3000 + seed, shape=(512, 512, 24), spacing=SPACING)
             nib.save(nib.Nifti1Image(case.hu, case.affine), img)
             nib.save(nib.Nifti1Image(case.label_for("liver").astype("uint8"), case.affine), lab)
         cases.append((img, lab))
