@@ -21,7 +21,7 @@ EXTRAS = {
     "bench": ["keras-unet-collection==0.1.13"],
 }
 EXTRAS["dev"] = sorted(
-    set(EXTRAS["onnx"] + EXTRAS["litert"] + EXTRAS["dicom"] + ["pytest>=8", "pytest-timeout>=2.3"])
+    set(EXTRAS["onnx"] + EXTRAS["litert"] + EXTRAS["dicom"] + ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5"])
 )
 EXTRAS["all"] = sorted(set(EXTRAS["dev"] + EXTRAS["bench"]))
 

@@ -9,6 +9,7 @@ if the model did not learn.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def _set_bn_momentum(model, momentum: float) -> None:
             layer.momentum = momentum
 
 
-def _train_tiny(tmp_path_factory) -> TrainedModel:
+def _train_tiny(folder: Path) -> TrainedModel:
     import keras
 
     from keras_unet3plus import build
@@ -124,7 +125,7 @@ def _train_tiny(tmp_path_factory) -> TrainedModel:
         pytest.fail(f"the tiny model fixture did not learn: held-out phantom Dice {heldout:.3f} "
                     f"< {TINY_MIN_DICE} (tests/conftest.py::_train_tiny)", pytrace=False)
 
-    path = tmp_path_factory.mktemp("model") / "model.keras"
+    path = folder / "model.keras"
     model.save(path)
     info = ModelInfo(task="liver", preprocess=cfg.to_dict(), num_classes=1, threshold=0.5,
                      build={"input_shape": [TINY_SIZE, TINY_SIZE, 3],
@@ -135,5 +136,29 @@ def _train_tiny(tmp_path_factory) -> TrainedModel:
 
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory) -> TrainedModel:
-    """The tiny UNet 3+ (DS + CGM) trained on phantom slices, saved as .keras + sidecar; ~60 s."""
-    return _train_tiny(tmp_path_factory)
+    """The tiny UNet 3+ (DS + CGM) trained on phantom slices, saved as .keras + sidecar; ~60 s.
+
+    Under pytest-xdist the first worker trains it and the others load the same file (a lock in
+    the run's shared temp folder), so the suite trains it once however many workers run.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return _train_tiny(tmp_path_factory.mktemp("model"))
+    import fcntl
+    import json
+
+    import keras
+
+    shared = tmp_path_factory.getbasetemp().parent / "trained_tiny"
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = shared / "done.json"
+        if not done.is_file():
+            shared.mkdir(exist_ok=True)
+            trained = _train_tiny(shared)
+            done.write_text(json.dumps({"heldout_dice": trained.heldout_dice}))
+            return trained
+    from keras_unet3plus.modelinfo import load_info
+
+    path = shared / "model.keras"
+    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    return TrainedModel(model, path, load_info(path), json.loads(done.read_text())["heldout_dice"])

@@ -21,3 +21,21 @@ def export_backends(model, info, folder: Path) -> dict[str, Path]:
     tfl = export_tflite(sm, folder / "model.tflite", "fp32")
     save_info(tfl, info)
     return {"savedmodel": sm, "onnx": onnx_path, "tflite": tfl}
+
+
+def assert_save_reload_same(model, x, path: Path, compile: bool = False):
+    """Save ``model`` as ``.keras``, load it back in safe mode (no Lambda layers, registered classes
+    only), check every output is bit-identical on ``x``; returns the reloaded model. The one
+    save/reload check of the suite (keras-hub's ``run_model_saving_test`` idea)."""
+    import keras
+    import numpy as np
+
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=compile, safe_mode=True)
+    expected, got = model.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    if not isinstance(expected, dict):
+        expected, got = {"output": expected}, {"output": got}
+    assert sorted(got) == sorted(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=f"output '{name}' after reload")
+    return loaded

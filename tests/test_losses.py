@@ -294,9 +294,9 @@ def test_compiled_model_trains_saves_and_reloads(tmp_path, channels):
     history = model.fit(ds, epochs=1, verbose=0, shuffle=False)
     assert all(np.isfinite(v[0]) for v in history.history.values())
     before = model.evaluate(ds, verbose=0, return_dict=True)
-    path = tmp_path / "model.keras"
-    model.save(path)
-    restored = keras.saving.load_model(path, compile=True)
+    from helpers import assert_save_reload_same
+
+    restored = assert_save_reload_same(model, x, tmp_path / "model.keras", compile=True)
     assert isinstance(restored.loss["seg"], L.HybridLoss) and isinstance(restored.loss["cls"], L.CGMLoss)
     after = restored.evaluate(ds, verbose=0, return_dict=True)
     for key in ("loss", "seg_loss", "side_2_loss", "cls_loss"):

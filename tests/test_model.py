@@ -94,16 +94,12 @@ def test_fully_convolutional_input():
 
 
 def test_save_load_round_trip_safe_mode(tmp_path):
+    from helpers import assert_save_reload_same
+
     model = ku.build((64, 64, 3), **TINY)
     x = _image()
-    path = tmp_path / "m.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path, safe_mode=True)
-    for name, value in model.predict(x, verbose=0).items():
-        np.testing.assert_array_equal(loaded.predict(x, verbose=0)[name], value)
-    deploy_path = tmp_path / "d.keras"
-    ku.deploy_model(loaded, threshold=0.5).save(deploy_path)
-    reloaded = keras.models.load_model(deploy_path, safe_mode=True)
+    loaded = assert_save_reload_same(model, x, tmp_path / "m.keras")
+    reloaded = assert_save_reload_same(ku.deploy_model(loaded, threshold=0.5), x, tmp_path / "d.keras")
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0)["seg"],
                                   ku.deploy_model(model, threshold=0.5).predict(x, verbose=0)["seg"])
 
