@@ -77,7 +77,9 @@ PATHS = {p.name: p for p in (
     Path_("onnx-fp32", "onnx"),
     Path_("onnx-fp16", "onnx", precision="fp16"),
     Path_("onnx-int8", "onnx", precision="int8"),
+    Path_("onnx-fp32-skip", "onnx", skip_absent=True),
     Path_("onnx-efficient-fp32", "onnx", decoder="efficient"),
+    Path_("onnx-efficient-skip", "onnx", decoder="efficient", skip_absent=True),
     Path_("litert-fp32", "tflite"),
     Path_("litert-int8", "tflite", precision="int8"),
     Path_("nnunet-2d", "nnunet"),
@@ -212,12 +214,13 @@ def artefact(models: dict[str, Path], path: Path_, log, calib_slices: int) -> Pa
     """The file a path runs: the .keras model, or its export (made once, cached beside it)."""
     from keras_unet3plus.export import default_output, export_model
     from keras_unet3plus.export.verify import phantom_slices
+    from keras_unet3plus.runtimes.onnx import part_paths
 
     src = models[path.decoder]
     if path.kind == "keras":
         return src
     out = default_output(src, path.kind, path.precision)
-    if out.exists():
+    if out.exists() and (path.kind != "onnx" or all(p.is_file() for p in part_paths(out))):
         return out
     log(f"exporting {src.name} -> {out.name} (cached) ...")
     from keras_unet3plus.modelinfo import load_info
@@ -265,21 +268,14 @@ def _decode_only(runtime, present) -> None:
     """Speed model only: decode the slices the trained model's CGM calls present (its own random
     CGM says "present" everywhere). Slices reach the model in order, so a counter knows each z."""
     import numpy as np
-    import tensorflow as tf
 
-    from keras_unet3plus.runtimes.keras import split_at_classifier
-
-    encoder, decoder = split_at_classifier(runtime.keras_model)
     position = [0]
+    own = runtime.segment_present
 
     def segment_present(batch):
-        z0 = position[0]
+        rows = present[position[0]:position[0] + len(batch)]
         position[0] += len(batch)
-        *features, cls = encoder(tf.convert_to_tensor(batch), training=False)
-        rows = np.flatnonzero(present[z0:z0 + len(batch)])
-        seg = np.zeros((len(batch), *batch.shape[1:3], 1), np.float32)
-        if len(rows):
-            seg[rows] = np.asarray(decoder([tf.gather(f, rows) for f in features], training=False))
+        seg, _ = own(batch, present=rows)
         cls = np.zeros((len(batch), 2), np.float32)
         cls[rows, 1] = 1.0
         return seg, cls

@@ -117,6 +117,24 @@ def exported(trained_tiny, tmp_path):
     return model, tmp_path / "model.onnx"
 
 
+def test_onnx_skip_absent_pair_gives_the_gated_mask(exported, volume):
+    from keras_unet3plus.runtimes.onnx import part_paths
+
+    _, onnx = exported
+    encoder, decoder = part_paths(onnx)
+    assert encoder.is_file() and decoder.is_file()
+    assert not sidecar_path(encoder).exists() and not sidecar_path(decoder).exists()   # parts, not models
+    gated = Predictor(onnx).predict_volume(volume.hu)
+    skipping = Predictor(onnx, skip_absent=True)
+    rt = skipping.runtime
+    decoded = []
+    original = rt.decode
+    rt.decode = lambda features: decoded.append(len(features[0])) or original(features)
+    fast = skipping.predict_volume(volume.hu)
+    assert gated.any() and dice(fast, gated) >= 0.999
+    assert 0 < sum(decoded) < volume.hu.shape[2]          # organ-free slices were not decoded
+
+
 def _edit_record(artefact, **changes):
     side = sidecar_path(artefact)
     data = json.loads(side.read_text())
@@ -172,6 +190,22 @@ def test_cli_predict_says_which_runtime_ran_and_rejects_misused_flags(exported, 
     assert "runtime auto: model." in capsys.readouterr().out
     assert cli.main(["predict", str(onnx), str(src), "-o", str(tmp_path / "n.nii.gz"), "--precision", "bf16"]) == 1
     assert "applies to .keras models" in capsys.readouterr().err
+    assert cli.main(["predict", str(onnx), str(src), "-o", str(tmp_path / "n.nii.gz"), "--skip-absent",
+                     "--quiet"]) == 0
+    (tmp_path / "n.nii.gz").unlink()
+    from keras_unet3plus.runtimes.onnx import part_paths
+
+    encoder, decoder = part_paths(onnx)
+    import onnx as onnx_lib
+
+    proto = onnx_lib.load(str(encoder))                       # a pair from another export: refused
+    entry = next(e for e in proto.metadata_props if e.key == "unet3plus_info")
+    assert '"sha256": "' in entry.value
+    entry.value = entry.value.replace('"sha256": "', '"sha256": "0')
+    onnx_lib.save(proto, str(encoder))
+    assert cli.main(["predict", str(onnx), str(src), "-o", str(tmp_path / "n.nii.gz"), "--skip-absent"]) == 1
+    assert "skip-absent needs" in capsys.readouterr().err
+    encoder.unlink()                                          # no pair at all: refused
     assert cli.main(["predict", str(onnx), str(src), "-o", str(tmp_path / "n.nii.gz"), "--skip-absent"]) == 1
     assert "skip-absent needs" in capsys.readouterr().err
     assert not (tmp_path / "n.nii.gz").exists()

@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run reading, preprocessing and inference one after another (for timing)")
     parser.add_argument("--skip-absent", action="store_true",
                         help="run the decoder only on slices the CGM calls organ-present (.keras models with a "
-                             "CGM; faster on scans where the organ fills few slices)")
+                             "CGM, and their ONNX exports; same masks as the gate, faster on scans where the "
+                             "organ fills few slices)")
     parser.add_argument("--runtime", choices=("model", "auto"), default="model",
                         help="'model': run MODEL as given (default); 'auto': for a .keras MODEL, the fastest "
                              "export beside it whose parity check passed (recorded by `unet3plus export`)")

@@ -92,23 +92,23 @@ class _Stage:
     """Temporary artefacts of one export; `publish` moves them into place, `discard` removes them."""
 
     def __init__(self):
-        self.items: list[tuple[Path, Path]] = []  # (temp, final)
+        self.items: list[tuple[Path, Path, bool]] = []  # (temp, final, write a sidecar)
 
-    def add(self, final: Path) -> Path:
+    def add(self, final: Path, sidecar: bool = True) -> Path:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temp_sibling(final)
-        self.items.append((tmp, final))
+        self.items.append((tmp, final, sidecar))
         return tmp
 
     def discard(self) -> None:
-        for tmp, _ in self.items:
+        for tmp, *_ in self.items:
             _remove(tmp)
 
     def publish(self, info) -> list[Path]:
         from ..modelinfo import SIDECAR_IN_DIR, atomic_write_text, save_info
 
         out = []
-        for tmp, final in self.items:
+        for tmp, final, sidecar in self.items:
             if tmp.is_dir():
                 if info is not None:
                     atomic_write_text(tmp / SIDECAR_IN_DIR, info.to_json())
@@ -120,7 +120,7 @@ class _Stage:
                 if backup is not None:
                     _remove(backup)
             else:
-                if info is not None:
+                if info is not None and sidecar:
                     save_info(final, info)
                 os.replace(tmp, final)
             out.append(final)
@@ -282,11 +282,29 @@ class _Export:
     finals: dict = field(default_factory=dict)
     keras_speed: float | None = None
 
-    def add(self, final: Path) -> Path:
+    def add(self, final: Path, sidecar: bool = True) -> Path:
         """A staged temporary path that becomes ``final`` once every check has passed."""
-        tmp = self.stage.add(final)
+        tmp = self.stage.add(final, sidecar)
         self.finals[tmp] = final
         return tmp
+
+    def verify_pair(self, graph: Path, pair: tuple[Path, Path]) -> None:
+        """The skip-absent pair, run as ``predict --skip-absent`` runs it, against the Keras deploy
+        graph: the same parity bar as the graph itself."""
+        if not self.check:
+            return
+        from ..runtimes import FunctionRuntime
+        from ..runtimes.onnx import OnnxRuntime
+        from .verify import verify_runtime
+
+        rt = OnnxRuntime(graph, info=self.info, pair=pair)   # staged names
+        function = FunctionRuntime(lambda batch: rt.segment_present(batch)[0], name="skip-absent pair")
+        function.input_shape = rt.input_shape
+        name = f"{self.finals[pair[0]].name} + {self.finals[pair[1]].name}"
+        reference = {k: v for k, v in self.reference.items() if k in ("seg", "_prob")}   # seg only
+        row = verify_runtime(function, reference, self.slices,
+                             GraphSpec(threshold=self.spec.threshold), self.precision, artefact=name)
+        self.result.rows.append(row)
 
     def verify(self, path: Path, precision: str) -> None:
         """Parity against Keras, then the speed of both on one batch of the same slices; both go
@@ -338,22 +356,18 @@ def _write_tflite(job: _Export) -> None:
 def _write_onnx_graph(job: _Export, graph_final: Path) -> tuple[Path, Path]:
     """The ONNX graph at ``job.precision`` (fp32, float16 weights, or Q/DQ int8), verified and checked
     against TensorRT's parser; returns (staged graph, fp32 graph)."""
-    from .onnx import export_onnx, quantize_qdq, to_float16
+    from .onnx import export_onnx
     from .tensorrt import UnsupportedOperatorError, check_operators
 
     fp32_path = job.work / "model_fp32.onnx"
     job.log(f"converting to ONNX with tf2onnx (opset {job.opset}) ...")
     export_onnx(job.model, fp32_path, job.spec, job.opset, info=job.info_out)
     graph = job.add(graph_final)
-    if job.precision == "fp32":
-        shutil.copyfile(fp32_path, graph)
-    elif job.precision == "fp16":
-        job.log("converting the ONNX graph to float16 ...")
-        to_float16(fp32_path, graph, info=job.info_out)
-    else:
-        job.log(f"quantizing the ONNX graph to int8 Q/DQ on {len(job.calibration)} calibration slices ...")
-        quantize_qdq(fp32_path, graph, job.calibration, info=job.info_out)
+    _convert_precision(job, fp32_path, graph, job.calibration)
+    pair = _write_onnx_pair(job, graph_final) if job.out.suffix == ".onnx" else None
     job.verify(graph, job.precision)
+    if pair is not None:
+        job.verify_pair(graph, pair)
     bad = check_operators(graph)
     if bad:
         msg = f"operators TensorRT's ONNX parser does not support: {', '.join(bad)}"
@@ -363,6 +377,48 @@ def _write_onnx_graph(job: _Export, graph_final: Path) -> tuple[Path, Path]:
     else:
         job.result.notes.append("static check: every operator is supported by TensorRT's ONNX parser")
     return graph, fp32_path
+
+
+def _convert_precision(job: _Export, fp32_path: Path, dst: Path, calibration) -> None:
+    """``dst``: the fp32 ONNX graph at ``job.precision`` (a copy, float16 weights, or Q/DQ int8)."""
+    from .onnx import quantize_qdq, to_float16
+
+    if job.precision == "fp32":
+        shutil.copyfile(fp32_path, dst)
+    elif job.precision == "fp16":
+        job.log(f"converting {dst.name} to float16 ...")
+        to_float16(fp32_path, dst, info=job.info_out)
+    else:
+        job.log(f"quantizing {dst.name} to int8 Q/DQ on {len(calibration)} calibration slices ...")
+        quantize_qdq(fp32_path, dst, calibration, info=job.info_out)
+
+
+def _write_onnx_pair(job: _Export, graph_final: Path) -> tuple[Path, Path] | None:
+    """The skip-absent pair beside an ONNX graph of a model with a CGM (same precision), staged."""
+    from ..runtimes.keras import output_tensors, training_outputs
+    from ..runtimes.onnx import part_paths
+    from .onnx import export_onnx_pair
+
+    if not job.spec.gate or "cls" not in output_tensors(training_outputs(job.model)):
+        return None
+    job.log("writing the skip-absent pair (graph up to the CGM, decoder) ...")
+    fp32 = (job.work / "encoder_fp32.onnx", job.work / "decoder_fp32.onnx")
+    export_onnx_pair(job.model, graph_final, job.spec, job.opset, info=job.info_out, paths=fp32)
+    staged = tuple(job.add(final, sidecar=False) for final in part_paths(graph_final))
+    encoder_calibration = job.calibration
+    _convert_precision(job, fp32[0], staged[0], encoder_calibration)
+    decoder_calibration = None
+    if job.precision == "int8":   # the decoder calibrates on what the fp32 encoder makes of the slices
+        from ..runtimes.onnx import _session
+
+        session = _session(fp32[0], None, ["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        decoder_calibration = []
+        for i in range(len(job.calibration)):
+            outs = dict(zip(names, session.run(None, {session.get_inputs()[0].name: job.calibration[i:i + 1]})))
+            decoder_calibration.append({k: v for k, v in outs.items() if k != "cls"})
+    _convert_precision(job, fp32[1], staged[1], decoder_calibration)
+    return staged
 
 
 def _write_onnx(job: _Export) -> None:

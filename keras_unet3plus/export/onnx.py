@@ -23,7 +23,8 @@ import numpy as np
 
 from .._extras import require
 from ..runtimes import ONNX_METADATA_KEY
-from .graph import INPUT_NAME, GraphSpec, serving_function
+from ..runtimes.onnx import part_paths
+from .graph import INPUT_NAME, GraphSpec, input_spec, serving_function
 
 DEFAULT_OPSET = 17
 BATCH_DIM = "batch"
@@ -47,6 +48,55 @@ def embed_info(model_proto, info) -> None:
             model_proto.metadata_props.remove(prop)
     entry = model_proto.metadata_props.add()
     entry.key, entry.value = ONNX_METADATA_KEY, info.to_json()
+
+
+def _convert(function, signature, opset: int, info, path) -> None:
+    onnx = require("onnx", "onnx")
+    tf2onnx = require("tf2onnx", "onnx")
+    model_proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+    _stable_io(model_proto)
+    model_proto.producer_name = "keras-unet3plus (tf2onnx)"
+    embed_info(model_proto, info)
+    onnx.checker.check_model(model_proto)
+    onnx.save(model_proto, str(path))
+    return model_proto
+
+
+def export_onnx_pair(model, graph_path: str | os.PathLike, spec: GraphSpec = GraphSpec(),
+                     opset: int = DEFAULT_OPSET, info=None, paths=None) -> tuple[Path, Path]:
+    """The skip-absent pair of `model`'s deploy graph (see `runtimes.onnx.part_paths`).
+
+    ``encoder``: ``image -> feature_0.., cls`` (everything the CGM needs, split exactly at the
+    boundary `split_at_classifier` finds); ``decoder``: ``feature_0.. -> seg``, with the in-graph
+    threshold of `spec`. On slices the CGM calls present the gate is 1, so the decoder's ``seg``
+    equals the deploy graph's there; the runtime fills the other slices with zeros.
+    """
+    import keras
+    import tensorflow as tf
+
+    from ..layers import Binarize
+    from ..runtimes.keras import split_at_classifier, training_outputs
+
+    encoder, decoder = split_at_classifier(training_outputs(model))
+    if spec.threshold is not None:
+        decoder = keras.Model(decoder.inputs, Binarize(spec.threshold, name="seg_mask")(decoder.output))
+    encoder_path, decoder_path = paths or part_paths(graph_path)
+
+    @tf.function(input_signature=[input_spec(model)])
+    def encode(image):
+        *features, cls = encoder(image, training=False)
+        return {**{f"feature_{i}": f for i, f in enumerate(features)}, "cls": cls}
+
+    signature = [tf.TensorSpec((None, *tuple(t.shape)[1:]), tf.float32, name=f"feature_{i}")
+                 for i, t in enumerate(decoder.inputs)]
+
+    @tf.function(input_signature=signature)
+    def decode(*features):
+        return {"seg": decoder(list(features), training=False)}
+
+    _convert(encode, [input_spec(model)], opset, info, encoder_path)
+    _convert(decode, signature, opset, info, decoder_path)
+    return encoder_path, decoder_path
 
 
 def export_onnx(model, path: str | os.PathLike, spec: GraphSpec = GraphSpec(), opset: int = DEFAULT_OPSET,
@@ -110,7 +160,8 @@ def to_float16(src: str | os.PathLike, dst: str | os.PathLike, info=None):
 
 def quantize_qdq(src: str | os.PathLike, dst: str | os.PathLike, calibration: np.ndarray, info=None,
                  per_channel: bool = True, method: str = "minmax", op_types=QDQ_OP_TYPES):
-    """INT8 Q/DQ copy of an fp32 ONNX graph, calibrated on `calibration` slices `(N, H, W, C)`.
+    """INT8 Q/DQ copy of an fp32 ONNX graph, calibrated on `calibration` slices `(N, H, W, C)` (or
+    on a list of feed dicts ``{input name: (1, ...) array}`` for a graph with other inputs).
 
     Symmetric int8 activations and weights (zero points 0: TensorRT's parser rejects others),
     per-channel weights, Q/DQ around `op_types` only (TensorRT fuses those; everything else stays
@@ -124,15 +175,18 @@ def quantize_qdq(src: str | os.PathLike, dst: str | os.PathLike, calibration: np
                "percentile": q.CalibrationMethod.Percentile}
     if method not in methods:
         raise ValueError(f"calibration method must be one of {sorted(methods)}, got {method!r}")
-    calibration = np.asarray(calibration, dtype=np.float32)
+    if isinstance(calibration, np.ndarray):
+        calibration = np.asarray(calibration, dtype=np.float32)
+        feeds = [{INPUT_NAME: calibration[i:i + 1]} for i in range(len(calibration))]
+    else:   # feed dicts, one per calibration slice (a graph with other inputs: the decoder part)
+        feeds = list(calibration)
 
     class _Reader(q.CalibrationDataReader):
         def __init__(self):
-            self._it = iter(calibration[i:i + 1] for i in range(len(calibration)))
+            self._it = iter(feeds)
 
         def get_next(self):
-            x = next(self._it, None)
-            return None if x is None else {INPUT_NAME: x}
+            return next(self._it, None)
 
     with tempfile.TemporaryDirectory(dir=Path(dst).parent) as tmp:
         pre = Path(tmp) / "pre.onnx"

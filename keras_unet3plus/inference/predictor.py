@@ -235,8 +235,9 @@ class Predictor:
             return slices[z0 - lo: z0 - lo + (z1 - z0)]
 
         if opts.skip_absent and not getattr(rt, "can_skip_absent", False):
-            raise ValueError(f"model '{rt.name}': skip-absent needs a .keras model with a CGM head "
-                             f"(exports carry the gate inside one graph)")
+            raise ValueError(f"model '{rt.name}': skip-absent needs a .keras model with a CGM head, or its "
+                             f"ONNX export with the skip-absent pair beside it (<stem>.encoder.onnx, "
+                             f"<stem>.decoder.onnx)")
         run = rt.segment_present if opts.skip_absent else rt.segment
 
         def infer(batch: np.ndarray):

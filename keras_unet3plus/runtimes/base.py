@@ -89,6 +89,42 @@ class Runtime:
         seg = np.asarray(self.predict(batch), dtype=np.float32)
         return (seg[..., None] if seg.ndim == 3 else seg), None
 
+    #: True when the runtime can run the part up to the CGM and the decoder separately
+    #: (:meth:`encode` / :meth:`decode`), so ``--skip-absent`` can skip the decoder
+    can_skip_absent = False
+
+    def encode(self, batch: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:  # pragma: no cover
+        """``(features, cls)``: everything the CGM needs, and what the decoder reads from it."""
+        raise NotImplementedError(f"{self.kind} runtime '{self.name}' cannot run its decoder on its own")
+
+    def decode(self, features: list[np.ndarray]) -> np.ndarray:  # pragma: no cover
+        """``seg`` of the slices whose ``features`` are given."""
+        raise NotImplementedError(f"{self.kind} runtime '{self.name}' cannot run its decoder on its own")
+
+    def segment_present(self, batch: np.ndarray, present: np.ndarray | None = None):
+        """``(seg, cls)`` like :meth:`segment`, but the decoder runs only on the slices the CGM calls
+        present (``cls[:, 1] > cls[:, 0]``, the in-graph gate's rule) or on the rows ``present``
+        selects; the others get an all-zero ``seg``. The masks equal the gated ones: the work
+        ``--skip-absent`` saves is the decoder of organ-free slices."""
+        batch = self._check(batch)
+        features, cls = self.encode(batch)
+        cls = np.asarray(cls, dtype=np.float32)
+        rows = np.flatnonzero(cls[:, 1] > cls[:, 0] if present is None else present)
+        seg = None
+        if len(rows):
+            decoded = np.asarray(self.decode([np.asarray(f)[rows] for f in features]), dtype=np.float32)
+            decoded = decoded[..., None] if decoded.ndim == 3 else decoded
+            seg = np.zeros((len(batch), *decoded.shape[1:]), np.float32)
+            seg[rows] = decoded
+        else:
+            seg = np.zeros((len(batch), *batch.shape[1:3], self.seg_channels), np.float32)
+        return seg, cls
+
+    @property
+    def seg_channels(self) -> int:
+        """Channels of ``seg`` (what an all-absent batch is filled with)."""
+        return 1
+
     def _run(self, batch: np.ndarray) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 

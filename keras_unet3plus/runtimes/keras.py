@@ -74,12 +74,7 @@ def _seg_cls_function(model):
         raise ValueError(f"model '{model.name}' has no 'seg' output (outputs: {sorted(outs)}); "
                          f"build it with keras_unet3plus.build()")
     selected = {k: outs[k] for k in ("seg", "cls") if k in outs}
-    sub = keras.Model(model.inputs, selected, name=f"{model.name}_infer")
-    spec = tf.TensorSpec((None, *tuple(model.inputs[0].shape)[1:]), tf.float32)
-
-    @tf.function(input_signature=[spec], reduce_retracing=True)
-    def infer(x):
-        return sub(x, training=False)
+    infer = _compiled(keras.Model(model.inputs, selected, name=f"{model.name}_infer"))
 
     def fn(batch: np.ndarray):
         res = infer(tf.convert_to_tensor(batch, tf.float32))
@@ -167,6 +162,7 @@ def split_at_classifier(model):
 
 
 def _compiled(model):
+    """``model`` as one traced function (inference mode) over its inputs, any batch size."""
     import tensorflow as tf
 
     specs = [tf.TensorSpec((None, *tuple(t.shape)[1:]), t.dtype) for t in model.inputs]
@@ -231,27 +227,22 @@ class KerasRuntime(Runtime):
     def can_skip_absent(self) -> bool:
         return "cls" in output_tensors(self.keras_model)
 
-    def segment_present(self, batch):
-        """``(seg, cls)`` like :meth:`segment`, but the decoder runs only on the slices the CGM calls
-        present (the others get an all-zero ``seg``): the work ``--skip-absent`` saves."""
+    @property
+    def seg_channels(self) -> int:
+        return int(output_tensors(self.keras_model)["seg"].shape[-1])
+
+    def _parts(self):
         if self._split is None:
             encoder, decoder = split_at_classifier(self._fast)
             self._split = (_compiled(encoder), _compiled(decoder))
-        encode, decode = self._split
-        *features, cls = encode(np.asarray(batch, np.float32))
-        cls = np.asarray(cls, dtype=np.float32)
-        present = np.flatnonzero(np.argmax(cls, axis=-1) == 1)
-        seg = None
-        if len(present):
-            import tensorflow as tf
+        return self._split
 
-            seg_present = np.asarray(decode(*[tf.gather(f, present) for f in features]), dtype=np.float32)
-            seg = np.zeros((len(batch), *seg_present.shape[1:]), np.float32)
-            seg[present] = seg_present
-        else:
-            h, w = batch.shape[1:3]
-            seg = np.zeros((len(batch), h, w, output_tensors(self.keras_model)["seg"].shape[-1]), np.float32)
-        return seg, cls
+    def encode(self, batch):
+        *features, cls = self._parts()[0](np.asarray(batch, np.float32))
+        return [np.asarray(f) for f in features], np.asarray(cls, dtype=np.float32)
+
+    def decode(self, features):
+        return np.asarray(self._parts()[1](*features), dtype=np.float32)
 
     def segment(self, batch):
         seg, cls = _seg_cls_function(self._fast)(batch)
