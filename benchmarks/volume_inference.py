@@ -19,7 +19,7 @@ nnU-Net v2 (2d configuration, its default plan for the phantom, default test-tim
 row says why. Exports and the nnU-Net model are cached under ``--cache`` (outside git), so the
 first run takes longer than the next ones.
 
-    python benchmarks/volume_inference.py --quick          # 512x512x24, < 10 min on 2 cores once cached
+    python benchmarks/volume_inference.py --quick          # 512x512x12, < 10 min on 2 cores once cached
     python benchmarks/volume_inference.py                  # 512x512x200
     python benchmarks/volume_inference.py --paths keras-paper,onnx-fp32
 """
@@ -45,6 +45,7 @@ AGREE = dict(size=128, filters=(16, 32, 64, 128, 256), cat_channels=16)
 #: patch per slice (no resampling to another spacing), nnU-Net's best case
 SPACING = (0.78, 0.78, 2.5)
 FULL_SLICES = 200
+QUICK_SLICES = 12
 STAGES = ("read", "preprocess", "model", "postprocess", "write")
 
 
@@ -421,8 +422,8 @@ def chart(results: dict[str, dict], paths: list[Path_], png: Path, title: str) -
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="512x512x24 instead of 512x512x200")
-    p.add_argument("--slices", type=int, default=None, help="axial slices (default 200, --quick 24)")
+    p.add_argument("--quick", action="store_true", help=f"512x512x{QUICK_SLICES} instead of 512x512x{FULL_SLICES}")
+    p.add_argument("--slices", type=int, default=None, help="axial slices (default 200, --quick 12)")
     p.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, from: {', '.join(PATHS)}")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--calib-slices", type=int, default=32, help="int8 calibration slices (phantom)")
@@ -452,7 +453,7 @@ def main(argv=None) -> int:
     if BASELINE not in names:
         names.insert(0, BASELINE)
     paths = [PATHS[n] for n in names]
-    n_slices = args.slices or (24 if args.quick else FULL_SLICES)
+    n_slices = args.slices or (QUICK_SLICES if args.quick else FULL_SLICES)
     cache = args.cache
     work = Path(tempfile.mkdtemp(prefix="unet3plus-volinf-"))
     t_start = time.perf_counter()

@@ -257,3 +257,69 @@ def test_evaluate_with_model_and_data_dir(phantom_msd, tmp_path):
     pr_img = nib.load(str(out / "predictions" / "spleen_0.nii.gz"))
     assert pr_img.shape == gt_img.shape and np.allclose(pr_img.affine, gt_img.affine)
     assert (out / "overlays" / "spleen_0.png").is_file()
+
+
+def _reference_folder(root: Path, case, labels=None) -> Path:
+    """A reference-scan folder laid out like ../shared/realct, from a phantom case (TotalSegmentator
+    values: liver 5, spleen 1)."""
+    root.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(case.hu.astype(np.float32), case.affine), root / "image.nii.gz")
+    if labels is None:
+        labels = 5 * (case.label_for("liver") > 0) + 1 * (case.label_for("spleen") > 0)
+    nib.save(nib.Nifti1Image(labels.astype(np.int16), case.affine), root / "reference_labels.nii.gz")
+    return root
+
+
+def test_reference_scan_measure_scores_the_organ_and_names_bad_folders(trained_tiny, tmp_path):
+    from keras_unet3plus.data import phantom
+    from keras_unet3plus.data.volume import DataError
+    from keras_unet3plus.workflows.reference_scan import measure_on_reference_scan
+
+    _, model_path, _ = trained_tiny
+    case = phantom.generate_case(77, shape=(64, 64, 32))
+    folder = _reference_folder(tmp_path / "ref", case)
+    real = measure_on_reference_scan(model_path, folder, overlay=tmp_path / "o.png")
+    assert real.organ == "liver" and real.reference_voxels == int((case.label_for("liver") > 0).sum())
+    assert real.dice > 0.6 and (tmp_path / "o.png").stat().st_size > 0      # the tiny model finds the liver
+    spleen = measure_on_reference_scan(model_path, folder, organ="spleen")  # a liver model scored on spleen
+    assert spleen.reference_voxels == int((case.label_for("spleen") > 0).sum()) and spleen.dice < 0.2
+
+    with pytest.raises(DataError, match="reference_labels.nii.gz: grid"):
+        measure_on_reference_scan(model_path, _reference_folder(tmp_path / "bad", case,
+                                                                labels=np.zeros((64, 64, 31), np.int16)))
+    with pytest.raises(DataError, match="no scan in it"):
+        (tmp_path / "empty").mkdir()
+        measure_on_reference_scan(model_path, tmp_path / "empty")
+
+
+def test_reference_scan_reads_the_real_dicom_series(trained_tiny, real_ct):
+    from keras_unet3plus.data.nifti import load_image
+    from keras_unet3plus.workflows.reference_scan import measure_on_reference_scan
+
+    _, model_path, _ = trained_tiny
+    real = measure_on_reference_scan(model_path, real_ct)
+    labels = np.rint(load_image(real_ct / "reference_labels.nii.gz").image)
+    assert real.scan.name == "series" and len(real.per_slice_dice) == labels.shape[2] == 20
+    assert real.reference_voxels == int((labels == 5).sum()) > 10000
+
+
+def test_demo_reports_the_reference_scan(tmp_path):
+    """The demo end to end in miniature, measured on a labelled scan laid out like ../shared/realct."""
+    from keras_unet3plus.data import phantom
+    from keras_unet3plus.workflows.demo import run_demo
+
+    folder = _reference_folder(tmp_path / "ref", phantom.generate_case(78, shape=(48, 48, 16)))
+    lines = []
+    tiny = dict(image_size=32, filters=(4, 8, 16, 32, 64), cat_channels=4, epochs=1, steps_per_epoch=4,
+                batch_size=4, verbose=0)
+    res = run_demo(tmp_path / "demo", minutes=3, n_cases=5, n_test=1, shape=(48, 48, 16), overrides=tiny,
+                   export=False, reference_scan=folder, printer=lines.append)
+    real = json.loads(res.metrics_path.read_text())["reference_scan"]
+    assert real["organ"] == "liver" and 0.0 <= real["dice"] <= 1.0 and len(real["per_slice_dice"]) == 16
+    assert (tmp_path / "demo" / "real_scan_overlay.png").is_file()
+    assert any(line.startswith("[demo] real scan (never trained on): liver Dice") for line in lines)
+
+    from keras_unet3plus.workflows.demo import measure_reference_scan
+    lines.clear()
+    assert measure_reference_scan(res.model_path, tmp_path / "absent", tmp_path, lines.append) is None
+    assert "no reference scan at" in lines[0]

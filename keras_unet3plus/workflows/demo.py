@@ -13,6 +13,8 @@ one folder::
     OUT/training_curve.png    loss and validation Dice per epoch
     OUT/overlay.png           TP / FN / FP overlay of a held-out case (paper colours)
     OUT/model.onnx            the deploy graph (SavedModel folder when ONNX tools are missing)
+    OUT/real_scan_overlay.png with ``reference_scan``: the model on a labelled real scan (never
+                              trained on; :mod:`.reference_scan`), its Dice in metrics.json
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ class DemoResult:
 def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.0, task: str = "liver",
              n_cases: int = DEMO_CASES, n_test: int = DEMO_TEST, shape: tuple[int, int, int] = DEMO_SHAPE,
              overrides: dict[str, Any] | None = None, export: bool = True, seed: int = 0,
+             reference_scan: str | os.PathLike | None = None,
              printer: Callable[[str], None] = print) -> DemoResult:
     """Generate, train, evaluate and export within ``minutes`` of wall time (see module doc)."""
     from ..data import find_cases, get_task, split_cases
@@ -109,6 +112,10 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
                              "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch,
                              "train_seconds": round(stages["train"], 1)},
                    split=split.to_dict(), config=cfg.to_dict())
+    real = measure_reference_scan(model_path, reference_scan, out, printer) if reference_scan else None
+    if real is not None:
+        metrics["reference_scan"] = {"scan": str(real.scan), "organ": real.organ, "dice": real.dice,
+                                     "per_slice_dice": real.per_slice_dice}
     stages["evaluate"] = time.time() - t2
 
     # 4. export
@@ -130,12 +137,28 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
     printer(f"[demo] done in {seconds / 60:.1f} min ({parts})")
     printer(f"[demo] held-out per-volume Dice ({len(split.test)} phantom {spec.organ} cases): mean {mean:.4f}, "
             f"min {min(metrics['per_case_dice'].values()):.4f}")
+    if real is not None:
+        printer(f"[demo] real scan (never trained on): {real.organ} Dice {real.dice:.4f} ({real.scan})")
     for label, p in (("model", model_path), ("metrics", metrics_path), ("training curve", curve),
-                     ("overlay", overlay_path), ("export", export_path), ("run folder", result.out_dir)):
+                     ("overlay", overlay_path), ("real-scan overlay", real.overlay if real else None),
+                     ("export", export_path), ("run folder", result.out_dir)):
         if p is not None:
             printer(f"[demo]   {label:15s} {p}")
     return DemoResult(out, model_path, metrics_path, curve if curve.exists() else None, overlay_path, export_path,
                       mean, metrics["per_case_dice"], seconds, stages)
+
+
+def measure_reference_scan(model_path: Path, folder, out: Path, printer=print):
+    """The demo model on a labelled real scan (:mod:`.reference_scan`); a missing folder is a note,
+    not an error (the README's command names ``../shared/realct``, which a fresh clone may lack)."""
+    from .reference_scan import measure_on_reference_scan
+
+    if not Path(folder).is_dir():
+        printer(f"[demo] no reference scan at {folder}: skipping the real-scan measure")
+        return None
+    real = measure_on_reference_scan(model_path, folder, overlay=out / "real_scan_overlay.png")
+    printer(f"  {real.line()}")
+    return real
 
 
 def export_demo_model(model_path: Path, data_dir: Path, out: Path, printer=print) -> Path | None:
