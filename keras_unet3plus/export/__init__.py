@@ -389,8 +389,12 @@ def _convert_precision(job: _Export, fp32_path: Path, dst: Path, calibration) ->
         job.log(f"converting {dst.name} to float16 ...")
         to_float16(fp32_path, dst, info=job.info_out)
     else:
-        job.log(f"quantizing {dst.name} to int8 Q/DQ on {len(calibration)} calibration slices ...")
-        quantize_qdq(fp32_path, dst, calibration, info=job.info_out)
+        # ONNX Runtime on CPUs: uint8 asymmetric activations (U8S8); TensorRT: symmetric int8. Both
+        # keep the first convolution and the output heads in float (see onnx.float_kept_convs)
+        for_tensorrt = job.out.suffix != ".onnx"
+        job.log(f"quantizing {dst.name} to int8 Q/DQ ({'TensorRT' if for_tensorrt else 'ONNX Runtime'} form) "
+                f"on {len(calibration)} calibration slices ...")
+        quantize_qdq(fp32_path, dst, calibration, info=job.info_out, for_tensorrt=for_tensorrt, keep_float=True)
 
 
 def _write_onnx_pair(job: _Export, graph_final: Path) -> tuple[Path, Path] | None:

@@ -5,9 +5,12 @@
   `onnx.checker`; the model info is embedded in `metadata_props` (key `unet3plus_info`).
 - `to_float16`: float16 weights and activations, float32 input/output (onnxconverter-common).
   TensorRT 11 builds such a graph as a strongly typed FP16 network.
-- `quantize_qdq`: INT8 with QuantizeLinear/DequantizeLinear pairs (explicit quantization, symmetric,
-  zero points 0 as TensorRT requires), calibrated on real slices with ONNX Runtime's static
-  quantizer. TensorRT 10/11 builds it as an INT8 network; ONNX Runtime runs it on CPU too.
+- `quantize_qdq`: INT8 with QuantizeLinear/DequantizeLinear pairs, calibrated on real slices with
+  ONNX Runtime's static quantizer, per-channel weights, the first convolution and the output heads
+  kept in float. Two forms: TensorRT's (symmetric int8 activations, zero points 0 as its parser
+  requires; TensorRT 10/11 builds it as an INT8 network) and ONNX Runtime's for CPUs (asymmetric
+  uint8 activations, U8S8). On a trained 16..256 model the float-kept layers and uint8 activations
+  take the volume mask's Dice against fp32 from 0.926 to 0.998 (benchmarks/volume_inference.py).
 
 tf2onnx is used through `convert.from_function` on a `tf.function` with an explicit input
 signature: tf2onnx's `from_keras` breaks on Keras 3 (onnx/tensorflow-onnx#2329, #2348).
@@ -158,14 +161,37 @@ def to_float16(src: str | os.PathLike, dst: str | os.PathLike, info=None):
     return m16
 
 
+def float_kept_convs(model_proto) -> list[str]:
+    """The convolutions int8 hurts most in a segmentation network: the first one (it reads the
+    HU-windowed image) and the last one before each output (the logits the threshold cuts)."""
+    convs = [n for n in model_proto.graph.node if n.op_type == "Conv"]   # nodes are in topological order
+    keep = {convs[0].name} if convs else set()
+    producer = {out: n for n in model_proto.graph.node for out in n.output}
+    for output in model_proto.graph.output:
+        stack, seen = [output.name], set()
+        while stack:
+            node = producer.get(stack.pop())
+            if node is None or node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type == "Conv":
+                keep.add(node.name)
+            else:
+                stack.extend(node.input)
+    return sorted(keep)
+
+
 def quantize_qdq(src: str | os.PathLike, dst: str | os.PathLike, calibration: np.ndarray, info=None,
-                 per_channel: bool = True, method: str = "minmax", op_types=QDQ_OP_TYPES):
+                 per_channel: bool = True, method: str = "minmax", op_types=QDQ_OP_TYPES,
+                 for_tensorrt: bool = True, keep_float: bool = False):
     """INT8 Q/DQ copy of an fp32 ONNX graph, calibrated on `calibration` slices `(N, H, W, C)` (or
     on a list of feed dicts ``{input name: (1, ...) array}`` for a graph with other inputs).
 
-    Symmetric int8 activations and weights (zero points 0: TensorRT's parser rejects others),
-    per-channel weights, Q/DQ around `op_types` only (TensorRT fuses those; everything else stays
-    float). `method`: "minmax", "entropy" or "percentile".
+    Per-channel symmetric int8 weights, Q/DQ around `op_types` only. ``for_tensorrt``: symmetric
+    int8 activations (zero points 0: TensorRT's parser rejects others); otherwise asymmetric uint8
+    activations, ONNX Runtime's recommended CPU form (U8S8; post-ReLU activations use all 256
+    levels). ``keep_float``: leave :func:`float_kept_convs` in float. `method`: "minmax",
+    "entropy" or "percentile".
     """
     onnx = require("onnx", "onnx")
     q = require("onnxruntime.quantization", "onnx")
@@ -191,11 +217,13 @@ def quantize_qdq(src: str | os.PathLike, dst: str | os.PathLike, calibration: np
     with tempfile.TemporaryDirectory(dir=Path(dst).parent) as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        excluded = float_kept_convs(onnx.load(str(pre))) if keep_float else []
         q.quantize_static(
             str(pre), str(Path(tmp) / "q.onnx"), _Reader(), quant_format=q.QuantFormat.QDQ,
-            activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8, per_channel=per_channel,
-            op_types_to_quantize=list(op_types), calibrate_method=methods[method],
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            activation_type=q.QuantType.QInt8 if for_tensorrt else q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8, per_channel=per_channel,
+            op_types_to_quantize=list(op_types), calibrate_method=methods[method], nodes_to_exclude=excluded,
+            extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True},
         )
         model_proto = onnx.load(str(Path(tmp) / "q.onnx"))
     _stable_io(model_proto)
