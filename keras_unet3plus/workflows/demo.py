@@ -28,9 +28,11 @@ from typing import Any, Callable
 
 from ..training.config import TrainConfig
 
-#: the demo's small configuration (paper ingredients, CPU-sized)
+#: the demo's small configuration (paper ingredients, CPU-sized). The efficient full-scale decoder
+#: (convolve, then upsample) trains 2.6x faster per step than the paper's on a 2-core AVX2 CPU
+#: (0.97 s vs 2.49 s for a batch of 8), so the 10-minute budget buys 2.6x the steps
 DEMO_PRESET: dict[str, Any] = dict(
-    image_size=96, context=1, filters=(16, 32, 64, 128, 256), cat_channels=16,
+    image_size=96, context=1, filters=(16, 32, 64, 128, 256), cat_channels=16, decoder="efficient",
     deep_supervision=True, cgm=True, architecture="unet3plus", backbone="unet", bn_momentum=0.9,
     batch_size=8, learning_rate=3e-3, lr_schedule="cosine", warmup_epochs=0.3, min_lr_ratio=0.02,
     clipnorm=1.0, epochs=12, negative_fraction=0.1, augment=False, val_every=1, val_batch_size=16,
@@ -94,7 +96,8 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
                   n_test=n_test, seed=seed, split_seed=seed, max_minutes=round(budget, 2))
     cfg = TrainConfig.from_sources(None, overrides or {}, base=preset)
     printer(f"[demo] training for at most {cfg.max_minutes:.1f} min: {cfg.image_size}x{cfg.image_size}x3 input, "
-            f"filters {tuple(cfg.filters)}, cat_channels {cfg.cat_channels}, hybrid loss + deep supervision + CGM")
+            f"filters {tuple(cfg.filters)}, cat_channels {cfg.cat_channels}, {cfg.decoder} full-scale decoder, "
+            f"hybrid loss + deep supervision + CGM")
     t1 = time.time()
     result = train(cfg, split=split, printer=printer)
     stages["train"] = time.time() - t1
