@@ -53,10 +53,16 @@ def embed_info(model_proto, info) -> None:
     entry.key, entry.value = ONNX_METADATA_KEY, info.to_json()
 
 
-def _convert(function, signature, opset: int, info, path) -> None:
+def _convert(function, signature, opset: int, info, path, outputs: tuple[str, ...] = ()):
+    """tf2onnx of a `tf.function`, IO named and checked (``outputs`` must be among the graph's)."""
     onnx = require("onnx", "onnx")
     tf2onnx = require("tf2onnx", "onnx")
     model_proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+    names = [o.name for o in model_proto.graph.output]
+    wanted_inputs = [spec.name for spec in signature]
+    if not set(outputs) <= set(names) or [i.name for i in model_proto.graph.input] != wanted_inputs:
+        raise RuntimeError(f"tf2onnx produced unexpected graph IO: inputs "
+                           f"{[i.name for i in model_proto.graph.input]}, outputs {names}")
     _stable_io(model_proto)
     model_proto.producer_name = "keras-unet3plus (tf2onnx)"
     embed_info(model_proto, info)
@@ -97,8 +103,8 @@ def export_onnx_pair(model, graph_path: str | os.PathLike, spec: GraphSpec = Gra
     def decode(*features):
         return {"seg": decoder(list(features), training=False)}
 
-    _convert(encode, [input_spec(model)], opset, info, encoder_path)
-    _convert(decode, signature, opset, info, decoder_path)
+    _convert(encode, [input_spec(model)], opset, info, encoder_path, outputs=("cls",))
+    _convert(decode, signature, opset, info, decoder_path, outputs=("seg",))
     return encoder_path, decoder_path
 
 
@@ -107,20 +113,8 @@ def export_onnx(model, path: str | os.PathLike, spec: GraphSpec = GraphSpec(), o
     """Convert the deploy graph of `model` to ONNX at `path`; returns the `onnx.ModelProto`."""
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
-    onnx = require("onnx", "onnx")
-    tf2onnx = require("tf2onnx", "onnx")
     serve, sig, _ = serving_function(model, spec)
-    model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=[sig], opset=opset)
-    names = [o.name for o in model_proto.graph.output]
-    if "seg" not in names or [i.name for i in model_proto.graph.input] != [INPUT_NAME]:
-        raise RuntimeError(f"tf2onnx produced unexpected graph IO: inputs "
-                           f"{[i.name for i in model_proto.graph.input]}, outputs {names}")
-    _stable_io(model_proto)
-    model_proto.producer_name = "keras-unet3plus (tf2onnx)"
-    embed_info(model_proto, info)
-    onnx.checker.check_model(model_proto)
-    onnx.save(model_proto, str(path))
-    return model_proto
+    return _convert(serve, [sig], opset, info, path, outputs=("seg",))
 
 
 def _detach_outputs(model_proto) -> None:
