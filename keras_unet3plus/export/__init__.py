@@ -368,6 +368,10 @@ def _write_onnx_graph(job: _Export, graph_final: Path) -> tuple[Path, Path]:
     job.verify(graph, job.precision)
     if pair is not None:
         job.verify_pair(graph, pair)
+    if job.precision == "int8" and job.out.suffix == ".onnx":
+        job.result.notes.append("int8 in ONNX Runtime's CPU form (uint8 activations); for TensorRT use "
+                                "`--to tensorrt`, which writes the symmetric int8 graph its parser takes")
+        return graph, fp32_path
     bad = check_operators(graph)
     if bad:
         msg = f"operators TensorRT's ONNX parser does not support: {', '.join(bad)}"
