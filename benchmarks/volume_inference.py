@@ -19,7 +19,7 @@ nnU-Net v2 (2d configuration, its default plan for the phantom, default test-tim
 row says why. Exports and the nnU-Net model are cached under ``--cache`` (outside git), so the
 first run takes longer than the next ones.
 
-    python benchmarks/volume_inference.py --quick          # 512x512x12, < 10 min on 2 cores once cached
+    python benchmarks/volume_inference.py --quick          # 512x512x12, ~14 min on 2 cores once cached (goal 10)
     python benchmarks/volume_inference.py                  # 512x512x200
     python benchmarks/volume_inference.py --paths keras-paper,onnx-fp32
 """

@@ -413,8 +413,7 @@ def _write_onnx_pair(job: _Export, graph_final: Path) -> tuple[Path, Path] | Non
     fp32 = (job.work / "encoder_fp32.onnx", job.work / "decoder_fp32.onnx")
     export_onnx_pair(job.model, graph_final, job.spec, job.opset, info=job.info_out, paths=fp32)
     staged = tuple(job.add(final, sidecar=False) for final in part_paths(graph_final))
-    encoder_calibration = job.calibration
-    _convert_precision(job, fp32[0], staged[0], encoder_calibration)
+    _convert_precision(job, fp32[0], staged[0], job.calibration)
     decoder_calibration = None
     if job.precision == "int8":   # the decoder calibrates on what the fp32 encoder makes of the slices
         from ..runtimes.onnx import _session

@@ -82,7 +82,7 @@ class OnnxRuntime(Runtime):
         if not self.can_skip_absent:
             raise ValueError(f"{self.path}: no current skip-absent pair beside it "
                              f"({', '.join(p.name for p in self.pair or ())}); export the model again "
-                             f"with `unet3plus export --target onnx` (models with a CGM get one)")
+                             f"with `unet3plus export MODEL --to onnx` (models with a CGM get one)")
         return self._parts
 
     def encode(self, batch):
