@@ -134,12 +134,22 @@ def _train_tiny(folder: Path) -> TrainedModel:
     return TrainedModel(model, path, info, heldout)
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Every test that uses the trained model runs on one pytest-xdist worker (``--dist loadgroup``
+    in pytest.ini): that worker trains it once while the other runs the rest of the suite, instead
+    of idling until the model exists."""
+    for item in items:
+        if "trained_tiny" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("trained_tiny"))
+
+
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory) -> TrainedModel:
     """The tiny UNet 3+ (DS + CGM) trained on phantom slices, saved as .keras + sidecar; ~60 s.
 
-    Under pytest-xdist the first worker trains it and the others load the same file (a lock in
-    the run's shared temp folder), so the suite trains it once however many workers run.
+    Under pytest-xdist its tests share one worker (see :func:`pytest_collection_modifyitems`);
+    should another worker need it, the first one trains it and the others load the same file (a
+    lock in the run's shared temp folder), so the suite trains it once however many workers run.
     """
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return _train_tiny(tmp_path_factory.mktemp("model"))

@@ -127,8 +127,11 @@ def describe(strategy: tf.distribute.Strategy) -> str:
     name = type(strategy).__name__
     task_type, task_id = task_info(strategy)
     where = f", task {task_type}:{task_id} of {cluster_size()}" if task_type is not None else ""
-    devices = getattr(strategy.extended, "worker_devices", ())
-    return f"{name} with {strategy.num_replicas_in_sync} replica(s){where} on {', '.join(devices)}"
+    try:
+        devices = ", ".join(strategy.extended.worker_devices)
+    except RuntimeError:  # the default (no-op) strategy: wherever TensorFlow places the ops
+        devices = "the default device"
+    return f"{name} with {strategy.num_replicas_in_sync} replica(s){where} on {devices}"
 
 
 # ------------------------------------------------------------------------------------------------

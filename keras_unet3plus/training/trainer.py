@@ -40,7 +40,7 @@ from .run_folder import (BEST_MODEL, CHECKPOINT_DIR, CSV_LOG, CURVE_PNG, FINAL_M
                          sync_best_from_sidecar)
 from .schedule import learning_rate_schedule
 from .step import make_train_step, pre_reduced_adam_class
-from .validation import VolumeCache, validation_dice
+from .validation import VolumeCache, validation_dice, worker_share
 
 log = logging.getLogger(__name__)
 
@@ -398,6 +398,10 @@ class Trainer:
         self.replicas_per_pipeline = max(1, self.strategy.num_replicas_in_sync // pipelines)
         self.steps = int(cfg.steps_per_epoch or max(1, self.data_info.steps_per_epoch // self.replicas_per_pipeline))
         self.say(f"training data: {self.data_info.summary()}")
+        # the validation volumes are read (and checked: label values, NaN voxels) now, not after
+        # the first epoch: a bad validation case stops the run before any training time is spent
+        for case in worker_share(self.val_cases, self.strategy if self.multi_worker else None):
+            self._val_volumes.load(case, self.spec)
 
     def _build_model_and_optimizer(self) -> None:
         import keras

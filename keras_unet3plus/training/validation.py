@@ -38,6 +38,14 @@ class VolumeCache:
         return vol
 
 
+def worker_share(cases: Sequence, strategy=None) -> list:
+    """The validation cases this worker scores (all of them without a multi-worker ``strategy``)."""
+    cases = list(cases)
+    if strategy is None:
+        return cases
+    return cases[dist.worker_rank(strategy)::dist.cluster_size()]
+
+
 def validation_dice(model, val_cases: Sequence, spec, pre, *, batch_size: int, volumes: VolumeCache,
                     strategy=None) -> tuple[float, dict]:
     """Mean per-volume Dice over whole validation volumes, and the Dice per case. With a
@@ -45,11 +53,7 @@ def validation_dice(model, val_cases: Sequence, spec, pre, *, batch_size: int, v
     from ..inference import predict_volume
     from ..metrics import dice
 
-    cases = list(val_cases)
-    if strategy is not None:
-        n = dist.cluster_size()
-        k = dist.worker_rank(strategy)
-        cases = cases[k::n]
+    cases = worker_share(val_cases, strategy)
     per_case: dict[str, float] = {}
     for case in cases:
         vol = volumes.load(case, spec)

@@ -79,7 +79,7 @@ def _ras_affine(spacing: Sequence[float], origin: Sequence[float]) -> np.ndarray
 
 def generate_case(seed: int, shape: tuple[int, int, int] = (128, 128, 64),
                   spacing: tuple[float, float, float] | None = None, lesions: bool = True,
-                  orientation: str = "RAS") -> PhantomCase:
+                  orientation: str = "RAS", organ: str | None = None) -> PhantomCase:
     """Generate one synthetic CT case, deterministically from ``seed``.
 
     ``shape`` / ``spacing`` are given in RAS order. ``spacing=None`` (default) draws a realistic
@@ -87,6 +87,8 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (128, 128, 64),
     ``spacing`` is used as is (field of view = shape x spacing, centred on the upper abdomen).
     ``orientation`` (e.g. "LPS", "PLS") reorders the arrays and the affine the way a scanner
     export in that orientation would, so readers' orientation handling can be tested.
+    ``organ`` ("liver", "spleen"): a slab-shaped acquisition goes through that organ, as every
+    case of a data set for it does (None: a slab may miss it; whole-abdomen scans show both).
     """
     shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
     if len(shape) != 3 or min(shape) < 8:
@@ -98,7 +100,7 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (128, 128, 64),
     ss = np.random.SeedSequence(int(seed))
     r_anat, r_acq, r_noise = (np.random.default_rng(s) for s in ss.spawn(3))
     body = Anatomy(r_anat, lesions=lesions)
-    acq = sample_acquisition(r_acq, body, shape, spacing)
+    acq = sample_acquisition(r_acq, body, shape, spacing, organ)
     grid = Grid(shape, acq.spacing, acq.origin, acq.angle, acq.pivot)
     body.draw(grid)
     tissue = grid.tissue

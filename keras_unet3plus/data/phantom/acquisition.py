@@ -113,13 +113,15 @@ def _hu_lut(rng: np.random.Generator, phase: str, anat: "A.Anatomy") -> np.ndarr
 
 
 def sample_acquisition(rng: np.random.Generator, anat: "A.Anatomy", shape: Sequence[int],
-                       spacing: Sequence[float] | None) -> Acquisition:
+                       spacing: Sequence[float] | None, organ: str | None = None) -> Acquisition:
     """Field of view, slice positions, contrast phase and image quality of one scan.
 
     ``spacing=None``: a realistic scan reformatted onto ``shape``: the in-plane field of view is
     300-500 mm (covering the body, sometimes cropping it), slice spacing 0.7-5 mm, covering the
     upper abdomen from above the diaphragm (or a slab through the liver and spleen). With an
-    explicit ``spacing`` the grid is centred on the upper abdomen.
+    explicit ``spacing`` the grid is centred on the upper abdomen. ``organ`` ("liver", "spleen"):
+    a slab is centred where that organ is, so the case shows it (every case of LiTS and MSD does);
+    None: anywhere from the lung bases to below the liver (a slab may miss either organ).
     """
     nx, ny, nz = (int(s) for s in shape)
     y_post, y_ant = anat.body_y()
@@ -135,7 +137,8 @@ def sample_acquisition(rng: np.random.Generator, anat: "A.Anatomy", shape: Seque
             top = rng.uniform(10, 110)
         else:                     # a slab through the liver / spleen at any thickness
             dz = float(np.exp(rng.uniform(np.log(0.7), np.log(5.0))))
-            top = rng.uniform(-190, 10) + nz * dz / 2
+            lo, hi = anat.organ_z_range(organ) if organ else (-190.0, 10.0)
+            top = rng.uniform(lo, hi) + nz * dz / 2
         sp = (dxy, dxy, dz)
     else:
         sp = tuple(float(s) for s in spacing)

@@ -236,6 +236,17 @@ class Anatomy:
         """(posterior skin y, anterior skin y) on the midline."""
         return -self.bc - self.back - self.fat_post, self.bc + self.tw + self.fat_ant
 
+    def organ_z_range(self, organ: str) -> tuple[float, float]:
+        """(lowest, highest) z (mm) where ``organ`` ("liver" or "spleen") is surely present: a
+        slab centred in it shows the organ, as every case of a LiTS or MSD data set does."""
+        if organ == "spleen":
+            cz, az = self.spleen_c[2], self.spleen_a[2]
+            return cz - 0.75 * az, cz + 0.75 * az
+        if organ == "liver":
+            low = min(c[2] - a[2] for c, a, _ in self.liver_lobes)
+            return low + 15.0, self.zR - 15.0
+        raise ValueError(f"organ must be 'liver' or 'spleen', got {organ!r}")
+
     def dome(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
         """Height (z, mm) of the diaphragm over (X, Y): two domes, lower posteriorly and laterally."""
         out = None

@@ -65,7 +65,7 @@ def write_dataset(root: str | os.PathLike, n_cases: int, layout: str = "lits", t
     for k in range(n_cases):
         i = start_index + k
         case = generate_case(case_seed(seed, i), shape=shape, spacing=spacing, lesions=lesions,
-                             orientation=orientations[k % len(orientations)])
+                             orientation=orientations[k % len(orientations)], organ=spec.organ)
         lab = case.label_for(spec.name)
         if layout == "lits":
             img_path = root / f"volume-{i}{ext}"
