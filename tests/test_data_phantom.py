@@ -242,7 +242,7 @@ def test_write_lits_layout(phantom_lits):
     assert nib.aff2axcodes(img.affine) == ("L", "P", "S")
     assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2}
     assert img.header.get_xyzt_units()[0] == "mm"
-    expected = phantom.generate_case(phantom.case_seed(0, 1), shape=(64, 64, 32), orientation="LPS")
+    expected = phantom.generate_case(phantom.case_seed(0, 1), shape=(64, 64, 32), orientation="LPS", organ="liver")
     np.testing.assert_array_equal(np.asarray(img.dataobj), expected.hu)
     np.testing.assert_allclose(img.affine, expected.affine, atol=1e-4)
 
@@ -275,8 +275,20 @@ def test_write_nnunet_layout(tmp_path, task, labels):
     lab = nib.load(root / "labelsTr" / "Phantom_001.nii.gz")
     np.testing.assert_allclose(img.affine, lab.affine)
     assert set(np.unique(np.asarray(lab.dataobj))) <= set(labels.values())
-    expected = phantom.generate_case(phantom.case_seed(4, 1), shape=(32, 32, 12))
+    expected = phantom.generate_case(phantom.case_seed(4, 1), shape=(32, 32, 12), organ=task)
     np.testing.assert_array_equal(np.asarray(img.dataobj), expected.hu)
     # appending keeps numTraining right
     phantom.write_dataset(root, 1, layout="nnunet", task=task, shape=(32, 32, 12), seed=4, start_index=2)
     assert json.loads((root / "dataset.json").read_text())["numTraining"] == 3
+
+
+def test_a_data_set_case_always_shows_its_organ():
+    """LiTS and MSD cases all contain the organ: a slab-shaped acquisition drawn for a data set
+    goes through it, while a case drawn for no organ may be a slab above or below it."""
+    shape = (48, 48, 16)
+    seeds = [phantom.case_seed(0, i) for i in range(30)]
+    anywhere = [phantom.generate_case(s, shape=shape) for s in seeds]
+    assert any(not c.spleen.any() for c in anywhere) and any(not c.label.any() for c in anywhere)
+    for s in seeds:
+        assert phantom.generate_case(s, shape=shape, organ="spleen").spleen.any(), s
+        assert phantom.generate_case(s, shape=shape, organ="liver").label.any(), s

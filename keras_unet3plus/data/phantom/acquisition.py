@@ -139,6 +139,9 @@ def sample_acquisition(rng: np.random.Generator, anat: "A.Anatomy", shape: Seque
             dz = float(np.exp(rng.uniform(np.log(0.7), np.log(5.0))))
             lo, hi = anat.organ_z_range(organ) if organ else (-190.0, 10.0)
             top = rng.uniform(lo, hi) + nz * dz / 2
+        if organ:  # the scan covers the organ's middle (few slices at 5 mm miss the upper abdomen)
+            mid = sum(anat.organ_z_range(organ)) / 2
+            top = float(np.clip(top, mid, mid + (nz - 1) * dz))
         sp = (dxy, dxy, dz)
     else:
         sp = tuple(float(s) for s in spacing)
