@@ -134,6 +134,7 @@ def _train_tiny(folder: Path) -> TrainedModel:
     return TrainedModel(model, path, info, heldout)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the marks
 def pytest_collection_modifyitems(items) -> None:
     """Every test that uses the trained model runs on one pytest-xdist worker (``--dist loadgroup``
     in pytest.ini): that worker trains it once while the other runs the rest of the suite, instead
@@ -141,6 +142,22 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if "trained_tiny" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("trained_tiny"))
+            _group_suffix(item, "trained_tiny")
+
+
+def _group_suffix(item, group: str) -> None:
+    """pytest-xdist's loadgroup schedules by a ``@group`` suffix of the node id, which xdist 3.8
+    writes to ``item._nodeid``; pytest >= 9.2 keeps the id in ``item._id``, so the suffix is lost
+    and every worker trains (or waits for) the model. Write it where this pytest reads it; if
+    that ever fails the suite only runs slower (the lock in :func:`trained_tiny` still holds)."""
+    if not getattr(item.config.option, "loadgroup", False) or item.nodeid.endswith(f"@{group}"):
+        return
+    try:
+        from _pytest.nodeid import coerce_node_id
+
+        item._id = coerce_node_id(f"{item.nodeid}@{group}")
+    except (ImportError, AttributeError, TypeError, ValueError):
+        pass
 
 
 @pytest.fixture(scope="session")
