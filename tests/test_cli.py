@@ -42,12 +42,24 @@ def _rewrite(path: Path, fn) -> None:
     nib.save(nib.Nifti1Image(data, img.affine), str(path))
 
 
-def test_train_label_value_outside_the_task(lits, tmp_path, capsys):
-    _rewrite(lits / "segmentation-0.nii.gz", lambda a: np.where(a > 0, 7, 0).astype(a.dtype))
+@pytest.mark.parametrize("role", ["train", "val"])
+def test_train_label_value_outside_the_task(lits, tmp_path, capsys, monkeypatch, role):
+    """A bad label in a training or a validation case stops the run before the model is built
+    (a validation case used to be read only after the first epoch)."""
+    from keras_unet3plus.data import find_cases, split_cases
+    from keras_unet3plus.training.trainer import Trainer
+
+    def too_late(self):
+        raise AssertionError("the model was built before the data was checked")
+
+    monkeypatch.setattr(Trainer, "_build_model_and_optimizer", too_late)
+    split = split_cases(find_cases(lits), seed=0, n_test=1, val_fraction=0.3)  # what TINY_RUN splits
+    name = Path(getattr(split, role)[0].label_path).name
+    _rewrite(lits / name, lambda a: np.where(a > 0, 7, 0).astype(a.dtype))
     out = tmp_path / "run"
     assert _train(lits, out) == 1
     line = _one_error_line(capsys)
-    assert "segmentation-0.nii.gz" in line and "7" in line
+    assert name in line and "7" in line
     assert not out.exists()
 
 
