@@ -118,6 +118,22 @@ def test_anatomy_in_ras(mm_cases):
         assert 40 < sp_ml < 1300, sp_ml          # splenomegaly included
 
 
+def test_spine_bulges_into_the_cavity_between_the_gutters(mm_cases):
+    """The vertebral body bulges into the back of the abdominal cavity; beside it the cavity reaches
+    further back (the paravertebral gutters): the kidneys' posterior surfaces and the spleen's
+    posterior pole lie behind the centre of the vertebral body."""
+    for c in mm_cases:
+        t = c.info["tissue"]
+        # y in mm is affine[1, 3] + affine[1, 1] * j (no rotation in an explicit-spacing case)
+        y = c.affine[1, 3] + c.affine[1, 1] * np.arange(t.shape[1])
+        x = c.affine[0, 3] + c.affine[0, 0] * np.arange(t.shape[0])
+        vertebral_body = (t == A.MARROW) & (np.abs(x)[:, None, None] < 12)
+        y_vb = np.median(np.broadcast_to(y[None, :, None], t.shape)[vertebral_body])
+        kid_y = np.broadcast_to(y[None, :, None], t.shape)[np.isin(t, (A.KCORTEX, A.KMEDULLA))]
+        spl_y = np.broadcast_to(y[None, :, None], t.shape)[t == A.SPLEEN]
+        assert kid_y.min() < y_vb - 5 and spl_y.min() < y_vb, (kid_y.min(), spl_y.min(), y_vb)
+
+
 def test_neighbours_touch_the_liver(mm_cases):
     """Organs of liver-like HU (stomach wall, kidney, bowel, heart, spleen, muscle) border the
     liver in most cases: the boundary has to be learnt from shape, not intensity alone."""

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wall-clock budget for the whole demo, generation to export (default 10)")
     parser.add_argument("--task", default="liver", choices=("liver", "spleen"),
                         help="liver (LiTS layout, default) or spleen (MSD Task09 layout)")
-    parser.add_argument("--cases", type=int, default=None, help="phantom cases to generate (default 30)")
+    parser.add_argument("--cases", type=int, default=None, help="phantom cases to generate (default 60)")
     parser.add_argument("--no-export", dest="export", action="store_false", help="skip the ONNX / SavedModel export")
     parser.add_argument("--seed", type=int, default=0, help="seed of the phantom data, split and training")
     parser.add_argument("--reference-scan", default=None, metavar="DIR",

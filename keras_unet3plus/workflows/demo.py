@@ -35,10 +35,12 @@ DEMO_PRESET: dict[str, Any] = dict(
     image_size=96, context=1, filters=(16, 32, 64, 128, 256), cat_channels=16, decoder="efficient",
     deep_supervision=True, cgm=True, architecture="unet3plus", backbone="unet", bn_momentum=0.9,
     batch_size=8, learning_rate=3e-3, lr_schedule="cosine", warmup_epochs=0.3, min_lr_ratio=0.02,
-    clipnorm=1.0, epochs=12, negative_fraction=0.1, augment=False, val_every=1, val_batch_size=16,
+    clipnorm=1.0, epochs=12, negative_fraction=0.1, augment=True, val_every=1, val_batch_size=16,
     patience=None, keep_checkpoints=2, verbose=1,
 )
-DEMO_CASES = 30
+#: more patients rather than more passes over few: generating a case takes ~0.15 s, and a model that
+#: saw 54 phantom patients (with augmentation) transfers to real CT better than one that saw 24
+DEMO_CASES = 60
 DEMO_TEST = 6
 DEMO_SHAPE = (128, 128, 32)
 

@@ -3,7 +3,8 @@ LiTS, MSD or nnU-Net v2 layout.
 
 The anatomy is defined in millimetres in patient coordinates (:mod:`.anatomy`): body outline with
 skin, subcutaneous and visceral fat (habitus thin to obese), abdominal wall, paraspinal and psoas
-muscles, diaphragm domes with the lung bases and the heart above them, vertebrae (cortex, marrow,
+muscles, the spine bulging into the back of the cavity with the paravertebral gutters beside it,
+diaphragm domes with the lung bases and the heart above them, vertebrae (cortex, marrow,
 discs, canal, posterior elements) and oblique ribs with costal cartilage, the liver (right lobe under
 the right dome, medial segment, a left lobe crossing the midline over the stomach, caudate lobe,
 intrahepatic portal and hepatic veins, gallbladder under it, lesions as label 2), spleen

@@ -216,6 +216,19 @@ class Anatomy:
         # ---- vessels in the liver: random secondary branches ----
         self.pv_branches = [(_u(r, 0.2, 0.95) * ac, _u(r, -0.8, 0.6) * bc, _u(r, -150, -30)) for _ in range(14)]
         self.hv_branches = [(_u(r, -0.4, 0.9) * ac, _u(r, -0.6, 0.7) * bc, _u(r, -110, -20)) for _ in range(8)]
+        # ---- paravertebral gutters ----
+        # the vertebral column with the psoas and paraspinal muscles bulges into the back of the
+        # abdominal cavity; beside it the cavity reaches further back (the paravertebral gutters,
+        # where the kidneys, the spleen's posterior pole and the liver's posterior segments lie)
+        gut = min(_u(r, 14, 28), 0.75 * self.back - 10)
+        self.gutter = gut
+        self.spine_bulge = _u(r, 40, 52)                 # half-width of the bulge at the gutters' floor
+        self.kid_dy = 0.8 * gut                          # what lies in the gutters moves back with them
+        self.kid = [(side, (c[0], c[1] - self.kid_dy, c[2]), a, th, tilt) for side, c, a, th, tilt in self.kid]
+        sx, sy, sz = self.spleen_c
+        self.spleen_c = (sx, sy - 0.8 * gut, sz)
+        (lx, ly, lz), la, lth = self.liver_lobes[0]
+        self.liver_lobes[0] = ((lx, ly - 0.5 * gut, lz), (la[0], la[1] + 0.3 * gut, la[2]), lth)
         self.lesions = []
         if lesions:
             for _ in range(int(r.choice([0, 0, 1, 1, 2, 3, 4, 6]))):
@@ -272,10 +285,13 @@ class Anatomy:
         y_post, y_ant = self.body_y()
         r_body = sup(ac + self.tw + self.fat_lat, y_ant, -y_post, self.p_body)
         r_wall = sup(ac + self.tw, bc + self.tw, bc + self.back * 0.75, self.p_cav)
-        r_cav = sup(ac, bc, bc, self.p_cav)
+        r_cav = sup(ac, bc, bc + self.gutter, self.p_cav)
+        # the spine's bulge, from the gutters' floor to the front of the vertebral body
+        floor, spine_front = -bc - self.gutter, self.yvb + self.v_d + 4
+        bulge = (X2 / f32(self.spine_bulge)) ** 2 + ((Y2 - f32(floor)) / f32(spine_front - floor)) ** 2 < 1
         T = taper[None, None, :]
         body = r_body[:, :, None] < T
-        cav = r_cav[:, :, None] < T
+        cav = (r_cav[:, :, None] < T) & ~bulge[:, :, None]
         self.cav = cav
         self.r_cav = r_cav
         dome2 = self.dome(X2, Y2)                              # (nx, ny)
@@ -386,7 +402,7 @@ class Anatomy:
         return F + f32(self.liver_amp[0]) * self.liver_noise(b) + f32(self.liver_amp[1]) * self.liver_noise2(b)
 
     def _liver(self, g: Grid) -> None:
-        lo = (-self.ac - 5, -self.bc - 5, -280)
+        lo = (-self.ac - 5, -self.bc - self.gutter - 5, -280)
         hi = (self.ac + 5, self.bc + 5, 20)
         b = g.block(lo, hi)
         if b.empty:
@@ -539,8 +555,8 @@ class Anatomy:
         arts = [[(self.ax_x, ay + 8, -105), (self.ax_x + 2, ay + 35, -100), (30, ay + 40, -95)],  # celiac/hepatic
                 [(self.ax_x, ay + 8, -105), (-0.3 * ac, ay + 30, -98), (-0.55 * ac, yv + 20, -90)],  # splenic
                 [(self.ax_x, ay + 8, -125), (self.ax_x + 2, ay + 30, -150), (0.0, ay + 45, -260)],  # SMA
-                [(self.ax_x, ay, -140), (0.45 * ac, -bc + 45, -135)],                           # renal arteries
-                [(self.ax_x, ay, -135), (-0.45 * ac, -bc + 45, -122)]]
+                [(self.ax_x, ay, -140), (0.45 * ac, -bc + 45 - self.kid_dy, -135)],             # renal arteries
+                [(self.ax_x, ay, -135), (-0.45 * ac, -bc + 45 - self.kid_dy, -122)]]
         for pts in arts:
             bb, d = Tube(np.array(pts), 3.2).field(g)
             if not bb.empty:
@@ -553,8 +569,9 @@ class Anatomy:
         bb, d = ivc.field(g)
         if not bb.empty:
             g.paint(bb, d < 0, VEIN)
-        for pts in ([(self.ivc_x, ivc_y, -138), (0.45 * ac, -bc + 42, -132)],
-                    [(self.ivc_x, ivc_y, -132), (self.ax_x, ay + 14, -133), (-0.45 * ac, -bc + 42, -120)]):
+        kv = -bc + 42 - self.kid_dy      # renal veins to the hila
+        for pts in ([(self.ivc_x, ivc_y, -138), (0.45 * ac, kv, -132)],
+                    [(self.ivc_x, ivc_y, -132), (self.ax_x, ay + 14, -133), (-0.45 * ac, kv, -120)]):
             bb, d = Tube(np.array(pts), 5.0).field(g)
             if not bb.empty:
                 g.paint(bb, (d < 0) & self._in_cav(bb), VEIN)
