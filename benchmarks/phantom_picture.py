@@ -34,10 +34,10 @@ def main(argv=None) -> None:
     import matplotlib.pyplot as plt
 
     from keras_unet3plus.data.phantom import generate_case
-    from keras_unet3plus.workflows.reference_scan import _read_scan, find_reference_scan
+    from keras_unet3plus.workflows.reference_scan import find_reference_scan, read_scan
 
     scan, _ = find_reference_scan(a.reference_scan)
-    real = _read_scan(scan)
+    real = read_scan(scan)
     nz = real.image.shape[2]
     columns = [("real CT", [(_axial(real.image, k), f"z index {k}") for k in (nz // 4, 3 * nz // 4)])]
     for seed in a.seeds:

@@ -55,7 +55,8 @@ def find_reference_scan(folder: str | os.PathLike) -> tuple[Path, Path]:
     return scan, labels
 
 
-def _read_scan(scan: Path):
+def read_scan(scan: Path):
+    """The scan :func:`find_reference_scan` found: a DICOM series folder or a NIfTI file."""
     if scan.is_dir():
         from ..data import read_dicom_series
 
@@ -79,7 +80,7 @@ def measure_on_reference_scan(model, folder: str | os.PathLike, organ: str | Non
     organ = organ or get_task(predictor.info.task).organ
     if organ not in TOTALSEGMENTATOR_VALUES:
         raise ValueError(f"no reference label value for organ {organ!r} (known: {sorted(TOTALSEGMENTATOR_VALUES)})")
-    volume = _read_scan(scan)
+    volume = read_scan(scan)
     labels = load_image(labels_path)
     if labels.image.shape != volume.image.shape or not np.allclose(labels.affine, volume.affine, atol=0.05):
         raise DataError(f"{labels_path}: grid {labels.image.shape} does not match the scan's {volume.image.shape} "

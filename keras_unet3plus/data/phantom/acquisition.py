@@ -125,6 +125,7 @@ def sample_acquisition(rng: np.random.Generator, anat: "A.Anatomy", shape: Seque
     """
     nx, ny, nz = (int(s) for s in shape)
     y_post, y_ant = anat.body_y()
+    organ_z = anat.organ_z_range(organ) if organ else None
     body_w = anat.body_width() + (2 * (anat.arm_gap + 2 * anat.arm_r) if anat.arms_down else 0)
     if spacing is None:
         if rng.random() < 0.8:
@@ -137,10 +138,10 @@ def sample_acquisition(rng: np.random.Generator, anat: "A.Anatomy", shape: Seque
             top = rng.uniform(10, 110)
         else:                     # a slab through the liver / spleen at any thickness
             dz = float(np.exp(rng.uniform(np.log(0.7), np.log(5.0))))
-            lo, hi = anat.organ_z_range(organ) if organ else (-190.0, 10.0)
+            lo, hi = organ_z or (-190.0, 10.0)
             top = rng.uniform(lo, hi) + nz * dz / 2
-        if organ:  # the scan covers the organ's middle (few slices at 5 mm miss the upper abdomen)
-            mid = sum(anat.organ_z_range(organ)) / 2
+        if organ_z:  # the scan covers the organ's middle (few slices at 5 mm miss the upper abdomen)
+            mid = sum(organ_z) / 2
             top = float(np.clip(top, mid, mid + (nz - 1) * dz))
         sp = (dxy, dxy, dz)
     else:

@@ -223,10 +223,10 @@ class Anatomy:
         gut = min(_u(r, 14, 28), 0.75 * self.back - 10)
         self.gutter = gut
         self.spine_bulge = _u(r, 40, 52)                 # half-width of the bulge at the gutters' floor
-        self.kid_dy = 0.8 * gut                          # what lies in the gutters moves back with them
-        self.kid = [(side, (c[0], c[1] - self.kid_dy, c[2]), a, th, tilt) for side, c, a, th, tilt in self.kid]
+        self.gutter_dy = 0.8 * gut                       # what lies in the gutters moves back with them
+        self.kid = [(side, (c[0], c[1] - self.gutter_dy, c[2]), a, th, tilt) for side, c, a, th, tilt in self.kid]
         sx, sy, sz = self.spleen_c
-        self.spleen_c = (sx, sy - 0.8 * gut, sz)
+        self.spleen_c = (sx, sy - self.gutter_dy, sz)
         (lx, ly, lz), la, lth = self.liver_lobes[0]
         self.liver_lobes[0] = ((lx, ly - 0.5 * gut, lz), (la[0], la[1] + 0.3 * gut, la[2]), lth)
         self.lesions = []
@@ -555,8 +555,8 @@ class Anatomy:
         arts = [[(self.ax_x, ay + 8, -105), (self.ax_x + 2, ay + 35, -100), (30, ay + 40, -95)],  # celiac/hepatic
                 [(self.ax_x, ay + 8, -105), (-0.3 * ac, ay + 30, -98), (-0.55 * ac, yv + 20, -90)],  # splenic
                 [(self.ax_x, ay + 8, -125), (self.ax_x + 2, ay + 30, -150), (0.0, ay + 45, -260)],  # SMA
-                [(self.ax_x, ay, -140), (0.45 * ac, -bc + 45 - self.kid_dy, -135)],             # renal arteries
-                [(self.ax_x, ay, -135), (-0.45 * ac, -bc + 45 - self.kid_dy, -122)]]
+                [(self.ax_x, ay, -140), (0.45 * ac, -bc + 45 - self.gutter_dy, -135)],             # renal arteries
+                [(self.ax_x, ay, -135), (-0.45 * ac, -bc + 45 - self.gutter_dy, -122)]]
         for pts in arts:
             bb, d = Tube(np.array(pts), 3.2).field(g)
             if not bb.empty:
@@ -569,7 +569,7 @@ class Anatomy:
         bb, d = ivc.field(g)
         if not bb.empty:
             g.paint(bb, d < 0, VEIN)
-        kv = -bc + 42 - self.kid_dy      # renal veins to the hila
+        kv = -bc + 42 - self.gutter_dy      # renal veins to the hila
         for pts in ([(self.ivc_x, ivc_y, -138), (0.45 * ac, kv, -132)],
                     [(self.ivc_x, ivc_y, -132), (self.ax_x, ay + 14, -133), (-0.45 * ac, kv, -120)]):
             bb, d = Tube(np.array(pts), 5.0).field(g)
