@@ -9,6 +9,8 @@ per-volume Dice. False positives on organ-free slices are counted with and witho
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import shutil
 import statistics
@@ -49,25 +51,58 @@ class VariantResult:
         return float(np.std(self.dice))
 
 
+def phantom_fingerprint() -> str:
+    """Hash of the phantom's source: cached phantom data sets (and results on them) from an older
+    phantom are not reused."""
+    from keras_unet3plus.data import phantom
+
+    digest = hashlib.sha1()
+    for source in sorted(Path(phantom.__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def make_phantom_sets(root: Path, n_cases: int, seed: int = 1000, shape=PHANTOM_SHAPE) -> dict[str, Path]:
-    """Liver cases in the LiTS layout and spleen cases in the MSD layout (written once, reused)."""
+    """Liver cases in the LiTS layout and spleen cases in the MSD layout (written once, reused while
+    the phantom's code is unchanged)."""
     from keras_unet3plus.data import phantom
 
     sets = {"liver": root / "liver_lits", "spleen": root / "spleen_msd"}
+    want = {"n": n_cases, "seed": seed, "shape": list(shape), "phantom": phantom_fingerprint()}
     for organ, folder in sets.items():
         marker = folder / ".complete"
-        if marker.exists() and json.loads(marker.read_text()) == {"n": n_cases, "seed": seed, "shape": list(shape)}:
+        if marker.exists() and json.loads(marker.read_text()) == want:
             continue
         shutil.rmtree(folder, ignore_errors=True)
         layout = "lits" if organ == "liver" else "msd"
         phantom.write_dataset(folder, n_cases, layout=layout, task=organ, shape=shape, seed=seed)
-        marker.write_text(json.dumps({"n": n_cases, "seed": seed, "shape": list(shape)}))
+        marker.write_text(json.dumps(want))
     return sets
 
 
 def train_and_score(name: str, organ: str, data_dir: Path, out_dir: Path, seed: int, overrides: dict[str, Any],
                     epochs: int, steps_per_epoch: int, n_test: int, verbose: int = 0) -> VariantResult:
-    """Train one variant with a fixed step budget and score it on the held-out test cases."""
+    """Train one variant with a fixed step budget and score it on the held-out test cases.
+
+    The result is kept in ``out_dir/result.json`` with everything it depends on (the data set's
+    marker, the settings), so a long harness run interrupted between runs resumes where it stopped.
+    """
+    key = {"name": name, "organ": organ, "seed": seed, "overrides": overrides, "epochs": epochs,
+           "steps_per_epoch": steps_per_epoch, "n_test": n_test,
+           "data": json.loads((Path(data_dir) / ".complete").read_text()) if (Path(data_dir) / ".complete").exists()
+           else str(data_dir)}
+    key = json.loads(json.dumps(key, default=list))
+    saved = Path(out_dir) / "result.json"
+    if saved.exists():
+        stored = json.loads(saved.read_text())
+        if stored.get("key") == key:
+            return VariantResult(**stored["result"])
+    result = _train_and_score(name, organ, data_dir, out_dir, seed, overrides, epochs, steps_per_epoch, n_test, verbose)
+    saved.write_text(json.dumps({"key": key, "result": dataclasses.asdict(result)}, default=float))
+    return result
+
+
+def _train_and_score(name, organ, data_dir, out_dir, seed, overrides, epochs, steps_per_epoch, n_test, verbose):
     import keras
 
     from keras_unet3plus.complexity import count

@@ -73,9 +73,9 @@ def main(argv=None) -> int:
         sets["spleen"] = Path(a.spleen_dir)
     size = dict(image_size=a.image_size, filters=tuple(a.filters), cat_channels=a.cat_channels, batch_size=a.batch_size)
     results = []
-    for organ in a.organs:
-        for name in a.variants:
-            for seed in a.seeds:
+    for seed in a.seeds:   # seed by seed: an interrupted run leaves whole seeds (and resumes, see train_and_score)
+        for organ in a.organs:
+            for name in a.variants:
                 slug = "".join(c if c.isalnum() else "_" for c in name.replace("+", "p"))
                 run_dir = work / "runs" / f"{organ}_{slug}_s{seed}"
                 r = train_and_score(name, organ, sets[organ], run_dir, seed, {**VARIANTS[name], **size},
