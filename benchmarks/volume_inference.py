@@ -59,10 +59,11 @@ class Path_:
     decoder: str = "paper"
     skip_absent: bool = False
     tta: bool = True          # nnU-Net only
+    fused: bool = True        # Keras: the paper decoder in its exact fused form (exports always are)
 
     @property
     def label(self) -> str:
-        extra = " skip-absent" if self.skip_absent else ""
+        extra = (" skip-absent" if self.skip_absent else "") + ("" if self.fused else ", as filed (unfused)")
         if self.kind == "nnunet":
             return "nnU-Net v2 2d" + (" (default TTA)" if self.tta else " --disable_tta")
         runtime = {"keras": "Keras", "onnx": "ONNX Runtime", "tflite": "LiteRT"}[self.kind]
@@ -70,7 +71,8 @@ class Path_:
 
 
 PATHS = {p.name: p for p in (
-    Path_("keras-paper", "keras"),                                   # today's path: the baseline
+    Path_("keras-paper-unfused", "keras", fused=False),              # the path as filed: the baseline
+    Path_("keras-paper", "keras"),
     Path_("keras-paper-skip", "keras", skip_absent=True),
     Path_("keras-paper-bf16", "keras", precision="bf16"),
     Path_("keras-efficient", "keras", decoder="efficient"),
@@ -88,7 +90,9 @@ PATHS = {p.name: p for p in (
     Path_("nnunet-2d", "nnunet"),
     Path_("nnunet-2d-notta", "nnunet", tta=False),
 )}
-BASELINE = "keras-paper"
+BASELINE = "keras-paper-unfused"
+#: written beside each cached export: an export made by an older graph (before the fused decoder) is redone
+EXPORT_GRAPH = "fused-decoder-1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +227,9 @@ def artefact(models: dict[str, Path], path: Path_, log, calib_slices: int) -> Pa
     if path.kind == "keras":
         return src
     out = default_output(src, path.kind, path.precision)
-    if out.exists() and (path.kind != "onnx" or all(p.is_file() for p in part_paths(out))):
+    made_by = out.parent / f"{out.name}.graph"
+    if (out.exists() and (path.kind != "onnx" or all(p.is_file() for p in part_paths(out)))
+            and made_by.is_file() and made_by.read_text() == EXPORT_GRAPH):
         return out
     log(f"exporting {src.name} -> {out.name} (cached) ...")
     from keras_unet3plus.modelinfo import load_info
@@ -233,7 +239,21 @@ def artefact(models: dict[str, Path], path: Path_, log, calib_slices: int) -> Pa
     # speed only here: the agreement column measures the masks on the trained model
     export_model(src, path.kind, path.precision, out=out, info=info, model_path=src, check=False,
                  calibration=calibration, log=lambda *_: None)
+    made_by.write_text(EXPORT_GRAPH)
     return out
+
+
+def open_predictor(model: str | Path, kind: str, precision: str, fused: bool = True, **options):
+    """A Predictor as `unet3plus predict` opens it; ``fused=False``: a Keras model run as before the
+    fused decoder (the baseline)."""
+    from keras_unet3plus.inference import Predictor
+    from keras_unet3plus.runtimes import load_runtime
+
+    precision = precision if kind == "keras" else "fp32"
+    if kind == "keras" and not fused:
+        kwargs = {"precision": precision} if precision != "fp32" else {}
+        return Predictor(load_runtime(model, require_info=True, fuse_decoder=False, **kwargs), **options)
+    return Predictor.from_path(model, precision=precision, **options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,11 +264,9 @@ def child(spec: dict) -> dict:
     """Run one path on one volume as `unet3plus predict` would; stage seconds and peak RSS."""
     import numpy as np
 
-    from keras_unet3plus.inference import Predictor
-
     t0 = time.perf_counter()
-    predictor = Predictor.from_path(spec["model"], precision=spec["precision"], batch_size=spec["batch_size"],
-                                    skip_absent=spec["skip_absent"])
+    predictor = open_predictor(spec["model"], spec["kind"], spec["precision"], spec["fused"],
+                               batch_size=spec["batch_size"], skip_absent=spec["skip_absent"])
     if spec.get("present"):
         _decode_only(predictor.runtime, np.load(spec["present"]))
     load = time.perf_counter() - t0
@@ -288,9 +306,14 @@ def _decode_only(runtime, present) -> None:
 
 def onnx_transposes(path: Path) -> str:
     """Transpose nodes left in ONNX Runtime's optimised graph (tf2onnx wraps NHWC convolutions in
-    them; the optimiser should leave only the ones at the graph's input and output)."""
+    them; the optimiser should leave only the ones at the graph's input and output). Kept beside the
+    artefact (optimising the paper-size graph takes most of a minute)."""
     import onnx
     import onnxruntime as ort
+
+    kept = path.parent / f"{path.name}.transposes"
+    if kept.is_file() and kept.stat().st_mtime >= path.stat().st_mtime:
+        return kept.read_text()
 
     with tempfile.TemporaryDirectory() as tmp:
         opts = ort.SessionOptions()
@@ -301,7 +324,8 @@ def onnx_transposes(path: Path) -> str:
     before = sum(n.op_type == "Transpose" for n in onnx.load(str(path)).graph.node)
     after = sum(n.op_type == "Transpose" for n in graph.node)
     convs = sum("Conv" in n.op_type for n in graph.node)
-    return f"Transpose nodes {before} in the exported graph, {after} after ORT's optimiser ({convs} conv nodes)"
+    kept.write_text(f"Transpose nodes {before} in the exported graph, {after} after ORT's optimiser ({convs} conv nodes)")
+    return kept.read_text()
 
 
 def run_child(spec: dict) -> dict:
@@ -332,11 +356,11 @@ def agreement(paths: list[Path_], models: dict[str, Path], volume_path: Path, wo
     from keras_unet3plus.metrics import dice
 
     volume = load_image(volume_path)
-    reference = Predictor.from_path(models["paper"], batch_size=8)
+    reference = open_predictor(models["paper"], "keras", "fp32", fused=False, batch_size=8)
     ref_mask = reference.predict_volume(volume.image)
     # the efficient decoder is another network (it needs its own training): its paths are held to
     # its own Keras fp32 mask; its Dice against the paper model says only that it is another model
-    refs = {"paper": ref_mask, "efficient": Predictor.from_path(models["efficient"], batch_size=8)
+    refs = {"paper": ref_mask, "efficient": open_predictor(models["efficient"], "keras", "fp32", batch_size=8)
             .predict_volume(volume.image)}
     # the CGM's per-slice decisions (gate: zeroes absent slices; we want the decisions themselves)
     probe = Predictor(reference.runtime, reference.info, batch_size=8, skip_absent=True)
@@ -359,8 +383,8 @@ def agreement(paths: list[Path_], models: dict[str, Path], volume_path: Path, wo
             continue
         try:
             art = artefact(models, path, log, calib_slices)
-            pred = Predictor.from_path(art, precision=path.precision if path.kind == "keras" else "fp32",
-                                       batch_size=8, skip_absent=path.skip_absent)
+            pred = open_predictor(art, path.kind, path.precision, path.fused, batch_size=8,
+                                  skip_absent=path.skip_absent)
             scores[path.name] = float(dice(pred.predict_volume(volume.image), refs[path.decoder]))
         except Exception as exc:  # noqa: BLE001 - one path failing must not hide the others
             log(f"agreement {path.name}: {type(exc).__name__}: {exc}")
@@ -502,7 +526,7 @@ def main(argv=None) -> int:
         log(f"running {path.name} ...")
         note = onnx_transposes(art) if path.kind == "onnx" else ""
         results[path.name] = run_child({
-            "model": str(art), "precision": path.precision if path.kind == "keras" else "fp32",
+            "model": str(art), "kind": path.kind, "fused": path.fused, "precision": path.precision,
             "batch_size": args.batch_size, "skip_absent": path.skip_absent,
             "present": str(present_file) if path.skip_absent else None,
             "input": str(volume_path), "output": str(work / f"{path.name}.nii.gz")})
@@ -518,7 +542,7 @@ def main(argv=None) -> int:
               f"Machine: {machine_line()}; {cpu.summary()}.\n"
               f"Speed model: paper-size UNet 3+ (64..1024, 320x320x3, DS + CGM, random weights, CGM 'present'), "
               f"batch {args.batch_size}. Dice: {agree_label}, "
-              f"same paths, same volume, against its Keras fp32 mask (efficient rows: against the Keras fp32 mask of "
+              f"same paths, same volume, against its Keras fp32 mask as filed (unfused; efficient rows: against the Keras fp32 mask of "
               f"the efficient decoder carrying the same weights); skip-absent rows decode the slices its "
               f"CGM calls present ({int(present.sum())} of {len(present)}).")
     text = table(results, paths, n_slices, agree)

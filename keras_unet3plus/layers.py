@@ -1,6 +1,7 @@
 """Custom layers of keras-unet3plus.
 
-Only what Keras has no layer for lives here (the CGM gate and the deploy-time binarisation); every
+Only what Keras has no layer for lives here (the CGM gate, the deploy-time binarisation, bilinear
+upsampling of unknown sizes and its exact fusion with the next convolution); every
 layer is registered serializable so models reload with `safe_mode=True` and no `custom_objects`.
 """
 from __future__ import annotations
@@ -86,3 +87,79 @@ class BilinearUpsample(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class UpsampledConv(keras.layers.Layer):
+    """``Conv2D(filters, 3, padding="same")(BilinearUpsample(factor)(x))``, computed at x's resolution.
+
+    Exact, with about ``factor**2`` fewer multiply-adds: a 3x3 convolution is a sum of nine shifted
+    1x1 convolutions, and a 1x1 convolution commutes with bilinear upsampling (one mixes channels,
+    the other pixels, both linearly). So the nine 1x1 convolutions run on the small map (one
+    convolution to ``9 * filters`` channels), each block is upsampled and shifted into place (zeros
+    outside, as ``padding="same"``), and the blocks are summed. The paper decoder spends half its
+    multiply-adds convolving upsampled maps; inference graphs use this layer instead (see
+    :mod:`keras_unet3plus.fused_decoder`). Weights are the Conv2D's (kernel ``(3, 3, Cin, filters)``, bias).
+    """
+
+    def __init__(self, filters: int, factor: int, use_bias: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.factor = int(factor)
+        self.use_bias = bool(use_bias)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(3, 3, int(input_shape[-1]), self.filters),
+                                      initializer="he_normal")
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
+
+    def call(self, x):
+        import tensorflow as tf
+
+        f, cin = self.filters, self.kernel.shape[2]
+        h, w = x.shape[1], x.shape[2]
+        if h is not None and w is not None:
+            h, w = tf.constant(h), tf.constant(w)
+        else:
+            h, w = tf.shape(x)[1], tf.shape(x)[2]
+        big_h, big_w = h * self.factor, w * self.factor
+        # channel block 3 * dx + dy holds the 1x1 convolution of kernel tap (dy, dx)
+        taps = tf.reshape(tf.transpose(tf.cast(self.kernel, x.dtype), (2, 1, 0, 3)), (1, 1, cin, 9 * f))
+        small = tf.nn.conv2d(x, taps, strides=1, padding="VALID")
+        # bilinear upsampling is separable and a shift along one axis commutes with upsampling along
+        # the other: upsample along x, sum the three x-shifts (3f channels left), then along y
+        wide = self._shift_sum(self._resize(small, h, big_w), axis=2, size=big_w, blocks=3 * f)
+        out = self._shift_sum(self._resize(wide, big_h, big_w), axis=1, size=big_h, blocks=f)
+        if self.bias is not None:
+            out = out + tf.cast(self.bias, x.dtype)
+        return out
+
+    @staticmethod
+    def _resize(x, h, w):
+        import tensorflow as tf
+
+        return tf.cast(tf.image.resize(x, tf.stack([h, w]), method="bilinear"), x.dtype)
+
+    @staticmethod
+    def _shift_sum(x, axis: int, size, blocks: int):
+        """``sum_d x[block d]`` shifted by ``d - 1`` pixels along ``axis`` (zeros shifted in), the
+        three taps of a 3-wide convolution."""
+        import tensorflow as tf
+
+        pad = [[0, 0]] * 4
+        pad[axis] = [1, 1]
+        padded = tf.pad(x, pad)
+        out = None
+        for d in range(3):
+            begin, length = [0, 0, 0, d * blocks], [-1, -1, -1, blocks]
+            begin[axis], length[axis] = d, size
+            part = tf.slice(padded, begin, length)   # out[p] += x[p + d - 1]
+            out = part if out is None else out + part
+        return out
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        return (b, None if h is None else h * self.factor, None if w is None else w * self.factor, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "factor": self.factor, "use_bias": self.use_bias}

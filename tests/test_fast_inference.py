@@ -1,6 +1,7 @@
 """The fast CPU inference paths (issue 16): each must give the mask the plain path gives.
 
-Blank slices computed once, the decoder skipped where the CGM calls the organ absent, bf16 compute,
+Blank slices computed once, the paper decoder's upsample-then-convolve pairs in their exact cheaper
+form, the decoder skipped where the CGM calls the organ absent, bf16 compute,
 the export-time speed/parity record and ``--runtime auto`` choosing from it. No test times
 anything: the choice is tested on records, the records on their content.
 """
@@ -41,6 +42,57 @@ def test_blank_slices_run_once_and_land_in_place():
     out, cls = run_once_per_blank(run, batch)
     assert calls == [3] and cls is None                       # two non-blank + one blank
     np.testing.assert_array_equal(out, run(batch)[0])
+
+
+def _with_random_bn_statistics(model, seed=0):
+    """Fresh BN layers are identities at inference; give them statistics so the test sees them."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([gamma * rng.uniform(0.5, 1.5, gamma.shape), beta + rng.normal(0, 0.1, beta.shape),
+                               mean + rng.normal(0, 0.1, mean.shape), var * rng.uniform(0.5, 2.0, var.shape)])
+    return model
+
+
+@pytest.mark.parametrize("size", [(64, 64, 3), (None, None, 3)])
+def test_fused_decoder_computes_the_paper_decoder_exactly(size):
+    from keras_unet3plus.fused_decoder import fuse_upsampled_convs, fusible_pairs
+    from keras_unet3plus.layers import UpsampledConv
+
+    model = _with_random_bn_statistics(build(size, filters=(4, 8, 16, 32, 64), cat_channels=4,
+                                             deep_supervision=True, cgm=True))
+    pairs = fusible_pairs(model)
+    # every deeper-to-shallower branch of De4..De1: 1 + 2 + 3 + 4, factors 2..16
+    assert len(pairs) == 10 and sorted(set(pairs.values())) == [2, 4, 8, 16]
+    fused = fuse_upsampled_convs(model)
+    assert sum(isinstance(layer, UpsampledConv) for layer in fused.layers) == 10 and not fusible_pairs(fused)
+    rng = np.random.default_rng(1)
+    for shape in ([(2, 64, 64, 3)] if size[0] else [(2, 64, 64, 3), (1, 48, 80, 3)]):
+        x = rng.normal(size=shape).astype(np.float32)
+        want, got = model(x, training=False), fused(x, training=False)
+        for name in want:
+            np.testing.assert_allclose(np.asarray(got[name]), np.asarray(want[name]), atol=2e-5, err_msg=name)
+    # the unfused model is untouched, and decoders without the pairs come back as they are
+    assert len(fusible_pairs(model)) == 10
+    for other in (dict(decoder="efficient"), dict(architecture="unet")):
+        plain = build((64, 64, 3), filters=(4, 8, 16, 32, 64), cat_channels=4, **other)
+        assert fuse_upsampled_convs(plain) is plain
+
+
+def test_keras_runtime_fuses_a_model_it_loads_not_one_it_is_given(tmp_path):
+    model = _with_random_bn_statistics(build((64, 64, 3), filters=(4, 8, 16, 32, 64), cat_channels=4, cgm=True))
+    model.save(tmp_path / "m.keras")
+    loaded, given = KerasRuntime(tmp_path / "m.keras"), KerasRuntime(model)
+    assert loaded.fused_decoder and not given.fused_decoder
+    x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    (seg_f, cls_f), (seg, cls) = loaded.segment(x), given.segment(x)
+    np.testing.assert_allclose(seg_f, seg, atol=2e-5)
+    np.testing.assert_allclose(cls_f, cls, atol=1e-6)
+    features, _ = loaded.encode(x)           # the skip-absent split runs the fused decoder too
+    np.testing.assert_allclose(loaded.decode(features), seg, atol=2e-5)
 
 
 @pytest.mark.parametrize("decoder", ["paper", "efficient"])

@@ -6,7 +6,9 @@ all compute the same thing: `seg` gated by the CGM decision, optionally threshol
 
 It traces `deploy_model()` itself (the CGM gate and the binarisation are the package's own layers,
 written with ops that tf2onnx and the TFLite converter accept), so every artefact computes exactly
-what the Keras deploy form computes; the verification step checks that on phantom slices.
+what the Keras deploy form computes; the verification step checks that on phantom slices. The paper
+decoder's upsample-then-convolve pairs are traced in their exact cheaper form
+(:mod:`keras_unet3plus.fused_decoder`), so the check also holds that rewrite to the Keras model.
 """
 from __future__ import annotations
 
@@ -58,11 +60,12 @@ def serving_function(model: keras.Model, spec: GraphSpec):
     """`(tf.function, TensorSpec)`: `image (B, H, W, C) float32 -> {name: tensor}`, inference mode."""
     import tensorflow as tf
 
+    from ..fused_decoder import fuse_upsampled_convs
     from ..model import deploy_model
 
     base = training_outputs(model)
     sig = input_spec(base)
-    deploy = deploy_model(base, gate=spec.gate, threshold=spec.threshold, all_outputs=spec.outputs == "all")
+    deploy = deploy_model(fuse_upsampled_convs(base), gate=spec.gate, threshold=spec.threshold, all_outputs=spec.outputs == "all")
 
     @tf.function(input_signature=[sig])
     def serve(image):

@@ -83,10 +83,11 @@ def export_onnx_pair(model, graph_path: str | os.PathLike, spec: GraphSpec = Gra
     import keras
     import tensorflow as tf
 
+    from ..fused_decoder import fuse_upsampled_convs
     from ..layers import Binarize
     from ..runtimes.keras import split_at_classifier, training_outputs
 
-    encoder, decoder = split_at_classifier(training_outputs(model))
+    encoder, decoder = split_at_classifier(fuse_upsampled_convs(training_outputs(model)))
     if spec.threshold is not None:
         decoder = keras.Model(decoder.inputs, Binarize(spec.threshold, name="seg_mask")(decoder.output))
     encoder_path, decoder_path = paths or part_paths(graph_path)

@@ -178,21 +178,29 @@ class KerasRuntime(Runtime):
     """A `.keras` file (or an in-memory model). `predict` runs its `deploy_model()` (gated `seg`);
     `segment` runs the model as given (see the module docstring). ``precision="bf16"`` (or
     ``"fp16"``) runs inference (`segment`) in that compute dtype; worth it only on CPUs with native
-    support (:mod:`.cpu`)."""
+    support (:mod:`.cpu`). ``fuse_decoder``: run the paper decoder in its exact cheaper form
+    (:mod:`keras_unet3plus.fused_decoder`); default: for a model loaded from a file (an in-memory
+    model may still be training, and the fused view copies the kernels it rewrites)."""
 
     kind = "keras"
 
     def __init__(self, model, path=None, info: ModelInfo | None = None, threshold: float | None = None,
-                 all_outputs: bool = True, precision: str = "fp32"):
+                 all_outputs: bool = True, precision: str = "fp32", fuse_decoder: bool | None = None):
         if precision not in PRECISION_POLICIES:
             raise ValueError(f"Keras precision must be one of {sorted(PRECISION_POLICIES)}, got {precision!r}")
-        if isinstance(model, (str, os.PathLike)):
+        from_file = isinstance(model, (str, os.PathLike))
+        if from_file:
             path = path or model
             model = load_keras_model(model)
         super().__init__(path, info)
         self.precision = precision
         self._split = None
         self._fast = with_dtype_policy(model, PRECISION_POLICIES[precision]) if PRECISION_POLICIES[precision] else model
+        self.fused_decoder = from_file if fuse_decoder is None else bool(fuse_decoder)
+        if self.fused_decoder:
+            from ..fused_decoder import fuse_upsampled_convs
+
+            self._fast = fuse_upsampled_convs(self._fast)
         from ..layers import Binarize
 
         self.keras_model = model
