@@ -19,7 +19,7 @@ nnU-Net v2 (2d configuration, its default plan for the phantom, default test-tim
 row says why. Exports and the nnU-Net model are cached under ``--cache`` (outside git), so the
 first run takes longer than the next ones.
 
-    python benchmarks/volume_inference.py --quick          # 512x512x12, ~14 min on 2 cores once cached (goal 10)
+    python benchmarks/volume_inference.py --quick          # 512x512x12, ~15 min on 2 cores once cached (goal 10)
     python benchmarks/volume_inference.py                  # 512x512x200
     python benchmarks/volume_inference.py --paths keras-paper,onnx-fp32
 """
@@ -417,7 +417,7 @@ def table(results: dict[str, dict], paths: list[Path_], n_slices: int, agree: di
                      f"{base / r['wall']:.2f}x" if base else "-", shares,
                      f"{r.get('peak_rss_mib', float('nan')):.0f}",
                      "n/a (other model)" if p.kind == "nnunet" else (f"{dice:.4f}" if dice is not None else "-")])
-    return markdown_table(["path", "what", "wall s", "slices/s", "vs keras-paper",
+    return markdown_table(["path", "what", "wall s", "slices/s", f"vs {BASELINE}",
                            "read/pre/model/post/write %", "peak RSS MiB", "Dice vs Keras fp32 (same decoder)"], rows)
 
 
