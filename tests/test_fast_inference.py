@@ -142,6 +142,8 @@ def test_bf16_mask_agrees_with_fp32(trained_tiny, volume):
     fp32 = Predictor(model, info).predict_volume(volume.hu)
     bf16 = Predictor(KerasRuntime(model, info=info, precision="bf16"), info).predict_volume(volume.hu)
     assert fp32.any() and dice(bf16, fp32) >= 0.97
+    fused = Predictor(KerasRuntime(model, info=info, precision="bf16", fuse_decoder=True), info)
+    assert fused.runtime.fused_decoder and dice(fused.predict_volume(volume.hu), fp32) >= 0.97
     with pytest.raises(ValueError, match="precision"):
         KerasRuntime(model, precision="int4")
 
