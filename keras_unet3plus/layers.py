@@ -96,8 +96,10 @@ class UpsampledConv(keras.layers.Layer):
     Exact, with about ``factor**2`` fewer multiply-adds: a 3x3 convolution is a sum of nine shifted
     1x1 convolutions, and a 1x1 convolution commutes with bilinear upsampling (one mixes channels,
     the other pixels, both linearly). So the nine 1x1 convolutions run on the small map (one
-    convolution to ``9 * filters`` channels), each block is upsampled and shifted into place (zeros
-    outside, as ``padding="same"``), and the blocks are summed. The paper decoder spends half its
+    convolution to ``9 * filters`` channels); the result is upsampled along x, its three x-shifts
+    summed (``3 * filters`` channels left), then upsampled along y and its three y-shifts summed
+    (zeros shifted in, as ``padding="same"``): bilinear upsampling is separable, and the separable
+    order keeps the full-resolution work at a third. The paper decoder spends half its
     multiply-adds convolving upsampled maps; inference graphs use this layer instead (see
     :mod:`keras_unet3plus.fused_decoder`). Weights are the Conv2D's (kernel ``(3, 3, Cin, filters)``, bias).
     """
