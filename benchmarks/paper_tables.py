@@ -4,8 +4,9 @@ Every variant trains the same number of steps (same seeds, same split) on phanto
 and spleen (MSD layout) cases, then every held-out volume is segmented whole and scored with
 per-volume Dice. Also counts false positives on organ-free slices with and without the CGM gate.
 
-CPU (2 cores, small configuration, under an hour):
-    .venv/bin/python benchmarks/paper_tables.py
+CPU (2 cores, small configuration; one seed took 21 min on a 2-core Xeon, about twice that on a 2-core
+AMD EPYC without AVX-512; interrupted runs resume from the results kept in each run folder):
+    .venv/bin/python benchmarks/paper_tables.py --seeds 0 1 2
 GPU at the paper's size (320x320, filters 64..1024; a LiTS / MSD download instead of the phantom):
     .venv/bin/python benchmarks/paper_tables.py --image-size 320 --filters 64 128 256 512 1024 \
         --cat-channels 64 --batch-size 16 --epochs 100 --steps-per-epoch 1000 --cases 131 --n-test 28 \
