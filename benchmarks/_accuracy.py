@@ -87,10 +87,10 @@ def train_and_score(name: str, organ: str, data_dir: Path, out_dir: Path, seed: 
     The result is kept in ``out_dir/result.json`` with everything it depends on (the data set's
     marker, the settings), so a long harness run interrupted between runs resumes where it stopped.
     """
+    marker = Path(data_dir) / ".complete"   # a phantom set's marker; a real folder is known by its path
     key = {"name": name, "organ": organ, "seed": seed, "overrides": overrides, "epochs": epochs,
            "steps_per_epoch": steps_per_epoch, "n_test": n_test,
-           "data": json.loads((Path(data_dir) / ".complete").read_text()) if (Path(data_dir) / ".complete").exists()
-           else str(data_dir)}
+           "data": json.loads(marker.read_text()) if marker.exists() else str(data_dir)}
     key = json.loads(json.dumps(key, default=list))
     saved = Path(out_dir) / "result.json"
     if saved.exists():

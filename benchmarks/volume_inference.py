@@ -324,8 +324,9 @@ def onnx_transposes(path: Path) -> str:
     before = sum(n.op_type == "Transpose" for n in onnx.load(str(path)).graph.node)
     after = sum(n.op_type == "Transpose" for n in graph.node)
     convs = sum("Conv" in n.op_type for n in graph.node)
-    kept.write_text(f"Transpose nodes {before} in the exported graph, {after} after ORT's optimiser ({convs} conv nodes)")
-    return kept.read_text()
+    note = f"Transpose nodes {before} in the exported graph, {after} after ORT's optimiser ({convs} conv nodes)"
+    kept.write_text(note)
+    return note
 
 
 def run_child(spec: dict) -> dict:

@@ -14,25 +14,25 @@ not exact for a 3x3 kernel); this is the paper network, run cheaper.
 """
 from __future__ import annotations
 
+import keras
+
 from .layers import BilinearUpsample, UpsampledConv
 
 
 def fusible_pairs(model) -> dict[str, int]:
     """``{conv layer name: upsampling factor}`` for every Conv2D (3x3, stride 1, same padding, no
     dilation, no activation) that reads a BilinearUpsample no other layer reads."""
-    import keras
-
     pairs: dict[str, int] = {}
     for layer in model.layers:
         if not isinstance(layer, BilinearUpsample):
             continue
         readers = [node.operation for node in layer._outbound_nodes]  # Keras' graph, read only
-        if len(readers) == 1 and _fusible(readers[0], keras):
+        if len(readers) == 1 and _fusible(readers[0]):
             pairs[readers[0].name] = layer.factor
     return pairs
 
 
-def _fusible(layer, keras) -> bool:
+def _fusible(layer) -> bool:
     if type(layer) is not keras.layers.Conv2D:
         return False
     c = layer.get_config()
@@ -46,8 +46,6 @@ def fuse_upsampled_convs(model):
     :class:`UpsampledConv` (same kernel and bias, copied); ``model`` itself when there is none
     (UNet, UNet++, the efficient decoder). The other layers are shared with ``model``, so this is an
     inference view: fuse again after further training."""
-    import keras
-
     pairs = fusible_pairs(model)
     if not pairs:
         return model

@@ -65,7 +65,8 @@ def serving_function(model: keras.Model, spec: GraphSpec):
 
     base = training_outputs(model)
     sig = input_spec(base)
-    deploy = deploy_model(fuse_upsampled_convs(base), gate=spec.gate, threshold=spec.threshold, all_outputs=spec.outputs == "all")
+    deploy = deploy_model(fuse_upsampled_convs(base), gate=spec.gate, threshold=spec.threshold,
+                          all_outputs=spec.outputs == "all")
 
     @tf.function(input_signature=[sig])
     def serve(image):
