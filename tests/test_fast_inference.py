@@ -83,10 +83,15 @@ def test_fused_decoder_computes_the_paper_decoder_exactly(size):
 
 
 def test_keras_runtime_fuses_a_model_it_loads_not_one_it_is_given(tmp_path):
+    from keras_unet3plus.layers import UpsampledConv
+
     model = _with_random_bn_statistics(build((64, 64, 3), filters=(4, 8, 16, 32, 64), cat_channels=4, cgm=True))
     model.save(tmp_path / "m.keras")
     loaded, given = KerasRuntime(tmp_path / "m.keras"), KerasRuntime(model)
     assert loaded.fused_decoder and not given.fused_decoder
+    assert loaded._fast is None                  # fused on first use, not at construction
+    assert any(isinstance(layer, UpsampledConv) for layer in loaded.fast_model.layers)
+    assert given.fast_model is model
     x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype(np.float32)
     (seg_f, cls_f), (seg, cls) = loaded.segment(x), given.segment(x)
     np.testing.assert_allclose(seg_f, seg, atol=2e-5)

@@ -195,12 +195,8 @@ class KerasRuntime(Runtime):
         super().__init__(path, info)
         self.precision = precision
         self._split = None
-        self._fast = with_dtype_policy(model, PRECISION_POLICIES[precision]) if PRECISION_POLICIES[precision] else model
+        self._fast = None
         self.fused_decoder = from_file if fuse_decoder is None else bool(fuse_decoder)
-        if self.fused_decoder:
-            from ..fused_decoder import fuse_upsampled_convs
-
-            self._fast = fuse_upsampled_convs(self._fast)
         from ..layers import Binarize
 
         self.keras_model = model
@@ -213,6 +209,20 @@ class KerasRuntime(Runtime):
     @property
     def name(self) -> str:
         return self.keras_model.name
+
+    @property
+    def fast_model(self):
+        """The model `segment`/`encode`/`decode` run: in the chosen precision, the paper decoder
+        fused when asked; made on first use (`predict` alone runs the unfused deploy form)."""
+        if self._fast is None:
+            policy = PRECISION_POLICIES[self.precision]
+            fast = with_dtype_policy(self.keras_model, policy) if policy else self.keras_model
+            if self.fused_decoder:
+                from ..fused_decoder import fuse_upsampled_convs
+
+                fast = fuse_upsampled_convs(fast)
+            self._fast = fast
+        return self._fast
 
     @property
     def num_classes(self) -> int:
@@ -241,7 +251,7 @@ class KerasRuntime(Runtime):
 
     def _parts(self):
         if self._split is None:
-            encoder, decoder = split_at_classifier(self._fast)
+            encoder, decoder = split_at_classifier(self.fast_model)
             self._split = (_compiled(encoder), _compiled(decoder))
         return self._split
 
@@ -253,8 +263,8 @@ class KerasRuntime(Runtime):
         return np.asarray(self._parts()[1](*features), dtype=np.float32)
 
     def segment(self, batch):
-        seg, cls = _seg_cls_function(self._fast)(batch)
-        if self._fast is not self.keras_model:
+        seg, cls = _seg_cls_function(self.fast_model)(batch)
+        if self.fast_model is not self.keras_model:
             seg = np.asarray(seg, dtype=np.float32)
             cls = None if cls is None else np.asarray(cls, dtype=np.float32)
         return seg, cls
