@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,6 +46,35 @@ PAPER_DICE = {
     "UNet 3+": (0.9601, 0.9560), "UNet 3+ + hybrid loss": (0.9643, 0.9588),
     "UNet 3+ + hybrid loss + CGM": (0.9675, 0.9620),
 }
+
+
+#: the paper's claims as pairs (worse, better): each step of Table 2, and the headline
+ORDERINGS = [("UNet", "UNet++"), ("UNet++", "UNet 3+ w/o DS"), ("UNet 3+ w/o DS", "UNet 3+"),
+             ("UNet 3+", "UNet 3+ + hybrid loss"), ("UNet 3+ + hybrid loss", "UNet 3+ + hybrid loss + CGM"),
+             ("UNet", "UNet 3+ + hybrid loss + CGM"), ("UNet++", "UNet 3+ + hybrid loss + CGM")]
+
+
+def orderings(results, organs, variants) -> list[list[str]]:
+    """Does each of the paper's orderings hold? Paired by seed and test volume (every run is scored
+    on the same held-out cases, split seed 0): the mean gain, in how many seeds the better variant's
+    mean Dice is higher, on how many (seed, volume) pairs it is. "holds" = higher in every seed and
+    on most pairs; "reversed" = the opposite; anything between is "not resolved"."""
+    by = {(r.name, r.organ, r.seed): r for r in results}
+    seeds = sorted({r.seed for r in results})
+    rows = []
+    for organ in organs:
+        for worse, better in ORDERINGS:
+            if worse not in variants or better not in variants:
+                continue
+            pairs = [(by[(worse, organ, s)], by[(better, organ, s)]) for s in seeds]
+            gains = np.concatenate([np.subtract(b.dice, w.dice) for w, b in pairs])
+            seed_wins = sum(b.mean > w.mean for w, b in pairs)
+            volume_share = float((gains > 0).mean())
+            verdict = ("holds" if seed_wins == len(seeds) and volume_share > 0.5 else
+                       "reversed" if seed_wins == 0 and volume_share < 0.5 else "not resolved")
+            rows.append([organ, f"{worse} < {better}", f"{gains.mean():+.4f} +- {gains.std():.4f}",
+                         f"{seed_wins}/{len(seeds)}", f"{int((gains > 0).sum())}/{gains.size}", verdict])
+    return rows
 
 
 def main(argv=None) -> int:
@@ -93,15 +124,21 @@ def main(argv=None) -> int:
         for organ in a.organs:
             e = table[(name, organ)]
             params = e["params"]
-            row.append(f"{e['mean']:.4f} +- {e['std']:.4f}")
+            row.append(f"{e['mean']:.4f} +- {e['std']:.4f} ({e['seed_std']:.4f})")
         row.insert(1, f"{params / 1e6:.3f}")
         row += [f"{PAPER_DICE[name][0]:.4f}", f"{PAPER_DICE[name][1]:.4f}"]
         rows.append(row)
-    headers = ["Variant", "Params (M)"] + [f"Dice {o} (phantom)" for o in a.organs] + ["Paper liver", "Paper spleen"]
+    headers = (["Variant", "Params (M)"] + [f"Dice {o} (phantom): mean +- std over volumes (std of seed means)"
+                                            for o in a.organs] + ["Paper liver", "Paper spleen"])
     print(f"\nPer-volume Dice on {a.n_test} held-out phantom cases per organ, seeds {a.seeds}, "
           f"{a.epochs}x{a.steps_per_epoch} steps of batch {a.batch_size} at {a.image_size}x{a.image_size}, "
           f"filters {tuple(a.filters)}, cat_channels {a.cat_channels}. {machine_line()}\n")
     print(markdown_table(headers, rows))
+
+    print(f"\nThe paper's orderings, paired by seed and held-out volume (gain = Dice of the second minus the "
+          f"first; \"holds\" = higher mean Dice in every seed and higher on most volumes):\n")
+    print(markdown_table(["Organ", "Paper's ordering", "Gain (mean +- std over volumes)", "Seeds higher",
+                          "Volumes higher", "On the phantom"], orderings(results, a.organs, a.variants)))
 
     fp_rows = []
     for name in ("UNet 3+ + hybrid loss", "UNet 3+ + hybrid loss + CGM"):
