@@ -194,6 +194,48 @@ def test_onnx_skip_absent_pair_gives_the_gated_mask(exported, volume):
     assert 0 < sum(decoded) < volume.hu.shape[2]          # organ-free slices were not decoded
 
 
+def test_litert_skip_absent_pair_gives_the_gated_mask_and_a_foreign_pair_is_refused(trained_tiny, volume, tmp_path):
+    """The LiteRT export writes the pair too, checked at export like the ONNX one; the model's info
+    records the pair's SHA-256, so a pair from another export is not used. (fp16: the tiny model's
+    int8 main graph sits at the parity bound on some CPUs; the int8 pair is built below.)"""
+    pytest.importorskip("ai_edge_litert")
+    from keras_unet3plus.export import export_model
+    from keras_unet3plus.export.litert import export_tflite_pair
+    from keras_unet3plus.export.verify import phantom_slices
+    from keras_unet3plus.runtimes import load_runtime
+    from keras_unet3plus.runtimes.base import part_paths
+    from keras_unet3plus.runtimes.litert import _Signature
+
+    model, _, info = trained_tiny
+    out = tmp_path / "model_fp16.tflite"
+    result = export_model(model, "tflite", "fp16", out=out, info=info, verify_slices=8, log=lambda *_: None)
+    encoder, decoder = part_paths(out)
+    assert {p.name for p in result.artefacts} >= {out.name, encoder.name, decoder.name}
+    assert any(row.artefact == f"{encoder.name} + {decoder.name}" and row.passed for row in result.rows)
+    gated = Predictor(out).predict_volume(volume.hu)
+    skipping = Predictor(out, skip_absent=True)
+    decoded = []
+    original = skipping.runtime.decode
+    skipping.runtime.decode = lambda features: decoded.append(len(features[0])) or original(features)
+    fast = skipping.predict_volume(volume.hu)
+    assert gated.any() and dice(fast, gated) >= 0.99
+    assert 0 < sum(decoded) < volume.hu.shape[2]          # organ-free slices were not decoded
+    assert load_runtime(out).can_skip_absent
+    data = bytearray(decoder.read_bytes())                # same size, another model: refused
+    data[-1] ^= 1
+    decoder.write_bytes(bytes(data))
+    assert not load_runtime(out).can_skip_absent
+
+    # int8: the decoder is calibrated on the encoder's features, one int8 input per feature map
+    work = tmp_path / "int8"
+    work.mkdir()
+    paths = export_tflite_pair(model, (work / "e.tflite", work / "d.tflite"), work, precision="int8",
+                               calibration=phantom_slices(info, n=8, seed=5))
+    inputs = _Signature(paths[1], 1).inputs
+    assert sorted(inputs) == [f"feature_{i}" for i in range(len(inputs))] and len(inputs) >= 4
+    assert all(d["dtype"] == np.int8 and d["quantization"][0] > 0 for d in inputs.values())
+
+
 def _edit_record(artefact, **changes):
     side = sidecar_path(artefact)
     data = json.loads(side.read_text())

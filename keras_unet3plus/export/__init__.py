@@ -288,16 +288,16 @@ class _Export:
         self.finals[tmp] = final
         return tmp
 
-    def verify_pair(self, graph: Path, pair: tuple[Path, Path]) -> None:
-        """The skip-absent pair, run as ``predict --skip-absent`` runs it, against the Keras deploy
-        graph: the same parity bar as the graph itself."""
+    def verify_pair(self, rt, pair: tuple[Path, Path]) -> None:
+        """The skip-absent pair, run by ``rt`` (the staged artefact's runtime) as ``predict
+        --skip-absent`` runs it, against the Keras deploy graph: the same parity bar as the graph."""
         if not self.check:
             return
         from ..runtimes import FunctionRuntime
-        from ..runtimes.onnx import OnnxRuntime
         from .verify import verify_runtime
 
-        rt = OnnxRuntime(graph, info=self.info, pair=pair)   # staged names
+        if not rt.can_skip_absent:
+            raise RuntimeError(f"the skip-absent pair {[p.name for p in pair]} was written but is not usable")
         function = FunctionRuntime(lambda batch: rt.segment_present(batch)[0], name="skip-absent pair")
         function.input_shape = rt.input_shape
         name = f"{self.finals[pair[0]].name} + {self.finals[pair[1]].name}"
@@ -350,7 +350,40 @@ def _write_tflite(job: _Export) -> None:
     tfl = job.add(job.out)
     job.log(f"converting to LiteRT ({job.precision}) ...")
     export_tflite(sm, tfl, job.precision, job.calibration)
+    pair = _write_tflite_pair(job)
     job.verify(tfl, job.precision)
+    if pair is not None:
+        from ..runtimes.litert import LiteRTRuntime
+
+        job.verify_pair(LiteRTRuntime(tfl, info=job.info_out, pair=pair), pair)
+
+
+def _has_pair(job: _Export) -> bool:
+    """Models with a CGM, exported gated, get the skip-absent pair."""
+    from ..runtimes.keras import output_tensors, training_outputs
+
+    return job.spec.gate and "cls" in output_tensors(training_outputs(job.model))
+
+
+def _write_tflite_pair(job: _Export) -> tuple[Path, Path] | None:
+    """The skip-absent pair beside a LiteRT model (same precision), staged; its names and SHA-256
+    go into the model's info, which is how the runtime knows the pair is this export's."""
+    from ..runtimes.auto import file_sha256
+    from ..runtimes.base import part_paths
+    from ..runtimes.litert import PAIR_RECORD
+    from .litert import export_tflite_pair
+
+    if not _has_pair(job):
+        return None
+    job.log("writing the skip-absent pair (graph up to the CGM, decoder) ...")
+    finals = part_paths(job.out)
+    staged = export_tflite_pair(job.model, tuple(job.add(f, sidecar=False) for f in finals), job.work, job.spec,
+                                job.precision, job.calibration)
+    if job.info_out is not None:
+        job.info_out.extra["export"][PAIR_RECORD] = {
+            part: {"name": final.name, "sha256": file_sha256(path)}
+            for part, final, path in zip(("encoder", "decoder"), finals, staged)}
+    return staged
 
 
 def _write_onnx_graph(job: _Export, graph_final: Path) -> tuple[Path, Path]:
@@ -367,7 +400,9 @@ def _write_onnx_graph(job: _Export, graph_final: Path) -> tuple[Path, Path]:
     pair = _write_onnx_pair(job, graph_final) if job.out.suffix == ".onnx" else None
     job.verify(graph, job.precision)
     if pair is not None:
-        job.verify_pair(graph, pair)
+        from ..runtimes.onnx import OnnxRuntime
+
+        job.verify_pair(OnnxRuntime(graph, info=job.info, pair=pair), pair)   # staged names
     if job.precision == "int8" and job.out.suffix == ".onnx":
         job.result.notes.append("int8 in ONNX Runtime's CPU form (uint8 activations); for TensorRT use "
                                 "`--to tensorrt`, which writes the symmetric int8 graph its parser takes")
@@ -403,11 +438,10 @@ def _convert_precision(job: _Export, fp32_path: Path, dst: Path, calibration) ->
 
 def _write_onnx_pair(job: _Export, graph_final: Path) -> tuple[Path, Path] | None:
     """The skip-absent pair beside an ONNX graph of a model with a CGM (same precision), staged."""
-    from ..runtimes.keras import output_tensors, training_outputs
-    from ..runtimes.onnx import part_paths
+    from ..runtimes.base import part_paths
     from .onnx import export_onnx_pair
 
-    if not job.spec.gate or "cls" not in output_tensors(training_outputs(job.model)):
+    if not _has_pair(job):
         return None
     job.log("writing the skip-absent pair (graph up to the CGM, decoder) ...")
     fp32 = (job.work / "encoder_fp32.onnx", job.work / "decoder_fp32.onnx")

@@ -75,6 +75,38 @@ def serving_function(model: keras.Model, spec: GraphSpec):
     return serve, sig, base
 
 
+def pair_functions(model: keras.Model, spec: GraphSpec):
+    """The skip-absent pair of the deploy graph as two `(tf.function, input signature, keras model
+    it runs)`:
+    ``encode``: ``image -> {feature_0.., cls}`` (everything the CGM needs, split exactly where
+    `split_at_classifier` finds the boundary) and ``decode``: ``feature_0.. -> {seg}``, with the
+    in-graph threshold of ``spec``. On slices the CGM calls present the gate is 1, so ``seg`` there
+    equals the deploy graph's; the runtime fills the other slices with zeros."""
+    import tensorflow as tf
+
+    from ..fused_decoder import fuse_upsampled_convs
+    from ..layers import Binarize
+    from ..runtimes.keras import split_at_classifier
+
+    encoder, decoder = split_at_classifier(fuse_upsampled_convs(training_outputs(model)))
+    if spec.threshold is not None:
+        decoder = keras.Model(decoder.inputs, Binarize(spec.threshold, name="seg_mask")(decoder.output))
+    image = input_spec(model)
+    features = [tf.TensorSpec((None, *tuple(t.shape)[1:]), tf.float32, name=f"feature_{i}")
+                for i, t in enumerate(decoder.inputs)]
+
+    @tf.function(input_signature=[image])
+    def encode(image):
+        *outs, cls = encoder(image, training=False)
+        return {**{f"feature_{i}": f for i, f in enumerate(outs)}, "cls": cls}
+
+    @tf.function(input_signature=features)
+    def decode(*feature_maps):
+        return {"seg": decoder(list(feature_maps), training=False)}
+
+    return (encode, [image], encoder), (decode, features, decoder)
+
+
 def output_names(model: keras.Model, spec: GraphSpec) -> list[str]:
     """Names of the exported graph's outputs, `seg` first."""
     base = training_outputs(model)

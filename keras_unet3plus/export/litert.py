@@ -1,5 +1,8 @@
 """LiteRT (TFLite) export from the SavedModel: fp32, fp16, dynamic-range int8, full-integer int8.
 
+A model with a CGM also gets its skip-absent pair (`export_tflite_pair`: the graph up to the CGM
+and the decoder, at `runtimes.base.part_paths`), as the ONNX export does.
+
 The converter is TensorFlow's `tf.lite.TFLiteConverter.from_saved_model` (the route LiteRT
 documents; `ai-edge-litert` ships the interpreter only). Full-integer int8 is calibrated on real
 slices (`representative`), keeps only int8 builtins (`TFLITE_BUILTINS_INT8`) and has int8 input and
@@ -16,8 +19,11 @@ PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 
 
 def convert_tflite(savedmodel_dir: str | os.PathLike, precision: str = "fp32",
-                   representative: np.ndarray | None = None) -> bytes:
-    """Convert a SavedModel written by `export_savedmodel` to a `.tflite` flatbuffer."""
+                   representative: np.ndarray | list[dict] | None = None) -> bytes:
+    """Convert a SavedModel written by `export_savedmodel` to a `.tflite` flatbuffer.
+
+    ``representative``: calibration slices (one input), or one ``{input name: array}`` per sample
+    for a signature with several inputs (the decoder of the skip-absent pair)."""
     import tensorflow as tf
 
     if precision not in PRECISIONS:
@@ -30,8 +36,11 @@ def convert_tflite(savedmodel_dir: str | os.PathLike, precision: str = "fp32",
     if precision == "int8":
         if representative is None or len(representative) == 0:
             raise ValueError("full-integer int8 needs representative slices (calibration data)")
-        rep = np.asarray(representative, dtype=np.float32)
-        conv.representative_dataset = lambda: ([rep[i:i + 1]] for i in range(len(rep)))
+        if isinstance(representative, list) and isinstance(representative[0], dict):
+            conv.representative_dataset = lambda: iter(representative)
+        else:
+            rep = np.asarray(representative, dtype=np.float32)
+            conv.representative_dataset = lambda: ([rep[i:i + 1]] for i in range(len(rep)))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
@@ -44,3 +53,28 @@ def export_tflite(savedmodel_dir: str | os.PathLike, path: str | os.PathLike, pr
     data = convert_tflite(savedmodel_dir, precision, representative)
     Path(path).write_bytes(data)
     return Path(path)
+
+
+def export_tflite_pair(model, paths: tuple[Path, Path], work: str | os.PathLike, spec=None, precision: str = "fp32",
+                       calibration: np.ndarray | None = None) -> tuple[Path, Path]:
+    """The skip-absent pair (`graph.pair_functions`) as two `.tflite` files at ``paths``. In int8
+    the decoder is calibrated on what the float encoder makes of the calibration slices."""
+    import keras
+
+    from .graph import GraphSpec, pair_functions
+
+    parts = pair_functions(model, spec or GraphSpec())
+    representative = {"encoder": calibration, "decoder": None}
+    if precision == "int8":
+        encode = parts[0][0]
+        representative["decoder"] = [
+            {k: v.numpy() for k, v in encode(calibration[i:i + 1]).items() if k != "cls"}
+            for i in range(len(calibration))]
+    for (function, _, keras_model), name, path in zip(parts, ("encoder", "decoder"), paths):
+        folder = Path(work) / f"{name}_savedmodel"
+        archive = keras.export.ExportArchive()
+        archive.track(keras_model)
+        archive.add_endpoint("serving_default", function)
+        archive.write_out(str(folder), verbose=False)
+        Path(path).write_bytes(convert_tflite(folder, precision, representative[name]))
+    return tuple(Path(p) for p in paths)

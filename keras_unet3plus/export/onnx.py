@@ -27,7 +27,7 @@ import numpy as np
 from .._extras import require
 from ..runtimes import ONNX_METADATA_KEY
 from ..runtimes.onnx import part_paths
-from .graph import INPUT_NAME, GraphSpec, input_spec, serving_function
+from .graph import INPUT_NAME, GraphSpec, pair_functions, serving_function
 
 DEFAULT_OPSET = 17
 BATCH_DIM = "batch"
@@ -73,39 +73,12 @@ def _convert(function, signature, opset: int, info, path, outputs: tuple[str, ..
 
 def export_onnx_pair(model, graph_path: str | os.PathLike, spec: GraphSpec = GraphSpec(),
                      opset: int = DEFAULT_OPSET, info=None, paths=None) -> tuple[Path, Path]:
-    """The skip-absent pair of `model`'s deploy graph (see `runtimes.onnx.part_paths`).
-
-    ``encoder``: ``image -> feature_0.., cls`` (everything the CGM needs, split exactly at the
-    boundary `split_at_classifier` finds); ``decoder``: ``feature_0.. -> seg``, with the in-graph
-    threshold of `spec`. On slices the CGM calls present the gate is 1, so the decoder's ``seg``
-    equals the deploy graph's there; the runtime fills the other slices with zeros.
-    """
-    import keras
-    import tensorflow as tf
-
-    from ..fused_decoder import fuse_upsampled_convs
-    from ..layers import Binarize
-    from ..runtimes.keras import split_at_classifier, training_outputs
-
-    encoder, decoder = split_at_classifier(fuse_upsampled_convs(training_outputs(model)))
-    if spec.threshold is not None:
-        decoder = keras.Model(decoder.inputs, Binarize(spec.threshold, name="seg_mask")(decoder.output))
+    """The skip-absent pair of `model`'s deploy graph (`graph.pair_functions`) as two ONNX graphs,
+    at `runtimes.base.part_paths(graph_path)` or ``paths``."""
+    (encode, encode_sig, _), (decode, decode_sig, _) = pair_functions(model, spec)
     encoder_path, decoder_path = paths or part_paths(graph_path)
-
-    @tf.function(input_signature=[input_spec(model)])
-    def encode(image):
-        *features, cls = encoder(image, training=False)
-        return {**{f"feature_{i}": f for i, f in enumerate(features)}, "cls": cls}
-
-    signature = [tf.TensorSpec((None, *tuple(t.shape)[1:]), tf.float32, name=f"feature_{i}")
-                 for i, t in enumerate(decoder.inputs)]
-
-    @tf.function(input_signature=signature)
-    def decode(*features):
-        return {"seg": decoder(list(features), training=False)}
-
-    _convert(encode, [input_spec(model)], opset, info, encoder_path, outputs=("cls",))
-    _convert(decode, signature, opset, info, decoder_path, outputs=("seg",))
+    _convert(encode, encode_sig, opset, info, encoder_path, outputs=("cls",))
+    _convert(decode, decode_sig, opset, info, decoder_path, outputs=("seg",))
     return encoder_path, decoder_path
 
 

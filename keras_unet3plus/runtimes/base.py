@@ -10,6 +10,17 @@ import numpy as np
 from ..modelinfo import ModelInfo
 
 
+#: the skip-absent pair `export` writes beside ``<stem>.onnx`` / ``<stem>.tflite`` of a model with
+#: a CGM: the graph up to the CGM (``image -> feature_0.., cls``) and the decoder (``feature_0.. -> seg``)
+PART_NAMES = ("encoder", "decoder")
+
+
+def part_paths(artefact) -> tuple[Path, Path]:
+    """``(<stem>.encoder<suffix>, <stem>.decoder<suffix>)`` beside the exported graph ``artefact``."""
+    artefact = Path(artefact)
+    return tuple(artefact.with_name(f"{artefact.stem}.{part}{artefact.suffix}") for part in PART_NAMES)
+
+
 class Runtime:
     """A model ready to run: `.info` (its ModelInfo, or None), `.path`, `.name`, `.input_shape`.
 

@@ -1,43 +1,34 @@
 """A `.tflite` model with LiteRT's interpreter; int8 models are (de)quantized here."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .._extras import require
 from ..modelinfo import ModelInfo
-from .base import Runtime
+from .base import Runtime, part_paths
 from .cpu import cpu_info
 
+#: where an export records the skip-absent pair it wrote (names and SHA-256) in the model info
+PAIR_RECORD = "skip_absent_pair"
 
-class LiteRTRuntime(Runtime):
-    """A `.tflite` model with LiteRT's interpreter (`ai_edge_litert`), via its serving signature.
 
-    int8 inputs/outputs (full-integer models) are quantized/dequantized with each tensor's scale
-    and zero point; the batch axis is resized to the incoming batch.
-    """
+class _Signature:
+    """One `.tflite` file's serving signature: named float inputs and outputs; int8 tensors are
+    quantized / dequantized with each tensor's own scale and zero point, and the batch axis
+    follows the incoming batch."""
 
-    kind = "litert"
-
-    def __init__(self, path, info: ModelInfo | None = None, threads: int | None = None):
-        super().__init__(path, info)
+    def __init__(self, path, threads: int | None):
         interp_mod = require("ai_edge_litert.interpreter", "litert")
         self.interpreter = interp_mod.Interpreter(model_path=str(path), num_threads=threads or cpu_info().cores)
         sigs = self.interpreter.get_signature_list()
         if not sigs:
             raise ValueError(f"LiteRT model '{path}' has no signature; export it with `unet3plus export --to tflite`")
-        self._sig = "serving_default" if "serving_default" in sigs else next(iter(sigs))
-        self.runner = self.interpreter.get_signature_runner(self._sig)
-        self._in = self.runner.get_input_details()
-        self._out = self.runner.get_output_details()
-        if len(self._in) != 1:
-            raise ValueError(f"LiteRT model '{path}': expected one input, has {list(self._in)}")
-        (self._input_name, d), = self._in.items()
-        sig_shape = d.get("shape_signature", d["shape"])
-        self.input_shape = tuple(None if s < 0 else int(s) for s in sig_shape)
-        if self.input_shape:
-            self.input_shape = (None, *self.input_shape[1:])
-        self._output_names = sorted(self._out, key=lambda n: (n != "seg", n))
-        self.input_dtype = np.dtype(d["dtype"])
+        self.runner = self.interpreter.get_signature_runner("serving_default" if "serving_default" in sigs
+                                                            else next(iter(sigs)))
+        self.inputs = self.runner.get_input_details()
+        self.outputs = self.runner.get_output_details()
 
     @staticmethod
     def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -55,6 +46,72 @@ class LiteRTRuntime(Runtime):
         scale, zero = detail["quantization"]
         return (y.astype(np.float32) - zero) * np.float32(scale)
 
+    def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        out = self.runner(**{k: self._quantize(np.asarray(v, np.float32), self.inputs[k]) for k, v in inputs.items()})
+        return {k: self._dequantize(v, self.outputs[k]) for k, v in out.items()}
+
+
+class LiteRTRuntime(Runtime):
+    """A `.tflite` model with LiteRT's interpreter (`ai_edge_litert`), via its serving signature.
+
+    int8 inputs/outputs (full-integer models) are quantized/dequantized with each tensor's scale
+    and zero point; the batch axis is resized to the incoming batch. ``pair``: the skip-absent
+    pair (default: beside the model, `part_paths`), used when the model's info records it.
+    """
+
+    kind = "litert"
+
+    def __init__(self, path, info: ModelInfo | None = None, threads: int | None = None, pair: tuple | None = None):
+        super().__init__(path, info)
+        self._threads = threads
+        self.main = _Signature(path, threads)
+        self.interpreter = self.main.interpreter
+        if len(self.main.inputs) != 1:
+            raise ValueError(f"LiteRT model '{path}': expected one input, has {list(self.main.inputs)}")
+        (self._input_name, d), = self.main.inputs.items()
+        sig_shape = d.get("shape_signature", d["shape"])
+        self.input_shape = tuple(None if s < 0 else int(s) for s in sig_shape)
+        if self.input_shape:
+            self.input_shape = (None, *self.input_shape[1:])
+        self._output_names = sorted(self.main.outputs, key=lambda n: (n != "seg", n))
+        self.input_dtype = np.dtype(d["dtype"])
+        self.pair = tuple(Path(p) for p in pair) if pair else part_paths(path)
+        self._parts = None
+
+    @property
+    def can_skip_absent(self) -> bool:
+        """The pair beside this model is there and is the one its export recorded (SHA-256 in the
+        model info), so a pair left from another export is never used."""
+        if self._parts is not None:
+            return True
+        from .auto import file_sha256
+
+        record = ((self.info.extra or {}).get("export") or {}).get(PAIR_RECORD) if self.info else None
+        if not record or not all(p.is_file() for p in self.pair):
+            return False
+        if [file_sha256(p) for p in self.pair] != [record[part]["sha256"] for part in ("encoder", "decoder")]:
+            return False
+        self._parts = tuple(_Signature(p, self._threads) for p in self.pair)
+        return True
+
+    def _part_signatures(self):
+        if not self.can_skip_absent:
+            raise ValueError(f"{self.path}: no current skip-absent pair beside it "
+                             f"({', '.join(p.name for p in self.pair)}); export the model again with "
+                             f"`unet3plus export MODEL --to tflite` (models with a CGM get one)")
+        return self._parts
+
+    def encode(self, batch):
+        outs = self._part_signatures()[0](image=np.asarray(batch, np.float32))
+        cls = outs.pop("cls")
+        return [outs[n] for n in sorted(outs, key=lambda n: int(n.rsplit("_", 1)[1]))], cls
+
+    def decode(self, features):
+        return self._part_signatures()[1](**{f"feature_{i}": f for i, f in enumerate(features)})["seg"]
+
+    @property
+    def seg_channels(self) -> int:
+        return int(self.main.outputs["seg"]["shape"][-1])
+
     def _run(self, batch):
-        out = self.runner(**{self._input_name: self._quantize(batch, self._in[self._input_name])})
-        return {k: self._dequantize(v, self._out[k]) for k, v in out.items()}
+        return self.main(**{self._input_name: batch})

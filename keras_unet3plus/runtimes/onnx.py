@@ -8,22 +8,11 @@ import numpy as np
 
 from .._extras import require
 from ..modelinfo import ModelInfo
-from .base import Runtime
+from .base import Runtime, part_paths
 from .cpu import cpu_info
 
 #: metadata key of the ModelInfo JSON embedded in exported ONNX graphs
 ONNX_METADATA_KEY = "unet3plus_info"
-#: the skip-absent pair `export` writes beside ``<stem>.onnx`` for a model with a CGM: the graph up
-#: to the CGM (``image -> feature_0.., cls``) and the decoder (``feature_0.. -> seg``)
-PART_NAMES = ("encoder", "decoder")
-
-
-def part_paths(graph) -> tuple[Path, Path]:
-    """``(<stem>.encoder.onnx, <stem>.decoder.onnx)`` beside the ONNX graph ``graph``."""
-    graph = Path(graph)
-    return tuple(graph.with_name(f"{graph.stem}.{part}.onnx") for part in PART_NAMES)
-
-
 def _session(path, threads: int | None, providers: list[str] | None):
     ort = require("onnxruntime", "onnx")
     opts = ort.SessionOptions()
