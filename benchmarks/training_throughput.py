@@ -9,7 +9,9 @@ max pooling, bilinear upsampling, deep supervision, no backbone. It has no CGM, 
 work per step; it gets the same hybrid loss on each of its five outputs.
 
 Both models are trained by the same step function: ``tf.function`` (``jit_compile`` on or off)
-of forward pass, loss, gradients and an Adam update, on the same random batch. Warm-up steps
+of forward pass, loss, gradients and an Adam update, on the same random batch. Ours runs as the
+trainer runs it: the paper decoder through its exact fused view (``TrainConfig.fused_decoder``,
+the same model and gradients); ``paper-unfused`` is the graph as built, for comparison. Warm-up steps
 (tracing, XLA compilation) are not timed; then timed steps alternate between the two models so
 both see the same machine load, and images/s = batch / median step time.
 
@@ -49,9 +51,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--xla", choices=("both", "on", "off"), default="both")
     ap.add_argument("--no-xla", dest="xla", action="store_const", const="off")
     ap.add_argument("--no-peer", dest="peer", action="store_false", help="measure ours only")
-    ap.add_argument("--decoder", choices=("paper", "efficient", "both"), default="both",
-                    help="our full-scale decoder: paper, efficient (same parameters, convolves deeper maps "
-                         "first) or both (default)")
+    ap.add_argument("--decoder", choices=("paper", "paper-unfused", "efficient", "all"), default="all",
+                    help="our full-scale decoder: paper (trained fused, as the trainer does), paper-unfused (as "
+                         "built), efficient (same parameters, convolves deeper maps first) or all (default)")
     ap.add_argument("--one", nargs=2, metavar=("SIZE", "XLA"), help=argparse.SUPPRESS)  # internal: one cell
     return ap.parse_args()
 
@@ -79,16 +81,19 @@ def peer(size: int) -> tuple[keras.Model, dict]:
     return model, {name: (HybridLoss(), 1.0) for name in model.output_names}
 
 
-def make_step(model: keras.Model, losses: dict, jit: bool):
+def make_step(model: keras.Model, losses: dict, jit: bool, fused: bool = False):
+    from keras_unet3plus.fused_decoder import fuse_upsampled_convs
+
     optimizer = keras.optimizers.Adam(1e-4)
     optimizer.build(model.trainable_variables)
     tvars = model.trainable_variables
     names = list(model.output_names)
+    forward = fuse_upsampled_convs(model, share_weights=True) if fused else model
 
     @tf.function(jit_compile=jit)
     def step(x, y):
         with tf.GradientTape() as tape:
-            outs = model(x, training=True)
+            outs = forward(x, training=True)
             if not isinstance(outs, dict):
                 outs = dict(zip(names, outs if isinstance(outs, (list, tuple)) else [outs]))
             loss = tf.add_n([w * tf.reduce_mean(fn.call(y, outs[k])) for k, (fn, w) in losses.items()])
@@ -112,8 +117,8 @@ def measure(size: int, jit: bool, args) -> dict[str, float | str]:
     x, y = data(size, args.batch)
     from keras_unet3plus.complexity import count
 
-    decoders = ["paper", "efficient"] if args.decoder == "both" else [args.decoder]
-    runs = {f"ours_{d}": (lambda s, d=d: ours(s, d)) for d in decoders}
+    decoders = ["paper", "paper-unfused", "efficient"] if args.decoder == "all" else [args.decoder]
+    runs = {f"ours_{d}": (lambda s, d=d: ours(s, d.replace("-unfused", ""))) for d in decoders}
     if args.peer:
         runs["peer"] = peer
     steps, params, gflops, errors = {}, {}, {}, {}
@@ -122,7 +127,7 @@ def measure(size: int, jit: bool, args) -> dict[str, float | str]:
             model, losses = make(size)
             params[name] = model.count_params()
             gflops[name] = count(model).gflops
-            fn = make_step(model, losses, jit)
+            fn = make_step(model, losses, jit, fused=name == "ours_paper")
             t0 = time.perf_counter()
             for _ in range(args.warmup):
                 float(fn(x, y))

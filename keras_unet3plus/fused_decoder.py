@@ -7,10 +7,12 @@ resolution and upsamples its result, exactly (see its docstring for why). :func:
 swaps every ``BilinearUpsample -> Conv2D(3x3, same)`` pair of a built model for that layer; the
 weights, the outputs (up to float rounding) and the training graph stay as they are.
 
-Applied where a model is only run: exports (:mod:`keras_unet3plus.export.graph`) and Keras models
-loaded from a file for inference (:class:`~keras_unet3plus.runtimes.keras.KerasRuntime`). Not in
-training: ``decoder="efficient"`` is the cheaper network to *train* (convolve first, upsample after,
-not exact for a 3x3 kernel); this is the paper network, run cheaper.
+Applied in exports (:mod:`keras_unet3plus.export.graph`), in Keras models loaded from a file for
+inference (:class:`~keras_unet3plus.runtimes.keras.KerasRuntime`), and in training
+(``share_weights=True``: the view computes with the paper model's own variables, so the gradients,
+the optimizer and the saved model are the paper model's; a train step costs about half). Not to be
+confused with ``decoder="efficient"``, another network (convolve first, upsample after, not exact
+for a 3x3 kernel); this is the paper network, computed cheaper.
 """
 from __future__ import annotations
 
@@ -41,11 +43,12 @@ def _fusible(layer) -> bool:
             and c.get("data_format", "channels_last") == "channels_last")
 
 
-def fuse_upsampled_convs(model):
+def fuse_upsampled_convs(model, share_weights: bool = False):
     """``model`` with every fusible ``BilinearUpsample -> Conv2D`` pair computed by one
-    :class:`UpsampledConv` (same kernel and bias, copied); ``model`` itself when there is none
-    (UNet, UNet++, the efficient decoder). The other layers are shared with ``model``, so this is an
-    inference view: fuse again after further training."""
+    :class:`UpsampledConv`; ``model`` itself when there is none (UNet, UNet++, the efficient
+    decoder). The other layers are shared with ``model``. The fused layers get copies of the
+    kernels and biases (an inference view: fuse again after further training), or with
+    ``share_weights`` compute with the Conv2D layers' own variables (a training view; not saved)."""
     pairs = fusible_pairs(model)
     if not pairs:
         return model
@@ -55,6 +58,7 @@ def fuse_upsampled_convs(model):
         if layer.name in pairs:
             conv = layer.get_config()
             fused[layer.name] = UpsampledConv(conv["filters"], pairs[layer.name], use_bias=conv["use_bias"],
+                                              source=layer if share_weights else None,
                                               dtype=layer.dtype_policy, name=layer.name)
             return fused[layer.name]
         return layer
@@ -66,6 +70,7 @@ def fuse_upsampled_convs(model):
 
     view = keras.Model(model.inputs, model.output, name=model.name)   # uncompiled: clone_model recompiles
     out = keras.models.clone_model(view, clone_function=clone, call_function=call)
-    for name, layer in fused.items():
-        layer.set_weights(model.get_layer(name).get_weights())
+    if not share_weights:
+        for name, layer in fused.items():
+            layer.set_weights(model.get_layer(name).get_weights())
     return out

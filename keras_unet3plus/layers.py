@@ -102,23 +102,34 @@ class UpsampledConv(keras.layers.Layer):
     order keeps the full-resolution work at a third. The paper decoder spends half its
     multiply-adds convolving upsampled maps; inference graphs use this layer instead (see
     :mod:`keras_unet3plus.fused_decoder`). Weights are the Conv2D's (kernel ``(3, 3, Cin, filters)``, bias).
+    ``source``: a built Conv2D whose own variables this layer computes with (a training view: the
+    gradients land on the paper model's variables); such a layer is not saved.
     """
 
-    def __init__(self, filters: int, factor: int, use_bias: bool = True, **kwargs):
+    def __init__(self, filters: int, factor: int, use_bias: bool = True, source=None, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.factor = int(factor)
         self.use_bias = bool(use_bias)
+        self.source = source
 
     def build(self, input_shape):
+        if self.source is not None:
+            return
         self.kernel = self.add_weight(name="kernel", shape=(3, 3, int(input_shape[-1]), self.filters),
                                       initializer="he_normal")
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
 
+    def _weights(self):
+        if self.source is not None:
+            return self.source.kernel, self.source.bias if self.use_bias else None
+        return self.kernel, self.bias
+
     def call(self, x):
         import tensorflow as tf
 
-        f, cin = self.filters, self.kernel.shape[2]
+        kernel, bias = self._weights()
+        f, cin = self.filters, kernel.shape[2]
         h, w = x.shape[1], x.shape[2]
         if h is not None and w is not None:
             h, w = tf.constant(h), tf.constant(w)
@@ -126,14 +137,14 @@ class UpsampledConv(keras.layers.Layer):
             h, w = tf.shape(x)[1], tf.shape(x)[2]
         big_h, big_w = h * self.factor, w * self.factor
         # channel block 3 * dx + dy holds the 1x1 convolution of kernel tap (dy, dx)
-        taps = tf.reshape(tf.transpose(tf.cast(self.kernel, x.dtype), (2, 1, 0, 3)), (1, 1, cin, 9 * f))
+        taps = tf.reshape(tf.transpose(tf.cast(kernel, x.dtype), (2, 1, 0, 3)), (1, 1, cin, 9 * f))
         small = tf.nn.conv2d(x, taps, strides=1, padding="VALID")
         # bilinear upsampling is separable and a shift along one axis commutes with upsampling along
         # the other: upsample along x, sum the three x-shifts (3f channels left), then along y
         wide = self._shift_sum(self._resize(small, h, big_w), axis=2, size=big_w, blocks=3 * f)
         out = self._shift_sum(self._resize(wide, big_h, big_w), axis=1, size=big_h, blocks=f)
-        if self.bias is not None:
-            out = out + tf.cast(self.bias, x.dtype)
+        if bias is not None:
+            out = out + tf.cast(bias, x.dtype)
         return out
 
     @staticmethod
@@ -164,4 +175,7 @@ class UpsampledConv(keras.layers.Layer):
         return (b, None if h is None else h * self.factor, None if w is None else w * self.factor, self.filters)
 
     def get_config(self):
+        if self.source is not None:
+            raise TypeError(f"{self.name} computes with {self.source.name}'s variables (a training view); "
+                            "save the model it was made from")
         return {**super().get_config(), "filters": self.filters, "factor": self.factor, "use_bias": self.use_bias}

@@ -82,6 +82,43 @@ def test_fused_decoder_computes_the_paper_decoder_exactly(size):
         assert fuse_upsampled_convs(plain) is plain
 
 
+def test_training_view_shares_the_variables_and_gives_the_same_gradients(tmp_path):
+    """Training runs the paper decoder through the fused view (TrainConfig.fused_decoder): it must
+    compute with the model's own variables (no copies) and give the same loss and gradients."""
+    import keras
+    import tensorflow as tf
+
+    from keras_unet3plus.fused_decoder import fuse_upsampled_convs, fusible_pairs
+    from keras_unet3plus.layers import UpsampledConv
+
+    model = _with_random_bn_statistics(build((64, 64, 3), filters=(4, 8, 16, 32, 64), cat_channels=4,
+                                             deep_supervision=True, cgm=True, cgm_dropout=0.0))  # deterministic
+    view = fuse_upsampled_convs(model, share_weights=True)
+    assert {id(v) for v in view.trainable_variables} == {id(v) for v in model.trainable_variables}
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(2, 64, 64, 3)).astype(np.float32))
+    y = tf.constant((rng.random((2, 64, 64, 1)) > 0.6).astype(np.float32))
+
+    def loss_and_grads(net):
+        with tf.GradientTape() as tape:
+            outs = net(x, training=True)
+            loss = tf.add_n([tf.reduce_mean(keras.losses.binary_crossentropy(y, v))
+                             for k, v in outs.items() if k != "cls"])
+            loss += tf.reduce_mean(keras.losses.categorical_crossentropy(tf.one_hot([0, 1], 2), outs["cls"]))
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    (loss_a, grads_a), (loss_b, grads_b) = loss_and_grads(model), loss_and_grads(view)
+    np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-5)
+    assert all(g is not None for g in grads_b)
+    scale = max(float(np.abs(a).max()) for a in grads_a)   # biases before BN have ~0 gradients: rounding only
+    for v, a, b in zip(model.trainable_variables, grads_a, grads_b):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-4 * scale, err_msg=v.path)
+    with pytest.raises(TypeError, match="training view"):
+        view.get_layer(next(iter(fusible_pairs(model)))).get_config()
+    model.save(tmp_path / "m.keras")                  # the model itself saves as the paper graph
+    assert not any(isinstance(layer, UpsampledConv) for layer in keras.models.load_model(tmp_path / "m.keras").layers)
+
+
 def test_keras_runtime_fuses_a_model_it_loads_not_one_it_is_given(tmp_path):
     from keras_unet3plus.layers import UpsampledConv
 

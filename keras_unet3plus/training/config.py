@@ -74,6 +74,7 @@ class TrainConfig:
     clipnorm: float | None = 1.0
     mixed_precision: bool = False
     jit_compile: bool = False
+    fused_decoder: bool = True
     seed: int = 0
     # validation, stopping, logging
     val_every: int = 1

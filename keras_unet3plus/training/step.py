@@ -6,7 +6,8 @@ what keeps replicas and workers identical.
 
 One step, per replica (``strategy.run``):
 
-1. forward + loss + gradients (optionally XLA-compiled, ``jit_compile``): every output gets its loss
+1. forward + loss + gradients (optionally XLA-compiled, ``jit_compile``; the paper decoder through
+   its exact fused view, ``fused_decoder``, with the model's own variables): every output gets its loss
    from :func:`keras_unet3plus.losses.for_model` (hybrid loss on ``seg`` and ``side_*``, CGM BCE on
    ``cls``), evaluated *per example*; the replica's loss is ``sum(per-example) / global batch``
    (``tf.nn.compute_average_loss``) plus regularisation losses divided by the replica count, so
@@ -46,8 +47,12 @@ def make_train_step(model, optimizer, strategy, cfg: TrainConfig, out_names: Seq
     summed over replicas (see the module docstring for why it looks like this)."""
     import tensorflow as tf
 
+    from ..fused_decoder import fuse_upsampled_convs
     from ..losses import for_model
 
+    # the same function of the same variables, computed cheaper (see fused_decoder); the gradients
+    # are taken with respect to `model`'s variables, which the view computes with
+    forward = fuse_upsampled_convs(model, share_weights=True) if cfg.fused_decoder else model
     losses = for_model(model, **cfg.loss_kwargs())
     loss_fns, loss_w = losses["loss"], losses["loss_weights"]
     global_batch = cfg.batch_size
@@ -73,7 +78,7 @@ def make_train_step(model, optimizer, strategy, cfg: TrainConfig, out_names: Seq
 
     def forward_backward(x, y):
         with tf.GradientTape() as tape:
-            outs = model(x, training=True)
+            outs = forward(x, training=True)
             per_ex, parts = per_example_loss(y, outs)
             loss = tf.nn.compute_average_loss(per_ex, global_batch_size=global_batch)
             if model.losses:

@@ -167,7 +167,8 @@ class Trainer:
         self.stop_reason = "epochs" if int(self.state.epoch.numpy()) < cfg.epochs else "already complete"
         self.say(f"training {cfg.epochs - int(self.state.epoch.numpy())} epoch(s) x {self.steps} steps, global "
                  f"batch {cfg.batch_size}{', mixed precision' if cfg.mixed_precision else ''}"
-                 f"{', XLA' if cfg.jit_compile else ''}")
+                 f"{', XLA' if cfg.jit_compile else ''}"
+                 f"{', paper decoder computed fused' if cfg.fused_decoder and self._fused_pairs else ''}")
 
     def on_epoch_start(self, epoch: int) -> None:
         """The epoch's progress bar; its data is already queued in the run's one iterator."""
@@ -436,6 +437,9 @@ class Trainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(model.trainable_variables)
         self.model, self.optimizer = model, optimizer
+        from ..fused_decoder import fusible_pairs
+
+        self._fused_pairs = len(fusible_pairs(model))
         self._step_fn = make_train_step(model, optimizer, strategy, cfg, self.out_names, self.spec.binary,
                                         self._pre_reduced)
 
