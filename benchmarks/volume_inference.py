@@ -19,7 +19,7 @@ nnU-Net v2 (2d configuration, its default plan for the phantom, default test-tim
 row says why. Exports and the nnU-Net model are cached under ``--cache`` (outside git), so the
 first run takes longer than the next ones.
 
-    python benchmarks/volume_inference.py --quick          # 512x512x12, ~15 min on 2 cores once cached (goal 10)
+    python benchmarks/volume_inference.py --quick          # 512x512x6 spanning 500 mm, all but 3 efficient rows
     python benchmarks/volume_inference.py                  # 512x512x200
     python benchmarks/volume_inference.py --paths keras-paper,onnx-fp32
 """
@@ -45,7 +45,7 @@ AGREE = dict(size=128, filters=(16, 32, 64, 128, 256), cat_channels=16)
 #: patch per slice (no resampling to another spacing), nnU-Net's best case
 SPACING = (0.78, 0.78, 2.5)
 FULL_SLICES = 200
-QUICK_SLICES = 12
+QUICK_SLICES = 6
 STAGES = ("read", "preprocess", "model", "postprocess", "write")
 
 
@@ -87,10 +87,13 @@ PATHS = {p.name: p for p in (
     Path_("onnx-efficient-int8-skip", "onnx", precision="int8", decoder="efficient", skip_absent=True),
     Path_("litert-fp32", "tflite"),
     Path_("litert-int8", "tflite", precision="int8"),
+    Path_("litert-int8-skip", "tflite", precision="int8", skip_absent=True),
     Path_("nnunet-2d", "nnunet"),
     Path_("nnunet-2d-notta", "nnunet", tta=False),
 )}
 BASELINE = "keras-paper-unfused"
+#: --quick leaves out three efficient-decoder rows (another network; its fastest row stays)
+QUICK_PATHS = [n for n in PATHS if n not in ("keras-efficient-skip", "onnx-efficient-fp32", "onnx-efficient-skip")]
 #: written beside each cached export: an export made by an older graph (before the fused decoder) is redone
 EXPORT_GRAPH = "fused-decoder-1"
 
@@ -221,14 +224,14 @@ def artefact(models: dict[str, Path], path: Path_, log, calib_slices: int) -> Pa
     """The file a path runs: the .keras model, or its export (made once, cached beside it)."""
     from keras_unet3plus.export import default_output, export_model
     from keras_unet3plus.export.verify import phantom_slices
-    from keras_unet3plus.runtimes.onnx import part_paths
+    from keras_unet3plus.runtimes.base import part_paths
 
     src = models[path.decoder]
     if path.kind == "keras":
         return src
     out = default_output(src, path.kind, path.precision)
     made_by = out.parent / f"{out.name}.graph"
-    if (out.exists() and (path.kind != "onnx" or all(p.is_file() for p in part_paths(out)))
+    if (out.exists() and all(p.is_file() for p in part_paths(out))     # every model here has a CGM: a pair
             and made_by.is_file() and made_by.read_text() == EXPORT_GRAPH):
         return out
     log(f"exporting {src.name} -> {out.name} (cached) ...")
@@ -450,8 +453,9 @@ def chart(results: dict[str, dict], paths: list[Path_], png: Path, title: str) -
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help=f"512x512x{QUICK_SLICES} instead of 512x512x{FULL_SLICES}")
-    p.add_argument("--slices", type=int, default=None, help="axial slices (default 200, --quick 12)")
-    p.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, from: {', '.join(PATHS)}")
+    p.add_argument("--slices", type=int, default=None, help=f"axial slices (default {FULL_SLICES}, --quick {QUICK_SLICES})")
+    p.add_argument("--paths", default=None, help=f"comma-separated, from: {', '.join(PATHS)} (default: all; "
+                                                  f"--quick: all but {', '.join(sorted(set(PATHS) - set(QUICK_PATHS)))})")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--calib-slices", type=int, default=32, help="int8 calibration slices (phantom)")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "keras-unet3plus" / "volume-inference")
@@ -473,7 +477,8 @@ def main(argv=None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
-    names = [n.strip() for n in args.paths.split(",") if n.strip()]
+    default = QUICK_PATHS if args.quick else list(PATHS)
+    names = [n.strip() for n in args.paths.split(",") if n.strip()] if args.paths else default
     unknown = [n for n in names if n not in PATHS]
     if unknown:
         p.error(f"unknown path(s) {unknown}; choose from {list(PATHS)}")
@@ -486,6 +491,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
 
     import nibabel as nib
+    import numpy as np
 
     from keras_unet3plus.data import phantom
 
@@ -493,10 +499,14 @@ def main(argv=None) -> int:
     # the full volume's extent (200 slices of SPACING[2]) at n_slices: --quick keeps the share of
     # organ-free slices of a whole abdominal CT, which is what --skip-absent saves
     extent = SPACING[2] * FULL_SLICES
-    case = phantom.generate_case(2024, shape=(512, 512, n_slices), spacing=(*SPACING[:2], extent / n_slices))
+    every = -(-8 // n_slices)    # the phantom draws at least 8 slices: fewer are every k-th of 8+
+    case = phantom.generate_case(2024, shape=(512, 512, n_slices * every),
+                                 spacing=(*SPACING[:2], extent / (n_slices * every)))
+    affine = case.affine.copy()
+    affine[:3, 2] *= every
     (work / "ct").mkdir()
     volume_path = work / "ct" / "case_0000.nii.gz"
-    nib.save(nib.Nifti1Image(case.hu, case.affine), volume_path)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(case.hu[..., ::every]), affine), volume_path)
 
     agree_models = agreement_models(cache, log, args.agreement_model)
     from keras_unet3plus.modelinfo import load_info
@@ -507,7 +517,6 @@ def main(argv=None) -> int:
                    + (f" ({args.agreement_model})" if args.agreement_model else ""))
     agree, present = agreement(paths, agree_models, volume_path, work, log, args.calib_slices)
     present_file = work / "present.npy"
-    import numpy as np
     np.save(present_file, present)
 
     models = speed_models(cache, log)

@@ -29,8 +29,9 @@ from typing import Any, Callable
 from ..training.config import TrainConfig
 
 #: the demo's small configuration (paper ingredients, CPU-sized). The efficient full-scale decoder
-#: (convolve, then upsample) trains 2.6x faster per step than the paper's on a 2-core AVX2 CPU
-#: (0.97 s vs 2.49 s for a batch of 8), so the 10-minute budget buys 2.6x the steps
+#: (convolve, then upsample) trained 2.6x faster per step than the paper's on a 2-core AVX2 CPU
+#: (0.97 s vs 2.49 s for a batch of 8; measured before the trainer computed the paper decoder fused,
+#: which about halves its step), so the 10-minute budget buys 2.6x the steps
 DEMO_PRESET: dict[str, Any] = dict(
     image_size=96, context=1, filters=(16, 32, 64, 128, 256), cat_channels=16, decoder="efficient",
     deep_supervision=True, cgm=True, architecture="unet3plus", backbone="unet", bn_momentum=0.9,
