@@ -464,6 +464,8 @@ def main(argv=None) -> int:
                    help="a trained .keras model (with its info) for the Dice column, e.g. unet3plus-demo/model.keras "
                         "(default: train a small one on the phantom once)")
     p.add_argument("--nnunet-venv", default=None, help="venv with nnunetv2 (default: see _nnunet.py)")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help=f"leave out {BASELINE} (its ~7 s per slice), e.g. to compare with nnU-Net on a whole scan")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -482,7 +484,7 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in PATHS]
     if unknown:
         p.error(f"unknown path(s) {unknown}; choose from {list(PATHS)}")
-    if BASELINE not in names:
+    if args.baseline and BASELINE not in names:
         names.insert(0, BASELINE)
     paths = [PATHS[n] for n in names]
     n_slices = args.slices or (QUICK_SLICES if args.quick else FULL_SLICES)
@@ -564,7 +566,7 @@ def main(argv=None) -> int:
     chart(results, paths, args.png, f"512x512x{n_slices} phantom CT, {cpu.name}, {cpu.cores} cores")
     ours = [pp for pp in paths if pp.kind != "nnunet" and pp.decoder == "paper" and "wall" in results[pp.name]
             and "error" not in results[pp.name] and pp.name != BASELINE]
-    base = results[BASELINE].get("wall")
+    base = results.get(BASELINE, {}).get("wall")
     if base and ours:
         best = min(ours, key=lambda pp: results[pp.name]["wall"])
         print(f"best path: {best.name}, {base / results[best.name]['wall']:.1f}x vs Keras, "

@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trt-builder-flags", action="store_true",
                         help="TensorRT 10 only: weakly typed network with FP16/INT8 builder flags instead of strong typing")
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check (not recommended)")
+    parser.add_argument("--no-skip-absent-pair", dest="pair", action="store_false",
+                        help="ONNX / LiteRT: do not write the skip-absent pair beside the graph")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
             args.model, args.to, args.precision, out=args.out, spec=spec, data_dir=args.data_dir,
             verify_slices=args.verify_slices, calib_slices=args.calib_slices, batch_range=batch_range,
             opset=args.opset, timing_cache=args.timing_cache, legacy_trt_flags=args.trt_builder_flags,
-            check=not args.no_verify,
+            check=not args.no_verify, skip_absent_pair=args.pair,
         )
     except MissingExtraError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -184,6 +184,7 @@ def export_model(
     timing_cache: str | os.PathLike | None = None,
     legacy_trt_flags: bool = False,
     check: bool = True,
+    skip_absent_pair: bool = True,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Export `model` (a `keras.Model`, or a path to a `.keras` file) and verify it.
@@ -198,6 +199,8 @@ def export_model(
         data_dir: NIfTI cases for verification/calibration slices (default: generated phantoms).
         slices / calibration: give the arrays directly instead (tests, benchmarks).
         check: run the parity check (raise `ParityError` and write nothing when it fails).
+        skip_absent_pair: ONNX / LiteRT of a model with a CGM: also write the skip-absent pair
+            (``predict --skip-absent``), checked like the graph.
 
     Returns an `ExportResult`; raises `ParityError` on a failed check, `MissingExtraError` when the
     target's extra is not installed (before any work is done).
@@ -244,7 +247,7 @@ def export_model(
         job = _Export(model=model, out=out, precision=precision, spec=spec, info=info, check=check,
                       reference=reference, slices=slices, calibration=calibration, result=result, stage=stage,
                       work=Path(work), log=log, opset=opset, hwc=hwc, batch_range=batch_range,
-                      timing_cache=timing_cache, legacy_trt_flags=legacy_trt_flags,
+                      timing_cache=timing_cache, legacy_trt_flags=legacy_trt_flags, pair=skip_absent_pair,
                       info_out=_artefact_info(info, target, precision, spec,
                                               {**({"opset": opset} if target in ("onnx", "tensorrt") else {}),
                                                **source_record(model_path)}))
@@ -279,6 +282,7 @@ class _Export:
     timing_cache: object
     legacy_trt_flags: bool
     info_out: object
+    pair: bool = True
     finals: dict = field(default_factory=dict)
     keras_speed: float | None = None
 
@@ -362,7 +366,7 @@ def _has_pair(job: _Export) -> bool:
     """Models with a CGM, exported gated, get the skip-absent pair."""
     from ..runtimes.keras import output_tensors, training_outputs
 
-    return job.spec.gate and "cls" in output_tensors(training_outputs(job.model))
+    return job.pair and job.spec.gate and "cls" in output_tensors(training_outputs(job.model))
 
 
 def _write_tflite_pair(job: _Export) -> tuple[Path, Path] | None:

@@ -21,6 +21,20 @@ def part_paths(artefact) -> tuple[Path, Path]:
     return tuple(artefact.with_name(f"{artefact.stem}.{part}{artefact.suffix}") for part in PART_NAMES)
 
 
+def no_pair_error(artefact, pair, target: str) -> ValueError:
+    """What ``--skip-absent`` says when an export has no current pair beside it."""
+    names = ", ".join(Path(p).name for p in pair or ())
+    return ValueError(f"{artefact}: no current skip-absent pair beside it ({names}); export the model again "
+                      f"with `unet3plus export MODEL --to {target}` (models with a CGM get one)")
+
+
+def encoder_outputs(outs: dict) -> tuple[list, Any]:
+    """The pair's encoder outputs ``{feature_0.., cls}`` as ``([feature_0, feature_1, ..], cls)``."""
+    outs = dict(outs)
+    cls = outs.pop("cls")
+    return [outs[n] for n in sorted(outs, key=lambda n: int(n.rsplit("_", 1)[1]))], cls
+
+
 class Runtime:
     """A model ready to run: `.info` (its ModelInfo, or None), `.path`, `.name`, `.input_shape`.
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from .._extras import require
 from ..modelinfo import ModelInfo
-from .base import Runtime, part_paths
+from .base import Runtime, encoder_outputs, no_pair_error, part_paths
 from .cpu import cpu_info
 
 #: where an export records the skip-absent pair it wrote (names and SHA-256) in the model info
@@ -96,15 +96,11 @@ class LiteRTRuntime(Runtime):
 
     def _part_signatures(self):
         if not self.can_skip_absent:
-            raise ValueError(f"{self.path}: no current skip-absent pair beside it "
-                             f"({', '.join(p.name for p in self.pair)}); export the model again with "
-                             f"`unet3plus export MODEL --to tflite` (models with a CGM get one)")
+            raise no_pair_error(self.path, self.pair, "tflite")
         return self._parts
 
     def encode(self, batch):
-        outs = self._part_signatures()[0](image=np.asarray(batch, np.float32))
-        cls = outs.pop("cls")
-        return [outs[n] for n in sorted(outs, key=lambda n: int(n.rsplit("_", 1)[1]))], cls
+        return encoder_outputs(self._part_signatures()[0](image=np.asarray(batch, np.float32)))
 
     def decode(self, features):
         return self._part_signatures()[1](**{f"feature_{i}": f for i, f in enumerate(features)})["seg"]

@@ -8,7 +8,7 @@ import numpy as np
 
 from .._extras import require
 from ..modelinfo import ModelInfo
-from .base import Runtime, part_paths
+from .base import Runtime, encoder_outputs, no_pair_error, part_paths
 from .cpu import cpu_info
 
 #: metadata key of the ModelInfo JSON embedded in exported ONNX graphs
@@ -69,17 +69,13 @@ class OnnxRuntime(Runtime):
 
     def _part_sessions(self):
         if not self.can_skip_absent:
-            raise ValueError(f"{self.path}: no current skip-absent pair beside it "
-                             f"({', '.join(p.name for p in self.pair or ())}); export the model again "
-                             f"with `unet3plus export MODEL --to onnx` (models with a CGM get one)")
+            raise no_pair_error(self.path, self.pair, "onnx")
         return self._parts
 
     def encode(self, batch):
         encoder = self._part_sessions()[0]
         names = [o.name for o in encoder.get_outputs()]
-        outs = dict(zip(names, encoder.run(None, {encoder.get_inputs()[0].name: batch})))
-        cls = outs.pop("cls")
-        return [outs[n] for n in sorted(outs, key=lambda n: int(n.rsplit("_", 1)[1]))], cls
+        return encoder_outputs(zip(names, encoder.run(None, {encoder.get_inputs()[0].name: batch})))
 
     def decode(self, features):
         decoder = self._part_sessions()[1]
