@@ -373,7 +373,7 @@ def _write_tflite_pair(job: _Export) -> tuple[Path, Path] | None:
     """The skip-absent pair beside a LiteRT model (same precision), staged; its names and SHA-256
     go into the model's info, which is how the runtime knows the pair is this export's."""
     from ..runtimes.auto import file_sha256
-    from ..runtimes.base import part_paths
+    from ..runtimes.base import PART_NAMES, part_paths
     from ..runtimes.litert import PAIR_RECORD
     from .litert import export_tflite_pair
 
@@ -386,7 +386,7 @@ def _write_tflite_pair(job: _Export) -> tuple[Path, Path] | None:
     if job.info_out is not None:
         job.info_out.extra["export"][PAIR_RECORD] = {
             part: {"name": final.name, "sha256": file_sha256(path)}
-            for part, final, path in zip(("encoder", "decoder"), finals, staged)}
+            for part, final, path in zip(PART_NAMES, finals, staged)}
     return staged
 
 

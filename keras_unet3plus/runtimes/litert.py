@@ -7,7 +7,7 @@ import numpy as np
 
 from .._extras import require
 from ..modelinfo import ModelInfo
-from .base import Runtime, encoder_outputs, no_pair_error, part_paths
+from .base import PART_NAMES, Runtime, encoder_outputs, no_pair_error, part_paths
 from .cpu import cpu_info
 
 #: where an export records the skip-absent pair it wrote (names and SHA-256) in the model info
@@ -89,7 +89,7 @@ class LiteRTRuntime(Runtime):
         record = ((self.info.extra or {}).get("export") or {}).get(PAIR_RECORD) if self.info else None
         if not record or not all(p.is_file() for p in self.pair):
             return False
-        if [file_sha256(p) for p in self.pair] != [record[part]["sha256"] for part in ("encoder", "decoder")]:
+        if [file_sha256(p) for p in self.pair] != [record[part]["sha256"] for part in PART_NAMES]:
             return False
         self._parts = tuple(_Signature(p, self._threads) for p in self.pair)
         return True
