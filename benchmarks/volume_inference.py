@@ -75,6 +75,7 @@ PATHS = {p.name: p for p in (
     Path_("keras-paper", "keras"),
     Path_("keras-paper-skip", "keras", skip_absent=True),
     Path_("keras-paper-bf16", "keras", precision="bf16"),
+    Path_("keras-paper-bf16-skip", "keras", precision="bf16", skip_absent=True),
     Path_("keras-efficient", "keras", decoder="efficient"),
     Path_("keras-efficient-skip", "keras", decoder="efficient", skip_absent=True),
     Path_("onnx-fp32", "onnx"),
