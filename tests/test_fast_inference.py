@@ -8,6 +8,7 @@ anything: the choice is tested on records, the records on their content.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -21,7 +22,7 @@ from keras_unet3plus.metrics import dice
 from keras_unet3plus.modelinfo import sidecar_path
 from keras_unet3plus.runtimes import KerasRuntime
 from keras_unet3plus.runtimes.auto import export_candidates, file_sha256
-from keras_unet3plus.runtimes.cpu import CpuInfo, _parse_cpuinfo, precision_note
+from keras_unet3plus.runtimes.cpu import CpuInfo, _parse_cpuinfo, cpu_info, precision_note
 from keras_unet3plus.runtimes.keras import split_at_classifier
 
 
@@ -190,6 +191,19 @@ def test_bf16_mask_agrees_with_fp32(trained_tiny, volume):
         KerasRuntime(model, precision="int4")
 
 
+def test_runtime_says_what_it_computes_in():
+    """`predict` prints this line: a Keras model's chosen precision, an export's recorded one."""
+    from keras_unet3plus.modelinfo import ModelInfo
+    from keras_unet3plus.runtimes.base import Runtime
+
+    info = ModelInfo(task="liver", preprocess={}, num_classes=1, extra={"export": {"precision": "int8"}})
+    runtime = Runtime("/x/model_int8.onnx", info)
+    runtime.kind = "onnxruntime"
+    assert runtime.compute_precision == "int8" and runtime.describe() == "ONNX Runtime int8 (model_int8.onnx)"
+    assert Runtime("/x/m.tflite", ModelInfo(task="liver", preprocess={})).compute_precision == "fp32"
+    assert "VNNI" in precision_note(runtime.compute_precision, CpuInfo("x", 2, frozenset({"avx2"})))
+
+
 def test_cpu_flags_decide_what_is_fast():
     name, flags = _parse_cpuinfo("processor : 0\nmodel name : Some CPU\nflags : fpu avx2 avx512f avx512_bf16\n"
                                  "processor : 1\nmodel name : Some CPU\nflags : fpu avx2\n")
@@ -325,11 +339,16 @@ def test_cli_predict_says_which_runtime_ran_and_rejects_misused_flags(exported, 
     nib.save(nib.Nifti1Image(volume.hu, volume.affine), src)
     assert cli.main(["predict", str(model), str(src), "-o", str(tmp_path / "m.nii.gz"), "--runtime", "auto",
                      "--quiet"]) == 0
-    assert "runtime auto: model." in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "runtime auto: model." in out
+    # every run says which runtime and precision ran, on which CPU (what the speed depends on)
+    assert re.search(r"running: (Keras|ONNX Runtime) fp32 \(model\.(keras|onnx)\) on " + re.escape(cpu_info().summary()),
+                     out), out
     assert cli.main(["predict", str(onnx), str(src), "-o", str(tmp_path / "n.nii.gz"), "--precision", "bf16"]) == 1
     assert "applies to .keras models" in capsys.readouterr().err
     assert cli.main(["predict", str(onnx), str(src), "-o", str(tmp_path / "n.nii.gz"), "--skip-absent",
                      "--quiet"]) == 0
+    assert f"running: ONNX Runtime fp32 (model.onnx), skip-absent on {cpu_info().summary()}" in capsys.readouterr().out
     (tmp_path / "n.nii.gz").unlink()
     from keras_unet3plus.runtimes.onnx import part_paths
 

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     formats = ("nifti", "dicom-seg") if args.format == "both" else (args.format,)
     # errors end in cli.main's one-line boundary (exit 1, traceback with --debug)
-    from ..runtimes.cpu import precision_note
+    from ..runtimes.cpu import cpu_info, precision_note
 
     choice: list[str] = []
     predictor = Predictor.from_path(args.model, runtime=args.runtime, precision=args.precision, notes=choice,
@@ -64,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
     _ = predictor.cfg  # validate the saved preprocessing before any work
     for line in choice:
         print(line)
-    if precision_note(args.precision):
-        print(f"note: {precision_note(args.precision)}")
+    runtime = predictor.runtime
+    print(f"running: {runtime.describe()}{', skip-absent' if args.skip_absent else ''} on {cpu_info().summary()}")
+    if precision_note(runtime.compute_precision):
+        print(f"note: {precision_note(runtime.compute_precision)}")
     source = args.input_dir or args.input
     if args.input is not None and not Path(args.input).is_dir():
         out = Path(args.output)

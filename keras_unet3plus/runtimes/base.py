@@ -14,6 +14,10 @@ from ..modelinfo import ModelInfo
 #: a CGM: the graph up to the CGM (``image -> feature_0.., cls``) and the decoder (``feature_0.. -> seg``)
 PART_NAMES = ("encoder", "decoder")
 
+#: how `describe()` names each runtime kind to a user
+RUNTIME_LABELS = {"keras": "Keras", "onnxruntime": "ONNX Runtime", "litert": "LiteRT",
+                  "savedmodel": "TensorFlow SavedModel", "tensorrt": "TensorRT"}
+
 
 def part_paths(artefact) -> tuple[Path, Path]:
     """``(<stem>.encoder<suffix>, <stem>.decoder<suffix>)`` beside the exported graph ``artefact``."""
@@ -83,6 +87,21 @@ class Runtime:
     @property
     def num_classes(self) -> int:
         return int(self.info.num_classes) if self.info is not None else 1
+
+    @property
+    def compute_precision(self) -> str:
+        """What the artefact computes in: a Keras model's chosen precision, else the one its export
+        recorded in the info (an export's precision is fixed when it is made)."""
+        chosen = getattr(self, "precision", None)
+        if chosen:
+            return str(chosen)
+        export = ((self.info.extra or {}).get("export") or {}) if self.info is not None else {}
+        return str(export.get("precision", "fp32"))
+
+    def describe(self) -> str:
+        """One line for the user: which runtime, in which precision, on which file."""
+        label = RUNTIME_LABELS.get(self.kind, self.kind)
+        return f"{label} {self.compute_precision} ({self.path.name if self.path is not None else self.name})"
 
     def seg_is_labels(self, seg_channels: int) -> bool:
         """True when `seg` holds labels rather than probabilities (a thresholded multi-class graph)."""
