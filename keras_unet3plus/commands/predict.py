@@ -66,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     runtime = predictor.runtime
     print(f"running: {runtime.describe()}{', skip-absent' if args.skip_absent else ''} on {cpu_info().summary()}")
-    if precision_note(runtime.compute_precision):
-        print(f"note: {precision_note(runtime.compute_precision)}")
+    note = precision_note(runtime.compute_precision)
+    if note:
+        print(f"note: {note}")
     source = args.input_dir or args.input
     if args.input is not None and not Path(args.input).is_dir():
         out = Path(args.output)

@@ -90,11 +90,8 @@ class Runtime:
 
     @property
     def compute_precision(self) -> str:
-        """What the artefact computes in: a Keras model's chosen precision, else the one its export
-        recorded in the info (an export's precision is fixed when it is made)."""
-        chosen = getattr(self, "precision", None)
-        if chosen:
-            return str(chosen)
+        """What the artefact computes in: the one its export recorded in the info (an export's
+        precision is fixed when it is made; a Keras runtime returns the precision it was opened with)."""
         export = ((self.info.extra or {}).get("export") or {}) if self.info is not None else {}
         return str(export.get("precision", "fp32"))
 

@@ -211,6 +211,10 @@ class KerasRuntime(Runtime):
         return self.keras_model.name
 
     @property
+    def compute_precision(self) -> str:
+        return self.precision
+
+    @property
     def fast_model(self):
         """The model `segment`/`encode`/`decode` run: in the chosen precision, the paper decoder
         fused when asked; made on first use (`predict` alone runs the unfused deploy form)."""
