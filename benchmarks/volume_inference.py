@@ -11,8 +11,9 @@ Two models, said in the table's header:
   every slice is decoded and resampled, the worst case);
 - agreement: a demo-size model (16..256 filters, 128 x 128) trained on phantom slices once (cached),
   run through the same runtime settings on the same volume: mask agreement only means something on
-  a model that segments. ``--skip-absent`` rows decode, in the speed run, exactly the slices this
-  trained model's CGM calls present.
+  a model that segments (``--agreement-model unet3plus-demo/model.keras``: the demo's model instead;
+  ``--agreement-only``: this column alone, in minutes). ``--skip-absent`` rows decode, in the speed
+  run, exactly the slices this trained model's CGM calls present.
 
 nnU-Net v2 (2d configuration, its default plan for the phantom, default test-time mirroring and
 ``--disable_tta``) runs where it is installed in its own venv (see ``_nnunet.py``); otherwise the
@@ -26,8 +27,10 @@ first run takes longer than the next ones.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -162,8 +165,6 @@ def agreement_models(cache: Path, log, given: Path | None = None) -> dict[str, P
     else trained here once, a few minutes, cached), and its efficient twin."""
     out = {d: cache / "agree" / f"{d}.keras" for d in ("paper", "efficient")}
     if given is not None:
-        import shutil
-
         import keras
 
         from keras_unet3plus import build
@@ -464,6 +465,8 @@ def main(argv=None) -> int:
     p.add_argument("--agreement-model", type=Path, default=None,
                    help="a trained .keras model (with its info) for the Dice column, e.g. unet3plus-demo/model.keras "
                         "(default: train a small one on the phantom once)")
+    p.add_argument("--agreement-only", action="store_true",
+                   help="only the Dice column: the agreement model through every path (no timed runs)")
     p.add_argument("--nnunet-venv", default=None, help="venv with nnunetv2 (default: see _nnunet.py)")
     p.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help=f"leave out {BASELINE} (its ~7 s per slice), e.g. to compare with nnU-Net on a whole scan")
@@ -491,6 +494,7 @@ def main(argv=None) -> int:
     n_slices = args.slices or (QUICK_SLICES if args.quick else FULL_SLICES)
     cache = args.cache
     work = Path(tempfile.mkdtemp(prefix="unet3plus-volinf-"))
+    atexit.register(shutil.rmtree, work, True)      # the volume and every path's mask: GBs at 200 slices
     t_start = time.perf_counter()
 
     import nibabel as nib
@@ -516,9 +520,18 @@ def main(argv=None) -> int:
 
     b = load_info(agree_models["paper"]).build
     agree_label = (f"{'the given' if args.agreement_model else 'a'} model {b['filters'][0]}..{b['filters'][-1]} at "
-                   f"{b['input_shape'][0]}x{b['input_shape'][1]} trained on the phantom"
+                   f"{b['input_shape'][0]}x{b['input_shape'][1]}, {b.get('decoder', 'paper')} decoder, trained on the phantom"
                    + (f" ({args.agreement_model})" if args.agreement_model else ""))
     agree, present = agreement(paths, agree_models, volume_path, work, log, args.calib_slices)
+    if args.agreement_only:
+        from _common import markdown_table
+
+        print(f"# Mask agreement through each path: phantom CT 512x512x{n_slices}\n\nMachine: {machine_line()}; "
+              f"{cpu_info().summary()}.\nModel: {agree_label}; {int(present.size)} slices, "
+              f"CGM present on {int(present.sum())}; Dice against its Keras fp32 mask as filed (unfused).\n")
+        print(markdown_table(["path", "what", "Dice vs Keras fp32"],
+                             [[pp.name, pp.label, f"{agree[pp.name]:.4f}"] for pp in paths if pp.name in agree]))
+        return 0
     present_file = work / "present.npy"
     np.save(present_file, present)
 
