@@ -5,7 +5,8 @@ and spleen (MSD layout) cases, then every held-out volume is segmented whole and
 per-volume Dice. Also counts false positives on organ-free slices with and without the CGM gate.
 
 CPU (2 cores, small configuration; one seed took 21 min on a 2-core Xeon, about twice that on a 2-core
-AMD EPYC without AVX-512; interrupted runs resume from the results kept in each run folder):
+AMD EPYC without AVX-512, three seeds 72 min on a Zen 4 EPYC; interrupted runs resume from the results
+kept in each run folder):
     .venv/bin/python benchmarks/paper_tables.py --seeds 0 1 2
 GPU at the paper's size (320x320, filters 64..1024; a LiTS / MSD download instead of the phantom):
     .venv/bin/python benchmarks/paper_tables.py --image-size 320 --filters 64 128 256 512 1024 \
