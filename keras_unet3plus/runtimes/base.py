@@ -89,11 +89,15 @@ class Runtime:
         return int(self.info.num_classes) if self.info is not None else 1
 
     @property
+    def export_record(self) -> dict:
+        """What `unet3plus export` recorded about this artefact in its info ({} for a model file)."""
+        return ((self.info.extra or {}).get("export") or {}) if self.info is not None else {}
+
+    @property
     def compute_precision(self) -> str:
         """What the artefact computes in: the one its export recorded in the info (an export's
         precision is fixed when it is made; a Keras runtime returns the precision it was opened with)."""
-        export = ((self.info.extra or {}).get("export") or {}) if self.info is not None else {}
-        return str(export.get("precision", "fp32"))
+        return str(self.export_record.get("precision", "fp32"))
 
     def describe(self) -> str:
         """One line for the user: which runtime, in which precision, on which file."""

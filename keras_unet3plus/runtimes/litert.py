@@ -86,7 +86,7 @@ class LiteRTRuntime(Runtime):
             return True
         from .auto import file_sha256
 
-        record = ((self.info.extra or {}).get("export") or {}).get(PAIR_RECORD) if self.info else None
+        record = self.export_record.get(PAIR_RECORD)
         if not record or not all(p.is_file() for p in self.pair):
             return False
         if [file_sha256(p) for p in self.pair] != [record[part]["sha256"] for part in PART_NAMES]:
