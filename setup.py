@@ -13,10 +13,13 @@ EXTRAS = {
     # TensorRT engines from the ONNX graph (NVIDIA GPU machines only).
     "tensorrt": ["tensorrt>=10.0", "cuda-python>=12.0", "tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.20",
                  "onnxconverter-common>=1.14"],
-    # DICOM CT series input and DICOM SEG output (pydicom reads, highdicom writes SEG; highdicom
-    # brings pillow and pyjpegls, which decode JPEG 2000, JPEG baseline and JPEG-LS pixel data;
-    # 0.27 is the first with CIELabColor.from_rgb, tested with 0.27.0 and 0.28.2).
-    "dicom": ["pydicom>=3.0", "highdicom>=0.27"],
+    # DICOM CT series input and DICOM SEG output (pydicom reads, highdicom writes SEG; 0.27 is the
+    # first with CIELabColor.from_rgb, tested with 0.27.0 and 0.28.2). Compressed pixel data as PACS
+    # send it: python-gdcm (GDCM, BSD; wheel Apache-2.0) decodes JPEG Lossless (SV1 .70 and .57),
+    # JPEG-LS, JPEG 2000 and JPEG baseline; highdicom brings pillow (MIT-CMU: JPEG baseline, JPEG 2000)
+    # and pyjpegls (MIT: JPEG-LS); pydicom reads RLE and deflate itself. pydicom's other JPEG plugin,
+    # pylibjpeg-libjpeg, is GPL-3: it stays out of every extra.
+    "dicom": ["pydicom>=3.0", "highdicom>=0.27", "python-gdcm>=3.0.10"],
     # Peer used only by the benchmarks (keras-unet-collection's unet_3plus_2d).
     "bench": ["keras-unet-collection==0.1.13"],
 }

@@ -323,26 +323,6 @@ def test_missing_position(case, tmp_path):
         read_dicom_series(tmp_path)
 
 
-def test_compressed_pixels_without_a_decoder_name_the_package(case, tmp_path):
-    from pydicom.encaps import encapsulate
-    from pydicom.pixels import get_decoder
-    from pydicom.uid import JPEGLossless
-
-    if get_decoder(JPEGLossless).is_available:
-        pytest.skip("a JPEG Lossless decoder is installed here; the error cannot be provoked")
-    for path in _write(case, tmp_path, shuffle_names=False):
-        ds = pydicom.dcmread(path)
-        ds.file_meta.TransferSyntaxUID = JPEGLossless
-        ds.PixelData = encapsulate([b"\xff\xd8\xff\xd9"])  # never decoded: the check comes first
-        ds["PixelData"].is_undefined_length = True
-        ds["PixelData"].VR = "OB"
-        ds.save_as(path, enforce_file_format=True)
-    with pytest.raises(DataError) as err:
-        read_dicom_series(tmp_path)
-    msg = _message(err)
-    assert "IM00001.dcm" in msg and "JPEG Lossless" in msg and "pip install pylibjpeg pylibjpeg-libjpeg" in msg
-
-
 def test_without_the_extra_the_package_imports_and_the_error_names_pip_install(tmp_path):
     # (nibabel imports pydicom itself when it is installed, so block it rather than look for it)
     code = ("import sys; sys.modules['pydicom'] = sys.modules['highdicom'] = None\n"

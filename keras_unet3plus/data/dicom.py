@@ -11,7 +11,13 @@ series by their headers, then builds the volume from the geometry the files stat
   so x and y change sign. That (column, row, slice) array and affine is what dcm2niix writes and is
   kept as ``original_affine``; the volume itself is brought to RAS canonical;
 - HU = stored value * RescaleSlope + RescaleIntercept, slice by slice;
-- slice spacing from the positions (SliceThickness is the reconstructed slab, not the step).
+- slice spacing from the positions (SliceThickness is the reconstructed slab, not the step);
+- pixels equal to PixelPaddingValue (or within PixelPaddingRangeLimit) are outside the scanned
+  field of view: they become air, whatever the rescale would make of them.
+
+What is not a slice of the volume is left out with a note: non-DICOM files, a DICOMDIR index,
+other SOP classes (SEG, SR dose reports, secondary captures), localizers, and secondary images
+(dose screens) that have no position or sit beside the primary slices of a series.
 
 Series that cannot be read as one regular grid (a missing or duplicated slice, mixed image sizes
 or orientations, gantry tilt) raise a :class:`DataError` naming the folder and the problem rather
@@ -50,10 +56,20 @@ STEP_RTOL, STEP_ATOL = 0.01, 0.01
 #: Image orientation cosines may differ by DS rounding between the files of one series.
 IOP_ATOL = 1e-4
 _RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
-#: Transfer syntaxes that pillow and pyjpegls (dependencies of highdicom, so of the [dicom] extra)
-#: decode: JPEG baseline, JPEG 2000, JPEG-LS. JPEG Lossless (process 14) needs pylibjpeg-libjpeg or gdcm.
-_DECODED_BY_THE_EXTRA = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
-                         "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
+#: Media Storage Directory Storage: a DICOMDIR, the index of a disc or export folder (no image).
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+#: HU of padded pixels (PixelPaddingValue): air as a 12-bit scanner stores it (stored 0, intercept
+#: -1024), what scanners that do not pad show outside the field of view.
+PADDING_HU = -1024.0
+#: Compressed transfer syntaxes the [dicom] extra decodes: python-gdcm (BSD) all of them, pillow
+#: (highdicom's) JPEG baseline/extended and JPEG 2000, pyjpegls (highdicom's) JPEG-LS, pydicom itself
+#: RLE (and deflate, which is not a compression of the pixels). JPEG Lossless (process 14, SV1 and
+#: other predictors) is decoded by python-gdcm only.
+_DECODED_BY_THE_EXTRA = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+                         "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
+                         "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5"}
+#: Decoders pydicom names in its notes that are GPL-licensed: never suggested (the package is Apache-2.0).
+_GPL_DECODERS = {"pylibjpeg-libjpeg"}
 _EXTENSIONS_TRIED_WITHOUT_PREAMBLE = ("", ".dcm", ".dicom", ".ima", ".img")
 
 
@@ -170,15 +186,17 @@ def _int_or_none(value: Any) -> int | None:
 def find_dicom_series(folder: str | os.PathLike) -> DicomSeriesList:
     """All CT image series under ``folder`` (recursive, any file names), read from headers only.
 
-    Files that are not DICOM and series that are not CT images (SEG, SR, localizers, Enhanced CT)
-    are left out; the returned list's ``skipped`` says which and why (also logged at INFO).
+    Files that are not DICOM, a DICOMDIR, series that are not CT images (SEG, SR, secondary
+    captures, localizers, dose screens, Enhanced CT) are left out; the returned list's ``skipped``
+    says which and why, each series' ``notes`` what it left out of itself (also logged at INFO).
     """
     require("pydicom", "dicom")
     folder = Path(folder)
     if not folder.exists():
         raise DataFileNotFoundError(f"{folder}: folder not found")
     if not folder.is_dir():
-        raise DataError(f"{folder}: expected a folder holding a DICOM series, got a file")
+        hint = "; give the folder it is in" if folder.name.upper() == "DICOMDIR" else ""
+        raise DataError(f"{folder}: expected a folder holding a DICOM series, got a file{hint}")
 
     skipped: list[str] = []
     groups: dict[Any, list[tuple[Path, Any]]] = {}
@@ -191,6 +209,10 @@ def find_dicom_series(folder: str | os.PathLike) -> DicomSeriesList:
             ds = _read_header(path)
             if isinstance(ds, str):
                 skipped.append(ds)
+                continue
+            if _sop_class(ds) == DICOMDIR_SOP_CLASS:
+                skipped.append(f"{path}: a DICOMDIR index (the table of contents of a disc or export), "
+                               "skipped; the images it lists are found by searching the folder")
                 continue
             uid = str(ds.get("SeriesInstanceUID", "") or "")
             key = uid or ("<no SeriesInstanceUID>", root, str(ds.get("FrameOfReferenceUID", "")),
@@ -220,14 +242,22 @@ def find_dicom_series(folder: str | os.PathLike) -> DicomSeriesList:
         if others:
             notes.append(f"series {label}: {len(members) - len(ct)} file(s) of "
                          f"{', '.join(_sop_class_name(c) for c in others)} in the series left out")
-        localizers = [(p, ds) for p, ds in ct if "LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])]]
-        if localizers:
-            if len(localizers) == len(ct):
-                skipped.append(f"series {label} ({description or 'CT'}): localizer (scout) images, skipped")
-                continue
-            scouts = {id(ds) for _, ds in localizers}
-            ct = [(p, ds) for p, ds in ct if id(ds) not in scouts]
-            notes.append(f"series {label}: {len(localizers)} localizer image(s) left out")
+        primaries = any(not _is_secondary(ds) and "LOCALIZER" not in _image_type(ds) for _, ds in ct)
+        left_out: dict[str, list[Path]] = {}
+        slices = []
+        for p, ds in ct:
+            why = _not_a_slice(ds, primaries)
+            if why is None:
+                slices.append((p, ds))
+            else:
+                left_out.setdefault(why, []).append(p)
+        if not slices:
+            what = "; ".join(f"{len(ps)} {why}" for why, ps in left_out.items())
+            skipped.append(f"series {label} ({description or 'CT'}): {what}; no slices of a volume, skipped")
+            continue
+        for why, ps in left_out.items():
+            notes.append(f"series {label}: {len(ps)} {why} left out (e.g. {_shown(ps[0], folder)})")
+        ct = slices
 
         files = [p for p, _ in ct]
         headers = [ds for _, ds in ct]
@@ -250,6 +280,41 @@ def find_dicom_series(folder: str | os.PathLike) -> DicomSeriesList:
             log.info(message)
     found.sort(key=lambda s: (s.series_number if s.series_number is not None else 1 << 30, s.name))
     return DicomSeriesList(found, skipped)
+
+
+def _image_type(ds: "Dataset") -> list[str]:
+    value = ds.get("ImageType") or []
+    return [str(v).strip().upper() for v in ([value] if isinstance(value, str) else value)]
+
+
+def _is_secondary(ds: "Dataset") -> bool:
+    """ImageType value 2 is SECONDARY: made after the acquisition (a reformat, a screen capture)."""
+    kinds = _image_type(ds)
+    return len(kinds) > 1 and kinds[1] == "SECONDARY"
+
+
+def _not_a_slice(ds: "Dataset", primaries: bool) -> str | None:
+    """Why a CT Image Storage object is no slice of the volume (a scout, a dose screen), else None.
+
+    Scanners put localizers, and some their dose report as a DERIVED\\SECONDARY CT image (often
+    of another size and without a position), into or beside the CT series.
+    """
+    if "LOCALIZER" in _image_type(ds):
+        return "localizer (scout) image(s)"
+    if _is_secondary(ds):
+        if not (ds.get("ImagePositionPatient") and ds.get("ImageOrientationPatient")):
+            return "secondary image(s) without a position (a dose report or screen capture)"
+        if primaries:
+            return "secondary (derived) image(s) beside the primary slices"
+    return None
+
+
+def _shown(path: Path, folder: Path) -> str:
+    """A file as the messages show it: relative to the searched folder (series may span sub-folders)."""
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return path.name
 
 
 def _fill_missing_uids(headers: list, files: list[Path], series_uid: str, label: str, notes: list[str]) -> None:
@@ -301,12 +366,12 @@ class _Geometry:
     shape: tuple[int, int, int]
 
 
-def _check_same(values: list, files: list[Path], what: str, where: str) -> None:
+def _check_same(values: list, files: list[Path], what: str, where: str, folder: Path) -> None:
     distinct: dict[Any, list[Path]] = {}
     for v, p in zip(values, files):
         distinct.setdefault(v, []).append(p)
     if len(distinct) > 1:
-        parts = [f"{v} in {len(ps)} file(s), e.g. {ps[0].name}" for v, ps in distinct.items()]
+        parts = [f"{v} in {len(ps)} file(s), e.g. {_shown(ps[0], folder)}" for v, ps in distinct.items()]
         raise DataError(f"{where}: the series mixes {what}: {'; '.join(parts)}")
 
 
@@ -314,22 +379,26 @@ def _geometry(series: DicomSeries) -> _Geometry:
     """Slice order and affine of a series, after checking it forms one regular grid."""
     where = f"{series.folder} (series {series.name})"
     files, headers = series.files, series.headers
+
+    def name(path: Path) -> str:
+        return _shown(path, series.folder)
+
     if len(headers) < 2:
-        raise DataError(f"{where}: a single-slice series ({files[0].name}); a volume needs at least 2 slices")
+        raise DataError(f"{where}: a single-slice series ({name(files[0])}); a volume needs at least 2 slices")
     _check_same([(int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) for ds in headers], files,
-                "image sizes (Rows, Columns)", where)
+                "image sizes (Rows, Columns)", where, series.folder)
     iops = [_floats(ds, "ImageOrientationPatient", 6, p) for ds, p in zip(headers, files)]
     iop = iops[0]
     bad = [p for v, p in zip(iops, files) if np.abs(v - iop).max() > IOP_ATOL]
     if bad:
         raise DataError(f"{where}: the series mixes image orientations (ImageOrientationPatient "
-                        f"{np.round(iop, 4).tolist()} in {files[0].name}, other values in {len(bad)} file(s), "
-                        f"e.g. {bad[0].name})")
+                        f"{np.round(iop, 4).tolist()} in {name(files[0])}, other values in {len(bad)} file(s), "
+                        f"e.g. {name(bad[0])})")
     spacings = [_floats(ds, "PixelSpacing", 2, p) for ds, p in zip(headers, files)]
     bad = [p for v, p in zip(spacings, files) if np.abs(v - spacings[0]).max() > 1e-4]
     if bad:
-        raise DataError(f"{where}: the series mixes pixel spacings ({spacings[0].tolist()} in {files[0].name}, "
-                        f"other values in {len(bad)} file(s), e.g. {bad[0].name})")
+        raise DataError(f"{where}: the series mixes pixel spacings ({spacings[0].tolist()} in {name(files[0])}, "
+                        f"other values in {len(bad)} file(s), e.g. {name(bad[0])})")
     row_spacing, col_spacing = spacings[0]
     if min(row_spacing, col_spacing) <= 0:
         raise DataError(f"{files[0]}: PixelSpacing {spacings[0].tolist()} is not positive")
@@ -349,7 +418,7 @@ def _geometry(series: DicomSeries) -> _Geometry:
     if dup.size:
         a, b = files[order[dup[0]]], files[order[dup[0] + 1]]
         raise DataError(f"{where}: duplicate slice position {along[dup[0]]:.3f} mm along the slice normal "
-                        f"in {a.name} and {b.name} ({dup.size} duplicate(s)); the folder may hold two "
+                        f"in {name(a)} and {name(b)} ({dup.size} duplicate(s)); the folder may hold two "
                         "acquisitions of one series")
     step = float(np.median(steps))
     tol = max(STEP_RTOL * step, STEP_ATOL)
@@ -363,7 +432,7 @@ def _geometry(series: DicomSeries) -> _Geometry:
         else:
             what, why = f"non-uniform slice spacing: {gap:.3f} mm", "the slices do not form a regular grid"
         raise DataError(f"{where}: {what} between positions {along[k]:.3f} and {along[k + 1]:.3f} mm "
-                        f"({files[order[k]].name}, {files[order[k + 1]].name}) where slices are {step:.3f} mm "
+                        f"({name(files[order[k]])}, {name(files[order[k + 1]])}) where slices are {step:.3f} mm "
                         f"apart ({off.size} irregular step(s)); {why}")
     offsets = positions - positions[0]
     drift = offsets - np.outer(offsets @ normal, normal)
@@ -389,15 +458,16 @@ def _geometry(series: DicomSeries) -> _Geometry:
 # --------------------------------------------------------------------------------------------
 
 def _install_hint(missing: list[str]) -> str:
-    """'gdcm - requires gdcm>=3.0.10' -> 'pip install python-gdcm' (pydicom's decoder notes)."""
+    """'gdcm - requires gdcm>=3.0.10' -> 'pip install python-gdcm' (pydicom's decoder notes), leaving
+    out the GPL-licensed decoders pydicom also names."""
     hints = []
     for text in missing:
         packages = text.split("requires", 1)[-1]
         names = [re.split(r"[<>=! ]", p.strip(), maxsplit=1)[0] for p in packages.split(" and ")]
-        names = ["python-gdcm" if n == "gdcm" else n for n in names if n]
-        if names:
+        names = ["python-gdcm" if n == "gdcm" else n for n in names if n and n != "numpy"]
+        if names and not _GPL_DECODERS & set(names):
             hints.append("pip install " + " ".join(names))
-    return " or ".join(hints) or "install a pydicom pixel data plugin (pylibjpeg, python-gdcm)"
+    return " or ".join(hints) or "install a pydicom pixel data plugin that reads it (e.g. python-gdcm)"
 
 
 def _check_decoders(series: DicomSeries) -> None:
@@ -421,9 +491,10 @@ def _check_decoders(series: DicomSeries) -> None:
             raise DataError(f"{path}: pixel data uses transfer syntax {uid.name}, which pydicom cannot "
                             "decode") from None
         if not decoder.is_available:
-            hint = _install_hint(list(decoder.missing_dependencies))
             if uid in _DECODED_BY_THE_EXTRA:
-                hint = f"pip install \"keras-unet3plus[dicom]\" (brings pillow and pyjpegls) or {hint}"
+                hint = 'pip install "keras-unet3plus[dicom]" (its python-gdcm decodes it)'
+            else:
+                hint = _install_hint(list(decoder.missing_dependencies))
             raise DataError(f"{path}: pixel data is compressed ({uid.name}) and no installed decoder reads it; "
                             f"{hint}")
 
@@ -441,13 +512,44 @@ def _rescale(ds: "Dataset", path: Path) -> tuple[float, float]:
     return slope, intercept
 
 
-def _read_slice_hu(path: Path, rows: int, columns: int) -> np.ndarray:
-    """One slice as float32 HU, (rows, columns)."""
-    import pydicom
+def _padding_range(ds: "Dataset", path: Path) -> tuple[int, int] | None:
+    """The stored values PixelPaddingValue (with PixelPaddingRangeLimit) marks as padding, or None."""
+    value, limit = ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit")
+    if value is None or value == "":
+        return None
+    try:
+        ends = sorted(int(v) for v in (value, value if limit in (None, "") else limit))
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable PixelPaddingValue/PixelPaddingRangeLimit ({exc})") from exc
+    return ends[0], ends[1]
 
+
+def _stored_range(ds: "Dataset") -> tuple[int, int]:
+    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+    if int(ds.get("PixelRepresentation") or 0) == 1:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def _read_slice_hu(path: Path, rows: int, columns: int) -> np.ndarray:
+    """One slice as float32 HU, (rows, columns); padded pixels are air (:data:`PADDING_HU`)."""
+    import pydicom
+    from pydicom.pixels import pixel_array
+    from pydicom.uid import UID
+
+    padding = None
     try:
         ds = pydicom.dcmread(path, force=True)
-        stored = ds.pixel_array
+        stored = marked = ds.pixel_array
+        padding = _padding_range(ds, path)
+        lo, hi = _stored_range(ds)
+        native = not UID(_meta(ds, "TransferSyntaxUID") or "1.2.840.10008.1.2.1").is_compressed
+        if padding is not None and native and (padding[0] < lo or padding[1] > hi):
+            # a padding value beyond BitsStored (65535 in 12-bit data): pydicom clears the unused
+            # bits, which makes it a valid value (4095, bright bone); look at the bits as stored
+            marked = pixel_array(ds, correct_unused_bits=False)
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(f"{path}: could not read the pixel data ({type(exc).__name__}: {exc})") from exc
     if stored.shape != (rows, columns):
@@ -455,13 +557,16 @@ def _read_slice_hu(path: Path, rows: int, columns: int) -> np.ndarray:
     if "ModalityLUTSequence" in ds:
         from pydicom.pixels import apply_modality_lut
 
-        return np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
-    slope, intercept = _rescale(ds, path)
-    hu = stored.astype(np.float32)
-    if slope != 1:
-        hu *= np.float32(slope)
-    if intercept:
-        hu += np.float32(intercept)
+        hu = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    else:
+        slope, intercept = _rescale(ds, path)
+        hu = stored.astype(np.float32)
+        if slope != 1:
+            hu *= np.float32(slope)
+        if intercept:
+            hu += np.float32(intercept)
+    if padding is not None:
+        hu[(marked >= padding[0]) & (marked <= padding[1])] = PADDING_HU
     return hu
 
 

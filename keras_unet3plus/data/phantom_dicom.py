@@ -5,7 +5,8 @@ The series is what a scanner export looks like: one file per slice, Image Positi
 for study, series, frame of reference and every instance, and the patient/study/equipment
 attributes highdicom copies into a SEG. Variants that real exports produce (other in-plane
 orientations, descending instance numbers, sagittal or coronal stacks, names without extension,
-a missing slice, a tilted gantry) are options, so readers can be tested against each of them.
+a missing slice, a tilted gantry, compressed pixel data, padding outside the field of view, Type 2
+attributes removed by an anonymiser) are options, so readers can be tested against each of them.
 """
 from __future__ import annotations
 
@@ -32,6 +33,27 @@ ORIENTATIONS: dict[str, str] = {
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+#: Transfer syntaxes GDCM (python-gdcm, in the [dicom] extra) encodes -> its name for them. Each is
+#: written with lossless coding (the lossy-capable .81 and .91 too), so the HU read back are exact.
+_GDCM_SYNTAXES = {
+    "1.2.840.10008.1.2.4.70": "JPEGLosslessProcess14_1",   # JPEG Lossless SV1, what most PACS send
+    "1.2.840.10008.1.2.4.57": "JPEGLosslessProcess14",     # JPEG Lossless, any predictor
+    "1.2.840.10008.1.2.4.80": "JPEGLSLossless",
+    "1.2.840.10008.1.2.4.81": "JPEGLSNearLossless",
+    "1.2.840.10008.1.2.4.90": "JPEG2000Lossless",
+    "1.2.840.10008.1.2.4.91": "JPEG2000",
+}
+#: Every transfer syntax :func:`write_dicom_series` writes (pydicom itself writes deflate and RLE).
+TRANSFER_SYNTAXES = (EXPLICIT_VR_LITTLE_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS, *_GDCM_SYNTAXES)
+#: Type 2 attributes (may be empty, must be present) that anonymisers often remove all the same.
+TYPE2_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                    "ReferringPhysicianName", "AccessionNumber", "StudyID", "Manufacturer", "SeriesNumber",
+                    "PatientPosition", "InstanceNumber", "PositionReferenceIndicator", "SliceThickness", "KVP",
+                    "AcquisitionNumber")
 
 
 def _axcodes(orientation: str) -> tuple[str, str, str]:
@@ -67,6 +89,9 @@ def write_dicom_series(
     drop_slice: int | None = None,
     gantry_tilt_deg: float = 0.0,
     signed: bool = False,
+    transfer_syntax: str = EXPLICIT_VR_LITTLE_ENDIAN,
+    padding_value: int | None = None,
+    strip_type2: bool = False,
     seed: int = 0,
 ) -> list[Path]:
     """Write ``hu_volume_ras`` (any voxel order ``affine_ras`` describes) as a CT series in ``folder``.
@@ -76,11 +101,19 @@ def write_dicom_series(
     ``drop_slice``: index (in the written slice order) of a slice to leave out, to make a gap.
     ``gantry_tilt_deg``: tilt the column direction about the patient's left-right axis while the
     positions still step along the table, as a tilted-gantry acquisition does.
+    ``transfer_syntax``: a UID of :data:`TRANSFER_SYNTAXES` (JPEG Lossless, JPEG-LS, JPEG 2000, RLE,
+    deflate; all lossless), as PACS exports compress.
+    ``padding_value``: stored value of the voxels where ``hu_volume_ras`` is NaN (outside the field
+    of view), written as PixelPaddingValue; it may lie beyond BitsStored (65535), as some scanners do.
+    ``strip_type2``: remove :data:`TYPE2_ATTRIBUTES`, as some anonymisers do.
     Returns the written paths in slice order (dropped slice excluded).
     """
     pydicom = require("pydicom", "dicom")
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    if transfer_syntax not in TRANSFER_SYNTAXES:
+        raise ValueError(f"transfer_syntax must be one of {', '.join(TRANSFER_SYNTAXES)}, got {transfer_syntax!r}")
 
     hu = np.asarray(hu_volume_ras)
     affine_ras = np.asarray(affine_ras, dtype=float)
@@ -106,11 +139,16 @@ def write_dicom_series(
     series_uid = series_uid or generate_uid()
     frame_of_reference_uid = frame_of_reference_uid or generate_uid()
     intercept = -1024.0
-    stored = np.rint(data.astype(np.float64) - intercept)
+    outside = np.isnan(data)
+    stored = np.rint(np.where(outside, 0.0, data.astype(np.float64)) - intercept)
     if signed:
         stored = np.clip(stored, -32768, 32767).astype(np.int16)
     else:
         stored = np.clip(stored, 0, 4095).astype(np.uint16)
+    if outside.any():
+        if padding_value is None:
+            raise ValueError("hu_volume_ras holds NaN (outside the field of view): give padding_value")
+        stored[outside] = padding_value
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -172,10 +210,49 @@ def write_dicom_series(
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
         ds.WindowCenter, ds.WindowWidth = "40", "400"
+        if padding_value is not None:
+            ds.add_new("PixelPaddingValue", "SS" if signed else "US", int(padding_value))
         ds.PixelData = pixels.tobytes()
+        if strip_type2:
+            for keyword in TYPE2_ATTRIBUTES:
+                delattr(ds, keyword)
         name = rng.bytes(16).hex() if shuffle_names else f"IM{k + 1:05d}.dcm"
         path = folder / name
         with atomic_path(path) as tmp:
-            pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+            _write_in(ds, tmp, transfer_syntax)
         written.append(path)
     return written
+
+
+def _write_in(ds, path: Path, transfer_syntax: str) -> None:
+    """Write an uncompressed slice dataset to ``path`` in ``transfer_syntax``."""
+    import pydicom
+
+    if transfer_syntax == RLE_LOSSLESS:
+        ds.compress(RLE_LOSSLESS, encoding_plugin="pydicom")
+    elif transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        ds.file_meta.TransferSyntaxUID = transfer_syntax   # pydicom deflates the dataset as it writes
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    if transfer_syntax in _GDCM_SYNTAXES:
+        _transcode_with_gdcm(path, transfer_syntax)
+
+
+def _transcode_with_gdcm(path: Path, transfer_syntax: str) -> None:
+    """Rewrite a DICOM file in place in a JPEG-family transfer syntax (pydicom encodes none of
+    JPEG Lossless or JPEG 2000 without GPL or extra plugins; GDCM does, BSD-licensed)."""
+    gdcm = require("gdcm", "dicom")
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(path))
+    if not reader.Read():
+        raise ValueError(f"{path}: GDCM cannot read the slice it is to compress")
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, _GDCM_SYNTAXES[transfer_syntax])))
+    change.SetInput(reader.GetImage())
+    if not change.Change():
+        raise ValueError(f"{path}: GDCM cannot compress the slice to {_GDCM_SYNTAXES[transfer_syntax]}")
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(path))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    if not writer.Write():
+        raise OSError(f"{path}: GDCM could not write the compressed slice")
