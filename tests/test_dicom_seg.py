@@ -15,6 +15,7 @@ from keras_unet3plus.data.dicom_seg import read_dicom_seg_labels, write_dicom_se
 from keras_unet3plus.data.nifti import load_image  # noqa: E402
 from keras_unet3plus.data.phantom import generate_case  # noqa: E402
 from keras_unet3plus.data.phantom_dicom import write_dicom_series  # noqa: E402
+from keras_unet3plus.data.volume import DataError  # noqa: E402
 
 REALCT = Path(__file__).resolve().parents[2] / "shared" / "realct"
 SHAPE = (64, 56, 20)
@@ -179,3 +180,83 @@ def test_real_ct_seg_with_the_reference_liver(tmp_path):
     ds = pydicom.dcmread(path)
     assert ds.FrameOfReferenceUID == volume.source.headers[0].FrameOfReferenceUID
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == volume.source.uid
+
+
+# --------------------------------------------------------------------------------------------
+# series as hospitals send them: headers stripped or odd
+# --------------------------------------------------------------------------------------------
+
+def _small_series(folder: Path, **kw):
+    """A 40 x 32 x 5 series with a box of 'organ' in it, and that box as labels on its grid."""
+    hu = np.full((40, 32, 5), -100.0, dtype=np.float32)
+    hu[10:30, 8:20, 1:4] = 60.0
+    write_dicom_series(hu, np.diag([0.8, 0.7, 2.5, 1.0]), folder, **kw)
+    volume = read_dicom_series(folder)
+    return volume, (volume.image > 0).astype(np.uint8)
+
+
+def _digest(folder: Path) -> dict:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_seg_from_a_series_without_type2_attributes(tmp_path):
+    """Anonymisers remove Type 2 attributes (birth date, sex, study date, ...) that highdicom copies:
+    the SEG gets them empty, as the standard allows, and neither the files nor the headers change."""
+    from keras_unet3plus.data.phantom_dicom import TYPE2_ATTRIBUTES
+
+    volume, labels = _small_series(tmp_path / "ct", strip_type2=True)
+    before = _digest(tmp_path / "ct")
+    first = volume.source.headers[0]
+    assert "PatientBirthDate" not in first and "SliceThickness" not in first
+    path = write_dicom_seg(volume, labels, tmp_path / "seg.dcm", "liver")
+    np.testing.assert_array_equal(read_dicom_seg_labels(path, volume), labels)
+    seg = hd.seg.segread(path)
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                    "ReferringPhysicianName", "AccessionNumber", "StudyID"):
+        assert keyword in TYPE2_ATTRIBUTES and keyword in seg and str(seg.get(keyword)) == "", keyword
+    measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert float(measures.SliceThickness) == pytest.approx(2.5)  # the slice spacing stands in
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == volume.source.uid
+    assert "PatientBirthDate" not in first and "SliceThickness" not in first  # headers untouched
+    assert _digest(tmp_path / "ct") == before                                # files untouched
+
+
+def test_seg_from_headers_with_values_highdicom_refuses(tmp_path):
+    """PatientSex 'U', a time 'ANON' and a misspelt character set: emptied, or UTF-8, with the
+    patient's name kept as the source spells it."""
+    volume, labels = _small_series(tmp_path / "ct", shuffle_names=False)
+    for path in sorted((tmp_path / "ct").iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.SpecificCharacterSet = "ISO IR 100"   # should be ISO_IR 100; pydicom reads it as Latin-1
+        ds.PatientName = "Müller^Jörg"
+        ds.PatientSex, ds.StudyTime = "U", "ANON"
+        ds.save_as(path, enforce_file_format=True)
+    volume = read_dicom_series(tmp_path / "ct")
+    path = write_dicom_seg(volume, labels, tmp_path / "seg.dcm", "liver")
+    seg = pydicom.dcmread(path)
+    assert str(seg.PatientName) == "Müller^Jörg" and seg.SpecificCharacterSet == "ISO_IR 192"
+    assert seg.PatientSex == "" and seg.StudyTime == ""
+    np.testing.assert_array_equal(read_dicom_seg_labels(path, volume), labels)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ({"FrameOfReferenceUID": None}, "no FrameOfReferenceUID, which a DICOM SEG needs"),
+    ({"FrameOfReferenceUID": "1.2.3.4"}, "the slices disagree on FrameOfReferenceUID"),
+], ids=["missing_frame_of_reference", "mixed_frames_of_reference"])
+def test_seg_needs_type1_attributes_and_names_the_file(tmp_path, damage, problem):
+    volume, labels = _small_series(tmp_path / "ct", shuffle_names=False)
+    ds = pydicom.dcmread(tmp_path / "ct" / "IM00003.dcm")
+    for keyword, value in damage.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(tmp_path / "ct" / "IM00003.dcm", enforce_file_format=True)
+    volume = read_dicom_series(tmp_path / "ct")  # the reader needs no frame of reference
+    (tmp_path / "out").mkdir()
+    with pytest.raises(DataError) as err:
+        write_dicom_seg(volume, labels, tmp_path / "out" / "seg.dcm", "liver")
+    assert problem in str(err.value) and "IM00003.dcm" in str(err.value)
+    assert not list((tmp_path / "out").iterdir())  # nothing half-written

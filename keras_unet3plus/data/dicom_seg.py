@@ -6,22 +6,50 @@ source slice it covers. highdicom builds all of that from the source headers; th
 the package's canonical (RAS) label maps onto the source slices and describes each segment with
 the standard coded concepts (SNOMED CT), so receiving systems know what was segmented and that an
 algorithm (not a person) did it.
+
+Series as hospitals send them often lack attributes highdicom copies: anonymisers remove Type 2
+patient/study attributes (birth date, sex, accession number...), which the standard lets be empty.
+The SEG gets them empty, through a copy of the first source header (files and the volume's headers
+are never changed). Type 1 attributes a SEG cannot do without (the frame of reference, the UIDs
+it references, the geometry of the slices) fail with the attribute and the file named.
 """
 from __future__ import annotations
 
+import copy
+import logging
 import os
+import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from keras_unet3plus._extras import require
 from keras_unet3plus.atomic import atomic_path
 from keras_unet3plus.data.tasks import TaskSpec, get_task
-from keras_unet3plus.data.volume import Volume
+from keras_unet3plus.data.volume import DataError, Volume
+
+log = logging.getLogger(__name__)
 
 ALGORITHM_NAME = "keras-unet3plus"
+
+#: Type 2 attributes (present, may be empty) that highdicom 0.28 reads from the first source image
+#: as plain attributes (``Segmentation.__init__`` in highdicom/seg/sop.py): missing, they are an
+#: AttributeError there; with a value it cannot parse (PatientSex "U", a date "ANON"), a ValueError.
+_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                 "ReferringPhysicianName", "AccessionNumber", "StudyID")
+#: Type 1 attributes highdicom reads from every source image (the series check, the references, the
+#: plane positions, the pixel measures): without them a SEG can neither reference nor place a frame.
+_TYPE1_NEEDED = {
+    "SOPClassUID": "reference the slice", "SOPInstanceUID": "reference the slice",
+    "StudyInstanceUID": "belong to the CT's study", "SeriesInstanceUID": "reference the CT series",
+    "FrameOfReferenceUID": "share the CT's frame of reference", "Rows": "size its frames",
+    "Columns": "size its frames", "PixelSpacing": "place its frames", "ImageOrientationPatient": "place its frames",
+    "ImagePositionPatient": "place its frames",
+}
+#: Attributes every slice of one series must share; highdicom refuses a mix without naming a file.
+_SHARED = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
 
 #: Segment names the writer knows -> (segment label, category, type, anatomic region), as keyword
 #: names in pydicom's code dictionary (codes.SCT.<name>): liver SCT 10200004, spleen 78961009,
@@ -90,6 +118,80 @@ def _source_series(volume: Volume):
         raise ValueError(f"{volume.image_path}: {len(series.headers)} source slices for a volume of "
                          f"{volume.original_shape[2]} slices")
     return series
+
+
+def _type2_value_ok(keyword: str, value: Any) -> bool:
+    """Whether highdicom takes ``value`` for ``keyword`` (empty always is)."""
+    from pydicom.valuerep import DA, TM
+
+    text = str(value).strip()
+    if not text:
+        return True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if keyword == "PatientSex":
+                return text in ("M", "F", "O")
+            if keyword in ("PatientBirthDate", "StudyDate"):
+                return DA(text) is not None
+            if keyword == "StudyTime":
+                return TM(text) is not None
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
+def _source_images(series, slice_spacing: float) -> tuple[list, dict]:
+    """The series' headers as highdicom gets them, and extra arguments for it.
+
+    Type 1 attributes are checked on every slice (missing or empty: a DataError naming the
+    attribute and the file); Type 2 ones highdicom copies are set empty (SliceThickness: the slice
+    spacing) on a copy of the first header where they are missing or unparseable.
+    """
+    import highdicom as hd
+
+    for path, ds in zip(series.files, series.headers):
+        for keyword, why in _TYPE1_NEEDED.items():
+            value = ds.get(keyword)
+            if value is None or (isinstance(value, str) and not value.strip()) or \
+                    (not isinstance(value, (str, int, float)) and len(value) == 0):
+                raise DataError(f"{path}: no {keyword}, which a DICOM SEG needs to {why}; cannot write a "
+                                "SEG for this series (an anonymiser may have removed it)")
+    for keyword in _SHARED:
+        values = {}
+        for path, ds in zip(series.files, series.headers):
+            values.setdefault(str(ds.get(keyword)), path)
+        if len(values) > 1:
+            (v1, p1), (v2, p2) = list(values.items())[:2]
+            raise DataError(f"{series.folder}: the slices disagree on {keyword} ({v1} in {p1.name}, {v2} in "
+                            f"{p2.name}); a DICOM SEG references one study, series and frame of reference")
+
+    first = copy.deepcopy(series.headers[0])
+    emptied = [k for k in _TYPE2_COPIED if k not in first or not _type2_value_ok(k, first.get(k))]
+    for keyword in emptied:
+        if keyword in first:
+            delattr(first, keyword)
+        setattr(first, keyword, "")
+    thickness = str(first.get("SliceThickness", "") or "").strip()
+    if not thickness:
+        from pydicom.valuerep import format_number_as_ds
+
+        first.SliceThickness = format_number_as_ds(float(slice_spacing))
+    extra: dict = {}
+    charset = first.get("SpecificCharacterSet")
+    if charset is not None:
+        names = [charset] if isinstance(charset, str) else list(charset)
+        known = {v.value for v in hd.enum.SpecificCharacterSetValues}
+        if not any(str(n).strip() for n in names):
+            del first.SpecificCharacterSet                  # empty: the default repertoire
+        elif not all(str(n) in known for n in names):
+            extra["specific_character_set"] = "ISO_IR 192"  # pydicom decoded the text; UTF-8 holds any
+    changed = emptied + (["SliceThickness (the slice spacing)"] if not thickness else []) + \
+        (["SpecificCharacterSet (ISO_IR 192)"] if extra else [])
+    if changed:
+        log.info("%s: written into the SEG as %s: %s", series.files[0], "empty where Type 2 allows it",
+                 ", ".join(changed))
+    return [first, *series.headers[1:]], extra
 
 
 def _frames(volume: Volume, array: np.ndarray) -> np.ndarray:
@@ -179,25 +281,33 @@ def write_dicom_seg(
             display_color=hd.color.CIELabColor.from_rgb(*colour) if colour else None,
         ))
     source_number = series.series_number if series.series_number is not None else 0
-    seg = hd.seg.Segmentation(
-        source_images=series.headers,
-        pixel_array=pixels,
-        segmentation_type=seg_type,
-        segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=int(series_number if series_number is not None else 1000 + source_number),
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer=ALGORITHM_NAME,
-        manufacturer_model_name="UNet 3+",
-        software_versions=version,
-        device_serial_number="none",
-        content_description=f"{ALGORITHM_NAME} {version} automatic segmentation"[:64],
-        content_label="SEGMENTATION",
-        series_description=series_description[:64],
-        content_qualification=content_qualification,
-        omit_empty_frames=non_empty,  # an all-empty SEG keeps its frames: it must hold at least one
-    )
+    source_images, extra = _source_images(series, float(np.linalg.norm(volume.original_affine[:3, 2])))
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=source_images,
+            pixel_array=pixels,
+            segmentation_type=seg_type,
+            segment_descriptions=descriptions,
+            series_instance_uid=generate_uid(),
+            series_number=int(series_number if series_number is not None else 1000 + source_number),
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer=ALGORITHM_NAME,
+            manufacturer_model_name="UNet 3+",
+            software_versions=version,
+            device_serial_number="none",
+            content_description=f"{ALGORITHM_NAME} {version} automatic segmentation"[:64],
+            content_label="SEGMENTATION",
+            series_description=series_description[:64],
+            content_qualification=content_qualification,
+            omit_empty_frames=non_empty,  # an all-empty SEG keeps its frames: it must hold at least one
+            **extra,
+        )
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # highdicom's checks name no file: say which series it refused
+        raise DataError(f"{series.folder} (series {series.name}): highdicom cannot make a DICOM SEG from its "
+                        f"headers ({type(exc).__name__}: {exc})") from exc
     path = Path(path)
     with atomic_path(path, suffix=".dcm") as tmp:
         seg.save_as(tmp, enforce_file_format=True)
