@@ -99,6 +99,27 @@ def test_pipeline_equals_inference_preprocessing(phantom_lits, tmp_path, cached)
     np.testing.assert_array_equal(y, pp.label_to_slices(vol.label, cfg).astype(np.int32))
 
 
+@pytest.mark.parametrize("cached", [False, True])
+def test_pipeline_keeps_the_aspect_ratio_of_non_square_slices(tmp_path, cached):
+    """A cropped, non-square field of view goes through training exactly as through inference
+    (pad to a square of air, then resize), cached or streamed."""
+    from keras_unet3plus.data.phantom import generate_case
+
+    c = generate_case(11, shape=(56, 40, 8), organ="liver")
+    folder = tmp_path / "lits"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(c.hu, c.affine), folder / "volume-0.nii.gz")
+    nib.save(nib.Nifti1Image(c.label, c.affine), folder / "segmentation-0.nii.gz")
+    case = find_cases(folder)[0]
+    cfg = PreprocessConfig(image_size=32).for_task("liver")
+    x, y = _collect(make_dataset([case], "liver", cfg, batch_size=4, training=False, negative_fraction=None,
+                                 cache_dir=str(tmp_path / "cache") if cached else None, cycle_length=1))
+    vol = load_case(case, "liver")
+    np.testing.assert_allclose(x, volume_to_slices(vol.image, cfg), atol=1e-3 if cached else 1e-6)
+    np.testing.assert_array_equal(y, (pp.label_to_slices(vol.label, cfg) > 0).astype(np.float32))
+    assert np.all(x[:, :, :3] == 0) and np.all(x[:, :, -3:] == 0)   # the air pad: 8 of 56 px per side
+
+
 def test_cache_is_keyed_by_settings_and_source(phantom_lits, tmp_path):
     src = tmp_path / "src"
     src.mkdir()

@@ -84,6 +84,52 @@ def test_resize_mode_and_inverse():
     np.testing.assert_array_equal(slices_to_volume(ml.astype(np.float32), (64, 64), crop)[..., 0], label)
 
 
+def _disc(shape, centre, radius):
+    x, y = np.ogrid[:shape[0], :shape[1]]
+    return ((x - centre[0]) ** 2 + (y - centre[1]) ** 2 <= radius ** 2)
+
+
+def _extent(mask2d):
+    xs, ys = np.nonzero(mask2d)
+    return xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+
+
+def test_pad_mode_keeps_the_aspect_ratio_and_inverts_exactly():
+    """A round organ on a cropped 80 x 56 field of view stays round at the model's size ("pad"),
+    where "resize" squeezes it by 80/56; the pad is air (0 after windowing); and the way back puts
+    the mask where it was."""
+    shape = (80, 56, 3)
+    disc = np.repeat(_disc(shape, (44, 30), 15)[..., None], 3, axis=2)
+    hu = np.where(disc, 100, -50).astype(np.int16)
+    pad = PreprocessConfig(image_size=40).for_task("liver")
+    assert PreprocessConfig().resize_mode == "pad"           # the default for new models
+    m = label_to_slices(disc.astype(np.uint8), pad)[1, ..., 0]
+    w, h = _extent(m)
+    assert abs(w - h) <= 1 and abs(w - 31 * 40 / 80) <= 1.5   # round, scaled by S / max(X, Y)
+    stretched = label_to_slices(disc.astype(np.uint8), PreprocessConfig(image_size=40, resize_mode="resize"))
+    w2, h2 = _extent(stretched[1, ..., 0])
+    assert h2 / w2 > 1.3                                      # the old mode distorts by ~80/56
+    x = volume_to_slices(hu, pad)
+    assert np.all(x[:, :, :5] == 0) and np.all(x[:, :, -5:] == 0)  # 12 padded columns each side -> 6 at 40/80
+    assert x[1, 20, 20, 1] > 0.5                             # the body is there
+    for in_plane in [(80, 56), (51, 64), (64, 64)]:
+        lab = np.repeat(_disc(in_plane + (1,), (in_plane[0] // 2, in_plane[1] // 3), 12)[..., None], 2, axis=2)
+        back = slices_to_volume(label_to_slices(lab.astype(np.uint8), pad).astype(np.float32), in_plane, pad)
+        assert back.shape == in_plane + (2, 1)
+        rec = back[..., 0] > 0.5
+        assert ((rec == lab).mean()) > 0.985, in_plane          # only the rim differs (2x down and up)
+        # the same as padding by hand and resizing a square: the way back cuts off the same pad
+        side, top, left = max(in_plane), (max(in_plane) - in_plane[0]) // 2, (max(in_plane) - in_plane[1]) // 2
+        square = np.zeros((side, side, 2), np.uint8)
+        square[top:top + in_plane[0], left:left + in_plane[1]] = lab
+        stretch = PreprocessConfig(image_size=40, resize_mode="resize")
+        by_hand = slices_to_volume(label_to_slices(square, stretch).astype(np.float32), (side, side), stretch)
+        np.testing.assert_array_equal(back, by_hand[top:top + in_plane[0], left:left + in_plane[1]])
+    from keras_unet3plus.inference.postprocess import resize_labels
+    labels = resize_labels(label_to_slices(lab.astype(np.uint8), pad)[..., 0], in_plane, pad)
+    assert labels.shape == in_plane + (2,) and (labels.astype(bool) == lab).mean() > 0.99
+
+
 def _fake_cases(n):
     return [Case(f"case-{i:03d}", Path(f"/x/{i}.nii.gz"), Path(f"/y/{i}.nii.gz")) for i in range(n)]
 
@@ -113,7 +159,7 @@ def test_split_deterministic_disjoint_order_independent():
         split_cases(cases, n_test=41)
 
 
-@pytest.mark.parametrize("context,mode", [(1, "resize"), (2, "resize"), (1, "crop"), (0, "resize")])
+@pytest.mark.parametrize("context,mode", [(1, "resize"), (2, "resize"), (1, "crop"), (0, "resize"), (1, "pad")])
 def test_planes_resized_once_equal_stacks_resized_whole(context, mode):
     """volume_to_slices resizes each plane once and gathers the stacks: it must equal resizing
     every (X, Y, 2c+1) stack as a whole, bit for bit, across chunk borders and volume edges."""

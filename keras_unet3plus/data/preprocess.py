@@ -5,11 +5,19 @@ A canonical (RAS) HU volume (X, Y, Z) becomes ``(Z, S, S, 2c+1)`` float32 in [0,
 1. HU window: clip to ``hu_window`` and scale to [0, 1] (:func:`window_hu`);
 2. context: channel k of slice z is slice ``clip(z - c + k, 0, Z - 1)`` (edges replicate), so with
    the default c = 1 the channels are previous, current, next;
-3. in-plane size: ``tf.image.resize`` (bilinear, antialiased when shrinking) to S x S, or a centred
-   crop / zero pad (``resize_mode="crop"``). Rows of a slice are the X (left->right) axis,
-   columns the Y (posterior->anterior) axis; rotate only for display.
+3. in-plane size, by ``resize_mode``:
+   - ``"pad"`` (default): keep the aspect ratio. A non-square slice is first padded, centred, to
+     a square with the window's floor (air: every abdominal window starts above -1000 HU), then
+     resized like ``"resize"``. Square slices are untouched by the pad, so both modes agree on
+     them; a 512 x 420 cropped field of view is no longer stretched by 1.2x.
+   - ``"resize"``: ``tf.image.resize`` (bilinear, antialiased when shrinking) straight to S x S
+     (models trained before ``"pad"`` existed carry it in their info and keep it).
+   - ``"crop"``: a centred crop / zero pad to S x S, no resampling.
+   Rows of a slice are the X (left->right) axis, columns the Y (posterior->anterior) axis; rotate
+   only for display.
 
-Masks use nearest-neighbour resizing. :func:`slices_to_volume` inverts step 3 for probabilities.
+Masks use nearest-neighbour resizing. :func:`slices_to_volume` inverts step 3 for probabilities
+(for ``"pad"``: resize to the padded square, then cut the pad off: the exact inverse geometry).
 The tf.data pipeline calls the very same :func:`window_hu`, :func:`stack_context` and
 :func:`resize_images` / :func:`resize_masks`, so training and inference cannot drift apart.
 """
@@ -24,6 +32,8 @@ import tensorflow as tf
 from keras_unet3plus.data.tasks import TaskSpec, get_task
 
 CONFIG_VERSION = 1
+#: How a slice becomes the model's square input (module doc, step 3); the first is the default.
+RESIZE_MODES = ("pad", "resize", "crop")
 _CHUNK = 16  # slices resized at a time: bounds memory for 512 x 512 x 1000 volumes
 
 
@@ -32,13 +42,14 @@ class PreprocessConfig:
     """How volumes become model inputs; saved beside a trained model so inference reuses it.
 
     ``hu_window=None`` means "the task's default" and is filled in by :meth:`for_task`;
-    ``image_size`` is the model's square input size (paper: 320); ``context`` is the number of
-    neighbouring slices on each side (1 -> 3 channels, the design's contract).
+    ``image_size`` is the model's square input size (paper: 320); ``resize_mode`` how a slice
+    becomes that square (module doc); ``context`` is the number of neighbouring slices on each
+    side (1 -> 3 channels, the design's contract).
     """
 
     hu_window: tuple[float, float] | None = None
     image_size: int = 320
-    resize_mode: Literal["resize", "crop"] = "resize"
+    resize_mode: Literal["pad", "resize", "crop"] = "pad"
     context: int = 1
     antialias: bool = True
 
@@ -51,8 +62,8 @@ class PreprocessConfig:
         if int(self.image_size) < 8:
             raise ValueError(f"image_size must be >= 8, got {self.image_size}")
         object.__setattr__(self, "image_size", int(self.image_size))
-        if self.resize_mode not in ("resize", "crop"):
-            raise ValueError(f"resize_mode must be 'resize' or 'crop', got {self.resize_mode!r}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {self.resize_mode!r}")
         if int(self.context) < 0:
             raise ValueError(f"context must be >= 0, got {self.context}")
         object.__setattr__(self, "context", int(self.context))
@@ -119,12 +130,28 @@ def stack_context(volume: np.ndarray, z: np.ndarray | int, context: int = 1) -> 
     return np.ascontiguousarray(np.moveaxis(volume[:, :, idx], 2, 0))
 
 
+def square_padding(height, width):
+    """``(side, top, left)``: the centred square that holds an ``height`` x ``width`` slice (the
+    ``"pad"`` mode's geometry, on Python ints or tensors alike)."""
+    side = tf.maximum(height, width) if isinstance(height, tf.Tensor) else max(height, width)
+    return side, (side - height) // 2, (side - width) // 2
+
+
+def pad_to_square(images: tf.Tensor) -> tf.Tensor:
+    """(…, H, W, C) -> (…, L, L, C), L = max(H, W), centred, zeros outside (window floor / background)."""
+    shape = tf.shape(images)
+    side, top, left = square_padding(shape[-3], shape[-2])
+    return tf.image.pad_to_bounding_box(images, top, left, side, side)
+
+
 def resize_images(images: tf.Tensor | np.ndarray, cfg: PreprocessConfig) -> tf.Tensor:
-    """(…, H, W, C) windowed images -> (…, S, S, C) float32 (bilinear or centred crop/pad)."""
+    """(…, H, W, C) windowed images -> (…, S, S, C) float32 (module doc, step 3)."""
     s = cfg.image_size
     images = tf.convert_to_tensor(images, dtype=tf.float32)
     if cfg.resize_mode == "crop":
         return tf.image.resize_with_crop_or_pad(images, s, s)
+    if cfg.resize_mode == "pad":
+        images = pad_to_square(images)
     return tf.image.resize(images, (s, s), method="bilinear", antialias=cfg.antialias)
 
 
@@ -134,7 +161,23 @@ def resize_masks(masks: tf.Tensor | np.ndarray, cfg: PreprocessConfig) -> tf.Ten
     masks = tf.convert_to_tensor(masks)
     if cfg.resize_mode == "crop":
         return tf.image.resize_with_crop_or_pad(masks, s, s)
+    if cfg.resize_mode == "pad":
+        masks = pad_to_square(masks)
     return tf.cast(tf.image.resize(masks, (s, s), method="nearest"), masks.dtype)
+
+
+def unresize(slices: tf.Tensor | np.ndarray, in_plane: tuple[int, int], cfg: PreprocessConfig | None,
+             method: str = "bilinear") -> np.ndarray:
+    """(…, S, S, C) model-resolution maps -> (…, X, Y, C) on the slice grid: the inverse geometry of
+    :func:`resize_images` (for ``"crop"`` the pad is zeros; callers set what it means)."""
+    x, y = int(in_plane[0]), int(in_plane[1])
+    mode = cfg.resize_mode if cfg is not None else "resize"
+    if mode == "crop":
+        return tf.image.resize_with_crop_or_pad(slices, x, y).numpy()
+    if mode == "pad":
+        side, top, left = square_padding(x, y)
+        return tf.image.resize(slices, (side, side), method=method).numpy()[..., top:top + x, left:left + y, :]
+    return tf.image.resize(slices, (x, y), method=method).numpy()
 
 
 def volume_to_slices(hu_volume: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
@@ -178,8 +221,9 @@ def slices_to_volume(probabilities: np.ndarray, in_plane_shape: tuple[int, int],
                      cfg: PreprocessConfig | None = None) -> np.ndarray:
     """Model outputs (Z, S, S, C) -> (X, Y, Z, C) on the volume's in-plane grid.
 
-    Bilinear on probabilities (threshold / argmax afterwards). With ``resize_mode="crop"`` the
-    crop is undone by padding: background gets probability 1 (channel 0 when C > 1, else 0).
+    Bilinear on probabilities (threshold / argmax afterwards), through :func:`unresize`. With
+    ``resize_mode="crop"`` the crop is undone by padding: background gets probability 1 (channel 0
+    when C > 1, else 0). ``cfg=None``: a plain resize.
     """
     probs = np.asarray(probabilities, dtype=np.float32)
     if probs.ndim != 4:
@@ -190,12 +234,8 @@ def slices_to_volume(probabilities: np.ndarray, in_plane_shape: tuple[int, int],
     crop = cfg is not None and cfg.resize_mode == "crop"
     for start in range(0, n, _CHUNK):
         chunk = probs[start:start + _CHUNK]
-        if crop:
-            res = tf.image.resize_with_crop_or_pad(chunk, x, y).numpy()
-            if c > 1:
-                valid = tf.image.resize_with_crop_or_pad(np.ones_like(chunk[..., :1]), x, y).numpy()
-                res[..., :1] += 1.0 - valid
-        else:
-            res = tf.image.resize(chunk, (x, y), method="bilinear").numpy()
+        res = unresize(chunk, (x, y), cfg)
+        if crop and c > 1:
+            res[..., :1] += 1.0 - unresize(np.ones_like(chunk[..., :1]), (x, y), cfg)
         out[:, :, start:start + len(chunk)] = np.moveaxis(res, 0, 2)
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.preprocess import PreprocessConfig
+from ..data.preprocess import PreprocessConfig, unresize
 
 __all__ = ["apply_gate", "resize_labels", "largest_component", "postprocess_labels"]
 
@@ -19,13 +19,8 @@ def apply_gate(seg: np.ndarray, cls: np.ndarray | None) -> tuple[np.ndarray, np.
 
 def resize_labels(label_slices: np.ndarray, in_plane: tuple[int, int], cfg: PreprocessConfig) -> np.ndarray:
     """(b, S, S) label maps -> (X, Y, b) uint8, nearest neighbour (or un-crop): labels never blend."""
-    import tensorflow as tf
-
     x = np.rint(label_slices).astype(np.int32)[..., None]
-    if cfg.resize_mode == "crop":
-        res = tf.image.resize_with_crop_or_pad(x, in_plane[0], in_plane[1]).numpy()
-    else:
-        res = tf.image.resize(x, in_plane, method="nearest").numpy()
+    res = unresize(x, in_plane, cfg, method="nearest")
     return np.moveaxis(res[..., 0], 0, 2).astype(np.uint8)
 
 

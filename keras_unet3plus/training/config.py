@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..data.preprocess import RESIZE_MODES
 from ..modelinfo import atomic_write_text
 
 CONFIG_NAME = "config.yaml"
@@ -37,7 +38,7 @@ class TrainConfig:
     image_size: int = 320
     context: int = 1
     hu_window: tuple[float, float] | None = None
-    resize_mode: str = "resize"
+    resize_mode: str = RESIZE_MODES[0]
     negative_fraction: float = 0.1
     augment: bool = True
     cache_dir: str | None = None
@@ -153,8 +154,8 @@ class TrainConfig:
             bad("filters", "must be 5 positive integers (encoder widths E1..E5)")
         if self.bn_momentum is not None and not 0 <= self.bn_momentum < 1:
             bad("bn_momentum", "must be in [0, 1) or None (keep the model's, 0.99)")
-        if self.resize_mode not in ("resize", "crop"):
-            bad("resize_mode", "choose resize or crop")
+        if self.resize_mode not in RESIZE_MODES:
+            bad("resize_mode", f"choose one of {', '.join(RESIZE_MODES)}")
         if self.hu_window is not None and (len(self.hu_window) != 2 or not self.hu_window[0] < self.hu_window[1]):
             bad("hu_window", "must be two numbers LOW HIGH with LOW < HIGH")
         for name in ("focal_weight", "ms_ssim_weight", "iou_weight", "side_weight", "cls_weight"):

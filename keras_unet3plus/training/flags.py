@@ -14,7 +14,8 @@ FLAG_HELP = {
     "image_size": "model input size in pixels (paper: 320)",
     "context": "neighbouring slices on each side (1 = 3-slice input)",
     "hu_window": "HU window LOW HIGH (default: the task's)",
-    "resize_mode": "resize or crop slices to the input size",
+    "resize_mode": "how slices become the square input: pad (keep the aspect ratio: pad to a square with air, "
+                   "then resize; default), resize (stretch) or crop",
     "negative_fraction": "share of organ-free slices per epoch (the CGM needs some)",
     "augment": "random rotation / scale / shift / intensity augmentation",
     "cache_dir": "cache preprocessed slices here (memory-mapped .npy; faster epochs)",
