@@ -308,3 +308,58 @@ def test_a_data_set_case_always_shows_its_organ():
     for s in seeds:
         assert phantom.generate_case(s, shape=shape, organ="spleen").spleen.any(), s
         assert phantom.generate_case(s, shape=shape, organ="liver").label.any(), s
+
+
+def test_cropped_field_of_view_is_the_same_scan_cut_to_the_patient():
+    """crop_fov keeps a centred, non-square part of the same reconstruction: the voxels equal the
+    uncropped case's, and the affine puts them at the same place in the patient."""
+    cropped = [s for s in range(12) if phantom.generate_case(s, shape=(40, 40, 8), organ="liver",
+                                                             crop_fov=True).hu.shape[:2] != (40, 40)]
+    assert 2 <= len(cropped) <= 8, cropped                     # about a third of the scans
+    seed = cropped[0]
+    full = phantom.generate_case(seed, shape=(40, 40, 8), organ="liver")
+    cut = phantom.generate_case(seed, shape=(40, 40, 8), organ="liver", crop_fov=True)
+    nx, ny = cut.hu.shape[:2]
+    assert ny < nx <= 40 and cut.hu.shape[2] == 8           # wider than deep, as the body is
+    i0, j0 = np.rint(np.linalg.solve(full.affine, cut.affine @ [0, 0, 0, 1])[:2]).astype(int)
+    assert (i0, j0) == ((40 - nx) // 2, (40 - ny) // 2)
+    for a, b in ((cut.hu, full.hu), (cut.label, full.label), (cut.spleen, full.spleen)):
+        np.testing.assert_array_equal(a, b[i0:i0 + nx, j0:j0 + ny])
+    assert phantom.generate_case(seed, shape=(40, 40, 8), organ="liver").hu.shape == (40, 40, 8)  # opt-in
+
+
+def _right_kidney_touches_liver(seed: int) -> bool:
+    c = phantom.generate_case(seed, shape=(100, 80, 40), spacing=(3.0, 3.0, 4.0))
+    from scipy import ndimage
+
+    tissue = c.info["tissue"]
+    kidney = ndimage.binary_dilation(np.isin(tissue, (A.KCORTEX, A.KMEDULLA)), iterations=1)
+    return bool((kidney & (c.label > 0))[c.hu.shape[0] // 2:].any())   # x > 0: the patient's right
+
+
+def test_kidney_meets_the_liver_without_a_fat_plane_in_thin_patients():
+    """Perirenal fat grows with habitus: thin patients' right kidneys touch the liver (the boundary
+    a model must learn from enhancement and shape), obese patients keep a fat plane."""
+    habitus = {s: A.Anatomy(np.random.default_rng(np.random.SeedSequence(s).spawn(3)[0])).habitus
+               for s in range(40)}
+    thin = sorted(habitus, key=habitus.get)[:3]
+    obese = sorted(habitus, key=habitus.get)[-3:]
+    assert sum(_right_kidney_touches_liver(s) for s in thin) >= 2
+    assert sum(_right_kidney_touches_liver(s) for s in obese) <= 1
+
+
+def test_gallbladder_kinds_vary_and_are_never_liver():
+    """Usual, distended and contracted gallbladders (a contracted one: a thick wall around a small
+    lumen, enhancing almost like liver); none of it is labelled liver."""
+    people = {s: A.Anatomy(np.random.default_rng(np.random.SeedSequence(s).spawn(3)[0])) for s in range(30)}
+    assert {"usual", "contracted", "distended"} <= {p.gall_kind for p in people.values()}
+    wall_share = {}
+    for kind in ("usual", "contracted"):
+        seed = next(s for s, p in people.items() if p.gall and p.gall_kind == kind)
+        c = phantom.generate_case(seed, shape=(200, 160, 50), spacing=(1.5, 1.5, 3.0))
+        tissue = c.info["tissue"]
+        bile, wall = tissue == A.BILE, tissue == A.GIWALL
+        near = np.abs(np.argwhere(bile).mean(0)[None] - np.argwhere(wall)).max(1) < 30  # the gallbladder's wall
+        assert bile.any() and not (bile & (c.label > 0)).any()
+        wall_share[kind] = near.sum() / (near.sum() + bile.sum())
+    assert wall_share["contracted"] > wall_share["usual"] + 0.1, wall_share

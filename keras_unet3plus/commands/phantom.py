@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", type=_shape, default=(128, 128, 64), help="X x Y x Z voxels (default 128x128x64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-lesions", dest="lesions", action="store_false", help="no liver lesions")
+    parser.add_argument("--square-fov", dest="crop_fov", action="store_false",
+                        help="every case on the full square grid (default: about a third cropped to the "
+                             "patient, non-square, as real exports are)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("unet3plus phantom: error: --cases must be >= 1")
     task = args.task or ("spleen" if args.layout == "msd" else "liver")
     paths = write_dataset(args.out, args.cases, layout=args.layout, task=task, shape=args.shape, seed=args.seed,
-                          lesions=args.lesions)
+                          lesions=args.lesions, crop_fov=args.crop_fov)
     print(f"wrote {len(paths)} {task} cases ({args.layout} layout, {'x'.join(map(str, args.shape))}) to {args.out}")
     return 0

@@ -17,9 +17,11 @@ are deformed by smooth random fields; size, position and habitus vary per case.
 The scan (:mod:`.acquisition`) is drawn per case: in-plane field of view 300-500 mm (sometimes
 cropping the body), slice spacing 0.7-5 mm, coverage of the whole upper abdomen or a slab,
 non-contrast / arterial / portal venous / delayed phase (half the scans between two phases),
-scanner blur and slice profile, noise with
+scanner blur (sharp, or a soft kernel in 3 of 10 scans) and slice profile, noise with
 a CT-like (ramp x Gaussian) power spectrum, occasional streaks from dense objects, a small patient
-rotation. Then the anatomy is sampled on the requested grid, so ``shape`` only sets the voxel count.
+rotation. Then the anatomy is sampled on the requested grid, so ``shape`` only sets the voxel count;
+with ``crop_fov`` a third of the scans are cropped to the patient, non-square (128 voxels over
+300-500 mm is already 2.3-3.9 mm in-plane: the low-resolution protocols hospitals also send).
 
 Arrays are in RAS voxel order unless ``orientation`` asks for another scanner orientation.
 Everything derives from one seed: the same seed gives the same case (and the same patient on any
@@ -41,6 +43,8 @@ from .acquisition import Acquisition, render, sample_acquisition
 from .anatomy import Anatomy
 from .geometry import Grid
 
+#: Changes whenever the same seed draws a different case (a cached phantom data set is then redrawn).
+PHANTOM_VERSION = 2
 #: Orientations a case can be written in (axis codes nibabel understands); RAS is canonical.
 EXAMPLE_ORIENTATIONS = ("RAS", "LPS", "LAS", "RPI", "PLS")
 
@@ -80,7 +84,7 @@ def _ras_affine(spacing: Sequence[float], origin: Sequence[float]) -> np.ndarray
 
 def generate_case(seed: int, shape: tuple[int, int, int] = (128, 128, 64),
                   spacing: tuple[float, float, float] | None = None, lesions: bool = True,
-                  orientation: str = "RAS", organ: str | None = None) -> PhantomCase:
+                  orientation: str = "RAS", organ: str | None = None, crop_fov: bool = False) -> PhantomCase:
     """Generate one synthetic CT case, deterministically from ``seed``.
 
     ``shape`` / ``spacing`` are given in RAS order. ``spacing=None`` (default) draws a realistic
@@ -90,6 +94,9 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (128, 128, 64),
     export in that orientation would, so readers' orientation handling can be tested.
     ``organ`` ("liver", "spleen"): a slab-shaped acquisition goes through that organ, as every
     case of a data set for it does (None: a slab may miss it; whole-abdomen scans show both).
+    ``crop_fov``: about a third of the cases (those whose acquisition draws a crop) keep a
+    centred, non-square part of the in-plane grid (80-100 % of X, 60-95 % of Y), as scans
+    cropped to the patient are: their shape is then smaller than ``shape``.
     """
     shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
     if len(shape) != 3 or min(shape) < 8:
@@ -107,11 +114,19 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (128, 128, 64),
     tissue = grid.tissue
     hu = render(tissue, grid, acq, r_noise)
     hu = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
+    origin = np.asarray(acq.origin, dtype=float)
+    if crop_fov and acq.crop is not None:
+        keep = [max(8, int(round(n * f))) for n, f in zip(shape[:2], acq.crop)]
+        start = [(n - k) // 2 for n, k in zip(shape[:2], keep)]
+        sl = (slice(start[0], start[0] + keep[0]), slice(start[1], start[1] + keep[1]))
+        hu, tissue = np.ascontiguousarray(hu[sl]), np.ascontiguousarray(tissue[sl])
+        origin[:2] += np.asarray(start) * np.asarray(acq.spacing[:2])
+        shape = tuple(keep) + shape[2:]  # type: ignore[assignment]
     label = np.isin(tissue, anatomy.LIVER_CODES).astype(np.uint8)
     label[np.isin(tissue, anatomy.LESION_CODES)] = 2
     spleen_lab = (tissue == anatomy.SPLEEN).astype(np.uint8)
 
-    affine = _ras_affine(acq.spacing, acq.origin)
+    affine = _ras_affine(acq.spacing, origin)
     spacing_out = tuple(float(x) for x in acq.spacing)
     info = {"phase": acq.phase, "fov_mm": (shape[0] * acq.spacing[0], shape[1] * acq.spacing[1]),
             "thickness": acq.thickness, "noise_sd": acq.noise_sd, "habitus": body.habitus,
@@ -130,5 +145,5 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (128, 128, 64),
 
 from .writer import case_seed, write_dataset  # noqa: E402  (writer uses generate_case)
 
-__all__ = ["EXAMPLE_ORIENTATIONS", "PhantomCase", "generate_case", "write_dataset", "case_seed",
+__all__ = ["EXAMPLE_ORIENTATIONS", "PHANTOM_VERSION", "PhantomCase", "generate_case", "write_dataset", "case_seed",
            "save_nifti_atomic", "Anatomy", "Acquisition", "Grid"]

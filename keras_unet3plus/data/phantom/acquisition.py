@@ -86,6 +86,8 @@ class Acquisition:
     nps_alpha: float
     calib: float
     streaks: list = field(default_factory=list)
+    #: fractions (x, y) of the in-plane grid a cropped reconstruction keeps, centred; None: square
+    crop: tuple[float, float] | None = None
 
 
 def _hu_lut(rng: np.random.Generator, phase: str, anat: "A.Anatomy") -> np.ndarray:
@@ -166,11 +168,24 @@ def sample_acquisition(rng: np.random.Generator, anat: "A.Anatomy", shape: Seque
             streaks.append(dict(x=rng.uniform(-0.6, 0.6) * anat.ac, y=rng.uniform(-0.7, 0.7) * anat.bc,
                                 z=rng.uniform(-200, 0), extent=rng.uniform(5, 30), amp=rng.uniform(40, 250),
                                 n=int(rng.integers(4, 12)), phi=rng.uniform(0, np.pi), metal=rng.random() < 0.5))
-    return Acquisition(spacing=sp, origin=origin, angle=float(rng.normal(0, 0.04)),
-                       pivot=(0.0, (y_post + y_ant) / 2), phase=phase, hu_lut=hu_lut, tex_lut=tex,
-                       blur_mm=float(rng.uniform(0.35, 0.8)), thickness=float(thickness),
-                       noise_sd=float(noise_sd), nps_fc=float(rng.uniform(0.25, 0.6)),
-                       nps_alpha=float(rng.uniform(0.6, 1.4)), calib=float(rng.normal(0, 4)), streaks=streaks)
+    acq = Acquisition(spacing=sp, origin=origin, angle=float(rng.normal(0, 0.04)),
+                      pivot=(0.0, (y_post + y_ant) / 2), phase=phase, hu_lut=hu_lut, tex_lut=tex,
+                      blur_mm=float(rng.uniform(0.35, 0.8)), thickness=float(thickness),
+                      noise_sd=float(noise_sd), nps_fc=float(rng.uniform(0.25, 0.6)),
+                      nps_alpha=float(rng.uniform(0.6, 1.4)), calib=float(rng.normal(0, 4)), streaks=streaks)
+    # drawn last, so the draws above stay as they were:
+    # a soft reconstruction kernel (or a scan reconstructed on coarse 2-5 mm pixels from a smooth
+    # kernel): edges blurred over 1-2.5 mm rather than the sharp kernel's 0.35-0.8 mm
+    if rng.random() < 0.3:
+        acq.blur_mm = float(rng.uniform(1.0, 2.5))
+    # bile that is not water: sludge, or contrast excreted into the gallbladder (20-60 HU)
+    if rng.random() < 0.15:
+        acq.hu_lut[A.BILE] += f32(rng.uniform(15, 45))
+    # a field of view cropped to the patient, wider than deep as the body is (applied only when
+    # asked for: generate_case(crop_fov=True)); a third of such scans
+    if rng.random() < 0.35:
+        acq.crop = (float(rng.uniform(0.8, 1.0)), float(rng.uniform(0.6, 0.95)))
+    return acq
 
 
 # ---- rendering ------------------------------------------------------------------------------

@@ -6,6 +6,11 @@ superior). Sizes are textbook adult values with per-case variation (Standring, *
 typical CT dimensions: liver 14-19 cm craniocaudal in the mid-clavicular line, spleen ~11 x 7 x 4
 cm, kidneys ~11 x 6 x 4 cm, aorta 2-2.5 cm, vertebral body ~4.5 x 3.5 cm in the lumbar spine).
 
+Where the liver meets its neighbours varies as it does in patients: perirenal fat grows with habitus
+(thin patients show no fat plane between the right kidney and the liver), the right lobe's inferior
+tip reaches down lateral to the kidney, and the gallbladder is usual, distended or contracted
+(a thick enhancing wall around a small lumen).
+
 Vertical levels (typical, varied per case): right dome at T9/T10 (z = 0), left dome 0-25 mm lower;
 liver hilum ~ -85 mm; pancreas and the renal hila ~ -120 to -150 mm; right kidney 10-20 mm lower
 than the left; right liver lobe tip -140 to -200 mm; heart above the central tendon.
@@ -240,6 +245,22 @@ class Anatomy:
                 kind = r.choice([LES_HYPO, LES_HYPER, LES_CYST], p=[0.6, 0.25, 0.15])
                 self.lesions.append(((cx + u[0] * ax_, cy + u[1] * ay_, cz + u[2] * az_), rad, int(kind),
                                      SmoothField(r, (-40, -40, -40), (40, 40, 40), max(4.0, rad / 1.5))))
+        # ---- where the liver meets its neighbours (drawn last: the draws above stay as they were) ----
+        # perirenal fat grows with habitus: in thin patients the right kidney's upper pole touches
+        # the liver's inferior surface with no visible fat plane (the hepatorenal recess), so the
+        # kidney must be told from the liver by its enhancement and shape, not by a fat ring
+        self.perirenal = 1.03 + 0.3 * h * _u(r, 0.5, 1.2)
+        # the gallbladder as clinical CT shows it: distended after fasting, contracted after a meal
+        # (a small lumen in a thick wall that enhances almost like liver), or usual
+        self.gall_kind = str(r.choice(["usual", "contracted", "distended"], p=[0.6, 0.2, 0.2]))
+        self.gall_wall = _u(r, 3.0, 5.0) if self.gall_kind == "contracted" else _u(r, 1.2, 2.5)
+        self.gall_r = self.gall_r * {"usual": 1.0, "contracted": _u(r, 0.45, 0.65), "distended": _u(r, 1.15, 1.4)}[self.gall_kind]
+        # the inferior tip of the right lobe (segments V/VI) thins to a wedge lateral and anterior to
+        # the right kidney, reaching lower in some people than others
+        tip_drop = _u(r, 0.0, 35.0)
+        (lx, ly, lz), la, _ = self.liver_lobes[0]
+        self.liver_tip = ((lx + 0.12 * ac, ly + 0.1 * bc, lz - 0.75 * la[2] - 0.5 * tip_drop),
+                          (24 * s, 42 * s, 30 + 0.5 * tip_drop), _u(r, -0.2, 0.2))
 
     # ------------------------------------------------------------------------------------------
     def body_width(self) -> float:
@@ -392,6 +413,7 @@ class Anatomy:
         for c, a, th in self.liver_lobes:
             r = ellipsoid_r(b, c, a, th)
             F = r if F is None else np.minimum(F, r)
+        F = np.minimum(F, ellipsoid_r(b, *self.liver_tip))   # the right lobe's inferior tip
         # left lobe: thinner towards its tip (to the patient's left)
         (cx, cy, cz), (ax, ay, az) = self.left_lobe
         t = np.clip((b.X - f32(cx - ax)) / f32(2 * ax), 0, 1)
@@ -424,7 +446,7 @@ class Anatomy:
             bb, d = t.field(g)
             if not bb.empty:
                 g.paint(bb, d < 0, GIWALL)
-                g.paint(bb, d < -2.0, BILE)
+                g.paint(bb, d < -self.gall_wall, BILE)
 
     def _stomach(self, g: Grid) -> None:
         t = Tube(self.stomach_path, self.stomach_r)
@@ -464,7 +486,7 @@ class Anatomy:
             hil = np.sqrt(((b.X - f32(hx)) / f32(a[0] * 0.55)) ** 2 + ((b.Y - f32(hy)) / f32(a[1] * 0.55)) ** 2
                           + ((b.Z - f32(c[2])) / f32(a[2] * 0.35)) ** 2)
             kid = (r < 1) & (hil > 1) & self._in_cav(b)
-            g.paint(b, (r < 1.25) & self._in_cav(b) & ~kid, VFAT)          # perirenal fat
+            g.paint(b, (r < self.perirenal) & self._in_cav(b) & ~kid, VFAT)  # perirenal fat
             g.paint(b, kid, KCORTEX)
             g.paint(b, kid & (r < 0.78), KMEDULLA)
             sinus = (r < 0.55) & self._in_cav(b)

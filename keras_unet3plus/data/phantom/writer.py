@@ -33,7 +33,8 @@ def write_dataset(root: str | os.PathLike, n_cases: int, layout: str = "lits", t
                   shape: tuple[int, int, int] = (128, 128, 64),
                   spacing: tuple[float, float, float] | None = None, seed: int = 0,
                   compress: bool = True, lesions: bool = True,
-                  orientations: Sequence[str] | None = None, start_index: int = 0) -> list[Path]:
+                  orientations: Sequence[str] | None = None, start_index: int = 0,
+                  crop_fov: bool = False) -> list[Path]:
     """Write ``n_cases`` phantom cases under ``root``; returns the image paths.
 
     ``layout="lits"``: ``volume-N`` / ``segmentation-N`` with labels 0/1/2 (spleen task: 0/1).
@@ -44,7 +45,8 @@ def write_dataset(root: str | os.PathLike, n_cases: int, layout: str = "lits", t
     (name -> value), ``numTraining`` and ``file_ending``.
     ``spacing=None`` draws a realistic acquisition per case (see :func:`generate_case`);
     ``orientations`` is cycled over the cases (e.g. ``["RAS", "LPS"]``) to produce files that need
-    reorienting.
+    reorienting. ``crop_fov``: about a third of the cases are cropped to the patient (non-square,
+    smaller than ``shape``; see :func:`generate_case`).
     """
     from . import generate_case
 
@@ -65,7 +67,8 @@ def write_dataset(root: str | os.PathLike, n_cases: int, layout: str = "lits", t
     for k in range(n_cases):
         i = start_index + k
         case = generate_case(case_seed(seed, i), shape=shape, spacing=spacing, lesions=lesions,
-                             orientation=orientations[k % len(orientations)], organ=spec.organ)
+                             orientation=orientations[k % len(orientations)], organ=spec.organ,
+                             crop_fov=crop_fov)
         lab = case.label_for(spec.name)
         if layout == "lits":
             img_path = root / f"volume-{i}{ext}"
