@@ -303,6 +303,28 @@ def test_reference_scan_reads_the_real_dicom_series(trained_tiny, real_ct):
     assert real.reference_voxels == int((labels == 5).sum()) > 10000
 
 
+def test_acquisition_variants_of_the_real_ct(trained_tiny, real_ct, tmp_path):
+    """The real CT as other protocols would give it: each variant's grid is what it says, its
+    reference keeps the liver's volume, and the worst one gets an overlay."""
+    from keras_unet3plus.data.variants import STANDARD_VARIANTS
+    from keras_unet3plus.workflows.reference_scan import measure_acquisition_variants, variants_table
+
+    _, model_path, _ = trained_tiny
+    measures = measure_acquisition_variants(model_path, real_ct, worst_overlay=tmp_path / "worst.png")
+    assert [m.variant for m in measures] == [name for name, _ in STANDARD_VARIANTS]
+    by_name = {m.variant: m for m in measures}
+    assert by_name["as acquired"].grid.startswith("512x512x20")
+    assert by_name["3 mm"].grid.startswith("167x167x13, 3.00 x 3.00 x 3.00 mm")
+    assert by_name["cropped 360x300 mm"].grid.startswith("369x307x20")
+    assert by_name["3 mm, cropped"].grid.startswith("120x100x13")
+    fine = by_name["as acquired"].reference_voxels * 0.977 ** 2 * 2.0
+    assert abs(by_name["3 mm"].reference_voxels * 27.0 / fine - 1) < 0.1
+    assert by_name["low dose"].reference_voxels == by_name["as acquired"].reference_voxels
+    worst = min(measures, key=lambda m: m.dice)
+    assert worst.overlay == tmp_path / "worst.png" and worst.overlay.stat().st_size > 0
+    assert len(variants_table(measures)) == 6
+
+
 def test_demo_reports_the_reference_scan(tmp_path):
     """The demo end to end in miniature, measured on a labelled scan laid out like ../shared/realct."""
     from keras_unet3plus.data import phantom
@@ -316,8 +338,13 @@ def test_demo_reports_the_reference_scan(tmp_path):
                    export=False, reference_scan=folder, printer=lines.append)
     real = json.loads(res.metrics_path.read_text())["reference_scan"]
     assert real["organ"] == "liver" and 0.0 <= real["dice"] <= 1.0 and len(real["per_slice_dice"]) == 16
+    assert [v["variant"] for v in real["variants"]][:2] == ["as acquired", "3 mm"] and len(real["variants"]) == 5
+    assert real["variants"][0]["dice"] == real["dice"]
+    assert real["worst"]["dice"] == min(v["dice"] for v in real["variants"])
     assert (tmp_path / "demo" / "real_scan_overlay.png").is_file()
+    assert (tmp_path / "demo" / "real_scan_worst_overlay.png").is_file()
     assert any(line.startswith("[demo] real scan (never trained on): liver Dice") for line in lines)
+    assert any(line.strip().startswith("3 mm, cropped") for line in lines)
 
     from keras_unet3plus.workflows.demo import measure_reference_scan
     lines.clear()

@@ -14,7 +14,9 @@ one folder::
     OUT/overlay.png           TP / FN / FP overlay of a held-out case (paper colours)
     OUT/model.onnx            the deploy graph (SavedModel folder when ONNX tools are missing)
     OUT/real_scan_overlay.png with ``reference_scan``: the model on a labelled real scan (never
-                              trained on; :mod:`.reference_scan`), its Dice in metrics.json
+                              trained on; :mod:`.reference_scan`), its Dice in metrics.json, also
+                              on acquisition variants of it (3 mm voxels, cropped, low dose)
+    OUT/real_scan_worst_overlay.png  the variant with the lowest Dice
 """
 from __future__ import annotations
 
@@ -67,7 +69,7 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
              printer: Callable[[str], None] = print) -> DemoResult:
     """Generate, train, evaluate and export within ``minutes`` of wall time (see module doc)."""
     from ..data import find_cases, get_task, split_cases
-    from ..data.phantom import write_dataset
+    from ..data.phantom import PHANTOM_VERSION, write_dataset
     from ..training import train
     from .evaluate import evaluate_held_out, json_default
 
@@ -83,10 +85,11 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
     printer(f"[demo] generating {n_cases} phantom {spec.organ} cases ({layout} layout, "
             f"{shape[0]}x{shape[1]}x{shape[2]}) in {data_dir}")
     marker = data_dir / ".complete.json"
-    want = {"n_cases": n_cases, "shape": list(shape), "task": spec.name, "seed": seed}
+    want = {"n_cases": n_cases, "shape": list(shape), "task": spec.name, "seed": seed, "crop_fov": True,
+            "phantom": PHANTOM_VERSION}
     if not (marker.exists() and json.loads(marker.read_text()) == want):
         shutil.rmtree(data_dir, ignore_errors=True)
-        write_dataset(data_dir, n_cases, layout=layout, task=spec.name, shape=shape, seed=seed)
+        write_dataset(data_dir, n_cases, layout=layout, task=spec.name, shape=shape, seed=seed, crop_fov=True)
         marker.write_text(json.dumps(want))
     cases = find_cases(data_dir, layout)
     split = split_cases(cases, seed=seed, n_test=n_test, val_fraction=0.12)
@@ -118,10 +121,14 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
                              "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch,
                              "train_seconds": round(stages["train"], 1)},
                    split=split.to_dict(), config=cfg.to_dict())
-    real = measure_reference_scan(model_path, reference_scan, out, printer) if reference_scan else None
+    measures = measure_reference_scan(model_path, reference_scan, out, printer) if reference_scan else None
+    real = measures[0] if measures else None
     if real is not None:
+        worst = min(measures, key=lambda m: m.dice)
         metrics["reference_scan"] = {"scan": str(real.scan), "organ": real.organ, "dice": real.dice,
-                                     "per_slice_dice": real.per_slice_dice}
+                                     "per_slice_dice": real.per_slice_dice,
+                                     "variants": [m.to_dict() for m in measures],
+                                     "worst": {"variant": worst.variant, "dice": worst.dice}}
     stages["evaluate"] = time.time() - t2
 
     # 4. export
@@ -144,9 +151,11 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
     printer(f"[demo] held-out per-volume Dice ({len(split.test)} phantom {spec.organ} cases): mean {mean:.4f}, "
             f"min {min(metrics['per_case_dice'].values()):.4f}")
     if real is not None:
-        printer(f"[demo] real scan (never trained on): {real.organ} Dice {real.dice:.4f} ({real.scan})")
+        printer(f"[demo] real scan (never trained on): {real.organ} Dice {real.dice:.4f} ({real.scan}); "
+                f"worst acquisition variant: {worst.variant} {worst.dice:.4f}")
     for label, p in (("model", model_path), ("metrics", metrics_path), ("training curve", curve),
                      ("overlay", overlay_path), ("real-scan overlay", real.overlay if real else None),
+                     ("worst variant", worst.overlay if real else None),
                      ("export", export_path), ("run folder", result.out_dir)):
         if p is not None:
             printer(f"[demo]   {label:15s} {p}")
@@ -155,16 +164,21 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
 
 
 def measure_reference_scan(model_path: Path, folder, out: Path, printer=print):
-    """The demo model on a labelled real scan (:mod:`.reference_scan`); a missing folder is a note,
-    not an error (the README's command names ``../shared/realct``, which a fresh clone may lack)."""
-    from .reference_scan import measure_on_reference_scan
+    """The demo model on a labelled real scan and its acquisition variants (:mod:`.reference_scan`),
+    as acquired first; a missing folder is a note, not an error (the README's command names
+    ``../shared/realct``, which a fresh clone may lack)."""
+    from .reference_scan import measure_acquisition_variants, variants_table
 
     if not Path(folder).is_dir():
         printer(f"[demo] no reference scan at {folder}: skipping the real-scan measure")
         return None
-    real = measure_on_reference_scan(model_path, folder, overlay=out / "real_scan_overlay.png")
-    printer(f"  {real.line()}")
-    return real
+    measures = measure_acquisition_variants(model_path, folder, overlay=out / "real_scan_overlay.png",
+                                            worst_overlay=out / "real_scan_worst_overlay.png")
+    printer(f"  {measures[0].line()}")
+    printer("  the same scan as other acquisitions would give it (derived; never trained on):")
+    for line in variants_table(measures):
+        printer(line)
+    return measures
 
 
 def export_demo_model(model_path: Path, data_dir: Path, out: Path, printer=print) -> Path | None:
