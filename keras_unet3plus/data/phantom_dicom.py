@@ -235,6 +235,14 @@ def _write_in(ds, path: Path, transfer_syntax: str) -> None:
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     if transfer_syntax in _GDCM_SYNTAXES:
         _transcode_with_gdcm(path, transfer_syntax)
+        # GDCM's writer adds the Type 2 attributes it finds missing (StudyDate: today); a stripped
+        # export must stay stripped
+        compressed = pydicom.dcmread(path)
+        added = [tag for tag in compressed.keys() if tag not in ds]
+        if added:
+            for tag in added:
+                del compressed[tag]
+            compressed.save_as(path, enforce_file_format=True)
 
 
 def _transcode_with_gdcm(path: Path, transfer_syntax: str) -> None:
