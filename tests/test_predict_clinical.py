@@ -61,16 +61,22 @@ def test_study_folder_gives_one_output_per_series(trained_tiny, tmp_path, capsys
 
 
 def test_seg_only_and_nifti_input_refuses_seg(trained_tiny, phantom_lits, tmp_path, capsys):
+    """A SEG needs DICOM sources: for a NIfTI input (single-file mode) with both formats the NIfTI
+    is written and the one error line says which output failed and why."""
     _series(tmp_path / "ct", 14)
     out = tmp_path / "out"
     assert cli.main(["predict", str(trained_tiny.path), str(tmp_path / "ct"), "-o", str(out),
                      "--format", "dicom-seg", "--quiet"]) == 0
     assert [p.suffixes[-2:] for p in out.iterdir()] == [[".seg", ".dcm"]]
     capsys.readouterr()
+    single = tmp_path / "single"
     rc = cli.main(["predict", str(trained_tiny.path), str(phantom_lits / "volume-0.nii.gz"), "-o",
-                   str(tmp_path / "x.seg.dcm"), "--format", "dicom-seg", "--quiet"])
-    assert rc == 1 and "needs a DICOM input series" in capsys.readouterr().err
-    assert not (tmp_path / "x.seg.dcm").exists()
+                   str(single / "x.seg.dcm"), "--format", "both", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "DICOM SEG not written (a DICOM SEG output needs a DICOM input series" in err
+    assert f"NIfTI mask written to {single / 'x.nii.gz'}" in err
+    assert sorted(p.name for p in single.iterdir()) == ["x.nii.gz"]  # no SEG, no temporary file
 
 
 def test_nnunet_names(trained_tiny, phantom_lits, tmp_path, capsys):
@@ -106,3 +112,60 @@ def test_real_ct_series_nifti_and_seg_agree(trained_tiny, real_ct, tmp_path):
     pred = nib.as_closest_canonical(nib.load(str(niftis[0])))
     assert pred.shape == ref.shape and mask.size == int(np.prod(ref.shape))
     np.testing.assert_allclose(pred.affine, ref.affine, atol=1e-3)
+
+
+def test_hospital_series_gives_one_nifti_and_one_seg(trained_tiny, tmp_path, capsys):
+    """As a PACS export arrives: anonymised (Type 2 attributes removed), JPEG Lossless SV1, a
+    localizer and a text file beside the CT. One NIfTI, and one SEG highdicom reads that
+    references the CT series."""
+    import highdicom as hd
+    import pydicom
+
+    from keras_unet3plus.data.dicom import find_dicom_series
+
+    folder = tmp_path / "export"
+    _series(folder / "ct", 15, strip_type2=True, transfer_syntax="1.2.840.10008.1.2.4.70")
+    _series(folder / "scout", 16, series_number=9, series_description="Topogram")
+    for path in (folder / "scout").iterdir():
+        ds = pydicom.dcmread(path)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        ds.save_as(path, enforce_file_format=True)
+    (folder / "readme.txt").write_text("exported by the PACS, do not edit\n")
+    ct = pydicom.dcmread(next((folder / "ct").iterdir()), stop_before_pixels=True)
+    assert "PatientBirthDate" not in ct and ct.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+    out = tmp_path / "out"
+    rc = cli.main(["predict", str(trained_tiny.path), str(folder), "-o", str(out), "--format", "both", "--quiet"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "1 of 1 case(s) segmented" in captured.out
+    assert "localizer" in captured.out and "readme.txt" in captured.out  # skipped, with a note
+    niftis, segs = sorted(out.glob("*.nii.gz")), sorted(out.glob("*.seg.dcm"))
+    assert len(niftis) == 1 and len(segs) == 1 and len(list(out.iterdir())) == 2
+    seg = hd.seg.segread(segs[0])
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct.SeriesInstanceUID
+    assert seg.FrameOfReferenceUID == ct.FrameOfReferenceUID and seg.PatientBirthDate == ""
+    [series] = find_dicom_series(folder)
+    mask = _agree(niftis[0], segs[0], series)
+    assert mask.shape == (64, 64, 16) and mask.any()
+
+
+def test_seg_that_cannot_be_written_keeps_the_nifti_and_says_so(trained_tiny, tmp_path, capsys):
+    """A series without FrameOfReferenceUID reads (the volume needs none) but makes no SEG: the
+    NIfTI is written whole, the report names what failed and why, nothing half-written, exit 1."""
+    import pydicom
+
+    _series(tmp_path / "ct", 17, series_description="No FoR")
+    for path in (tmp_path / "ct").iterdir():
+        ds = pydicom.dcmread(path)
+        del ds.FrameOfReferenceUID
+        ds.save_as(path, enforce_file_format=True)
+    out = tmp_path / "out"
+    rc = cli.main(["predict", str(trained_tiny.path), str(tmp_path / "ct"), "-o", str(out), "--format", "both",
+                   "--quiet"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "DICOM SEG not written" in captured.err and "no FrameOfReferenceUID" in captured.err
+    assert "NIfTI mask written to" in captured.err and "Traceback" not in captured.err
+    assert "0 of 1 case(s) segmented" in captured.out and "1 of them with some outputs written" in captured.out
+    assert [p.name for p in out.iterdir()] == ["001_No_FoR.nii.gz"]  # no SEG, no temporary file
+    assert nib.load(str(out / "001_No_FoR.nii.gz")).get_fdata().shape == (64, 64, 16)

@@ -2,7 +2,9 @@
 
 The preprocessing (HU window, input size, slice context) comes from the model's info file, never
 from flags. A NIfTI mask has the input's shape, affine and orientation (uint8); a DICOM SEG
-references the source series, so PACS viewers overlay it on the CT.
+references the source series, so PACS viewers overlay it on the CT. Each output format is written
+on its own: when one fails (a SEG the source headers cannot make), the report says which files
+were written, which was not and why, and the exit code is 1.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..inference import Predictor
+    from ..inference.outputs import output_paths
 
     if (args.input is None) == (args.input_dir is None):
         print("unet3plus predict: give either an input file or folder, or -i/--input-dir", file=sys.stderr)
@@ -74,19 +77,25 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.output)
         if out.is_dir():
             out = out / Path(args.input).name
-        predictor.predict_file(args.input, out)
-        print(f"wrote {out}")
+        predictor.predict_file(args.input, out)  # an output that fails ends in cli.main, naming the others
+        for path in output_paths(out, formats).values():
+            print(f"wrote {path}")
         return 0
     notes: list[str] = []
     results = predictor.predict_folder(source, args.output, notes=notes)
     for note in notes:
         print(f"skipped: {note}")
     failed = [r for r in results if not r.ok]
+    partial = [r for r in failed if r.outputs]
     for r in results:
+        for note in r.notes:
+            print(f"note: {r.case_id}: {note}")
         if r.ok:
-            print(f"ok     {r.case_id} -> {r.output_path} ({r.seconds:.1f} s)")
+            written = " + ".join(str(p) for p in r.outputs.values()) or str(r.output_path)
+            print(f"ok     {r.case_id} -> {written} ({r.seconds:.1f} s)")
         else:
             print(f"FAILED {r.case_id}: {r.error}", file=sys.stderr)
     print(f"{len(results) - len(failed)} of {len(results)} case(s) segmented into {args.output}"
-          + (f"; {len(failed)} failed" if failed else ""))
+          + (f"; {len(failed)} failed" if failed else "")
+          + (f" ({len(partial)} of them with some outputs written, see above)" if partial else ""))
     return 1 if failed else 0

@@ -155,8 +155,8 @@ def _source_images(series, slice_spacing: float) -> tuple[list, dict]:
             value = ds.get(keyword)
             if value is None or (isinstance(value, str) and not value.strip()) or \
                     (not isinstance(value, (str, int, float)) and len(value) == 0):
-                raise DataError(f"{path}: no {keyword}, which a DICOM SEG needs to {why}; cannot write a "
-                                "SEG for this series (an anonymiser may have removed it)")
+                raise DataError(f"{path}: no {keyword}, which a DICOM SEG needs to {why}; an anonymiser "
+                                "may have removed it")
     for keyword in _SHARED:
         values = {}
         for path, ds in zip(series.files, series.headers):

@@ -1,5 +1,6 @@
 """Writing predictions: a uint8 NIfTI on the source file's grid and header, and a DICOM SEG that
-references the source series; each file appears whole or not at all."""
+references the source series; each file appears whole or not at all, and each format on its own:
+a SEG the source headers cannot make still leaves the complete NIfTI, and says so."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,9 +11,21 @@ import numpy as np
 from ..data.nifti import save_nifti_atomic, strip_nii
 from ..modelinfo import ModelInfo
 
-__all__ = ["OUTPUT_FORMATS", "mask_image", "output_paths", "write_outputs"]
+__all__ = ["OUTPUT_FORMATS", "FORMAT_NAMES", "OutputError", "mask_image", "output_paths", "write_outputs"]
 
 OUTPUT_FORMATS = ("nifti", "dicom-seg")
+FORMAT_NAMES = {"nifti": "NIfTI mask", "dicom-seg": "DICOM SEG"}
+
+
+class OutputError(ValueError):
+    """Some outputs of one prediction failed: ``failed`` (format -> why) were not written (no file,
+    not even a partial one), ``written`` (format -> path) were, whole; the message says both."""
+
+    def __init__(self, source: Any, written: dict[str, Path], failed: dict[str, str]):
+        self.written, self.failed = dict(written), dict(failed)
+        parts = [f"{FORMAT_NAMES[f]} not written ({why})" for f, why in failed.items()]
+        parts += [f"{FORMAT_NAMES[f]} written to {path}" for f, path in written.items()]
+        super().__init__(f"{source}: {'; '.join(parts)}")
 
 
 def mask_image(labels_original: np.ndarray, volume) -> Any:
@@ -60,21 +73,46 @@ def _is_dicom(vol) -> bool:
     return isinstance(getattr(vol, "source", None), DicomSeries)
 
 
+def _write_seg(vol, labels: np.ndarray, path: Path, info: ModelInfo) -> None:
+    if not _is_dicom(vol):
+        raise ValueError("a DICOM SEG output needs a DICOM input series (it references the source "
+                         "images); use --format nifti for NIfTI inputs")
+    from ..data.dicom_seg import write_dicom_seg
+
+    write_dicom_seg(vol, labels, path, info.task)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text if text and isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {text}"
+
+
 def write_outputs(vol, labels: np.ndarray, original: np.ndarray, base: Path, formats: Iterable[str],
                   info: ModelInfo) -> dict[str, Path]:
-    """Write one prediction in every asked format (each atomically); returns format -> path.
+    """Write one prediction in every asked format (each atomically, each whatever the others do);
+    returns format -> path, or raises :class:`OutputError` saying which were written and why the
+    others were not.
 
     ``labels``: the canonical (RAS) mask, which the SEG needs; ``original``: the same mask in the
     source's voxel order, which the NIfTI keeps.
     """
     paths = output_paths(base, formats)
-    if "dicom-seg" in paths and not _is_dicom(vol):
-        raise ValueError(f"{vol.image_path}: a DICOM SEG output needs a DICOM input series "
-                         "(it references the source images); use --format nifti for NIfTI inputs")
-    if "nifti" in paths:
-        save_nifti_atomic(mask_image(original, vol), paths["nifti"])
-    if "dicom-seg" in paths:
-        from ..data.dicom_seg import write_dicom_seg
-
-        write_dicom_seg(vol, labels, paths["dicom-seg"], info.task)
+    written: dict[str, Path] = {}
+    failed: dict[str, str] = {}
+    first_error = None
+    for fmt, path in paths.items():
+        try:
+            if fmt == "nifti":
+                save_nifti_atomic(mask_image(original, vol), path)
+            else:
+                _write_seg(vol, labels, path, info)
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one format failing must not cost the others
+            failed[fmt] = _reason(exc)
+            first_error = first_error or exc
+            continue
+        written[fmt] = path
+    if failed:
+        raise OutputError(vol.image_path, written, failed) from first_error
     return paths

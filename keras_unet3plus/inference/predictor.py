@@ -21,7 +21,7 @@ from ..modelinfo import ModelInfo
 from ..runtimes import Runtime, load_runtime, runtime_kind
 from ..runtimes.auto import export_candidates
 from .inputs import InputScan, find_inputs
-from .outputs import write_outputs
+from .outputs import OutputError, output_paths, write_outputs
 from .postprocess import apply_gate, postprocess_labels, resize_labels
 from .stages import progress_bar, run_stages, timed
 
@@ -58,7 +58,12 @@ class PredictOptions:
 
 @dataclass
 class CaseResult:
-    """Outcome of one case in folder mode."""
+    """Outcome of one case in folder mode.
+
+    ``outputs``: format -> path of every file written whole (a failed case may have some: a NIfTI
+    mask beside a DICOM SEG the source headers could not make; ``error`` then says which failed
+    and why). ``notes``: what the reader left out of the series (localizers, dose screens, ...).
+    """
 
     case_id: str
     image_path: Path
@@ -67,6 +72,8 @@ class CaseResult:
     error: str = ""
     seconds: float = 0.0
     timings: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
 
 
 def open_runtime(path: str | os.PathLike, *, runtime: str = "model", precision: str = "fp32",
@@ -297,7 +304,8 @@ class Predictor:
                      volume=None, timings: dict | None = None) -> np.ndarray:
         """Segment one NIfTI file (or an already read ``volume``: NIfTI or DICOM); returns the mask
         in the source's voxel order. With ``output_path`` the mask is written atomically in every
-        asked format (a DICOM SEG goes to ``.seg.dcm`` beside the NIfTI when both are asked for)."""
+        asked format (a DICOM SEG goes to ``.seg.dcm`` beside the NIfTI when both are asked for);
+        a format that cannot be written raises :class:`~.outputs.OutputError` once the others are."""
         _ = self.cfg  # an invalid ModelInfo fails before any reading
         if volume is None:
             from ..data.nifti import load_image
@@ -362,6 +370,7 @@ class Predictor:
                 t_case = time.perf_counter()
                 timings: dict = {}
                 target = out_path(scan)
+                notes_of_case = list(scan.series.notes) if scan.series is not None else []
                 try:
                     if pool is not None:
                         fut = pending
@@ -372,15 +381,23 @@ class Predictor:
                     timings["read"] = t_read
                     self.predict_file(path, target, volume=vol, timings=timings)
                     results.append(CaseResult(scan.name, path, target, True,
-                                              seconds=time.perf_counter() - t_case, timings=timings))
+                                              seconds=time.perf_counter() - t_case, timings=timings,
+                                              outputs=output_paths(target, self.options.formats),
+                                              notes=notes_of_case))
                 except (KeyboardInterrupt, SystemExit):
                     raise
+                except OutputError as exc:  # the mask exists; some of its files do too
+                    written = exc.written
+                    results.append(CaseResult(scan.name, path, next(iter(written.values()), None), False,
+                                              error=str(exc), seconds=time.perf_counter() - t_case,
+                                              timings=timings, outputs=written, notes=notes_of_case))
                 except Exception as exc:  # noqa: BLE001 - one bad case must not stop the others
                     msg = str(exc)
                     if str(path) not in msg and path.name not in msg:
                         msg = f"{path}: {msg}"
                     results.append(CaseResult(scan.name, path, None, False, error=msg,
-                                              seconds=time.perf_counter() - t_case, timings=timings))
+                                              seconds=time.perf_counter() - t_case, timings=timings,
+                                              notes=notes_of_case))
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(scan.name)
