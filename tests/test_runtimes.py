@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -108,13 +109,18 @@ def test_same_mask_through_every_backend(trained_tiny, phantom_lits, tmp_path):
     paths = [keras_path, *export_backends(model, info, tmp_path).values()]
 
     src = phantom_lits / "volume-1.nii.gz"  # LPS
-    masks = {p.name: predict_file(p, src, tmp_path / f"{p.name}.nii.gz") for p in paths}
-    ref = masks["model.keras"]
-    assert ref.any()
-    for name, m in masks.items():
-        assert m.shape == ref.shape and m.dtype == np.uint8
-        assert (m != ref).mean() < 1e-4, name
-        assert dice(m, ref) > 0.999, name
+    # the same scan with its field of view cropped to 64 x 46 (non-square: padded to a square of air)
+    full = nib.load(str(src))
+    cropped = tmp_path / "cropped.nii.gz"
+    nib.save(full.slicer[:, 9:55, :], str(cropped))
+    for scan in (src, cropped):
+        masks = {p.name: predict_file(p, scan, tmp_path / f"{p.name}.nii.gz") for p in paths}
+        ref = masks["model.keras"]
+        assert ref.any() and ref.shape == nib.load(str(scan)).shape
+        for name, m in masks.items():
+            assert m.shape == ref.shape and m.dtype == np.uint8
+            assert (m != ref).mean() < 1e-4, (scan.name, name)
+            assert dice(m, ref) > 0.999, (scan.name, name)
 
 
 def test_runtime_like_object_is_wrapped():
