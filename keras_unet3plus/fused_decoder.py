@@ -35,12 +35,13 @@ def fusible_pairs(model) -> dict[str, int]:
 
 
 def _fusible(layer) -> bool:
+    # the layer's attributes, not get_config(): Keras' serialisation imports TensorFlow when it is
+    # installed, whatever the backend
     if type(layer) is not keras.layers.Conv2D:
         return False
-    c = layer.get_config()
-    return (tuple(c["kernel_size"]) == (3, 3) and tuple(c["strides"]) == (1, 1) and c["padding"] == "same"
-            and tuple(c["dilation_rate"]) == (1, 1) and c.get("groups", 1) == 1 and c["activation"] == "linear"
-            and c.get("data_format", "channels_last") == "channels_last")
+    return (tuple(layer.kernel_size) == (3, 3) and tuple(layer.strides) == (1, 1) and layer.padding == "same"
+            and tuple(layer.dilation_rate) == (1, 1) and layer.groups == 1
+            and layer.activation is keras.activations.linear and layer.data_format == "channels_last")
 
 
 def fuse_upsampled_convs(model, share_weights: bool = False):
@@ -56,8 +57,7 @@ def fuse_upsampled_convs(model, share_weights: bool = False):
 
     def clone(layer):
         if layer.name in pairs:
-            conv = layer.get_config()
-            fused[layer.name] = UpsampledConv(conv["filters"], pairs[layer.name], use_bias=conv["use_bias"],
+            fused[layer.name] = UpsampledConv(layer.filters, pairs[layer.name], use_bias=layer.use_bias,
                                               source=layer if share_weights else None,
                                               dtype=layer.dtype_policy, name=layer.name)
             return fused[layer.name]

@@ -3,6 +3,12 @@
 Only what Keras has no layer for lives here (the CGM gate, the deploy-time binarisation, bilinear
 upsampling of unknown sizes and its exact fusion with the next convolution); every
 layer is registered serializable so models reload with `safe_mode=True` and no `custom_objects`.
+
+Every layer computes with `keras.ops`, the same code under TensorFlow, JAX and PyTorch. Three spots
+keep a TensorFlow-only form, because the exported graphs (SavedModel, ONNX, LiteRT, TensorRT's op
+list) are traced from it under the TensorFlow backend: `Binarize`'s argmax, `BilinearUpsample` on
+unknown (None) sizes (only a TensorFlow trace has those) and the `UpsampledConv` graph. Under JAX
+and PyTorch a layer is always called on concrete sizes, so the `keras.ops` form is enough there.
 """
 from __future__ import annotations
 
@@ -10,6 +16,11 @@ import keras
 from keras import ops
 
 PACKAGE = "keras_unet3plus"
+
+
+def _tensorflow() -> bool:
+    """True under the TensorFlow backend, the one the exported graphs are traced with."""
+    return keras.backend.backend() == "tensorflow"
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -45,11 +56,13 @@ class Binarize(keras.layers.Layer):
         self.threshold = float(threshold)
 
     def call(self, seg):
-        import tensorflow as tf  # tf.argmax converts to ONNX/TFLite; keras.ops.argmax does not (see ClassGate)
-
         if seg.shape[-1] == 1:
-            return tf.cast(seg > self.threshold, "float32")
-        return tf.cast(tf.expand_dims(tf.argmax(seg, axis=-1), -1), "float32")
+            return ops.cast(seg > self.threshold, "float32")
+        if _tensorflow():
+            import tensorflow as tf  # tf.argmax converts to ONNX/TFLite; keras.ops.argmax does not (see ClassGate)
+
+            return tf.cast(tf.expand_dims(tf.argmax(seg, axis=-1), -1), "float32")
+        return ops.cast(ops.expand_dims(ops.argmax(seg, axis=-1), -1), "float32")
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], 1)
@@ -72,14 +85,14 @@ class BilinearUpsample(keras.layers.Layer):
         self.factor = int(factor)
 
     def call(self, x):
-        import tensorflow as tf
-
         h, w = x.shape[1], x.shape[2]
-        if h is not None and w is not None:
-            size = (h * self.factor, w * self.factor)
-        else:
+        if h is None or w is None:   # a TensorFlow trace of a fully convolutional model (exports)
+            import tensorflow as tf
+
             size = tf.shape(x)[1:3] * self.factor
-        return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
+            return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
+        # tf.image.resize returns float32 whatever it is given: cast back (mixed precision)
+        return ops.cast(ops.image.resize(x, (h * self.factor, w * self.factor), interpolation="bilinear"), x.dtype)
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape
@@ -126,7 +139,9 @@ class UpsampledConv(keras.layers.Layer):
         return self.kernel, self.bias
 
     def call(self, x):
-        import tensorflow as tf
+        if not _tensorflow():
+            return self._call_ops(x)
+        import tensorflow as tf   # the graph every export of a paper-decoder model is traced from
 
         kernel, bias = self._weights()
         f, cin = self.filters, kernel.shape[2]
@@ -145,6 +160,37 @@ class UpsampledConv(keras.layers.Layer):
         out = self._shift_sum(self._resize(wide, big_h, big_w), axis=1, size=big_h, blocks=f)
         if bias is not None:
             out = out + tf.cast(bias, x.dtype)
+        return out
+
+    def _call_ops(self, x):
+        """The same computation in `keras.ops` (JAX, PyTorch: sizes are always known there)."""
+        kernel, bias = self._weights()
+        f, cin = self.filters, kernel.shape[2]
+        h, w = x.shape[1], x.shape[2]
+        big_h, big_w = h * self.factor, w * self.factor
+        taps = ops.reshape(ops.transpose(ops.cast(kernel, x.dtype), (2, 1, 0, 3)), (1, 1, cin, 9 * f))
+        small = ops.conv(x, taps, strides=1, padding="valid")
+        wide = ops.cast(ops.image.resize(small, (h, big_w), interpolation="bilinear"), x.dtype)
+        wide = self._shift_sum_ops(wide, axis=2, size=big_w, blocks=3 * f)
+        out = ops.cast(ops.image.resize(wide, (big_h, big_w), interpolation="bilinear"), x.dtype)
+        out = self._shift_sum_ops(out, axis=1, size=big_h, blocks=f)
+        if bias is not None:
+            out = out + ops.cast(bias, x.dtype)
+        return out
+
+    @staticmethod
+    def _shift_sum_ops(x, axis: int, size: int, blocks: int):
+        """`_shift_sum` in `keras.ops`."""
+        pad = [[0, 0]] * 4
+        pad[axis] = [1, 1]
+        padded = ops.pad(x, pad)
+        out = None
+        for d in range(3):
+            index = [slice(None)] * 4
+            index[axis] = slice(d, d + size)
+            index[3] = slice(d * blocks, (d + 1) * blocks)
+            part = padded[tuple(index)]   # out[p] += x[p + d - 1]
+            out = part if out is None else out + part
         return out
 
     @staticmethod
