@@ -34,6 +34,9 @@ Choices the paper does not fix (documented here once):
 * All three terms are computed per class channel (including the background channel of a
   softmax output) and averaged over channels, giving one value per sample; Keras then averages
   over the batch.
+
+Written on `keras.ops`: the same code trains under TensorFlow, JAX and PyTorch, and importing this
+module imports no TensorFlow under JAX or PyTorch.
 """
 from __future__ import annotations
 
@@ -41,8 +44,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 import keras
+from keras import ops
 
 __all__ = [
     "MSSSIM_POWER_FACTORS",
@@ -69,21 +72,21 @@ _EPS = 1e-7  # clip for probabilities inside the focal loss (Keras' backend.epsi
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _as_float32(x: Any) -> tf.Tensor:
+def _as_float32(x: Any) -> Any:
     """Cast to float32: losses are computed in float32 even under mixed precision."""
-    x = tf.convert_to_tensor(x)
-    return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
+    x = ops.convert_to_tensor(x)
+    return x if keras.backend.standardize_dtype(x.dtype) == "float32" else ops.cast(x, "float32")
 
 
-def _dense_target(y_true: Any, channels: int) -> tf.Tensor:
+def _dense_target(y_true: Any, channels: int) -> Any:
     """Turn the shared mask into a float32 target with `channels` channels.
 
     binary (channels == 1): mask `(B, H, W, 1)` or `(B, H, W)` in {0, 1} -> `(B, H, W, 1)`;
     multi-class: int label map `(B, H, W, 1)` / `(B, H, W)` -> one-hot `(B, H, W, K)`;
     a target that already has K > 1 channels is taken as one-hot.
     """
-    y_true = tf.convert_to_tensor(y_true)
-    rank = y_true.shape.rank
+    y_true = ops.convert_to_tensor(y_true)
+    rank = len(y_true.shape)
     if rank == 3:
         y_true = y_true[..., None]
     elif rank != 4:
@@ -107,13 +110,13 @@ def _dense_target(y_true: Any, channels: int) -> tf.Tensor:
             f"(B, H, W, 1) or a one-hot mask (B, H, W, {channels}); got y_true of shape {y_true.shape}"
         )
     # Labels may arrive as float (keras.Loss.__call__ casts y_true to the loss dtype): round.
-    labels = tf.cast(tf.round(_as_float32(y_true[..., 0])), tf.int32)
-    return tf.one_hot(labels, channels, dtype=tf.float32)
+    labels = ops.cast(ops.round(_as_float32(y_true[..., 0])), "int32")
+    return ops.one_hot(labels, channels, dtype="float32")
 
 
-def _check_pred(y_pred: Any, who: str) -> tf.Tensor:
+def _check_pred(y_pred: Any, who: str) -> Any:
     y_pred = _as_float32(y_pred)
-    if y_pred.shape.rank != 4 or y_pred.shape[-1] is None:
+    if len(y_pred.shape) != 4 or y_pred.shape[-1] is None:
         raise ValueError(
             f"keras_unet3plus.losses.{who}: y_pred must be (B, H, W, C) probabilities with a known C; "
             f"got shape {y_pred.shape}"
@@ -122,7 +125,7 @@ def _check_pred(y_pred: Any, who: str) -> tf.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# MS-SSIM on public TF ops
+# MS-SSIM on keras.ops
 # --------------------------------------------------------------------------------------------
 def ms_ssim_config(
     height: int,
@@ -175,12 +178,15 @@ def _gaussian_1d(size: int, sigma: float) -> np.ndarray:
     return g / g.sum()
 
 
-def _halve(x: tf.Tensor) -> tf.Tensor:
-    """2x2 average pooling like tf.image.ssim_multiscale: odd sides are padded SYMMETRIC at the end."""
+def _halve(x: Any) -> Any:
+    """2x2 average pooling like tf.image.ssim_multiscale: odd sides are padded SYMMETRIC at the end
+    (one row or column: a copy of the last one, written as a concatenation every backend has)."""
     h, w = x.shape[1], x.shape[2]
-    if h % 2 or w % 2:
-        x = tf.pad(x, [[0, 0], [0, h % 2], [0, w % 2], [0, 0]], mode="SYMMETRIC")
-    return tf.nn.avg_pool2d(x, ksize=2, strides=2, padding="VALID")
+    if h % 2:
+        x = ops.concatenate([x, x[:, -1:]], axis=1)
+    if w % 2:
+        x = ops.concatenate([x, x[:, :, -1:]], axis=2)
+    return ops.average_pool(x, 2, strides=2, padding="valid")
 
 
 def ms_ssim(
@@ -194,13 +200,13 @@ def ms_ssim(
     k2: float = 0.03,
     eps: float = 1e-6,
     adapt: bool = True,
-) -> tf.Tensor:
+) -> Any:
     """Per-channel MS-SSIM of two `(B, H, W, C)` batches -> `(B, C)` float32.
 
     Same maths as `tf.image.ssim_multiscale` (Gaussian window `filter_size`/`filter_sigma`,
     c1 = (k1 max_val)^2, c2 = (k2 max_val)^2, contrast-structure at every scale but the last,
     full SSIM at the last, 2x2 average pooling with SYMMETRIC padding of odd sides), written on
-    public TF ops, with two differences that make it usable as a loss:
+    `keras.ops` (any backend), with two differences that make it usable as a loss:
 
     * per-scale values are clamped with ``max(v, eps)`` before ``v ** p`` (TF uses relu, whose
       zero makes ``pow(0, p < 1)`` produce an infinite derivative and NaN gradients, e.g. for an
@@ -213,7 +219,7 @@ def ms_ssim(
     """
     x = _as_float32(img1)
     y = _as_float32(img2)
-    if x.shape.rank != 4 or y.shape.rank != 4:
+    if len(x.shape) != 4 or len(y.shape) != 4:
         raise ValueError(f"ms_ssim: expected (B, H, W, C) images, got {x.shape} and {y.shape}")
     height, width, channels = x.shape[1], x.shape[2], x.shape[3]
     if height is None or width is None or channels is None:
@@ -230,12 +236,12 @@ def ms_ssim(
 
     g = _gaussian_1d(filter_size, filter_sigma).astype(np.float32)
     # Separable Gaussian: a column pass then a row pass (same window as TF's 2-D kernel).
-    k_col = tf.constant(np.tile(g.reshape(filter_size, 1, 1, 1), (1, 1, 4 * channels, 1)))
-    k_row = tf.constant(np.tile(g.reshape(1, filter_size, 1, 1), (1, 1, 4 * channels, 1)))
+    k_col = ops.convert_to_tensor(np.tile(g.reshape(filter_size, 1, 1, 1), (1, 1, 4 * channels, 1)))
+    k_row = ops.convert_to_tensor(np.tile(g.reshape(1, filter_size, 1, 1), (1, 1, 4 * channels, 1)))
 
-    def reducer(stack: tf.Tensor) -> tf.Tensor:
-        out = tf.nn.depthwise_conv2d(stack, k_col, strides=[1, 1, 1, 1], padding="VALID")
-        return tf.nn.depthwise_conv2d(out, k_row, strides=[1, 1, 1, 1], padding="VALID")
+    def reducer(stack: Any) -> Any:
+        out = ops.depthwise_conv(stack, k_col, strides=1, padding="valid")
+        return ops.depthwise_conv(out, k_row, strides=1, padding="valid")
 
     values = []
     n_scales = len(factors)
@@ -243,19 +249,19 @@ def ms_ssim(
         if scale > 0:
             x, y = _halve(x), _halve(y)
         # One depthwise pass over [x, y, x*y, x^2 + y^2] (4C channels).
-        stats = reducer(tf.concat([x, y, x * y, x * x + y * y], axis=-1))
-        mu_x, mu_y, e_xy, e_sq = tf.split(stats, 4, axis=-1)
+        stats = reducer(ops.concatenate([x, y, x * y, x * x + y * y], axis=-1))
+        mu_x, mu_y, e_xy, e_sq = ops.split(stats, 4, axis=-1)
         num0 = 2.0 * mu_x * mu_y
-        den0 = tf.square(mu_x) + tf.square(mu_y)
+        den0 = ops.square(mu_x) + ops.square(mu_y)
         cs_map = (2.0 * e_xy - num0 + c2) / (e_sq - den0 + c2)
         if scale < n_scales - 1:
-            values.append(tf.reduce_mean(cs_map, axis=[1, 2]))
+            values.append(ops.mean(cs_map, axis=(1, 2)))
         else:
             luminance = (num0 + c1) / (den0 + c1)
-            values.append(tf.reduce_mean(luminance * cs_map, axis=[1, 2]))
-    stacked = tf.stack(values, axis=-1)  # (B, C, n_scales)
-    stacked = tf.maximum(stacked, eps)
-    return tf.reduce_prod(tf.pow(stacked, tf.constant(factors, tf.float32)), axis=-1)
+            values.append(ops.mean(luminance * cs_map, axis=(1, 2)))
+    stacked = ops.stack(values, axis=-1)  # (B, C, n_scales)
+    stacked = ops.maximum(stacked, eps)
+    return ops.prod(ops.power(stacked, ops.convert_to_tensor(np.asarray(factors, np.float32))), axis=-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,18 +301,18 @@ class FocalLoss(keras.losses.Loss):
             alpha=1.0 if self.alpha is None else self.alpha, gamma=self.gamma, reduction=None
         )
 
-    def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         y_pred = _check_pred(y_pred, "FocalLoss")
         channels = y_pred.shape[-1]
         target = _dense_target(y_true, channels)
-        y_pred = tf.clip_by_value(y_pred, _EPS, 1.0 - _EPS)
+        y_pred = ops.clip(y_pred, _EPS, 1.0 - _EPS)
         if channels == 1:
             if isinstance(self.alpha, list):
                 raise ValueError("FocalLoss: a per-class alpha list needs a multi-class (softmax) output")
             per_pixel = self._binary(target, y_pred)  # (B, H, W)
         else:
             per_pixel = self._categorical(target, y_pred)  # (B, H, W)
-        return tf.reduce_mean(per_pixel, axis=[1, 2])
+        return ops.mean(per_pixel, axis=(1, 2))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -345,7 +351,7 @@ class MSSSIMLoss(keras.losses.Loss):
         self.k2 = float(k2)
         self.eps = float(eps)
 
-    def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         y_pred = _check_pred(y_pred, "MSSSIMLoss")
         target = _dense_target(y_true, y_pred.shape[-1])
         value = ms_ssim(
@@ -359,7 +365,7 @@ class MSSSIMLoss(keras.losses.Loss):
             k2=self.k2,
             eps=self.eps,
         )
-        return 1.0 - tf.reduce_mean(value, axis=-1)
+        return 1.0 - ops.mean(value, axis=-1)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -392,13 +398,13 @@ class IoULoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.smooth = float(smooth)
 
-    def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         y_pred = _check_pred(y_pred, "IoULoss")
         target = _dense_target(y_true, y_pred.shape[-1])
-        inter = tf.reduce_sum(target * y_pred, axis=[1, 2])
-        union = tf.reduce_sum(target, axis=[1, 2]) + tf.reduce_sum(y_pred, axis=[1, 2]) - inter
+        inter = ops.sum(target * y_pred, axis=(1, 2))
+        union = ops.sum(target, axis=(1, 2)) + ops.sum(y_pred, axis=(1, 2)) - inter
         iou = (inter + self.smooth) / (union + self.smooth)
-        return 1.0 - tf.reduce_mean(iou, axis=-1)
+        return 1.0 - ops.mean(iou, axis=-1)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -457,13 +463,13 @@ class HybridLoss(keras.losses.Loss):
         self.ms_ssim = _part(MSSSIMLoss, ms_ssim, routed["ms_ssim"])
         self.iou = _part(IoULoss, iou, routed["iou"])
 
-    def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         y_pred = _check_pred(y_pred, "HybridLoss")
-        total = tf.zeros_like(y_pred[:, 0, 0, 0])
+        total = ops.zeros_like(y_pred[:, 0, 0, 0])
         for weight, part in ((self.focal_weight, self.focal), (self.ms_ssim_weight, self.ms_ssim),
                              (self.iou_weight, self.iou)):
             if weight:
-                total += weight * part.call(y_true, y_pred)
+                total = total + weight * part.call(y_true, y_pred)
         return total
 
     def get_config(self) -> dict[str, Any]:
@@ -520,26 +526,26 @@ class CGMLoss(keras.losses.Loss):
         self.label_smoothing = float(label_smoothing)
 
     @staticmethod
-    def presence(y_true: Any) -> tf.Tensor:
+    def presence(y_true: Any) -> Any:
         """`(B,)` float32: 1.0 where the mask has a foreground voxel."""
         y_true = _as_float32(y_true)
-        axes = list(range(1, y_true.shape.rank))
-        return tf.cast(tf.reduce_any(y_true > 0.5, axis=axes), tf.float32)
+        axes = tuple(range(1, len(y_true.shape)))
+        return ops.cast(ops.any(y_true > 0.5, axis=axes), "float32")
 
-    def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         y_pred = _as_float32(y_pred)
-        if y_pred.shape.rank != 2 or y_pred.shape[-1] != 2:
+        if len(y_pred.shape) != 2 or y_pred.shape[-1] != 2:
             raise ValueError(f"CGMLoss: y_pred must be (B, 2) [absent, present] probabilities, got {y_pred.shape}")
         y_true = _as_float32(y_true)
-        rank = y_true.shape.rank
+        rank = len(y_true.shape)
         if rank >= 3:
             present = self.presence(y_true)
-            target = tf.stack([1.0 - present, present], axis=-1)
+            target = ops.stack([1.0 - present, present], axis=-1)
         elif rank == 2 and y_true.shape[-1] == 2:
             target = y_true
         else:
-            present = tf.reshape(y_true, [-1])
-            target = tf.stack([1.0 - present, present], axis=-1)
+            present = ops.reshape(y_true, (-1,))
+            target = ops.stack([1.0 - present, present], axis=-1)
         return keras.losses.binary_crossentropy(target, y_pred, label_smoothing=self.label_smoothing)
 
     def get_config(self) -> dict[str, Any]:
