@@ -12,13 +12,15 @@ Multi-class (`num_classes=K`): prediction = argmax over the K channels.
 
 A class with no voxel in either prediction or ground truth over everything seen scores 1.0
 (nothing to find, nothing predicted), so `result()` never returns NaN.
+
+Written on `keras.ops` (TensorFlow, JAX and PyTorch alike; no TensorFlow import under the others).
 """
 from __future__ import annotations
 
 from typing import Any
 
-import tensorflow as tf
 import keras
+from keras import ops
 
 __all__ = ["DiceScore", "IoUScore"]
 
@@ -53,11 +55,10 @@ class _OverlapScore(keras.metrics.Metric):
         self.true_sum = self.add_variable(shape=(n,), initializer="zeros", name="true_sum", aggregation="sum")
 
     # -- helpers ---------------------------------------------------------------------------
-    def _one_hot_pair(self, y_true: Any, y_pred: Any) -> tuple[tf.Tensor, tf.Tensor]:
-        y_pred = tf.convert_to_tensor(y_pred)
-        y_pred = tf.cast(y_pred, tf.float32)
-        y_true = tf.convert_to_tensor(y_true)
-        if y_true.shape.rank == y_pred.shape.rank - 1:
+    def _one_hot_pair(self, y_true: Any, y_pred: Any) -> tuple[Any, Any]:
+        y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float32")
+        y_true = ops.convert_to_tensor(y_true)
+        if len(y_true.shape) == len(y_pred.shape) - 1:
             y_true = y_true[..., None]
         k = self.num_classes
         if y_pred.shape[-1] is not None and y_pred.shape[-1] != k:
@@ -65,48 +66,48 @@ class _OverlapScore(keras.metrics.Metric):
                 f"{type(self).__name__}: y_pred has {y_pred.shape[-1]} channels but num_classes={k}"
             )
         if k == 1:
-            pred = tf.cast(y_pred >= self.threshold, tf.float32)
-            true = tf.cast(tf.cast(y_true, tf.float32) > 0.5, tf.float32)
+            pred = ops.cast(y_pred >= self.threshold, "float32")
+            true = ops.cast(ops.cast(y_true, "float32") > 0.5, "float32")
             return true, pred
-        pred = tf.one_hot(tf.argmax(y_pred, axis=-1), k, dtype=tf.float32)
+        pred = ops.one_hot(ops.argmax(y_pred, axis=-1), k, dtype="float32")
         if y_true.shape[-1] == k and k > 1:
-            labels = tf.argmax(y_true, axis=-1)
+            labels = ops.argmax(y_true, axis=-1)
         else:
-            labels = tf.cast(tf.round(tf.cast(y_true[..., 0], tf.float32)), tf.int32)
-        true = tf.one_hot(labels, k, dtype=tf.float32)
+            labels = ops.cast(ops.round(ops.cast(y_true[..., 0], "float32")), "int32")
+        true = ops.one_hot(labels, k, dtype="float32")
         return true, pred
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         true, pred = self._one_hot_pair(y_true, y_pred)
         if sample_weight is not None:
-            w = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
-            rank = true.shape.rank
-            while w.shape.rank < rank:
+            w = ops.cast(ops.convert_to_tensor(sample_weight), "float32")
+            rank = len(true.shape)
+            while len(w.shape) < rank:
                 w = w[..., None]
             true = true * w
             pred = pred * w
-        axes = list(range(true.shape.rank - 1))
-        self.intersection.assign_add(tf.reduce_sum(true * pred, axis=axes))
-        self.pred_sum.assign_add(tf.reduce_sum(pred, axis=axes))
-        self.true_sum.assign_add(tf.reduce_sum(true, axis=axes))
+        axes = tuple(range(len(true.shape) - 1))
+        self.intersection.assign_add(ops.sum(true * pred, axis=axes))
+        self.pred_sum.assign_add(ops.sum(pred, axis=axes))
+        self.true_sum.assign_add(ops.sum(true, axis=axes))
 
-    def _per_class(self) -> tf.Tensor:
+    def _per_class(self) -> Any:
         raise NotImplementedError
 
-    def _selected(self, per_class: tf.Tensor) -> tf.Tensor:
+    def _selected(self, per_class: Any) -> Any:
         if self.num_classes == 1:
             return per_class[0]
         if self.class_id is not None:
             return per_class[self.class_id]
         start = 0 if self.include_background else 1
-        return tf.reduce_mean(per_class[start:])
+        return ops.mean(per_class[start:])
 
-    def result(self) -> tf.Tensor:
+    def result(self) -> Any:
         return self._selected(self._per_class())
 
     def reset_state(self) -> None:
         for v in (self.intersection, self.pred_sum, self.true_sum):
-            v.assign(tf.zeros_like(v))
+            v.assign(ops.zeros(v.shape, v.dtype))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -139,9 +140,9 @@ class DiceScore(_OverlapScore):
     ) -> None:
         super().__init__(num_classes, threshold, class_id, include_background, name=name, dtype=dtype)
 
-    def _per_class(self) -> tf.Tensor:
+    def _per_class(self) -> Any:
         denom = self.pred_sum + self.true_sum
-        return tf.where(denom > 0, 2.0 * self.intersection / tf.maximum(denom, 1e-12), tf.ones_like(denom))
+        return ops.where(denom > 0, 2.0 * self.intersection / ops.maximum(denom, 1e-12), ops.ones_like(denom))
 
 
 @keras.saving.register_keras_serializable(package="keras_unet3plus")
@@ -162,6 +163,6 @@ class IoUScore(_OverlapScore):
     ) -> None:
         super().__init__(num_classes, threshold, class_id, include_background, name=name, dtype=dtype)
 
-    def _per_class(self) -> tf.Tensor:
+    def _per_class(self) -> Any:
         union = self.pred_sum + self.true_sum - self.intersection
-        return tf.where(union > 0, self.intersection / tf.maximum(union, 1e-12), tf.ones_like(union))
+        return ops.where(union > 0, self.intersection / ops.maximum(union, 1e-12), ops.ones_like(union))
