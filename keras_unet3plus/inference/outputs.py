@@ -75,23 +75,26 @@ def _is_dicom(vol) -> bool:
 
 def _write_seg(vol, labels: np.ndarray, path: Path, info: ModelInfo) -> None:
     if not _is_dicom(vol):
-        raise ValueError("a DICOM SEG output needs a DICOM input series (it references the source "
-                         "images); use --format nifti for NIfTI inputs")
+        raise ValueError(f"{vol.image_path}: a DICOM SEG output needs a DICOM input series (it references "
+                         "the source images); use --format nifti for NIfTI inputs")
     from ..data.dicom_seg import write_dicom_seg
 
     write_dicom_seg(vol, labels, path, info.task)
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, source: Any) -> str:
+    """Why one output failed, without the source's name (the OutputError's message starts with it)."""
     text = str(exc).strip()
+    text = text[len(f"{source}: "):] if text.startswith(f"{source}: ") else text
     return text if text and isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {text}"
 
 
 def write_outputs(vol, labels: np.ndarray, original: np.ndarray, base: Path, formats: Iterable[str],
                   info: ModelInfo) -> dict[str, Path]:
     """Write one prediction in every asked format (each atomically, each whatever the others do);
-    returns format -> path, or raises :class:`OutputError` saying which were written and why the
-    others were not.
+    returns format -> path. When some were written and others failed, raises :class:`OutputError`
+    saying which and why; when none was written, the first failure itself (a disk-full OSError
+    stays one).
 
     ``labels``: the canonical (RAS) mask, which the SEG needs; ``original``: the same mask in the
     source's voxel order, which the NIfTI keeps.
@@ -109,10 +112,12 @@ def write_outputs(vol, labels: np.ndarray, original: np.ndarray, base: Path, for
         except (KeyboardInterrupt, SystemExit, MemoryError):
             raise
         except Exception as exc:  # noqa: BLE001 - one format failing must not cost the others
-            failed[fmt] = _reason(exc)
+            failed[fmt] = _reason(exc, vol.image_path)
             first_error = first_error or exc
             continue
         written[fmt] = path
+    if first_error is not None and not written:
+        raise first_error
     if failed:
         raise OutputError(vol.image_path, written, failed) from first_error
     return paths
