@@ -103,17 +103,13 @@ def test_a_syntax_outside_the_extra_names_its_permissive_decoder(hu, tmp_path):
     assert "pip install pylibjpeg pylibjpeg-openjpeg" in msg
 
 
-def test_the_dicom_extra_brings_permissive_decoders_only():
+def test_the_dicom_extra_brings_permissive_decoders_only(monkeypatch):
     """setup.py: python-gdcm in [dicom] (so in [dev] and [all]); no GPL decoder in any extra."""
-    captured = {}
     import setuptools
 
-    real_setup = setuptools.setup
-    setuptools.setup = lambda **kw: captured.update(kw)
-    try:
-        runpy.run_path(str(Path(__file__).resolve().parents[1] / "setup.py"))
-    finally:
-        setuptools.setup = real_setup
+    captured = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kw: captured.update(kw))
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "setup.py"))
     extras = captured["extras_require"]
     for name in ("dicom", "dev", "all"):
         assert any(r.startswith("python-gdcm") for r in extras[name]), name
@@ -171,6 +167,13 @@ def test_dose_reports_and_secondary_captures_beside_the_ct_are_left_out(hu, tmp_
     assert any("1 secondary (derived) image(s) beside the primary slices" in n for n in found[0].notes)
     vol = read_dicom_series(tmp_path)
     np.testing.assert_array_equal(vol.image, _expected(hu, False))
+
+
+def test_a_reformatted_secondary_series_is_still_a_volume(hu, tmp_path):
+    """DERIVED\\SECONDARY alone does not make a dose screen: an MPR series with positions reads."""
+    for path in write_dicom_series(hu, AFFINE, tmp_path):
+        _edit(path, ImageType=["DERIVED", "SECONDARY", "MPR"])
+    np.testing.assert_array_equal(read_dicom_series(tmp_path).image, _expected(hu, False))
 
 
 def test_localizer_in_the_ct_series_is_left_out_with_a_note(hu, tmp_path):

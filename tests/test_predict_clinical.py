@@ -132,13 +132,18 @@ def test_hospital_series_gives_one_nifti_and_one_seg(trained_tiny, tmp_path, cap
         ds.save_as(path, enforce_file_format=True)
     (folder / "readme.txt").write_text("exported by the PACS, do not edit\n")
     ct = pydicom.dcmread(next((folder / "ct").iterdir()), stop_before_pixels=True)
+    ds.SeriesInstanceUID = ct.SeriesInstanceUID  # and one scout filed inside the CT series itself
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(folder / "ct" / "scout_in_series", enforce_file_format=True)
     assert "PatientBirthDate" not in ct and ct.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
     out = tmp_path / "out"
     rc = cli.main(["predict", str(trained_tiny.path), str(folder), "-o", str(out), "--format", "both", "--quiet"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "1 of 1 case(s) segmented" in captured.out
-    assert "localizer" in captured.out and "readme.txt" in captured.out  # skipped, with a note
+    assert "skipped: " in captured.out and "Topogram): 16 localizer" in captured.out  # its own series
+    assert "readme.txt: not a DICOM file" in captured.out
+    assert "note: " in captured.out and "1 localizer (scout) image(s) left out" in captured.out  # in the CT's
     niftis, segs = sorted(out.glob("*.nii.gz")), sorted(out.glob("*.seg.dcm"))
     assert len(niftis) == 1 and len(segs) == 1 and len(list(out.iterdir())) == 2
     seg = hd.seg.segread(segs[0])
