@@ -22,9 +22,16 @@ EXTRAS = {
     "dicom": ["pydicom>=3.0", "highdicom>=0.27", "python-gdcm>=3.0.10"],
     # Peer used only by the benchmarks (keras-unet-collection's unet_3plus_2d).
     "bench": ["keras-unet-collection==0.1.13"],
+    # The PyTorch backend (KERAS_BACKEND=torch; tests/test_backends.py runs its checks where it is
+    # installed). Tested with the CPU wheel of 2.13.0; PyPI's default Linux wheel bundles CUDA
+    # (gigabytes), which is why it stays out of [dev] and CI: on a CPU machine install PyTorch's
+    # CPU-only build first, then this extra.
+    "torch": ["torch>=2.11"],
 }
 EXTRAS["dev"] = sorted(
-    set(EXTRAS["onnx"] + EXTRAS["litert"] + EXTRAS["dicom"] + ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5"])
+    set(EXTRAS["onnx"] + EXTRAS["litert"] + EXTRAS["dicom"] + ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5"]
+        # the JAX backend: CI runs the backend-independent tests under it too (tests/test_backends.py)
+        + ["jax[cpu]>=0.4.36"])
 )
 EXTRAS["all"] = sorted(set(EXTRAS["dev"] + EXTRAS["bench"]))
 

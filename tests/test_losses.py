@@ -1,4 +1,9 @@
-"""Tests for keras_unet3plus.losses: MS-SSIM maths, NaN-free gradients, hybrid/DS/CGM wiring, saving."""
+"""Tests for keras_unet3plus.losses: MS-SSIM maths, NaN-free gradients, hybrid/DS/CGM wiring, saving.
+
+Backend-independent except where marked `tensorflow_only`: tests/test_backends.py runs this module
+under JAX too. TensorFlow stays a test dependency on every backend (tf.image.ssim_multiscale is the
+reference MS-SSIM; tf.data feeds `fit`, which Keras accepts on any backend).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -9,16 +14,53 @@ import keras
 import keras_unet3plus
 from keras_unet3plus import losses as L
 
+BACKEND = keras.backend.backend()
+tensorflow_only = pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow backend only")
+_np = keras.ops.convert_to_numpy
+
 
 def _rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _correlated(shape: tuple, seed: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
+def _correlated(shape: tuple, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = _rng(seed)
     x = rng.random(shape).astype("float32")
     y = np.clip(x + 0.2 * rng.standard_normal(shape), 0.0, 1.0).astype("float32")
-    return tf.constant(x), tf.constant(y)
+    return x, y
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype("float32")
+
+
+def _value_and_grad(fn, pred: np.ndarray, dtype: str = "float32"):
+    """``fn(pred)`` and its gradient with respect to ``pred`` (given in ``dtype``), on the backend
+    that runs: numpy value, numpy float32 gradient, and the value's dtype name."""
+    if BACKEND == "tensorflow":
+        var = tf.Variable(tf.cast(pred, dtype))
+        with tf.GradientTape() as tape:
+            value = fn(var)
+        grad = tape.gradient(value, var)
+        grad = None if grad is None else tf.cast(grad, tf.float32).numpy()
+    elif BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        value, grad = jax.value_and_grad(fn)(jnp.asarray(pred, dtype))
+        grad = np.asarray(grad, np.float32)
+    elif BACKEND == "torch":
+        import torch
+
+        var = torch.tensor(pred, dtype=getattr(torch, dtype), requires_grad=True)
+        value = fn(var)
+        value.backward()
+        grad = None if var.grad is None else var.grad.float().numpy()
+        value = value.detach()
+    else:
+        pytest.skip(f"no gradient helper for the {BACKEND} backend")
+    return _np(value), grad, keras.backend.standardize_dtype(value.dtype)
 
 
 # ------------------------------------------------------------------ MS-SSIM configuration rule
@@ -51,8 +93,8 @@ def test_ms_ssim_config_rejects_bad_filter():
 def test_ms_ssim_equals_tf_at_paper_size():
     x, y = _correlated((2, 320, 320, 1))
     ref = tf.image.ssim_multiscale(x, y, max_val=1.0)
-    ours = tf.reduce_mean(L.ms_ssim(x, y), axis=-1)
-    np.testing.assert_allclose(ours.numpy(), ref.numpy(), atol=1e-5)
+    ours = _np(L.ms_ssim(x, y)).mean(axis=-1)
+    np.testing.assert_allclose(ours, ref.numpy(), atol=1e-5)
     assert float(tf.reduce_min(ref)) > 0.5  # no scale clamped: this is the paper's exact value
 
 
@@ -62,8 +104,8 @@ def test_ms_ssim_adapted_equals_tf_with_adapted_arguments(shape):
     x, y = _correlated(shape, seed=1)
     f, factors = L.ms_ssim_config(shape[1], shape[2])
     ref = tf.image.ssim_multiscale(x, y, max_val=1.0, power_factors=factors, filter_size=f)
-    ours = tf.reduce_mean(L.ms_ssim(x, y), axis=-1)
-    np.testing.assert_allclose(ours.numpy(), ref.numpy(), atol=1e-5)
+    ours = _np(L.ms_ssim(x, y)).mean(axis=-1)
+    np.testing.assert_allclose(ours, ref.numpy(), atol=1e-5)
 
 
 def test_tf_fails_at_64_but_loss_adapts():
@@ -71,13 +113,16 @@ def test_tf_fails_at_64_but_loss_adapts():
     with pytest.raises(tf.errors.InvalidArgumentError):
         tf.image.ssim_multiscale(x, y, max_val=1.0)
     value = L.MSSSIMLoss()(y > 0.5, x)
-    assert np.isfinite(value.numpy())
+    assert np.isfinite(_np(value))
 
 
-def test_ms_ssim_identical_is_one_and_needs_static_size():
+def test_ms_ssim_identical_is_one():
     x, _ = _correlated((1, 32, 32, 1))
-    np.testing.assert_allclose(L.ms_ssim(x, x).numpy(), 1.0, atol=1e-6)
+    np.testing.assert_allclose(_np(L.ms_ssim(x, x)), 1.0, atol=1e-6)
 
+
+@tensorflow_only   # only a TensorFlow trace has unknown sizes; JAX and PyTorch always see concrete ones
+def test_ms_ssim_needs_static_size():
     fn = tf.function(lambda a: L.ms_ssim(a, a), input_signature=[tf.TensorSpec((None, None, None, 1))])
     with pytest.raises(ValueError, match="statically"):
         fn.get_concrete_function()
@@ -105,24 +150,18 @@ def _grad_case(name: str) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_hybrid_gradients_finite(case, dtype):
     mask, pred = _grad_case(case)
-    pred = tf.Variable(tf.cast(pred, dtype))
     loss_fn = L.HybridLoss()
-    with tf.GradientTape() as tape:
-        value = loss_fn(tf.constant(mask), pred)
-    grad = tape.gradient(value, pred)
-    assert value.dtype == tf.float32
-    assert np.isfinite(value.numpy())
-    assert grad is not None and np.all(np.isfinite(tf.cast(grad, tf.float32).numpy()))
+    value, grad, value_dtype = _value_and_grad(lambda p: loss_fn(mask, p), pred, dtype)
+    assert value_dtype == "float32"
+    assert np.isfinite(value)
+    assert grad is not None and np.all(np.isfinite(grad))
 
 
 def test_ms_ssim_anticorrelated_gradient_where_tf_gives_nan():
     mask, pred = _grad_case("anticorrelated_soft")
-    pred = tf.Variable(pred)
-    with tf.GradientTape() as tape:
-        value = L.MSSSIMLoss()(mask, pred)
-    grad = tape.gradient(value, pred)
+    value, grad, _ = _value_and_grad(lambda p: L.MSSSIMLoss()(mask, p), pred)
     assert 0.99 < float(value) <= 1.0
-    assert np.all(np.isfinite(grad.numpy()))
+    assert np.all(np.isfinite(grad))
 
 
 def test_losses_under_mixed_precision_policy():
@@ -147,20 +186,20 @@ def test_focal_matches_keras_binary_and_categorical():
     rng = _rng(4)
     mask = (rng.random((2, 8, 8, 1)) > 0.6).astype("float32")
     prob = rng.uniform(0.05, 0.95, (2, 8, 8, 1)).astype("float32")
-    ours = L.FocalLoss(gamma=2.0, reduction=None)(mask, prob).numpy()
-    ref = keras.losses.binary_focal_crossentropy(mask, prob, gamma=2.0).numpy().mean(axis=(1, 2))
+    ours = _np(L.FocalLoss(gamma=2.0, reduction=None)(mask, prob))
+    ref = _np(keras.losses.binary_focal_crossentropy(mask, prob, gamma=2.0)).mean(axis=(1, 2))
     np.testing.assert_allclose(ours, ref, rtol=1e-5)
 
-    balanced = L.FocalLoss(alpha=0.25, reduction=None)(mask, prob).numpy()
+    balanced = _np(L.FocalLoss(alpha=0.25, reduction=None)(mask, prob))
     ref_b = keras.losses.binary_focal_crossentropy(mask, prob, apply_class_balancing=True, alpha=0.25)
-    np.testing.assert_allclose(balanced, ref_b.numpy().mean(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(balanced, _np(ref_b).mean(axis=(1, 2)), rtol=1e-5)
 
     labels = rng.integers(0, 3, (2, 8, 8, 1)).astype("int32")
     logits = rng.standard_normal((2, 8, 8, 3)).astype("float32")
-    soft = tf.nn.softmax(logits).numpy()
-    ours_c = L.FocalLoss(reduction=None)(labels, soft).numpy()
+    soft = _softmax(logits)
+    ours_c = _np(L.FocalLoss(reduction=None)(labels, soft))
     onehot = np.eye(3, dtype="float32")[labels[..., 0]]
-    ref_c = keras.losses.categorical_focal_crossentropy(onehot, soft, alpha=1.0, gamma=2.0).numpy().mean(axis=(1, 2))
+    ref_c = _np(keras.losses.categorical_focal_crossentropy(onehot, soft, alpha=1.0, gamma=2.0)).mean(axis=(1, 2))
     np.testing.assert_allclose(ours_c, ref_c, rtol=1e-5)
 
 
@@ -169,11 +208,11 @@ def test_iou_loss_by_hand():
     mask[0, :2, :2] = 1  # 4 voxels
     pred = np.zeros((1, 4, 4, 1), "float32")
     pred[0, :2, :] = 0.5  # sum 4, intersection 2
-    value = L.IoULoss(smooth=1.0, reduction=None)(mask, pred).numpy()[0]
+    value = _np(L.IoULoss(smooth=1.0, reduction=None)(mask, pred))[0]
     assert value == pytest.approx(1 - (2 + 1) / (4 + 4 - 2 + 1))
-    assert L.IoULoss()(mask, mask).numpy() == pytest.approx(0.0, abs=1e-7)
+    assert _np(L.IoULoss()(mask, mask)) == pytest.approx(0.0, abs=1e-7)
     empty = np.zeros_like(mask)
-    assert L.IoULoss()(empty, empty).numpy() == pytest.approx(0.0, abs=1e-7)
+    assert _np(L.IoULoss()(empty, empty)) == pytest.approx(0.0, abs=1e-7)
 
 
 def test_hybrid_is_weighted_sum_and_zero_for_perfect_prediction():
@@ -181,20 +220,20 @@ def test_hybrid_is_weighted_sum_and_zero_for_perfect_prediction():
     mask = (rng.random((2, 32, 32, 1)) > 0.5).astype("float32")
     prob = rng.uniform(0.01, 0.99, (2, 32, 32, 1)).astype("float32")
     parts = [
-        cls(reduction=None)(mask, prob).numpy() for cls in (L.FocalLoss, L.MSSSIMLoss, L.IoULoss)
+        _np(cls(reduction=None)(mask, prob)) for cls in (L.FocalLoss, L.MSSSIMLoss, L.IoULoss)
     ]
     hybrid = L.HybridLoss(focal_weight=2.0, ms_ssim_weight=0.5, iou_weight=3.0, reduction=None)(mask, prob)
-    np.testing.assert_allclose(hybrid.numpy(), 2 * parts[0] + 0.5 * parts[1] + 3 * parts[2], rtol=1e-5)
+    np.testing.assert_allclose(_np(hybrid), 2 * parts[0] + 0.5 * parts[1] + 3 * parts[2], rtol=1e-5)
     assert float(L.HybridLoss()(mask, mask)) < 1e-4
 
 
 def test_hybrid_multiclass_label_map_equals_one_hot():
     rng = _rng(6)
     labels = rng.integers(0, 3, (2, 24, 24, 1)).astype("int32")
-    soft = tf.nn.softmax(rng.standard_normal((2, 24, 24, 3)).astype("float32")).numpy()
+    soft = _softmax(rng.standard_normal((2, 24, 24, 3)).astype("float32"))
     loss = L.HybridLoss(reduction=None)
-    a = loss(labels, soft).numpy()
-    b = loss(np.eye(3, dtype="float32")[labels[..., 0]], soft).numpy()
+    a = _np(loss(labels, soft))
+    b = _np(loss(np.eye(3, dtype="float32")[labels[..., 0]], soft))
     np.testing.assert_allclose(a, b, rtol=1e-6)
     assert np.all(np.isfinite(a))
 
@@ -209,15 +248,15 @@ def test_cgm_target_from_mask():
     mask[1, 2, 3] = 1.0
     mask[2] = 2.0  # int label map style
     pred = np.array([[0.9, 0.2], [0.3, 0.6], [0.5, 0.5]], "float32")
-    value = L.CGMLoss(reduction=None)(mask, pred).numpy()
+    value = _np(L.CGMLoss(reduction=None)(mask, pred))
     targets = np.array([[1, 0], [0, 1], [0, 1]], "float32")
     p = np.clip(pred, 1e-7, 1 - 1e-7)
     ref = -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean(axis=-1)
     np.testing.assert_allclose(value, ref, rtol=1e-5)
-    np.testing.assert_array_equal(L.CGMLoss.presence(mask).numpy(), [0.0, 1.0, 1.0])
+    np.testing.assert_array_equal(_np(L.CGMLoss.presence(mask)), [0.0, 1.0, 1.0])
     # An explicit presence flag or one-hot label is accepted too.
-    np.testing.assert_allclose(L.CGMLoss(reduction=None)(np.array([0, 1, 1], "float32"), pred).numpy(), ref, rtol=1e-5)
-    np.testing.assert_allclose(L.CGMLoss(reduction=None)(targets, pred).numpy(), ref, rtol=1e-5)
+    np.testing.assert_allclose(_np(L.CGMLoss(reduction=None)(np.array([0, 1, 1], "float32"), pred)), ref, rtol=1e-5)
+    np.testing.assert_allclose(_np(L.CGMLoss(reduction=None)(targets, pred)), ref, rtol=1e-5)
 
 
 # ------------------------------------------------------------------ serialization

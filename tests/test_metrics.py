@@ -17,6 +17,8 @@ from keras_unet3plus import metrics as M
 from keras_unet3plus.metrics import volume as V
 
 REPO = Path(__file__).resolve().parents[1]
+# Backend-independent but for the tf.distribute test; tests/test_backends.py runs this module under JAX.
+tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow backend only")
 
 
 # ====================================================================== training metrics
@@ -130,6 +132,7 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
 )
 
 
+@tensorflow_only
 def test_streaming_metrics_exact_under_mirrored_strategy():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                TF_CPP_MIN_LOG_LEVEL="3")
