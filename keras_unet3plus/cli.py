@@ -55,8 +55,17 @@ def _debug_flag(parser: argparse.ArgumentParser, default) -> None:
                         help="show the Python traceback of an error (also UNET3PLUS_DEBUG=1)")
 
 
+def _debug_asked(argv: list[str] | None) -> bool:
+    args = sys.argv[1:] if argv is None else argv
+    return "--debug" in args or os.environ.get("UNET3PLUS_DEBUG", "") not in ("", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of CLI output
+    if not _debug_asked(argv):
+        from .native_log import filter_native_startup_lines
+
+        filter_native_startup_lines()  # what TF_CPP_MIN_LOG_LEVEL cannot reach (printed while loading)
     parser = argparse.ArgumentParser(prog="unet3plus", description="UNet 3+ for CT segmentation: train, predict, evaluate, export.")
     _debug_flag(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         _debug_flag(p, argparse.SUPPRESS)
         modules[name] = module
     args = parser.parse_args(argv)
-    debug = bool(getattr(args, "debug", False)) or os.environ.get("UNET3PLUS_DEBUG", "") not in ("", "0")
+    debug = bool(getattr(args, "debug", False)) or _debug_asked(argv)
     try:
         return int(modules[args.command].run(args) or 0)
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ the preset, e.g. --batch-size, --epochs, --mixed-precision, --cache-dir.
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+os.environ.setdefault("UNET3PLUS_QUIET_START", "1")  # TensorFlow's start-up lines out (before it loads)
 
 from keras_unet3plus.workflows.recipe import PAPER_FILTERS, main
 

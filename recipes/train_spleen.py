@@ -12,7 +12,7 @@ imagesTr / labelsTr / dataset.json; the macOS ._ files of the tarball are ignore
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+os.environ.setdefault("UNET3PLUS_QUIET_START", "1")  # TensorFlow's start-up lines out (before it loads)
 
 from keras_unet3plus.workflows.recipe import PAPER_FILTERS, main
 

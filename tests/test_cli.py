@@ -4,6 +4,8 @@ traceback."""
 from __future__ import annotations
 
 import gzip
+import os
+import sys
 import shutil
 from pathlib import Path
 
@@ -170,3 +172,35 @@ def test_check_data_reports_every_problem_at_once(lits, tmp_path, capsys):
     assert "segmentation-3.nii" in text and "no organ voxel" in text and "warning" in text
     assert "segmentation-9.nii.gz" in text and "unpaired" in text
     assert "4 error(s), 1 warning(s)" in out, out
+
+
+def test_native_startup_lines_are_filtered_and_everything_else_passes():
+    """TensorFlow's pre-logging lines are dropped; other lines, partial lines (progress bars) and
+    real errors pass, in order."""
+    from keras_unet3plus.native_log import _filtered
+
+    noise = (b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+             b"I0000 00:00:1796618532.382577   18576 port.cc:153] oneDNN custom operations are on.\n"
+             b"E0000 00:00:1796614544.662630    2130 cuda_platform.cc:52] failed call to cuInit: INTERNAL: x\n"
+             b"To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with "
+             b"the appropriate compiler flags.\n")
+    out, held = _filtered(noise + b"error: a.nii.gz: truncated\n\r 40%|####  | 4/10", b"")
+    assert out == b"error: a.nii.gz: truncated\n\r 40%|####  | 4/10" and held == b""
+    out, held = _filtered(b"I0000 00:00:17 1 port.cc:1", b"")           # a noise line cut in two
+    assert out == b"" and held
+    out, held = _filtered(b"53] oneDNN\nE0000 00:00:1 2 other.cc:9] a real native error\n", held)
+    assert out == b"E0000 00:00:1 2 other.cc:9] a real native error\n" and held == b""
+
+
+def test_cli_prints_no_tensorflow_startup_noise(tmp_path):
+    """A command's stderr holds its own line only (no oneDNN / CUDA / absl banner); --debug keeps all."""
+    import subprocess
+
+    exe = Path(sys.executable).with_name("unet3plus")
+    cmd = [str(exe), "predict", str(tmp_path / "missing.keras"), str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "y")]
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "UNET3PLUS_DEBUG")}
+    quiet = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 1
+    assert quiet.stderr.strip() == f"error: {tmp_path / 'missing.keras'}: model file not found", quiet.stderr
+    loud = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, env=env, timeout=300)
+    assert loud.returncode == 1 and "Traceback" in loud.stderr
