@@ -102,18 +102,19 @@ SPACING_OUTLIER_RATIO = 3.0
 
 
 def _voxel_check(case: Case, task) -> tuple[list[Problem], tuple[float, float, float] | None]:
-    from keras_unet3plus.data.nifti import load_case
+    """Every voxel of one case read once, a slab at a time (memory does not grow with the volume)."""
+    from keras_unet3plus.data.nifti import voxel_scan
 
     try:
-        vol = load_case(case, task)
+        present, spacing, _ = voxel_scan(case, task)
     except DataError as exc:
         file, problem = _split_message(str(exc), str(case.image_path))
         return [Problem(file, problem, _fix_for(problem))], None
     problems = []
-    if vol.label is not None and not vol.label.any():
+    if present is not None and not present.any():
         problems.append(Problem(str(case.label_path), "no organ voxel at all (an empty label)",
                                 "check the label; organ-free cases only teach the CGM", "warning"))
-    return problems, vol.spacing
+    return problems, spacing
 
 
 def check_dataset(root, layout: str = "auto", task="liver", workers: int = 4,

@@ -6,23 +6,27 @@ A :class:`Volume` keeps what it takes to put a prediction back into the source f
 (:meth:`Volume.to_original`), so predictions can be written with the source affine.
 
 Files are opened lazily with nibabel: a header costs a few bytes of I/O; voxel data is read one
-volume at a time and never cached here.
+volume at a time and never cached here. :class:`NiftiSlabs` reads a file a slab of axial slices at
+a time (nibabel's ArrayProxy slicing over one open file, in the order the file stores them), so a
+987-slice CT (0.5 GB stored, 1 GB as float32) is predicted, cached and checked in a few MB per slab.
 """
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import nibabel as nib
 import numpy as np
+from nibabel import orientations as ornt_mod
+from nibabel.openers import ImageOpener
 
 from keras_unet3plus.atomic import atomic_path
 from keras_unet3plus.data.tasks import TaskSpec, get_task
 from keras_unet3plus.data.volume import (AFFINE_ATOL, DataError, DataFileNotFoundError, Volume,  # noqa: F401
-                                         orientation_of, spacing_from_affine, to_canonical,
-                                         to_original_orientation)
+                                         context_windows, orientation_of, spacing_from_affine,
+                                         to_canonical, to_original_orientation)
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Protocol
@@ -75,16 +79,8 @@ def _read_data(img: nib.Nifti1Image, path: Path, dtype: np.dtype | None) -> np.n
     return data
 
 
-def read_image_array(path: str | os.PathLike, dtype: np.dtype | None = np.float32,
-                     img: nib.Nifti1Image | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Canonical image voxels and canonical affine; NaN/inf rejected.
-
-    ``dtype=None`` keeps the stored type when the file has no scaling (int16 for most CT), which
-    halves the memory of the streaming pipeline.
-    """
-    path = Path(path)
-    img = open_nifti(path) if img is None else img
-    data = _read_data(img, path, dtype)
+def checked_image(data: np.ndarray, path: Path) -> np.ndarray:
+    """Image voxels as read, or a DataError naming ``path`` (NaN/inf, a non-numeric type)."""
     if data.dtype.kind == "f":
         finite = np.isfinite(data)
         if not finite.all():
@@ -92,21 +88,12 @@ def read_image_array(path: str | os.PathLike, dtype: np.dtype | None = np.float3
             raise DataError(f"{path}: {bad} voxel(s) are NaN or inf")
     elif data.dtype.kind not in "iub":
         raise DataError(f"{path}: unsupported voxel type {data.dtype}")
-    out, affine = to_canonical(data, img.affine)
-    return out, affine
+    return data
 
 
-def read_label_array(path: str | os.PathLike, task: str | TaskSpec,
-                     img: nib.Nifti1Image | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Canonical label voxels mapped to the task's classes (uint8) and the canonical affine.
-
-    Raises DataError when a value is not one of ``task.label_values`` (e.g. a spleen task given
-    LiTS files) or is not an integer.
-    """
-    spec = get_task(task)
-    path = Path(path)
-    img = open_nifti(path) if img is None else img
-    data = _read_data(img, path, None)
+def checked_label(data: np.ndarray, path: Path, spec: TaskSpec) -> np.ndarray:
+    """Label voxels (any part of a volume) mapped to the task's classes (uint8), or a DataError naming
+    ``path``: a value not in ``spec.label_values`` (a spleen task given LiTS files), non-integers."""
     if data.dtype.kind == "f":
         if not np.isfinite(data).all():
             raise DataError(f"{path}: label volume contains NaN or inf")
@@ -123,14 +110,41 @@ def read_label_array(path: str | os.PathLike, task: str | TaskSpec,
             f"only {list(spec.label_values)}"
         )
     data = data.astype(np.uint8, copy=False)
-    present = np.flatnonzero(np.bincount(data.ravel(), minlength=256))
+    present = np.flatnonzero(np.bincount(data.ravel(order="K"), minlength=256))
     unexpected = sorted(set(present.tolist()) - set(spec.label_values))
     if unexpected:
         raise DataError(
             f"{path}: label values {unexpected} are not allowed for task '{spec.name}' "
             f"(allowed: {list(spec.label_values)})"
         )
-    out, affine = to_canonical(spec.map_label(data), img.affine)
+    return spec.map_label(data)
+
+
+def read_image_array(path: str | os.PathLike, dtype: np.dtype | None = np.float32,
+                     img: nib.Nifti1Image | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical image voxels and canonical affine; NaN/inf rejected.
+
+    ``dtype=None`` keeps the stored type when the file has no scaling (int16 for most CT), which
+    halves the memory. The whole volume: :class:`NiftiSlabs` reads it a slab at a time.
+    """
+    path = Path(path)
+    img = open_nifti(path) if img is None else img
+    data = checked_image(_read_data(img, path, dtype), path)
+    out, affine = to_canonical(data, img.affine)
+    return out, affine
+
+
+def read_label_array(path: str | os.PathLike, task: str | TaskSpec,
+                     img: nib.Nifti1Image | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical label voxels mapped to the task's classes (uint8) and the canonical affine.
+
+    Raises DataError when a value is not one of ``task.label_values`` (e.g. a spleen task given
+    LiTS files) or is not an integer.
+    """
+    spec = get_task(task)
+    path = Path(path)
+    img = open_nifti(path) if img is None else img
+    out, affine = to_canonical(checked_label(_read_data(img, path, None), path, spec), img.affine)
     return out, affine
 
 
@@ -167,8 +181,185 @@ def check_case_headers(case: "Case") -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# reading a slab of axial slices at a time
+# --------------------------------------------------------------------------------------------
+
+_RAS_ORNT = ornt_mod.axcodes2ornt(("R", "A", "S"))
+#: axial slices read at a time by default (16 MB of int16 at 512 x 512)
+SLAB = 32
+
+
+class NiftiSlabs:
+    """A NIfTI volume in RAS order, read a slab of axial slices at a time (a
+    :class:`~keras_unet3plus.data.volume.SlabSource`), never whole unless asked.
+
+    Why: a LiTS CT of 512 x 512 x 987 is 0.5 GB stored and 1 GB as float32; predicting, caching and
+    checking it need one slab at a time. :meth:`slabs` opens the file once and reads it front to
+    back (a ``.nii.gz`` is decompressed once, never rewound), yielding the slabs in the order the
+    file stores them (descending z for a file stored inferior-first). A file whose axial axis is
+    not its last (sagittal or coronal storage) cannot be read by axial slab: it is read whole once,
+    in its stored type. ``kind="image"`` rejects NaN/inf; ``kind="label"`` checks and maps the
+    values for ``task`` (:func:`checked_label`). Indexing (``src[:, :, a:b]``) and ``np.asarray(src)``
+    give float32 HU (labels: uint8), as :func:`load_case` would.
+    """
+
+    def __init__(self, path: str | os.PathLike, img: nib.Nifti1Image | None = None, kind: str = "image",
+                 task: str | TaskSpec | None = None):
+        if kind not in ("image", "label"):
+            raise ValueError(f"kind must be 'image' or 'label', got {kind!r}")
+        self.path = Path(path)
+        self.img = open_nifti(self.path) if img is None else img
+        self.kind = kind
+        self.spec = get_task(task) if kind == "label" else None
+        file_shape = open_shape(self.img)
+        self._transform = ornt_mod.ornt_transform(orientation_of(self.img.affine, self.path), _RAS_ORNT)
+        axes = self._transform[:, 0].astype(int)
+        self.shape: tuple[int, int, int] = tuple(file_shape[int(np.flatnonzero(axes == j)[0])]
+                                                 for j in range(3))  # type: ignore[assignment]
+        self._z_axis = int(np.flatnonzero(axes == 2)[0])
+        self._z_flip = bool(self._transform[self._z_axis, 1] < 0)
+        self._extra = (0,) * (len(self.img.shape) - 3)
+        self.affine = self.img.affine @ ornt_mod.inv_ornt_aff(self._transform, file_shape)
+        self.ndim = 3
+        self.dtype = np.dtype(np.uint8 if kind == "label" else np.float32)
+
+    @property
+    def streams(self) -> bool:
+        """True when the file stores axial slices one after another (read by slab, not whole)."""
+        return self._z_axis == 2
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def __repr__(self) -> str:
+        return f"NiftiSlabs({str(self.path)!r}, {self.kind}, shape={self.shape})"
+
+    # -- reading -------------------------------------------------------------------------------
+    def _file_range(self, z0: int, z1: int) -> tuple[int, int]:
+        n = self.shape[2]
+        return (n - z1, n - z0) if self._z_flip else (z0, z1)
+
+    def _slicer(self, z0: int, z1: int) -> tuple:
+        slicer = [slice(None)] * 3
+        slicer[self._z_axis] = slice(*self._file_range(z0, z1))
+        return tuple(slicer) + self._extra
+
+    def _finish(self, raw: np.ndarray) -> np.ndarray:
+        """Checked, canonical (X, Y, k) voxels from a block in file order."""
+        raw = np.asarray(raw)
+        while raw.ndim > 3:
+            raw = raw[..., 0]
+        if self.kind == "label":
+            raw = checked_label(raw, self.path, self.spec)
+        else:
+            raw = checked_image(raw, self.path)
+        return ornt_mod.apply_orientation(raw, self._transform)
+
+    def _read(self, proxy, slicer) -> np.ndarray:
+        try:
+            return proxy[slicer]
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(f"{self.path}: could not read the voxel data, the file is truncated or corrupt "
+                            f"({type(exc).__name__}: {exc})") from exc
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        """Canonical slices ``[z0, z1)`` as stored (scaled where the file says so), checked."""
+        if not 0 <= z0 < z1 <= self.shape[2]:
+            raise IndexError(f"{self.path}: slices {z0}..{z1 - 1} outside 0..{self.shape[2] - 1}")
+        return self._finish(self._read(self.img.dataobj, self._slicer(z0, z1)))
+
+    def slabs(self, chunk: int = SLAB) -> Iterator[tuple[int, int, np.ndarray]]:
+        """``(z0, z1, canonical slab)`` over the whole volume, in the order the file stores them;
+        the file is open for this pass only (closed when it ends or is abandoned)."""
+        n, chunk = self.shape[2], max(1, int(chunk))
+        starts = list(range(0, n, chunk))
+        if self._z_flip:
+            starts.reverse()
+        if not self.streams:   # axial slices are not contiguous in the file: read it once, whole
+            whole = self._finish(self._read(self.img.dataobj, (slice(None),) * 3 + self._extra))
+            for z0 in range(0, n, chunk):
+                yield z0, min(n, z0 + chunk), whole[:, :, z0:z0 + chunk]
+            return
+        klass = type(self.img)
+        try:
+            opener = ImageOpener(str(self.path), "rb")
+        except Exception as exc:
+            raise DataError(f"{self.path}: cannot open the file ({type(exc).__name__}: {exc})") from exc
+        with opener as fobj:
+            try:
+                proxy = klass.from_file_map(klass.make_file_map({"image": fobj, "header": fobj})).dataobj
+            except Exception as exc:
+                raise DataError(f"{self.path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+            for z0 in starts:
+                z1 = min(n, z0 + chunk)
+                yield z0, z1, self._finish(self._read(proxy, self._slicer(z0, z1)))
+
+    def windows(self, chunk: int, context: int):
+        """:func:`~keras_unet3plus.data.volume.context_windows` of this file."""
+        return context_windows(self, chunk, context)
+
+    # -- the array face (what code written for in-memory volumes sees) --------------------------
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty(self.shape, dtype=self.dtype)
+        for z0, z1, slab in self.slabs():
+            out[:, :, z0:z1] = slab
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if len(key) == 3 and isinstance(key[2], slice) and key[2].step in (None, 1):
+            z0, z1, _ = key[2].indices(self.shape[2])
+            if z1 <= z0:
+                return np.empty(self.shape[:2] + (0,), self.dtype)[key[0], key[1]]
+            return np.asarray(self.read(z0, z1), dtype=self.dtype)[key[0], key[1]]
+        return np.asarray(self)[key]
+
+
+def voxel_scan(case: "Case", task: str | TaskSpec | None, chunk: int = SLAB
+               ) -> tuple[np.ndarray | None, tuple[float, float, float], tuple[int, int, int]]:
+    """Read every voxel of a case once, a slab at a time: the label's values and the image's NaN/inf
+    checked (DataError naming the file; the label first, as :func:`load_case` reads them), and,
+    for a labelled case, which axial slices hold the organ (a bool per slice). Returns
+    ``(organ slices or None, spacing, canonical shape)``."""
+    image = NiftiSlabs(case.image_path)
+    present = None
+    if case.label_path is not None:
+        limg = open_nifti(case.label_path)
+        check_pair(image.img, limg, Path(case.image_path), Path(case.label_path))
+        present, _ = organ_slices(case.label_path, task, limg, chunk)
+    for _ in image.slabs(chunk):
+        pass
+    return present, spacing_from_affine(image.affine), image.shape
+
+
+def organ_slices(label_path: str | os.PathLike, task: str | TaskSpec, img: nib.Nifti1Image | None = None,
+                 chunk: int = SLAB) -> tuple[np.ndarray, np.ndarray]:
+    """Which axial slices of a label file hold the organ (bool per canonical slice), checked and
+    read a slab at a time; and the canonical affine."""
+    label = NiftiSlabs(label_path, img, kind="label", task=task)
+    present = np.zeros(label.shape[2], dtype=bool)
+    for z0, z1, slab in label.slabs(chunk):
+        present[z0:z1] = slab.any(axis=(0, 1))
+    return present, label.affine
+
+
+# --------------------------------------------------------------------------------------------
 # public loaders
 # --------------------------------------------------------------------------------------------
+
+def open_image(path: str | os.PathLike, case_id: str | None = None) -> Volume:
+    """An unlabelled volume whose image is read when used, a slab at a time (:class:`NiftiSlabs`):
+    what ``predict`` streams. Only the header is read here."""
+    path = Path(path)
+    img = open_nifti(path)
+    image = NiftiSlabs(path, img)
+    return Volume(image=image, label=None, spacing=spacing_from_affine(image.affine), affine=image.affine,
+                  original_affine=np.array(img.affine), original_shape=open_shape(img), image_path=path,
+                  case_id=case_id or strip_nii(path.name), header=img.header)
+
 
 def load_image(path: str | os.PathLike, case_id: str | None = None) -> Volume:
     """Load an unlabelled volume (inference): canonical float32 HU, spacing, source orientation."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 from nibabel import orientations as ornt_mod
@@ -99,3 +99,68 @@ class Volume:
         img = nib.Nifti1Image(data, self.original_affine)
         img.header.set_xyzt_units("mm")
         return img
+
+
+# --------------------------------------------------------------------------------------------
+# volumes read a slab of axial slices at a time
+# --------------------------------------------------------------------------------------------
+
+class SlabSource(Protocol):
+    """A canonical (X, Y, Z) volume that can be read in axial slabs (a file read lazily, or an array).
+
+    ``slabs(chunk)`` yields ``(z0, z1, array (X, Y, z1 - z0))`` covering ``[0, Z)`` once, in the
+    order that is cheapest to read (for a file: the order it stores them, ascending or descending).
+    """
+
+    shape: tuple[int, int, int]
+
+    def slabs(self, chunk: int) -> Iterator[tuple[int, int, np.ndarray]]: ...
+
+
+class ArraySlabs:
+    """An in-memory (X, Y, Z) array as a :class:`SlabSource` (views, ascending)."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+        self.shape = tuple(int(s) for s in array.shape)
+
+    def slabs(self, chunk: int) -> Iterator[tuple[int, int, np.ndarray]]:
+        n = self.shape[2]
+        for z0 in range(0, n, chunk):
+            z1 = min(n, z0 + chunk)
+            yield z0, z1, self.array[:, :, z0:z1]
+
+
+def slab_source(volume: Any) -> SlabSource:
+    """``volume`` as a :class:`SlabSource`: itself when it is one (a lazily read file), else the array."""
+    if hasattr(volume, "slabs") and hasattr(volume, "shape"):
+        return volume
+    array = np.asarray(volume)
+    if array.ndim != 3:
+        raise ValueError(f"expected an (X, Y, Z) volume, got shape {array.shape}")
+    return ArraySlabs(array)
+
+
+def context_windows(source: SlabSource, chunk: int, context: int
+                    ) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """``(z0, z1, lo, window)`` for every chunk ``[z0, z1)`` of ``source``, in its reading order:
+    ``window`` is ``volume[:, :, lo:hi]`` with ``lo = max(0, z0 - context)``, ``hi = min(Z, z1 +
+    context)`` (the 2.5D neighbours), cut from the chunk before, the chunk itself and the one after
+    (``chunk >= context``), so each slice is read once and at most three chunks are held."""
+    if chunk < max(1, context):
+        raise ValueError(f"chunk ({chunk}) must be at least the context ({context}) and >= 1")
+    n = source.shape[2]
+    it = iter(source.slabs(chunk))
+    prev, cur, nxt = None, next(it, None), None
+    while cur is not None:
+        nxt = next(it, None)
+        z0, z1, _ = cur
+        lo, hi = max(0, z0 - context), min(n, z1 + context)
+        parts = sorted((p for p in (prev, cur, nxt) if p is not None and p[0] < hi and p[1] > lo),
+                       key=lambda p: p[0])
+        pieces = [a[:, :, max(lo, s) - s: min(hi, e) - s] for s, e, a in parts]
+        if sum(p.shape[2] for p in pieces) != hi - lo:
+            raise ValueError(f"the slabs of {source!r} are not in reading order around slices {lo}..{hi - 1}")
+        window = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=2)
+        yield z0, z1, lo, window
+        prev, cur = cur, nxt
