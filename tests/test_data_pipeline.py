@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras_unet3plus.data import (AugmentConfig, DataError, PreprocessConfig, SliceCache, augment_sample,
                                   build_dataset, find_cases, load_case, make_dataset, volume_to_slices)
 from keras_unet3plus.data import preprocess as pp
+from keras_unet3plus.data import cache as cache_module
 from keras_unet3plus.data.cache import settings_key
 from keras_unet3plus.data.pipeline import negatives_per_case, select_slices
 from keras_unet3plus.data.cache import CaseIndex
@@ -160,6 +161,7 @@ def test_cache_write_is_atomic(phantom_lits, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pp, "resize_images", flaky)
+    monkeypatch.setattr(cache_module, "SLAB", 8)   # several slabs: the failure comes mid-build
     cache = SliceCache(tmp_path, "liver", PreprocessConfig(image_size=32))
     with pytest.raises(RuntimeError, match="disk full"):
         cache.build(case)

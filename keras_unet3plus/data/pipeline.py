@@ -6,10 +6,15 @@ what the pipeline delivers: ``n_neg = round(f / (1 - f) * n_pos)`` over the whol
 spread over cases in proportion to their organ-free slices; which negatives are drawn changes
 every epoch (seeded). ``negative_fraction=None`` delivers every slice (evaluation of full volumes).
 
-Memory stays bounded by ``cycle_length`` volumes however many cases there are: a small Python
-index (slice counts and organ slices per case) is built first, then cases are opened by
-``interleave`` a few at a time, each streamed slice by slice by a generator. With ``cache_dir``,
-cases are preprocessed once into memory-mapped ``.npy`` files (:mod:`.cache`) and read from there.
+Memory stays bounded by ``cycle_length`` cases however many there are: a small Python index (slice
+counts and organ slices per case) is built first, then cases are opened by ``interleave`` a few at a
+time, each streamed slice by slice by a generator that holds only the slices its samples use (read
+a slab at a time, :class:`~keras_unet3plus.data.nifti.NiftiSlabs`). The interleave is sequential:
+TensorFlow's parallel interleave also opens ``2 x cycle_length`` future cases ahead of time
+(measured: 6 generators alive for ``cycle_length=2``), which made peak memory grow with the number
+of cases up to ``3 x cycle_length`` of them; the sequential one gives the same order with exactly
+``cycle_length`` open, and the resizing after it still runs in parallel. With ``cache_dir``, cases
+are preprocessed once into memory-mapped ``.npy`` files (:mod:`.cache`) and read from there.
 
 Sharding: given a ``tf.distribute.InputContext`` (``strategy.distribute_datasets_from_function``),
 input pipeline k gets cases k, k + n, k + 2n, ... (disjoint), the batch size is the per-replica
@@ -31,7 +36,7 @@ from keras_unet3plus.data import preprocess as pp
 from keras_unet3plus.data.augment import AugmentConfig, augment_sample
 from keras_unet3plus.data.cache import CaseIndex, SliceCache, scan_case
 from keras_unet3plus.data.layouts import Case
-from keras_unet3plus.data.nifti import DataError, check_pair, open_nifti, read_image_array, read_label_array
+from keras_unet3plus.data.nifti import SLAB, DataError, NiftiSlabs, check_pair, open_nifti
 from keras_unet3plus.data.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -135,7 +140,8 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
                   input_context: tf.distribute.InputContext | None = None,
                   cycle_length: int = 4, shuffle_buffer: int = 64, epoch: int | None = None,
                   index: Sequence[CaseIndex] | None = None, epochs: tuple[int, int] | None = None,
-                  batches_per_epoch: int | None = None) -> tuple[tf.data.Dataset, DatasetInfo]:
+                  batches_per_epoch: int | None = None, cache_dtype: str = "float16"
+                  ) -> tuple[tf.data.Dataset, DatasetInfo]:
     """:func:`make_dataset` that also returns its :class:`DatasetInfo`.
 
     ``epoch`` (training): the dataset is that one epoch, its order a pure function of (``seed``,
@@ -145,7 +151,8 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
     ``epochs=(first, stop)`` (training): epochs first..stop-1 in one dataset, each exactly as
     ``epoch=e`` would give it, ``batches_per_epoch`` batches each (repeating the epoch's order when
     that is more than one pass). ``index``: the cases' slice index, when already computed (it reads
-    every label otherwise).
+    every label otherwise). ``cache_dtype``: how the cache stores images (:mod:`.cache`: float16,
+    or uint8 quantised to 1/255 of the HU window).
     """
     spec = get_task(task)
     cfg = (cfg or pp.PreprocessConfig()).for_task(spec)
@@ -156,7 +163,7 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
         if c.label_path is None:
             raise DataError(f"{c.image_path}: case '{c.case_id}' has no label file; training and "
                             "evaluation datasets need labels")
-    cache = SliceCache(cache_dir, spec, cfg) if cache_dir is not None else None
+    cache = SliceCache(cache_dir, spec, cfg, cache_dtype) if cache_dir is not None else None
     all_index = list(index) if index is not None else index_cases(all_cases, spec, cache)
     if len(all_index) != len(all_cases):
         raise ValueError(f"make_dataset: {len(all_index)} index entries for {len(all_cases)} cases")
@@ -199,21 +206,23 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
         if training:
             zs = rng.permutation(zs)
         if entries is not None:
-            images, masks = entries[i].load()
+            entry = entries[i]
+            images, masks = entry.load()
             for z in zs:
                 idx = pp.context_indices(z, index.n_slices, cfg.context)[0]
-                yield (np.moveaxis(np.asarray(images[idx], dtype=np.float32), 0, -1),
-                       np.asarray(masks[z])[..., None])
+                yield np.moveaxis(entry.images(images, idx), 0, -1), entry.masks(masks, z)[..., None]
             return
         case = my_cases[i]
         img = open_nifti(case.image_path)
         limg = open_nifti(case.label_path)
         check_pair(img, limg, case.image_path, case.label_path)
-        hu, _ = read_image_array(case.image_path, dtype=None, img=img)
-        label, _ = read_label_array(case.label_path, spec, img=limg)
-        for z in zs:
-            stack = pp.window_hu(pp.stack_context(hu, z, cfg.context)[0], window)
-            yield stack, label[:, :, z, None]
+        # only the slices this epoch's samples use (and their neighbours), read a slab at a time
+        stacks = pp.context_indices(zs, index.n_slices, cfg.context)
+        hu = _gather(NiftiSlabs(case.image_path, img), np.unique(stacks))
+        label = _gather(NiftiSlabs(case.label_path, limg, kind="label", task=spec), np.unique(zs))
+        for z, stack in zip(zs, stacks):
+            planes = np.ascontiguousarray(hu.take(stack))
+            yield pp.window_hu(planes, window), label.take([z])
 
     if entries is not None:
         s = cfg.image_size
@@ -241,8 +250,8 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
             epoch_seeds = tf.data.Dataset.random(seed=base_seed, rerandomize_each_iteration=reshuffle)
         else:
             epoch_seeds = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
-        ds = tf.data.Dataset.zip((order, epoch_seeds)).interleave(
-            case_dataset, cycle_length=cycle, block_length=1, num_parallel_calls=cycle, deterministic=True)
+        # sequential: exactly `cycle` cases open (the parallel interleave opens 3x as many; module doc)
+        ds = tf.data.Dataset.zip((order, epoch_seeds)).interleave(case_dataset, cycle_length=cycle, block_length=1)
         if entries is None:
             ds = ds.map(lambda x, y: (pp.resize_images(x, cfg), pp.resize_masks(y, cfg)),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -298,6 +307,38 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
     return ds, info
 
 
+class _Planes:
+    """Some axial planes of a volume, kept by their slice number (what one case's samples use)."""
+
+    def __init__(self, planes: np.ndarray, where: dict[int, int]):
+        self.planes, self.where = planes, where
+
+    def take(self, zs) -> np.ndarray:
+        """(X, Y, len(zs)) planes for slice numbers ``zs``."""
+        return self.planes[:, :, [self.where[int(z)] for z in zs]]
+
+
+def _gather(source: NiftiSlabs, wanted: np.ndarray) -> _Planes:
+    """The planes ``wanted`` (sorted slice numbers) of ``source``, read a slab at a time."""
+    where = {int(z): k for k, z in enumerate(wanted)}
+    planes, filled = None, 0
+    slabs = source.slabs(SLAB)
+    for z0, z1, slab in slabs:
+        inside = wanted[(wanted >= z0) & (wanted < z1)]
+        if inside.size == 0:
+            continue
+        if planes is None:
+            planes = np.empty(slab.shape[:2] + (len(wanted),), dtype=slab.dtype)
+        planes[:, :, [where[int(z)] for z in inside]] = slab[:, :, inside - z0]
+        filled += inside.size
+        if filled == len(wanted):
+            slabs.close()   # the rest of the file is not needed: close it now
+            break
+    if planes is None:   # nothing wanted
+        planes = np.empty(source.shape[:2] + (0,), dtype=source.dtype)
+    return _Planes(planes, where)
+
+
 def epoch_seed_of(seed, epoch):
     """The seed of one training epoch's data order: distinct per epoch, fixed per (seed, epoch);
     the same arithmetic on Python ints and on int64 tensors (inside a tf.data graph)."""
@@ -308,7 +349,7 @@ def make_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preprocess
                  batch_size: int = 8, training: bool = True, negative_fraction: float | None = 0.1,
                  augment: bool | AugmentConfig = False, cache_dir: str | None = None, seed: int = 0,
                  input_context: tf.distribute.InputContext | None = None,
-                 cycle_length: int = 4, shuffle_buffer: int = 64) -> tf.data.Dataset:
+                 cycle_length: int = 4, shuffle_buffer: int = 64, cache_dtype: str = "float16") -> tf.data.Dataset:
     """Batches of (image (B, S, S, 2c+1) float32 in [0, 1], mask (B, S, S, 1)).
 
     The mask is float32 {0, 1} for binary tasks and int32 class labels otherwise. ``batch_size``
@@ -319,5 +360,5 @@ def make_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preprocess
     :class:`DatasetInfo`.
     """
     ds, _ = build_dataset(cases, task, cfg, batch_size, training, negative_fraction, augment,
-                          cache_dir, seed, input_context, cycle_length, shuffle_buffer)
+                          cache_dir, seed, input_context, cycle_length, shuffle_buffer, cache_dtype=cache_dtype)
     return ds
