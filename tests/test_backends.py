@@ -4,7 +4,7 @@ backends, and the backend-independent test modules run again under JAX.
 The test process has already imported Keras on its backend (TensorFlow in CI), and Keras cannot
 switch backends in a running process, so every other backend runs in a subprocess with
 ``KERAS_BACKEND`` set (keras-hub runs its whole suite once per backend; here CI runs the README's one
-pytest command, so the JAX run is started from inside it: :func:`test_backend_independent_modules_under_jax`).
+pytest command, so the JAX run is started from inside it: :func:`test_backend_independent_modules_under`).
 JAX tests need ``jax`` (in the ``[dev]`` extra); PyTorch tests need ``torch`` (the ``[torch]`` extra,
 not in CI: see README "Backends") and skip with that reason where it is missing.
 """
@@ -215,10 +215,10 @@ def test_keras_file_moves_between_backends(tmp_path, source, target):
 # ------------------------------------------------------------------ 5. the backend-independent tests, under JAX
 #: The modules whose tests hold on every backend (those that do not are marked `tensorflow_only`
 #: inside them): the model, the losses and the metrics.
-JAX_MODULES = ("tests/test_model.py", "tests/test_losses.py", "tests/test_metrics.py")
-#: Left out of the JAX run, each with why: none tests backend-dependent code of this package, and
-#: together they would double the run's time.
-JAX_DESELECT = {
+MODULES = ("tests/test_model.py", "tests/test_losses.py", "tests/test_metrics.py")
+#: Left out of the other backends' runs, each with why: none tests backend-dependent code of this
+#: package, and together they would double the JAX run's time.
+DESELECT = {
     # keras.applications backbones are Keras' own code (its CI runs them on every backend); the
     # plain encoder and VGG16 stay in, where the package's own decoders and taps are exercised
     **{f"tests/test_model.py::test_output_names_and_shapes_every_architecture_and_backbone[{a}-{b}]":
@@ -234,18 +234,39 @@ JAX_DESELECT = {
     # per-op compiles); fit under JAX is test_losses.py::test_build_end_to_end_two_steps
     "tests/test_model.py::test_trains_with_fit": "TensorFlow's jit_compile=False mode",
 }
-#: At least this many tests must pass under JAX (a guard against a run that silently selects nothing).
-JAX_MIN_PASSED = 100
+#: At least this many tests must pass (a guard against a run that silently selects nothing).
+MIN_PASSED = 100
 
 
-@_needs("jax")
-def test_backend_independent_modules_under_jax():
-    """The model, loss and metric test modules pass under KERAS_BACKEND=jax (CI's second backend)."""
-    args = [sys.executable, "-m", "pytest", *JAX_MODULES, "-q", "-o", "addopts=", "-p", "no:cacheprovider",
-            "-W", "ignore::DeprecationWarning", *[f"--deselect={t}" for t in JAX_DESELECT]]
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=backend_env("jax"), timeout=900)
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=_needs(b)) for b in OTHER_BACKENDS])
+def test_backend_independent_modules_under(backend):
+    """The model, loss and metric test modules pass under KERAS_BACKEND=jax (CI's second backend;
+    ~150 s on 2 cores) and, where PyTorch is installed, under torch (~170 s; not in CI)."""
+    args = [sys.executable, "-m", "pytest", *MODULES, "-q", "-o", "addopts=", "-p", "no:cacheprovider",
+            "-W", "ignore::DeprecationWarning", *[f"--deselect={t}" for t in DESELECT]]
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=backend_env(backend), timeout=900)
     tail = proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert proc.returncode == 0, f"the JAX run failed:\n{tail}"
+    assert proc.returncode == 0, f"the {backend} run failed:\n{tail}"
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|deselected|error)", proc.stdout)}
-    assert counts.get("passed", 0) >= JAX_MIN_PASSED and not counts.get("failed"), tail
-    assert counts.get("deselected", 0) == len(JAX_DESELECT), f"a deselected test was renamed:\n{tail}"
+    assert counts.get("passed", 0) >= MIN_PASSED and not counts.get("failed"), tail
+    assert counts.get("deselected", 0) == len(DESELECT), f"a deselected test was renamed:\n{tail}"
+
+
+# ------------------------------------------------------------------ 6. the GPU check runs end to end on a CPU
+@_needs("jax")
+def test_gpu_check_cpu_smoke(tmp_path):
+    """benchmarks/gpu_check.py --cpu-smoke (paper decoder, float32 here: ~30 s; the whole smoke,
+    both decoders and precisions, is a minute more): the compile phase fills a cache, the measuring
+    process loads from it, trains, infers and prints the table."""
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--decoders", "paper",
+                           "--precisions", "float32", "--jobs", "1", "--cache", str(tmp_path / "cache"),
+                           "--out", str(out)], capture_output=True, text=True, cwd=REPO,
+                          env=backend_env("jax"), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert "| paper | float32 | 2 |" in proc.stdout
+    import json
+
+    row = json.loads(out.read_text())["results"][0]["rows"][0]
+    assert row["train_img_s"] > 0 and row["infer_img_s"] > 0 and np.isfinite(row["loss"])
+    assert 0 < row["train_gflop"] < 1   # 3 x 2 x the forward's MACs of the tiny model
