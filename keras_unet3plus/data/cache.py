@@ -210,6 +210,18 @@ def plan_cache(cache_dir: str | os.PathLike | None, task: str | TaskSpec, cfg: p
                      image_dtype=image_dtype, binary=spec.binary)
 
 
+def source_key(case: Case) -> str:
+    """Hash of a case's files' identity (path, size, mtime)."""
+    parts = []
+    for p in (case.image_path, case.label_path):
+        if p is None:
+            parts.append("none")
+            continue
+        st = Path(p).stat()
+        parts.append(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class CaseIndex:
     """What the sampler needs to know about a case without reading its image."""
