@@ -31,14 +31,16 @@ class InputScan:
     series: Any = None   # the DicomSeries of a DICOM input
 
     def read(self):
-        """The scan as a :class:`~keras_unet3plus.data.volume.Volume` (canonical HU)."""
+        """The scan as a :class:`~keras_unet3plus.data.volume.Volume` (canonical HU): a DICOM series
+        read whole, a NIfTI file opened to be streamed (its header read now, its voxels a slab at
+        a time while predicting)."""
         if self.series is not None:
             from ..data.dicom import read_dicom_series
 
             return read_dicom_series(self.series, case_id=self.name)
-        from ..data.nifti import load_image
+        from ..data.nifti import open_image
 
-        return load_image(self.path, case_id=self.name)
+        return open_image(self.path, case_id=self.name)
 
 
 def find_inputs(path: str | os.PathLike, notes: list[str] | None = None) -> list[InputScan]:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..data.preprocess import PreprocessConfig, slices_to_volume, volume_to_slices
+from ..data.volume import context_windows, slab_source
 from ..modelinfo import ModelInfo
 from ..runtimes import Runtime, load_runtime, runtime_kind
 from ..runtimes.auto import export_candidates
@@ -208,38 +209,46 @@ class Predictor:
                 f"model-info file do not belong together")
 
     # -- data ----------------------------------------------------------------------------------
-    def predict_volume(self, hu_volume: np.ndarray, *, return_probabilities: bool = False,
+    def predict_volume(self, hu_volume, *, return_probabilities: bool = False,
                        timings: dict | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Segment a canonical (RAS) HU volume ``(X, Y, Z)``; returns a uint8 label volume ``(X, Y, Z)``.
 
-        One output channel: ``prob > threshold``; several (softmax): argmax. With
+        ``hu_volume``: an array, or a volume read a slab at a time (a
+        :class:`~keras_unet3plus.data.volume.SlabSource` such as
+        :class:`~keras_unet3plus.data.nifti.NiftiSlabs`, what :meth:`predict_file` streams a NIfTI
+        file through). One output channel: ``prob > threshold``; several (softmax): argmax. With
         ``return_probabilities`` returns ``(labels, probabilities (X, Y, Z, C) float32)`` (gated
-        slices are all zero). Memory is bounded by the batch: inputs and outputs exist at model
-        resolution for ``batch_size`` slices only. ``timings`` (a dict) accumulates seconds per
-        stage (preprocess / model / postprocess).
+        slices are all zero). Memory is bounded by the batch: the input is read, windowed and resized
+        ``batch_size`` slices at a time (plus their 2.5D neighbours; a file in the order it stores
+        them), and only the uint8 mask of the whole volume is held. ``timings`` (a dict)
+        accumulates seconds per stage (preprocess, which includes reading a streamed file / model /
+        postprocess).
         """
-        vol = np.asarray(hu_volume)
-        if vol.ndim != 3:
-            raise ValueError(f"predict_volume expects an (X, Y, Z) volume, got shape {vol.shape}")
-        if min(vol.shape) < 1:
-            raise ValueError(f"predict_volume got an empty volume, shape {vol.shape}")
+        if not hasattr(hu_volume, "slabs"):
+            hu_volume = np.asarray(hu_volume)
+            if hu_volume.ndim != 3:
+                raise ValueError(f"predict_volume expects an (X, Y, Z) volume, got shape {hu_volume.shape}")
+        source = slab_source(hu_volume)
+        if min(source.shape) < 1:
+            raise ValueError(f"predict_volume got an empty volume, shape {tuple(source.shape)}")
         cfg = self.cfg
         cfg.window()  # raises when the HU window is not set
         self._check(cfg)
         rt, opts, threshold = self.runtime, self.options, self.threshold
 
-        x_dim, y_dim, n = vol.shape
-        bs = opts.batch_size
+        x_dim, y_dim, n = source.shape
         c = cfg.context
+        bs = max(opts.batch_size, c)   # a batch is one read chunk; its neighbours come from the chunks beside it
         labels = np.zeros((x_dim, y_dim, n), dtype=np.uint8)
         probs_out: list = [None]  # allocated once the channel count is known
+        windows = context_windows(source, bs, c)
 
-        def produce(i: int) -> np.ndarray:
-            z0, z1 = i * bs, min(n, (i + 1) * bs)
-            lo, hi = max(0, z0 - c), min(n, z1 + c)
-            # a sub-volume with `c` slices of margin: edges replicate only at the true volume edges
-            slices = volume_to_slices(vol[:, :, lo:hi], cfg)
-            return slices[z0 - lo: z0 - lo + (z1 - z0)]
+        def produce(i: int) -> tuple[int, np.ndarray]:
+            # the next chunk in reading order, with `c` slices of margin: edges replicate only at
+            # the true volume edges
+            z0, z1, lo, window = next(windows)
+            slices = volume_to_slices(window, cfg)
+            return z0, slices[z0 - lo: z0 - lo + (z1 - z0)]
 
         if opts.skip_absent and not getattr(rt, "can_skip_absent", False):
             raise ValueError(f"model '{rt.name}': skip-absent needs a .keras model with a CGM head, or its "
@@ -247,21 +256,21 @@ class Predictor:
                              f"<stem>.decoder.onnx)")
         run = rt.segment_present if opts.skip_absent else rt.segment
 
-        def infer(batch: np.ndarray):
+        def infer(item: tuple[int, np.ndarray]):
+            z0, batch = item
             try:
-                return run_once_per_blank(run, batch)
+                return z0, run_once_per_blank(run, batch)
             except Exception as exc:
                 if isinstance(exc, (MemoryError, KeyboardInterrupt)):
                     raise
                 raise ValueError(f"model '{rt.name}' failed on a batch of shape {batch.shape} "
                                  f"({type(exc).__name__}: {exc})") from exc
 
-        def consume(i: int, out) -> None:
-            seg, cls = out
+        def consume(i: int, item) -> None:
+            z0, (seg, cls) = item
             seg = np.asarray(seg, dtype=np.float32)
             if seg.ndim != 4:
                 raise ValueError(f"model '{rt.name}' returned seg of shape {seg.shape}, expected (B, H, W, C)")
-            z0 = i * bs
             z1 = z0 + seg.shape[0]
             seg, present = apply_gate(seg, cls if opts.gate else None)
             if return_probabilities and probs_out[0] is None:
@@ -290,6 +299,7 @@ class Predictor:
         try:
             run_stages((n + bs - 1) // bs, produce, infer, consume, opts.overlap, timings, step)
         finally:
+            windows.close()   # a streamed file is closed now, whatever happened
             if own_bar and bar is not None:
                 bar.close()
 
@@ -305,16 +315,21 @@ class Predictor:
         """Segment one NIfTI file (or an already read ``volume``: NIfTI or DICOM); returns the mask
         in the source's voxel order. With ``output_path`` the mask is written atomically in every
         asked format (a DICOM SEG goes to ``.seg.dcm`` beside the NIfTI when both are asked for);
-        a format that cannot be written raises :class:`~.outputs.OutputError` once the others are."""
+        a format that cannot be written raises :class:`~.outputs.OutputError` once the others are.
+        A NIfTI file is streamed (:func:`~keras_unet3plus.data.nifti.open_image`): its voxels are
+        read while predicting, so their time counts as preprocessing, and memory stays at a batch of
+        slices plus the uint8 mask."""
         _ = self.cfg  # an invalid ModelInfo fails before any reading
         if volume is None:
-            from ..data.nifti import load_image
+            from ..data.nifti import open_image
 
             with timed(timings, "read"):
-                volume = load_image(Path(image_path))
+                volume = open_image(Path(image_path))
         try:
             labels = self.predict_volume(volume.image, timings=timings)
         except ValueError as exc:
+            if str(image_path) in str(exc) or str(volume.image_path) in str(exc):
+                raise   # a streamed file's own error (NaN voxels, truncated) already names it
             raise ValueError(f"{image_path}: {exc}") from exc
         original = volume.to_original(labels)
         if output_path is not None:
