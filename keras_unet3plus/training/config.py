@@ -42,6 +42,7 @@ class TrainConfig:
     negative_fraction: float = 0.1
     augment: bool = True
     cache_dir: str | None = None
+    cache_dtype: str = "float16"
     n_test: int | None = None
     val_fraction: float = 0.1
     split_seed: int = 0
@@ -154,6 +155,8 @@ class TrainConfig:
             bad("filters", "must be 5 positive integers (encoder widths E1..E5)")
         if self.bn_momentum is not None and not 0 <= self.bn_momentum < 1:
             bad("bn_momentum", "must be in [0, 1) or None (keep the model's, 0.99)")
+        if self.cache_dtype not in ("float16", "uint8"):
+            bad("cache_dtype", "choose float16 (within 2.5e-4) or uint8 (half the disk, 1/255 of the HU window)")
         if self.resize_mode not in RESIZE_MODES:
             bad("resize_mode", f"choose one of {', '.join(RESIZE_MODES)}")
         if self.hu_window is not None and (len(self.hu_window) != 2 or not self.hu_window[0] < self.hu_window[1]):

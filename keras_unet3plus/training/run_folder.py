@@ -54,6 +54,9 @@ def check_resume_config(cfg: TrainConfig, out: Path) -> None:
         return
     cur = cfg.to_dict()
     changed = [k for k in BUILD_FIELDS if k in old and _norm(old[k]) != _norm(cur[k])]
+    if old.get("cache_dir") and cur["cache_dir"] and old.get("cache_dtype", "float16") != cur["cache_dtype"]:
+        old.setdefault("cache_dtype", "float16")
+        changed.append("cache_dtype")   # other training data: the resumed run would not be the same run
     if changed:
         raise ValueError(
             f"{out}: cannot resume, the checkpoints were made with different model settings "

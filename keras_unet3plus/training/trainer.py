@@ -40,7 +40,7 @@ from .run_folder import (BEST_MODEL, CHECKPOINT_DIR, CSV_LOG, CURVE_PNG, FINAL_M
                          sync_best_from_sidecar)
 from .schedule import learning_rate_schedule
 from .step import make_train_step, pre_reduced_adam_class
-from .validation import VolumeCache, validation_dice, worker_share
+from .validation import check_cases, validation_dice, worker_share
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,6 @@ class Trainer:
         self._split = split
         self._strategy = strategy
         self._print = printer or print
-        self._val_volumes = VolumeCache()   # validation volumes read once, kept between epochs
 
     # ------------------------------------------------------------------------------------------
     def say(self, msg: str) -> None:
@@ -356,7 +355,7 @@ class Trainer:
 
     def _prepare_data(self) -> None:
         from ..data import find_cases, split_cases
-        from ..data.cache import SliceCache
+        from ..data.cache import SliceCache, plan_cache
         from ..data.pipeline import build_dataset, index_cases
 
         cfg = self.cfg
@@ -376,13 +375,19 @@ class Trainer:
             self.val_cases = self.val_cases[: cfg.max_val_cases]
         if not self.train_cases:
             raise ValueError("no training cases after the split")
+        if cfg.cache_dir:   # what the cache takes, and whether the disk holds it, before anything is built
+            plan = plan_cache(cfg.cache_dir, self.spec, self.pre, self.train_cases, cfg.cache_dtype)
+            self.say(plan.summary())
+            plan.require_space()
         if self.chief:
             from ..modelinfo import atomic_write_text
             atomic_write_text(self.out / SPLIT_JSON, json.dumps(split.to_dict(), indent=2))
         self.say(f"cases: {len(self.train_cases)} train, {len(self.val_cases)} validation, {len(split.test)} test")
         self._pipeline_kwargs = dict(batch_size=cfg.batch_size, training=True, negative_fraction=cfg.negative_fraction,
-                                     augment=cfg.augment, cache_dir=cfg.cache_dir, seed=cfg.seed)
-        cache = SliceCache(cfg.cache_dir, self.spec, self.pre.for_task(self.spec)) if cfg.cache_dir else None
+                                     augment=cfg.augment, cache_dir=cfg.cache_dir, seed=cfg.seed,
+                                     cache_dtype=cfg.cache_dtype)
+        cache = (SliceCache(cfg.cache_dir, self.spec, self.pre.for_task(self.spec), cfg.cache_dtype)
+                 if cfg.cache_dir else None)
         shard = (dist.worker_rank(self.strategy), dist.cluster_size()) if self.multi_worker else (0, 1)
         self._index = index_cases(self.train_cases, self.spec, cache, shard=shard)  # once, not per epoch
         infos = []
@@ -401,8 +406,7 @@ class Trainer:
         self.say(f"training data: {self.data_info.summary()}")
         # the validation volumes are read (and checked: label values, NaN voxels) now, not after
         # the first epoch: a bad validation case stops the run before any training time is spent
-        for case in worker_share(self.val_cases, self.strategy if self.multi_worker else None):
-            self._val_volumes.load(case, self.spec)
+        check_cases(worker_share(self.val_cases, self.strategy if self.multi_worker else None), self.spec)
 
     def _build_model_and_optimizer(self) -> None:
         import keras
@@ -487,7 +491,7 @@ class Trainer:
     def validate(self, model, val_cases: Sequence, spec, pre, multi_worker: bool = False) -> tuple[float, dict]:
         """Mean per-volume Dice over whole validation volumes (each worker takes a share of the cases)."""
         return validation_dice(model, val_cases, spec, pre, batch_size=self.cfg.val_batch_size,
-                               volumes=self._val_volumes, strategy=self.strategy if multi_worker else None)
+                               strategy=self.strategy if multi_worker else None)
 
     def _model_info(self, val_dice, epoch, per_case):
         return model_info(self.cfg, self.spec, self.pre, self.build_kwargs, val_dice, epoch, per_case)

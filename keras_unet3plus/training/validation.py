@@ -3,39 +3,28 @@
 Apart from the trainer because it is the deployment path, not the training one: each volume goes
 through :func:`keras_unet3plus.inference.predict_volume` (the same preprocessing, batching and
 threshold a saved model gets), so the score that picks ``best.keras`` is the score it will have.
-Volumes are read once and kept in memory up to a byte budget (validation runs every epoch).
+Volumes are streamed from their files every time, a slab of slices at a time (image and label),
+never kept: memory does not grow with the number or the length of validation volumes (a LiTS
+validation split holds 987-slice scans, 1 GB each as float32), and re-reading costs seconds per
+volume against the minutes its prediction takes.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from . import distribute as dist
 
-#: validation volumes kept in memory between epochs, at most (bytes of image data)
-VOLUME_CACHE_BYTES = 1 << 30
 
+def check_cases(cases: Sequence, spec) -> None:
+    """Read every voxel of ``cases`` once (a slab at a time): a bad validation case (label values,
+    NaN voxels, a truncated file) stops the run before any training time is spent."""
+    from ..data.nifti import voxel_scan
 
-class VolumeCache:
-    """Validation volumes by case id, loaded on first use and kept while they fit in ``max_bytes``."""
-
-    def __init__(self, max_bytes: int = VOLUME_CACHE_BYTES):
-        self.max_bytes = max_bytes
-        self.volumes: dict = {}
-
-    def load(self, case, spec):
-        """The case's volume (from memory when it was kept)."""
-        from ..data import load_case
-
-        cache = self.volumes
-        if case.case_id in cache:
-            return cache[case.case_id]
-        vol = load_case(case, spec)
-        used = sum(v.image.nbytes for v in cache.values())
-        if used + vol.image.nbytes <= self.max_bytes:
-            cache[case.case_id] = vol
-        return vol
+    for case in cases:
+        voxel_scan(case, spec)
 
 
 def worker_share(cases: Sequence, strategy=None) -> list:
@@ -46,19 +35,30 @@ def worker_share(cases: Sequence, strategy=None) -> list:
     return cases[dist.worker_rank(strategy)::dist.cluster_size()]
 
 
-def validation_dice(model, val_cases: Sequence, spec, pre, *, batch_size: int, volumes: VolumeCache,
-                    strategy=None) -> tuple[float, dict]:
+def case_dice(model, case, spec, pre, *, batch_size: int) -> float:
+    """Dice of one whole volume: predicted from its file slab by slab, scored against its label
+    read slab by slab (the same Dice as :func:`keras_unet3plus.metrics.dice` on whole arrays)."""
+    from ..data.nifti import NiftiSlabs, open_nifti
+    from ..inference import predict_volume
+
+    image = NiftiSlabs(case.image_path, open_nifti(case.image_path))
+    labels = predict_volume(model, image, pre, batch_size=batch_size, threshold=0.5)
+    truth = NiftiSlabs(Path(case.label_path), kind="label", task=spec)
+    both = pred = true = 0
+    for z0, z1, slab in truth.slabs():
+        t, p = slab > 0, labels[:, :, z0:z1] > 0
+        both += int(np.count_nonzero(t & p))
+        pred += int(np.count_nonzero(p))
+        true += int(np.count_nonzero(t))
+    return 1.0 if pred + true == 0 else 2.0 * both / (pred + true)
+
+
+def validation_dice(model, val_cases: Sequence, spec, pre, *, batch_size: int, strategy=None
+                    ) -> tuple[float, dict]:
     """Mean per-volume Dice over whole validation volumes, and the Dice per case. With a
     multi-worker ``strategy`` each worker takes a share of the cases and the mean is agreed on."""
-    from ..inference import predict_volume
-    from ..metrics import dice
-
     cases = worker_share(val_cases, strategy)
-    per_case: dict[str, float] = {}
-    for case in cases:
-        vol = volumes.load(case, spec)
-        labels = predict_volume(model, vol.image, pre, batch_size=batch_size, threshold=0.5)
-        per_case[case.case_id] = float(dice(labels > 0, vol.label > 0))
+    per_case = {case.case_id: case_dice(model, case, spec, pre, batch_size=batch_size) for case in cases}
     total = np.array([sum(per_case.values()), len(per_case)], np.float32)
     if strategy is not None:
         total = dist.agree(strategy, total, "sum")
