@@ -35,6 +35,7 @@ import tensorflow as tf
 from keras_unet3plus.data import preprocess as pp
 from keras_unet3plus.data.augment import AugmentConfig, augment_sample
 from keras_unet3plus.data.cache import CaseIndex, SliceCache, scan_case
+from keras_unet3plus.data.checks import longest_first
 from keras_unet3plus.data.layouts import Case
 from keras_unet3plus.data.nifti import SLAB, DataError, NiftiSlabs, check_pair, open_nifti
 from keras_unet3plus.data.tasks import TaskSpec, get_task
@@ -121,8 +122,10 @@ def index_cases(cases: Sequence[Case], task: str | TaskSpec, cache: SliceCache |
     if cache is not None:
         rank, n = shard
         return [e.index for e in cache.ensure(cases, first=list(cases)[rank::max(1, n)])]
+    cases = list(cases)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(lambda c: scan_case(c, task), cases))
+        futures = {id(c): pool.submit(scan_case, c, task) for c in longest_first(cases)}
+        return [futures[id(c)].result() for c in cases]
 
 
 def _shard(cases: list[Case], input_context: tf.distribute.InputContext | None) -> list[Case]:
