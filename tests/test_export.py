@@ -224,9 +224,13 @@ def test_missing_extra_names_pip_install(trained_tiny, tmp_path, monkeypatch, ca
     with pytest.raises(MissingExtraError, match=r"keras-unet3plus\[litert\]"):
         export_model(model, "tflite", out=tmp_path / "m.tflite")
     from keras_unet3plus import cli
-    assert cli.main(["export", str(path), "--to", "tensorrt", "-o", str(tmp_path / "m.engine")]) == 2
+    assert cli.main(["export", str(path), "--to", "tensorrt", "-o", str(tmp_path / "m.engine")]) == 1
     err = capsys.readouterr().err
-    assert "pip install 'keras-unet3plus[tensorrt]'" in err
+    assert "pip install 'keras-unet3plus[tensorrt]'" in err and "need no GPU" in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")     # one line, the CLI's boundary
+    with pytest.raises(SystemExit) as bad_flag:
+        cli.main(["export", str(path), "--to", "tensorrt", "--batch-range", "8,1,4"])
+    assert bad_flag.value.code == 2 and "MIN <= OPT <= MAX" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 

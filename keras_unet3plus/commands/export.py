@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "export a trained model to SavedModel, ONNX, LiteRT (TFLite) or TensorRT, verified against Keras"
 
@@ -25,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="NIfTI cases for calibration and verification slices (default: generated phantom cases)")
     parser.add_argument("--verify-slices", type=int, default=16, help="slices for the parity check (default 16)")
     parser.add_argument("--calib-slices", type=int, default=32, help="calibration slices for int8 (default 32)")
-    parser.add_argument("--batch-range", default="1,8,16", help="TensorRT optimization profile MIN,OPT,MAX batch")
+    parser.add_argument("--batch-range", default="1,8,16", type=_batch_range,
+                        help="TensorRT optimization profile MIN,OPT,MAX batch")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     parser.add_argument("--timing-cache", default=None, help="TensorRT timing cache file (default: beside the engine)")
     parser.add_argument("--trt-builder-flags", action="store_true",
@@ -35,34 +35,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ONNX / LiteRT: do not write the skip-absent pair beside the graph")
 
 
+def _batch_range(text: str) -> tuple[int, int, int]:
+    """A bad --batch-range is a bad flag: argparse's exit 2 with its usage line."""
+    from ..export.tensorrt import parse_batch_range
+
+    try:
+        return parse_batch_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from .._extras import MissingExtraError
     from ..export import ParityError, export_model, format_table
     from ..export.graph import GraphSpec
-    from ..export.tensorrt import UnsupportedOperatorError, parse_batch_range
 
+    # errors end in cli.main's one-line boundary (exit 1, traceback with --debug)
+    spec = GraphSpec(outputs=args.outputs, threshold=args.threshold, gate=not args.no_gate)
     try:
-        spec = GraphSpec(outputs=args.outputs, threshold=args.threshold, gate=not args.no_gate)
-        batch_range = parse_batch_range(args.batch_range)
         result = export_model(
             args.model, args.to, args.precision, out=args.out, spec=spec, data_dir=args.data_dir,
-            verify_slices=args.verify_slices, calib_slices=args.calib_slices, batch_range=batch_range,
+            verify_slices=args.verify_slices, calib_slices=args.calib_slices, batch_range=args.batch_range,
             opset=args.opset, timing_cache=args.timing_cache, legacy_trt_flags=args.trt_builder_flags,
             check=not args.no_verify, skip_absent_pair=args.pair,
         )
     except MissingExtraError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if args.to == "tensorrt":
-            print("hint: the TensorRT-ready graphs need no GPU: unet3plus export MODEL --to onnx --precision fp16|int8",
-                  file=sys.stderr)
-        return 2
+        if args.to != "tensorrt":
+            raise
+        raise MissingExtraError(f"{exc}; the TensorRT-ready graphs need no GPU: unet3plus export MODEL "
+                                "--to onnx --precision fp16|int8") from exc
     except ParityError as exc:
-        print(format_table(exc.rows))
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError, UnsupportedOperatorError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(format_table(exc.rows))  # the table says which check failed; the error line follows
+        raise
     if result.rows:
         print(result.table())
     for note in result.notes:
