@@ -95,7 +95,7 @@ def test_pipeline_equals_inference_preprocessing(phantom_lits, tmp_path, cached)
     x, y = _collect(ds)
     vol = load_case(case, "liver_tumour")
     ref = volume_to_slices(vol.image, cfg)
-    np.testing.assert_allclose(x, ref, atol=1e-3 if cached else 1e-6)
+    np.testing.assert_allclose(x, ref, atol=1e-3 if cached else 0)   # streamed: bit for bit
     assert y.dtype == np.int32
     np.testing.assert_array_equal(y, pp.label_to_slices(vol.label, cfg).astype(np.int32))
 

@@ -299,7 +299,10 @@ class Predictor:
         try:
             run_stages((n + bs - 1) // bs, produce, infer, consume, opts.overlap, timings, step)
         finally:
-            windows.close()   # a streamed file is closed now, whatever happened
+            try:
+                windows.close()   # a streamed file is closed now, whatever happened
+            except ValueError:    # still running on a producer that did not stop in time: it closes on its own
+                pass
             if own_bar and bar is not None:
                 bar.close()
 
