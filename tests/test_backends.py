@@ -70,14 +70,21 @@ def run_on(backend: str, code: str, timeout: int = 300, env: dict | None = None)
 _NO_TF = """
 import sys
 import keras, keras_unet3plus, keras_unet3plus.losses, keras_unet3plus.metrics
+import keras_unet3plus.data.preprocess, keras_unet3plus.data.pydataset, keras_unet3plus.data.nifti
 assert "tensorflow" not in sys.modules, "importing the package imported TensorFlow"
+import numpy as np
+hu = np.random.default_rng(0).normal(0, 300, (40, 30, 5)).astype(np.int16)
+x, y = keras_unet3plus.data.pydataset.volume_slices(hu, (hu > 0).astype(np.uint8), (-200, 250), 32)
+assert x.shape == (5, 32, 32, 3) and y.shape == (5, 32, 32, 1)
+assert "tensorflow" not in sys.modules, "the preprocessing imported TensorFlow"
 print("NO_TF_OK", keras.backend.backend())
 """
 
 
 @pytest.mark.parametrize("backend", [pytest.param(b, marks=_needs(b)) for b in OTHER_BACKENDS])
 def test_no_tensorflow_under_other_backends(backend):
-    """Importing the package, its losses and metrics imports no TensorFlow (the GPU machine has none).
+    """Importing the package, its losses and metrics, the readers and the preprocessing (and running
+    the PyDataset's slicing) imports no TensorFlow (the GPU machine has none).
     Running them imports none either: checked where a `.keras` file is loaded, run, deployed, fused
     and evaluated with its compiled losses and Dice under JAX / PyTorch (below)."""
     assert f"NO_TF_OK {backend}" in run_on(backend, _NO_TF)

@@ -18,8 +18,13 @@ A canonical (RAS) HU volume (X, Y, Z) becomes ``(Z, S, S, 2c+1)`` float32 in [0,
 
 Masks use nearest-neighbour resizing. :func:`slices_to_volume` inverts step 3 for probabilities
 (for ``"pad"``: resize to the padded square, then cut the pad off: the exact inverse geometry).
-The tf.data pipeline calls the very same :func:`window_hu`, :func:`stack_context` and
-:func:`resize_images` / :func:`resize_masks`, so training and inference cannot drift apart.
+
+Step 3 exists twice on purpose, over one geometry (:func:`square_padding`, :func:`crop_or_pad`):
+on TensorFlow tensors (:func:`resize_images` / :func:`resize_masks`) for the tf.data pipeline and
+the slice cache, and on arrays with ``keras.ops.image.resize`` (:func:`resize_planes`) for
+:func:`volume_to_slices` and the way back, which run on any Keras backend; under TensorFlow
+``keras.ops.image.resize`` is ``tf.image.resize``, so the two agree bit for bit (tested), and
+training and inference cannot drift apart. Importing this module imports no TensorFlow.
 """
 from __future__ import annotations
 
@@ -27,7 +32,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
-import tensorflow as tf
 
 from keras_unet3plus.data.tasks import TaskSpec, get_task
 
@@ -130,22 +134,63 @@ def stack_context(volume: np.ndarray, z: np.ndarray | int, context: int = 1) -> 
     return np.ascontiguousarray(np.moveaxis(volume[:, :, idx], 2, 0))
 
 
-def square_padding(height, width):
+def square_padding(height: int, width: int) -> tuple[int, int, int]:
     """``(side, top, left)``: the centred square that holds an ``height`` x ``width`` slice (the
-    ``"pad"`` mode's geometry, on Python ints or tensors alike)."""
-    side = tf.maximum(height, width) if isinstance(height, tf.Tensor) else max(height, width)
+    ``"pad"`` mode's geometry)."""
+    side = max(height, width)
     return side, (side - height) // 2, (side - width) // 2
 
 
-def pad_to_square(images: tf.Tensor) -> tf.Tensor:
-    """(…, H, W, C) -> (…, L, L, C), L = max(H, W), centred, zeros outside (window floor / background)."""
+def crop_or_pad(planes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(…, H, W, C) -> (…, height, width, C): centred crop and/or zero pad, as
+    ``tf.image.resize_with_crop_or_pad`` (the ``"crop"`` mode, and its inverse)."""
+    h, w = planes.shape[-3], planes.shape[-2]
+    out = np.zeros(planes.shape[:-3] + (height, width, planes.shape[-1]), planes.dtype)
+    sh, sw = min(h, height), min(w, width)
+    ti, li = (h - sh) // 2, (w - sw) // 2          # where the kept part starts in the input
+    to, lo = (height - sh) // 2, (width - sw) // 2  # and in the output
+    out[..., to:to + sh, lo:lo + sw, :] = planes[..., ti:ti + sh, li:li + sw, :]
+    return out
+
+
+def resize_planes(planes: np.ndarray, size: tuple[int, int], method: str = "bilinear",
+                  antialias: bool = False) -> np.ndarray:
+    """(…, H, W, C) arrays resized on the running Keras backend (``tf.image.resize`` under TensorFlow)."""
+    import keras
+
+    if tuple(planes.shape[-3:-1]) == tuple(size):
+        return np.asarray(planes)
+    out = keras.ops.image.resize(planes, tuple(size), interpolation=method, antialias=antialias)
+    return np.asarray(keras.ops.convert_to_numpy(out), dtype=planes.dtype)
+
+
+def planes_to_model(planes: np.ndarray, cfg: PreprocessConfig, method: str = "bilinear") -> np.ndarray:
+    """Step 3 on arrays: (…, H, W, C) -> (…, S, S, C) (``"nearest"`` for labels)."""
+    s = cfg.image_size
+    if cfg.resize_mode == "crop":
+        return crop_or_pad(planes, s, s)
+    if cfg.resize_mode == "pad":
+        side, top, left = square_padding(planes.shape[-3], planes.shape[-2])
+        if side != planes.shape[-3] or side != planes.shape[-2]:
+            planes = crop_or_pad(planes, side, side)  # a centred zero pad: the same top / left
+    return resize_planes(planes, (s, s), method, antialias=cfg.antialias and method == "bilinear")
+
+
+def pad_to_square(images):
+    """(…, H, W, C) tensor -> (…, L, L, C), L = max(H, W), centred, zeros outside (window floor /
+    background): :func:`square_padding` on tensors of any (also unknown) size."""
+    import tensorflow as tf
+
     shape = tf.shape(images)
-    side, top, left = square_padding(shape[-3], shape[-2])
-    return tf.image.pad_to_bounding_box(images, top, left, side, side)
+    height, width = shape[-3], shape[-2]
+    side = tf.maximum(height, width)
+    return tf.image.pad_to_bounding_box(images, (side - height) // 2, (side - width) // 2, side, side)
 
 
-def resize_images(images: tf.Tensor | np.ndarray, cfg: PreprocessConfig) -> tf.Tensor:
-    """(…, H, W, C) windowed images -> (…, S, S, C) float32 (module doc, step 3)."""
+def resize_images(images, cfg: PreprocessConfig):
+    """(…, H, W, C) windowed images -> (…, S, S, C) float32 tensor (module doc, step 3; tf.data)."""
+    import tensorflow as tf
+
     s = cfg.image_size
     images = tf.convert_to_tensor(images, dtype=tf.float32)
     if cfg.resize_mode == "crop":
@@ -155,8 +200,10 @@ def resize_images(images: tf.Tensor | np.ndarray, cfg: PreprocessConfig) -> tf.T
     return tf.image.resize(images, (s, s), method="bilinear", antialias=cfg.antialias)
 
 
-def resize_masks(masks: tf.Tensor | np.ndarray, cfg: PreprocessConfig) -> tf.Tensor:
-    """(…, H, W, 1) integer masks -> (…, S, S, 1), nearest neighbour (labels never blend)."""
+def resize_masks(masks, cfg: PreprocessConfig):
+    """(…, H, W, 1) integer masks -> (…, S, S, 1) tensor, nearest neighbour (labels never blend)."""
+    import tensorflow as tf
+
     s = cfg.image_size
     masks = tf.convert_to_tensor(masks)
     if cfg.resize_mode == "crop":
@@ -166,18 +213,19 @@ def resize_masks(masks: tf.Tensor | np.ndarray, cfg: PreprocessConfig) -> tf.Ten
     return tf.cast(tf.image.resize(masks, (s, s), method="nearest"), masks.dtype)
 
 
-def unresize(slices: tf.Tensor | np.ndarray, in_plane: tuple[int, int], cfg: PreprocessConfig | None,
+def unresize(slices: np.ndarray, in_plane: tuple[int, int], cfg: PreprocessConfig | None,
              method: str = "bilinear") -> np.ndarray:
     """(…, S, S, C) model-resolution maps -> (…, X, Y, C) on the slice grid: the inverse geometry of
-    :func:`resize_images` (for ``"crop"`` the pad is zeros; callers set what it means)."""
+    step 3 (for ``"crop"`` the pad is zeros; callers set what it means)."""
+    slices = np.asarray(slices)
     x, y = int(in_plane[0]), int(in_plane[1])
     mode = cfg.resize_mode if cfg is not None else "resize"
     if mode == "crop":
-        return tf.image.resize_with_crop_or_pad(slices, x, y).numpy()
+        return crop_or_pad(slices, x, y)
     if mode == "pad":
         side, top, left = square_padding(x, y)
-        return tf.image.resize(slices, (side, side), method=method).numpy()[..., top:top + x, left:left + y, :]
-    return tf.image.resize(slices, (x, y), method=method).numpy()
+        return resize_planes(slices, (side, side), method)[..., top:top + x, left:left + y, :]
+    return resize_planes(slices, (x, y), method)
 
 
 def volume_to_slices(hu_volume: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
@@ -197,7 +245,7 @@ def volume_to_slices(hu_volume: np.ndarray, cfg: PreprocessConfig) -> np.ndarray
         stop = min(n, start + _CHUNK)
         lo, hi = max(0, start - c), min(n, stop + c)
         planes = window_hu(np.moveaxis(hu_volume[:, :, lo:hi], 2, 0)[..., None], window)
-        planes = resize_images(planes, cfg).numpy()[..., 0]                  # (hi - lo, S, S)
+        planes = planes_to_model(planes, cfg)[..., 0]                         # (hi - lo, S, S)
         idx = context_indices(np.arange(start, stop), n, c) - lo              # (k, 2c+1)
         out[start:stop] = np.moveaxis(planes[idx], 1, -1)
     return out
@@ -213,7 +261,7 @@ def label_to_slices(label: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     for start in range(0, n, _CHUNK * 4):
         stop = min(n, start + _CHUNK * 4)
         chunk = np.moveaxis(label[:, :, start:stop], 2, 0)[..., None].astype(np.uint8)
-        out[start:stop] = resize_masks(chunk, cfg).numpy()
+        out[start:stop] = planes_to_model(chunk, cfg, "nearest")
     return out
 
 

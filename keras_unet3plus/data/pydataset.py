@@ -8,12 +8,10 @@ directly), each volume becomes the model's 2.5D slices once, and batches ``(imag
 are served (every output trained against the same mask, docs/design.md), in an order that is a pure
 function of ``(seed, epoch)``.
 
-The slices are :mod:`~keras_unet3plus.data.preprocess`'s (HU window scaled to [0, 1], neighbouring
-slices as channels, the in-plane ``resize_mode``), computed here with NumPy, plus ``keras.ops.image.resize``
-(bilinear, antialiased; nearest for masks) on the running backend where a slice must be resampled:
-this module imports no TensorFlow. (Importing it through the ``keras_unet3plus.data`` package still
-does: the package's ``__init__`` imports the tf.data pipeline.) Masks follow the task: ``{0, 1}``
-float32 for a binary task (``num_classes=1``), the int label map otherwise.
+The slices are :mod:`~keras_unet3plus.data.preprocess`'s own (HU window scaled to [0, 1],
+neighbouring slices as channels, the in-plane ``resize_mode``), which work on arrays with
+``keras.ops.image.resize`` on the running backend: neither module imports TensorFlow. Masks follow
+the task: ``{0, 1}`` float32 for a binary task (``num_classes=1``), the int label map otherwise.
 """
 from __future__ import annotations
 
@@ -24,58 +22,26 @@ from typing import Any
 import keras
 import numpy as np
 
+from .preprocess import PreprocessConfig, label_to_slices, volume_to_slices
+
 __all__ = ["SliceDataset", "volume_slices"]
-
-
-def _window(hu: np.ndarray, window: Sequence[float]) -> np.ndarray:
-    lo, hi = float(window[0]), float(window[1])
-    return ((np.clip(np.asarray(hu, np.float32), lo, hi) - lo) / (hi - lo)).astype(np.float32)
-
-
-def _in_plane(planes: np.ndarray, size: int, mode: str, method: str, antialias: bool) -> np.ndarray:
-    """(N, H, W, C) -> (N, size, size, C): ``preprocess``'s step 3 on the running Keras backend."""
-    n, h, w, c = planes.shape
-    if (h, w) == (size, size):
-        return planes
-    if mode == "crop":
-        out = np.zeros((n, size, size, c), planes.dtype)
-        sh, sw = min(h, size), min(w, size)
-        top_in, left_in = (h - sh) // 2, (w - sw) // 2
-        top_out, left_out = (size - sh) // 2, (size - sw) // 2
-        out[:, top_out:top_out + sh, left_out:left_out + sw] = planes[:, top_in:top_in + sh, left_in:left_in + sw]
-        return out
-    if mode == "pad" and h != w:
-        side = max(h, w)
-        square = np.zeros((n, side, side, c), planes.dtype)
-        top, left = (side - h) // 2, (side - w) // 2
-        square[:, top:top + h, left:left + w] = planes
-        planes = square
-    resized = keras.ops.image.resize(planes.astype(np.float32), (size, size), interpolation=method,
-                                     antialias=antialias and method == "bilinear")
-    return keras.ops.convert_to_numpy(resized).astype(planes.dtype)
 
 
 def volume_slices(hu: np.ndarray, label: np.ndarray | None, hu_window: Sequence[float], image_size: int,
                   context: int = 1, resize_mode: str = "pad", antialias: bool = True
                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """A canonical (X, Y, Z) HU volume (and label) -> ``(Z, S, S, 2c+1)`` float32 images in [0, 1]
-    (and ``(Z, S, S, 1)`` uint8 labels): ``preprocess.volume_to_slices`` / ``label_to_slices``."""
-    hu = np.asarray(hu)
-    if hu.ndim != 3:
-        raise ValueError(f"volume_slices expects an (X, Y, Z) volume, got shape {hu.shape}")
-    n = hu.shape[2]
-    planes = _in_plane(_window(np.moveaxis(hu, 2, 0)[..., None], hu_window), image_size, resize_mode,
-                       "bilinear", antialias)[..., 0]                                  # (Z, S, S)
-    idx = np.clip(np.arange(n)[:, None] + np.arange(-context, context + 1)[None, :], 0, n - 1)
-    images = np.ascontiguousarray(np.moveaxis(planes[idx], 1, -1))                      # (Z, S, S, 2c+1)
+    (and ``(Z, S, S, 1)`` uint8 labels): :func:`~.preprocess.volume_to_slices` /
+    :func:`~.preprocess.label_to_slices` with these settings."""
+    cfg = PreprocessConfig(hu_window=tuple(hu_window), image_size=image_size, resize_mode=resize_mode,
+                           context=context, antialias=antialias)
+    images = volume_to_slices(hu, cfg)
     if label is None:
         return images, None
     label = np.asarray(label)
-    if label.shape != hu.shape:
-        raise ValueError(f"volume_slices: label shape {label.shape} differs from the image's {hu.shape}")
-    labels = _in_plane(np.moveaxis(label, 2, 0)[..., None].astype(np.uint8), image_size, resize_mode,
-                       "nearest", False)
-    return images, np.ascontiguousarray(labels)
+    if label.shape != np.shape(hu):
+        raise ValueError(f"volume_slices: label shape {label.shape} differs from the image's {np.shape(hu)}")
+    return images, label_to_slices(label, cfg)
 
 
 class SliceDataset(keras.utils.PyDataset):
