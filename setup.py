@@ -1,4 +1,5 @@
 """keras-unet3plus: UNet 3+ (Huang et al., ICASSP 2020) for TensorFlow/Keras, from paper to deployment."""
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -20,6 +21,9 @@ EXTRAS = {
     # and pyjpegls (MIT: JPEG-LS); pydicom reads RLE and deflate itself. pydicom's other JPEG plugin,
     # pylibjpeg-libjpeg, is GPL-3: it stays out of every extra.
     "dicom": ["pydicom>=3.0", "highdicom>=0.27", "python-gdcm>=3.0.10"],
+    # NRRD and MetaImage scans (.nrrd, .nhdr, .mha, .mhd) as training cases, evaluation targets and
+    # predict inputs, read as nnU-Net reads them: SimpleITK (Apache-2.0); tested with 2.5.
+    "itk": ["SimpleITK>=2.3"],
     # Peer used only by the benchmarks (keras-unet-collection's unet_3plus_2d).
     "bench": ["keras-unet-collection==0.1.13"],
     # The PyTorch backend (KERAS_BACKEND=torch; tests/test_backends.py runs its checks where it is
@@ -29,7 +33,8 @@ EXTRAS = {
     "torch": ["torch>=2.11"],
 }
 EXTRAS["dev"] = sorted(
-    set(EXTRAS["onnx"] + EXTRAS["litert"] + EXTRAS["dicom"] + ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5"]
+    set(EXTRAS["onnx"] + EXTRAS["litert"] + EXTRAS["dicom"] + EXTRAS["itk"]
+        + ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5"]
         # the JAX backend: CI runs the backend-independent tests under it too (tests/test_backends.py)
         + ["jax[cpu]>=0.4.36"])
 )
@@ -37,7 +42,7 @@ EXTRAS["all"] = sorted(set(EXTRAS["dev"] + EXTRAS["bench"]))
 
 setup(
     name="keras-unet3plus",
-    version="0.1.0",
+    version=re.search(r'__version__ = "([^"]+)"', (HERE / "keras_unet3plus" / "_version.py").read_text()).group(1),
     description="UNet 3+ for Keras 3 / TensorFlow: full-scale skips, deep supervision, CGM, "
     "hybrid loss, NIfTI pipeline, ONNX/LiteRT/TensorRT export.",
     long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",

@@ -3,10 +3,11 @@ CSV / JSON / markdown reports and the paper's TP / FN / FP overlays.
 
 Predictions and ground truths are paired by case id across naming schemes: the same file name,
 the image's name (``volume-N`` predicted from ``volume-N``, ground truth ``segmentation-N``), or the
-case number (LiTS ``segmentation-N``, MSD ``spleen_N``). Both are read in canonical orientation,
-label values mapped for the task; voxel spacing comes from the ground truth's header. One bad case
-(missing prediction, shape mismatch, unreadable file) becomes a row with its error; the others
-still run.
+case number (LiTS ``segmentation-N``, MSD ``spleen_N``). Both may be of any format the reader
+registry reads (:mod:`.data.readers`: NIfTI, NRRD, MetaImage; a ``.mha`` prediction scored against
+an ``.nrrd`` label), read in canonical orientation, label values mapped for the task; voxel spacing
+comes from the ground truth's header. One bad case (missing prediction, shape mismatch,
+unreadable file) becomes a row with its error; the others still run.
 
 Structures: binary tasks evaluate the organ (label > 0); ``liver_tumour`` evaluates ``liver``
 (label >= 1, tumour included, as LiTS does) and ``tumour`` (label == 2), columns prefixed.
@@ -29,8 +30,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .data.nifti import (AFFINE_ATOL, DataError, DataFileNotFoundError, find_nifti_files, open_nifti,
-                         open_shape, read_image_array, read_label_array, spacing_from_affine, strip_nii)
+from .data.readers import case_name, find_scan_files, open_scan, read_volume
+from .data.volume import DataError, DataFileNotFoundError, check_same_grid
 from .data.tasks import TaskSpec, get_task
 from .modelinfo import atomic_write_text
 
@@ -91,7 +92,7 @@ class EvaluationReport:
 def case_number(name: str) -> int | None:
     """The case number in a file name: the last integer of its stem (``segmentation-12`` -> 12,
     ``spleen_3`` -> 3), or None."""
-    found = re.findall(r"(\d+)", strip_nii(Path(name).name))
+    found = re.findall(r"(\d+)", case_name(name))
     return int(found[-1]) if found else None
 
 
@@ -109,19 +110,19 @@ def _ground_truths(gt_dir: Path, images_dir: Path | None) -> list[tuple[str, Pat
         cases = []
     if cases:
         return [(c.case_id, Path(c.label_path), Path(c.image_path)) for c in cases]
-    labels = find_nifti_files(gt_dir)
+    labels = find_scan_files(gt_dir)
     if not labels:
-        raise DataError(f"{gt_dir}: no ground-truth NIfTI files found")
-    images = find_nifti_files(images_dir) if images_dir is not None else []
+        raise DataError(f"{gt_dir}: no ground-truth files found (NIfTI, NRRD or MetaImage)")
+    images = find_scan_files(images_dir) if images_dir is not None else []
     out = []
     for lab in labels:
-        out.append((strip_nii(lab.name), lab, _match(lab, images, strip_nii(lab.name))))
+        out.append((case_name(lab), lab, _match(lab, images, case_name(lab))))
     return out
 
 
 def _match(gt: Path, candidates: Sequence[Path], *names: str) -> Path | None:
     """The candidate with one of ``names`` as stem, else the unique one with ``gt``'s case number."""
-    by_stem = {strip_nii(p.name): p for p in candidates}
+    by_stem = {case_name(p): p for p in candidates}
     for n in names:
         if n in by_stem:
             return by_stem[n]
@@ -140,12 +141,12 @@ def pair_cases(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike,
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise DataFileNotFoundError(f"{pred_dir}: prediction folder not found")
-    preds = find_nifti_files(pred_dir)
+    preds = find_scan_files(pred_dir)
     gts = _ground_truths(Path(gt_dir), Path(images_dir) if images_dir else None)
     used: set[Path] = set()
     pairs = []
     for case_id, gt, image in gts:
-        names = [case_id, strip_nii(gt.name)] + ([strip_nii(image.name)] if image is not None else [])
+        names = [case_id, case_name(gt)] + ([case_name(image)] if image is not None else [])
         pred = _match(gt, [p for p in preds if p not in used], *names)
         if pred is not None:
             used.add(pred)
@@ -171,19 +172,11 @@ def evaluate_pair(pred_path: str | os.PathLike, gt_path: str | os.PathLike, task
 
     pred_path, gt_path = Path(pred_path), Path(gt_path)
     spec = get_task(task)
-    gimg = open_nifti(gt_path)
-    pimg = open_nifti(pred_path)
-    gs, ps = open_shape(gimg), open_shape(pimg)
-    if gs != ps:
-        raise DataError(f"{pred_path}: prediction shape {ps} does not match ground truth {gt_path} shape {gs}")
-    if not np.allclose(gimg.affine, pimg.affine, rtol=0, atol=AFFINE_ATOL):
-        diff = float(np.abs(gimg.affine - pimg.affine).max())
-        raise DataError(f"{pred_path}: prediction affine differs from ground truth {gt_path} "
-                        f"(max difference {diff:.4g}); they are not on the same voxel grid")
-    gt, gt_affine = read_label_array(gt_path, spec, img=gimg)
-    pred, _ = read_label_array(pred_path, spec, img=pimg)
-    spacing = spacing_from_affine(gt_affine)
-    result = CaseEvaluation(case_id or strip_nii(gt_path.name), pred_path, gt_path,
+    gscan, pscan = open_scan(gt_path), open_scan(pred_path)
+    check_same_grid(gscan, pscan, what="prediction", of="ground truth")
+    gt, pred = gscan.label(spec), pscan.label(spec)
+    spacing = gscan.spacing
+    result = CaseEvaluation(case_id or case_name(gt_path), pred_path, gt_path,
                             Path(image_path) if image_path else None)
     for name, to_mask in structures(spec).items():
         result.metrics[name] = evaluate_case(to_mask(pred), to_mask(gt), spacing,
@@ -198,7 +191,7 @@ def _write_overlay(result: CaseEvaluation, gt: np.ndarray, pred: np.ndarray, spe
     from .overlays import save_case_montage
 
     if result.image_path is not None:
-        ct, _ = read_image_array(result.image_path, np.float32)
+        ct = read_volume(result.image_path).image
         if ct.shape != gt.shape:
             raise DataError(f"{result.image_path}: image shape {ct.shape} does not match ground truth "
                             f"{result.gt_path} shape {gt.shape}")

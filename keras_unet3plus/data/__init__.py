@@ -1,4 +1,5 @@
-"""Data for UNet 3+: NIfTI readers (LiTS, MSD, generic folders), task presets, case splits, the
+"""Data for UNet 3+: the reader registry (NIfTI, NRRD/MetaImage, DICOM series; :mod:`.readers`), case
+discovery (LiTS, MSD, nnU-Net, generic folders), task presets, case splits, the
 2.5D preprocessing shared by training and inference, the streaming tf.data pipeline with its
 slice cache and augmentation, and a synthetic CT phantom (:mod:`keras_unet3plus.data.phantom`).
 
@@ -8,8 +9,7 @@ under JAX or PyTorch, only the pipeline, the cache and the augmentation need it.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_names
 
 #: public name -> the module of this package that defines it
 _WHERE = {
@@ -18,7 +18,9 @@ _WHERE = {
     "DicomSeries": "dicom", "find_dicom_series": "dicom", "read_dicom_series": "dicom",
     "Case": "layouts", "detect_layout": "layouts", "find_cases": "layouts", "find_folders": "layouts",
     "find_images": "layouts", "find_lits": "layouts", "find_msd": "layouts",
-    "load_case": "nifti", "load_image": "nifti",
+    "READERS": "readers", "Reader": "readers", "load_case": "readers", "load_image": "readers",
+    "open_scan": "readers", "open_volume": "readers", "read_volume": "readers", "reader_for": "readers",
+    "ScanFile": "volume",
     "DataError": "volume", "DataFileNotFoundError": "volume", "Volume": "volume", "to_canonical": "volume",
     "to_original_orientation": "volume",
     "DatasetInfo": "pipeline", "build_dataset": "pipeline", "make_dataset": "pipeline",
@@ -31,14 +33,4 @@ _WHERE = {
 
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

@@ -23,8 +23,9 @@ line when they do not fit.
 - The *settings key* hashes the resolved :class:`PreprocessConfig`, the task's label mapping, the
   image dtype and the cache format, so changing the HU window, size, resize mode, task or dtype
   never reuses old slices.
-- The *source key* hashes the image and label paths, sizes and modification times, so an edited
-  or replaced file is re-read.
+- The *source key* hashes the image and label paths, sizes and modification times (every file of a
+  DICOM series folder; :func:`~keras_unet3plus.data.readers.scan_identity`), so an edited or
+  replaced file is re-read.
 - Every file is written to a temporary name in the same folder and moved with ``os.replace``;
   on any exception the temporaries are deleted, so a crash leaves either a complete entry or none.
 - Built once, however many processes share it (the workers of a multi-worker run, two runs on one
@@ -34,8 +35,8 @@ line when they do not fit.
   is taken over.
 
 float16 keeps slices within 2.5e-4 of the float32 values (about 0.1 HU with a 450 HU window) at
-half the disk space of float32. Building an entry reads the case a slab of slices at a time
-(:class:`~keras_unet3plus.data.nifti.NiftiSlabs`): memory does not grow with the volume.
+half the disk space of float32. Building an entry reads the case through the reader registry
+(:mod:`.readers`), a NIfTI a slab of slices at a time: memory does not grow with the volume.
 """
 from __future__ import annotations
 
@@ -55,8 +56,8 @@ import numpy as np
 
 from keras_unet3plus.data import preprocess as pp
 from keras_unet3plus.data.layouts import Case
-from keras_unet3plus.data.nifti import (SLAB, DataError, NiftiSlabs, check_pair, open_nifti, organ_slices,
-                                        spacing_from_affine)
+from keras_unet3plus.data.readers import SLAB, open_pair, open_scan, organ_slices, paired_slabs, scan_identity
+from keras_unet3plus.data.volume import DataError
 from keras_unet3plus.data.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ def plan_cache(cache_dir: str | os.PathLike | None, task: str | TaskSpec, cfg: p
     folder = None if cache_dir is None else Path(cache_dir) / settings_key(spec, cfg, image_dtype)
     total = missing_slices = missing = 0
     for case in cases:
-        n = NiftiSlabs(case.image_path).shape[2]   # the header only
+        n = open_scan(case.image_path).shape[2]   # the header only
         total += n
         if folder is None or not (folder.is_dir() and _entry_paths(folder, case)[2].exists()):
             missing += 1
@@ -214,13 +215,7 @@ def plan_cache(cache_dir: str | os.PathLike | None, task: str | TaskSpec, cfg: p
 
 def source_key(case: Case) -> str:
     """Hash of a case's files' identity (path, size, mtime)."""
-    parts = []
-    for p in (case.image_path, case.label_path):
-        if p is None:
-            parts.append("none")
-            continue
-        st = Path(p).stat()
-        parts.append(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}")
+    parts = ["none" if p is None else scan_identity(p) for p in (case.image_path, case.label_path)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
@@ -248,13 +243,10 @@ def scan_case(case: Case, task: str | TaskSpec) -> CaseIndex:
     """Read a case's label (not its image), a slab at a time, to find the slices with the organ."""
     if case.label_path is None:
         raise DataError(f"{case.image_path}: this case has no label file; training needs one")
-    img = open_nifti(case.image_path)
-    limg = open_nifti(case.label_path)
-    check_pair(img, limg, Path(case.image_path), Path(case.label_path))
-    present, affine = organ_slices(case.label_path, task, img=limg)
-    shape = NiftiSlabs(case.label_path, limg, kind="label", task=task).shape
+    _, label = open_pair(case)
+    present, shape = organ_slices(label, task), label.shape
     return CaseIndex(case.case_id, int(shape[2]), (int(shape[0]), int(shape[1])),
-                     tuple(int(z) for z in np.flatnonzero(present)), spacing_from_affine(affine))
+                     tuple(int(z) for z in np.flatnonzero(present)), label.spacing)
 
 
 def _entry_paths(folder: Path, case: Case) -> tuple[Path, Path, Path]:
@@ -345,11 +337,7 @@ class SliceCache:
         if case.label_path is None:
             raise DataError(f"{case.image_path}: this case has no label file; the cache needs one")
         image_path, mask_path, meta_path = self._paths(case)
-        img = open_nifti(case.image_path)
-        limg = open_nifti(case.label_path)
-        check_pair(img, limg, Path(case.image_path), Path(case.label_path))
-        image = NiftiSlabs(case.image_path, img)
-        label = NiftiSlabs(case.label_path, limg, kind="label", task=self.task)
+        image, label = open_pair(case)
         n = image.shape[2]
         s = self.cfg.image_size
         mask_shape = (n, s, (s + 7) // 8) if self.packed else (n, s, s)
@@ -359,9 +347,7 @@ class SliceCache:
             msk_mm = np.lib.format.open_memmap(tmps[1], mode="w+", dtype=np.uint8, shape=mask_shape)
             window = self.cfg.window()
             present = np.zeros(n, dtype=bool)
-            for (z0, z1, hu), (l0, l1, lab) in zip(image.slabs(SLAB), label.slabs(SLAB)):
-                if (z0, z1) != (l0, l1):
-                    raise DataError(f"{case.label_path}: not stored in the order of {Path(case.image_path).name}")
+            for z0, z1, hu, lab in paired_slabs(image.image(stream=True), label.label(self.task, stream=True), SLAB):
                 planes = pp.window_hu(np.moveaxis(hu, 2, 0)[..., None], window)         # (k, X, Y, 1)
                 img_mm[z0:z1] = encode_images(pp.resize_images(planes, self.cfg).numpy()[..., 0], self.image_dtype)
                 masks = pp.resize_masks(np.moveaxis(lab, 2, 0)[..., None], self.cfg).numpy()[..., 0]
@@ -371,7 +357,7 @@ class SliceCache:
             msk_mm.flush()
             del img_mm, msk_mm
             index = CaseIndex(case.case_id, int(n), (int(image.shape[0]), int(image.shape[1])),
-                              tuple(int(v) for v in np.flatnonzero(present)), spacing_from_affine(image.affine))
+                              tuple(int(v) for v in np.flatnonzero(present)), image.spacing)
             tmps[2].write_text(json.dumps(index.to_dict()), encoding="utf-8")
             os.replace(tmps[0], image_path)
             os.replace(tmps[1], mask_path)

@@ -1,9 +1,9 @@
 """Dataset checks that report every problem at once, before a long run starts (nnU-Net's
 ``--verify_dataset_integrity``, as a table of file | problem | what to do).
 
-``check_headers`` reads only NIfTI headers (milliseconds per case): files that are missing,
-unreadable, not 3-D, or a label not on its image's grid. ``train`` runs it before creating anything,
-so a 50-hour run does not die on case 97 of 131. ``check_dataset`` (``unet3plus check-data``) adds
+``check_headers`` reads only headers (milliseconds per case), of any format the reader registry
+reads (:mod:`.readers`): files that are missing, unreadable, not 3-D, or a label not on its image's
+grid. ``train`` runs it before creating anything, so a 50-hour run does not die on case 97 of 131. ``check_dataset`` (``unet3plus check-data``) adds
 the voxel checks: NaN/inf, label values outside the task's set, truncated data, cases without the
 organ, voxel spacings far from the rest of the dataset, unpaired files.
 """
@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from keras_unet3plus.data.layouts import Case
-from keras_unet3plus.data.nifti import check_case_headers
+from keras_unet3plus.data.readers import check_case, file_suffixes, open_scan, voxel_scan
 from keras_unet3plus.data.volume import DataError
 
 
@@ -39,6 +39,8 @@ _FIXES = (
     ("label values range", "choose the right --task, or relabel (see the task's label values)"),
     ("unpaired", "add the missing file or remove the orphan"),
     ("not a readable NIfTI", "re-download or re-convert the file (it is truncated or not NIfTI)"),
+    ("not a readable", "re-download or re-convert the file (it is truncated or not of its format)"),
+    ("no reader for this file", "convert it to a format the readers know (NIfTI, NRRD, MetaImage)"),
     ("expected a 3-D volume", "split 4-D / multi-channel files; give one 3-D CT per case"),
     ("shape", "resample the label onto its image's grid (or pair the right files)"),
     ("affine", "give the label its image's affine (same grid, same orientation)"),
@@ -52,7 +54,7 @@ def _fix_for(message: str) -> str:
 def _split_message(message: str, fallback: str) -> tuple[str, str]:
     """``"<file>: <problem>"`` -> (file, problem)."""
     head, sep, tail = message.partition(": ")
-    if sep and ("/" in head or head.endswith((".nii", ".gz"))):
+    if sep and ("/" in head or head.endswith((".gz",) + file_suffixes())):
         return head, tail
     return fallback, message
 
@@ -62,7 +64,7 @@ def check_headers(cases: Sequence[Case], workers: int = 8) -> list[Problem]:
 
     def one(case: Case) -> Problem | None:
         try:
-            check_case_headers(case)
+            check_case(case)
         except DataError as exc:
             file, problem = _split_message(str(exc), str(case.image_path))
             return Problem(file, problem, _fix_for(problem))
@@ -94,11 +96,9 @@ class DatasetError(DataError):
 def longest_first(cases: Sequence[Case]) -> list[Case]:
     """``cases`` by voxel count, largest first (headers only): the order in which a pool of workers
     finishes a list of very unequal volumes soonest."""
-    from keras_unet3plus.data.nifti import open_nifti, open_shape
-
     def voxels(case: Case) -> int:
         try:
-            return int(np.prod(open_shape(open_nifti(case.image_path))))
+            return int(np.prod(open_scan(case.image_path).shape))
         except DataError:
             return 0
 
@@ -118,9 +118,8 @@ SPACING_OUTLIER_RATIO = 3.0
 
 
 def _voxel_check(case: Case, task) -> tuple[list[Problem], tuple[float, float, float] | None]:
-    """Every voxel of one case read once, a slab at a time (memory does not grow with the volume)."""
-    from keras_unet3plus.data.nifti import voxel_scan
-
+    """Every voxel of one case read once, a slab at a time where the format streams (memory does not
+    grow with a NIfTI volume)."""
     try:
         present, spacing, _ = voxel_scan(case, task)
     except DataError as exc:

@@ -35,8 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from keras_unet3plus._extras import require
-from keras_unet3plus.data.volume import (DataError, DataFileNotFoundError, Volume, spacing_from_affine,
-                                         to_canonical)
+from keras_unet3plus.data.volume import DataError, DataFileNotFoundError, ScanFile, Volume, to_canonical
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
@@ -570,50 +569,79 @@ def _read_slice_hu(path: Path, rows: int, columns: int) -> np.ndarray:
     return hu
 
 
+def _one_series(folder_or_series: str | os.PathLike | DicomSeries) -> DicomSeries:
+    """The series given, or the one CT series of a folder (a DataError when it holds none or several)."""
+    if isinstance(folder_or_series, DicomSeries):
+        return folder_or_series
+    folder = Path(folder_or_series)
+    found = find_dicom_series(folder)
+    if not found:
+        reasons = "; ".join(found.skipped[:5]) + (f"; ... ({len(found.skipped)} in all)"
+                                                 if len(found.skipped) > 5 else "")
+        raise DataError(f"{folder}: no CT image series found" + (f" ({reasons})" if reasons else
+                                                                " (the folder holds no files)"))
+    if len(found) > 1:
+        listing = ", ".join(f"{s.name} ({len(s)} slices)" for s in found)
+        raise DataError(f"{folder}: holds {len(found)} CT series ({listing}); read them one at a time "
+                        "(find_dicom_series lists them)")
+    return found[0]
+
+
+class DicomScan(ScanFile):
+    """A CT series opened by the reader registry: headers read and its grid checked; the pixels read
+    whole when asked. ``source`` is the series with files and headers in slice order."""
+
+    format = "DICOM series"
+
+    def __init__(self, folder_or_series: str | os.PathLike | DicomSeries):
+        require("pydicom", "dicom")
+        series = _one_series(folder_or_series)
+        geometry = _geometry(series)
+        _check_decoders(series)
+        for ds, path in zip(series.headers, series.files):
+            _rescale(ds, path)
+        files = [series.files[i] for i in geometry.order]
+        headers = [series.headers[i] for i in geometry.order]
+        super().__init__(series.folder, _RAS_FROM_LPS @ geometry.affine_lps, geometry.shape, header=headers[0],
+                         source=replace(series, files=files, headers=headers), name=series.name)
+
+    def image(self, stream: bool = False) -> np.ndarray:
+        columns, rows, n = self.original_shape
+        data = np.empty((columns, rows, n), dtype=np.float32)
+        for k, path in enumerate(self.source.files):
+            data[:, :, k] = _read_slice_hu(path, rows, columns).T
+        return np.ascontiguousarray(to_canonical(data, self.original_affine)[0])
+
+    def label(self, task, stream: bool = False):
+        raise DataError(f"{self.path}: a DICOM series is read as a CT image, not as labels; give its labels "
+                        "as a file (NIfTI, NRRD or MetaImage) on the series' grid")
+
+
+class DicomSeriesReader:
+    """The DICOM entry of the reader registry: a folder is read as the one CT series it holds."""
+
+    name = "DICOM series"
+    suffixes: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return "<reader DICOM series (a folder)>"
+
+    def can_read(self, path: Path) -> bool:
+        return Path(path).is_dir()
+
+    def open(self, path: Path | DicomSeries) -> DicomScan:
+        """The one CT series of a folder (or a series :func:`find_dicom_series` found), headers read."""
+        return DicomScan(path)
+
+
+#: The DICOM entry of the reader registry (:mod:`keras_unet3plus.data.readers`).
+READER = DicomSeriesReader()
+
+
 def read_dicom_series(folder_or_series: str | os.PathLike | DicomSeries, case_id: str | None = None) -> Volume:
     """Read one CT series (a folder holding exactly one, or a :class:`DicomSeries`) as a RAS Volume.
 
     ``Volume.source`` is the series with files and headers in slice order (for the SEG writer);
     ``Volume.original_affine`` / ``to_original`` give the (column, row, slice) grid dcm2niix writes.
     """
-    require("pydicom", "dicom")
-    if isinstance(folder_or_series, DicomSeries):
-        series = folder_or_series
-    else:
-        folder = Path(folder_or_series)
-        found = find_dicom_series(folder)
-        if not found:
-            reasons = "; ".join(found.skipped[:5]) + (f"; ... ({len(found.skipped)} in all)"
-                                                     if len(found.skipped) > 5 else "")
-            raise DataError(f"{folder}: no CT image series found" + (f" ({reasons})" if reasons else
-                                                                    " (the folder holds no files)"))
-        if len(found) > 1:
-            listing = ", ".join(f"{s.name} ({len(s)} slices)" for s in found)
-            raise DataError(f"{folder}: holds {len(found)} CT series ({listing}); read them one at a time "
-                            "(find_dicom_series lists them)")
-        series = found[0]
-
-    geometry = _geometry(series)
-    _check_decoders(series)
-    for ds, path in zip(series.headers, series.files):
-        _rescale(ds, path)
-    files = [series.files[i] for i in geometry.order]
-    headers = [series.headers[i] for i in geometry.order]
-    columns, rows, n = geometry.shape
-    data = np.empty((columns, rows, n), dtype=np.float32)
-    for k, path in enumerate(files):
-        data[:, :, k] = _read_slice_hu(path, rows, columns).T
-    original_affine = _RAS_FROM_LPS @ geometry.affine_lps
-    image, affine = to_canonical(data, original_affine)
-    return Volume(
-        image=np.ascontiguousarray(image),
-        label=None,
-        spacing=spacing_from_affine(affine),
-        affine=affine,
-        original_affine=original_affine,
-        original_shape=geometry.shape,
-        image_path=series.folder,
-        case_id=case_id or series.name,
-        header=headers[0],
-        source=replace(series, files=files, headers=headers),
-    )
+    return DicomScan(folder_or_series).volume(case_id)

@@ -75,7 +75,8 @@ def package_version() -> str:
     try:
         return metadata.version("keras-unet3plus")
     except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        return "0.1.0"
+        from .._version import __version__
+        return __version__
 
 
 def _segment_list(segments: str | TaskSpec | Sequence[SegmentSpec]) -> list[tuple]:

@@ -9,10 +9,13 @@
 - ``nnunet``: nnU-Net v2 raw datasets: ``dataset.json`` (``channel_names``, ``labels`` by name,
   ``file_ending``), ``imagesTr/{case}_0000{file_ending}``, ``labelsTr/{case}{file_ending}``. One
   channel (CT) only; the task's organ is found in ``labels`` by name (:func:`task_for_dataset`).
-- ``folders``: ``images/`` + ``labels/`` (label file with the same name as its image).
+- ``folders``: ``images/`` + ``labels/`` (label file with the same name as its image; an image may
+  also be a DICOM series, a sub-folder of ``images/`` named as its label file).
 - ``images``: a folder of unlabelled volumes (inference), label_path is None.
 
-Only headers are touched by discovery; nothing is read into memory.
+Scans are files of any format the reader registry reads (:mod:`.readers`: ``.nii.gz``, ``.nii``,
+``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``; LiTS names are NIfTI's), paired by their names without the
+format's ending, so an image and its label may differ in format. Nothing is read by discovery.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from keras_unet3plus.data.nifti import DataError, DataFileNotFoundError, is_nifti_name, strip_nii
+from keras_unet3plus.data.readers import case_name, file_suffixes, is_scan_name
+from keras_unet3plus.data.volume import DataError, DataFileNotFoundError
 from keras_unet3plus.data.tasks import TaskSpec, get_task, task_for_label_names
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,11 @@ Layout = Literal["auto", "lits", "msd", "nnunet", "folders", "images"]
 Unpaired = Literal["error", "skip", "keep"]
 
 _LITS_RE = re.compile(r"^(volume|segmentation)-(\d+)\.nii(\.gz)?$")
+
+
+def _endings() -> str:
+    """The file endings the readers know, for messages."""
+    return " / ".join(file_suffixes())
 
 
 @dataclass(frozen=True)
@@ -52,9 +61,12 @@ def _require_dir(path: Path, what: str) -> None:
         raise DataError(f"{path}: {what} is not a folder")
 
 
-def _nifti_files(folder: Path, recursive: bool = False) -> list[Path]:
+def _scan_files(folder: Path, recursive: bool = False, series: bool = False) -> list[Path]:
+    """Files the readers read in ``folder``; with ``series``, its visible sub-folders too (each a
+    DICOM series)."""
     it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if is_nifti_name(p.name) and p.is_file()
+    return sorted(p for p in it if ((is_scan_name(p.name) and p.is_file())
+                                    or (series and p.is_dir() and not p.name.startswith(".")))
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1]))
 
 
@@ -97,7 +109,7 @@ def find_lits(root: str | os.PathLike, unpaired: Unpaired = "error") -> list[Cas
     _require_dir(root, "LiTS folder")
     vols: list[Path] = []
     segs: list[Path] = []
-    for p in _nifti_files(root, recursive=True):
+    for p in _scan_files(root, recursive=True):
         m = _LITS_RE.match(p.name)
         if m:
             (vols if m.group(1) == "volume" else segs).append(p)
@@ -113,15 +125,16 @@ def find_lits(root: str | os.PathLike, unpaired: Unpaired = "error") -> list[Cas
 
 
 def _pair_folders(images_dir: Path, labels_dir: Path | None, unpaired: Unpaired,
-                  root: Path) -> list[Case]:
-    images = _unique_by_id(_nifti_files(images_dir), lambda p: strip_nii(p.name), images_dir)
+                  root: Path, series: bool = False) -> list[Case]:
+    images = _unique_by_id(_scan_files(images_dir, series=series), case_name, images_dir)
     if labels_dir is None:
         if not images:
-            raise DataError(f"{images_dir}: no .nii / .nii.gz files found")
+            raise DataError(f"{images_dir}: no {_endings()} files found")
         return [Case(k, images[k], None) for k in sorted(images)]
-    labels = _unique_by_id(_nifti_files(labels_dir), lambda p: strip_nii(p.name), labels_dir)
+    labels = _unique_by_id(_scan_files(labels_dir), case_name, labels_dir)
     if not images and not labels:
-        raise DataError(f"{root}: {images_dir.name}/ and {labels_dir.name}/ hold no .nii / .nii.gz files")
+        raise DataError(f"{root}: {images_dir.name}/ and {labels_dir.name}/ hold no {_endings()} files"
+                        + (" or DICOM series folders" if series else ""))
     cases = [Case(k, images[k], labels.get(k)) for k in sorted(images)]
     unlabelled = [images[k] for k in sorted(images) if k not in labels]
     orphans = [labels[k] for k in sorted(labels) if k not in images]
@@ -159,9 +172,9 @@ def find_msd(root: str | os.PathLike, unpaired: Unpaired = "error") -> list[Case
             continue
         if not label.exists():
             unlabelled.append(image)
-            cases.append(Case(strip_nii(image.name), image, None))
+            cases.append(Case(case_name(image), image, None))
             continue
-        cases.append(Case(strip_nii(image.name), image, label))
+        cases.append(Case(case_name(image), image, label))
     ids = [c.case_id for c in cases]
     if len(set(ids)) != len(ids):
         raise DataError(f"{meta_path}: the training list names a case twice")
@@ -189,9 +202,9 @@ def read_nnunet_json(root: str | os.PathLike) -> dict:
                         "package only makes sense for CT")
     meta["labels"] = labels
     meta.setdefault("file_ending", ".nii.gz")
-    if meta["file_ending"] not in (".nii.gz", ".nii"):
-        raise DataError(f"{meta_path}: file_ending {meta['file_ending']!r} is not read here (NIfTI only: "
-                        ".nii.gz or .nii)")
+    if meta["file_ending"] not in file_suffixes():
+        raise DataError(f"{meta_path}: file_ending {meta['file_ending']!r} is not read here (the readers "
+                        f"know {', '.join(file_suffixes())})")
     return meta
 
 
@@ -241,7 +254,8 @@ def task_for_dataset(root: str | os.PathLike, task: str | TaskSpec, layout: Layo
 
 def find_folders(root: str | os.PathLike, images: str = "images", labels: str | None = "labels",
                  unpaired: Unpaired = "error") -> list[Case]:
-    """Generic pairing: ``root/images/x.nii.gz`` with ``root/labels/x.nii.gz``."""
+    """Generic pairing: ``root/images/x.nii.gz`` (or ``x.mha``, ..., or a DICOM series folder ``x/``)
+    with ``root/labels/x.nii.gz`` (or ``x.nrrd``, ...)."""
     root = Path(root)
     _require_dir(root, "data folder")
     images_dir = root / images
@@ -250,13 +264,13 @@ def find_folders(root: str | os.PathLike, images: str = "images", labels: str | 
     if labels is not None:
         labels_dir = root / labels
         _require_dir(labels_dir, f"'{labels}' folder")
-    cases = _pair_folders(images_dir, labels_dir, unpaired, root)
+    cases = _pair_folders(images_dir, labels_dir, unpaired, root, series=labels_dir is not None)
     cases.sort(key=lambda c: _natural_key(c.case_id))
     return cases
 
 
 def find_images(folder: str | os.PathLike) -> list[Case]:
-    """Every visible NIfTI file in ``folder`` as an unlabelled case (inference input)."""
+    """Every visible scan file in ``folder`` as an unlabelled case (inference input)."""
     folder = Path(folder)
     _require_dir(folder, "image folder")
     cases = _pair_folders(folder, None, "keep", folder)
@@ -282,11 +296,12 @@ def detect_layout(root: str | os.PathLike) -> str:
     top = [p for p in root.iterdir() if not p.name.startswith(".")]
     if any(_LITS_RE.match(p.name) for p in root.rglob("*") if not p.name.startswith(".")):
         return "lits"
-    if any(is_nifti_name(p.name) for p in top):
+    if any(is_scan_name(p.name) for p in top):
         return "images"
     raise DataError(
         f"{root}: no cases found: expected LiTS files (volume-N.nii[.gz]), an MSD task folder or an "
-        f"nnU-Net v2 dataset (dataset.json, imagesTr/, labelsTr/), images/ + labels/ folders, or .nii[.gz] files"
+        f"nnU-Net v2 dataset (dataset.json, imagesTr/, labelsTr/), images/ + labels/ folders, or scan files "
+        f"({_endings()})"
     )
 
 

@@ -9,11 +9,13 @@ Files are opened lazily with nibabel: a header costs a few bytes of I/O; voxel d
 volume at a time and never cached here. :class:`NiftiSlabs` reads a file a slab of axial slices at
 a time (nibabel's ArrayProxy slicing over one open file, in the order the file stores them), so a
 987-slice CT (0.5 GB stored, 1 GB as float32) is predicted, cached and checked in a few MB per slab.
+This module is the NIfTI entry of the reader registry (:data:`READER`, :class:`NiftiScan`); code above
+``data`` reads scans through :mod:`.readers`, whatever their format. :func:`checked_image` and
+:func:`checked_label` are the value checks every reader applies.
 """
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -24,9 +26,9 @@ from nibabel.openers import ImageOpener
 
 from keras_unet3plus.atomic import atomic_path
 from keras_unet3plus.data.tasks import TaskSpec, get_task
-from keras_unet3plus.data.volume import (AFFINE_ATOL, DataError, DataFileNotFoundError, Volume,  # noqa: F401
-                                         context_windows, orientation_of, spacing_from_affine,
-                                         to_canonical, to_original_orientation)
+from keras_unet3plus.data.volume import (AFFINE_ATOL, SLAB, DataError, DataFileNotFoundError,  # noqa: F401
+                                         FileReader, ScanFile, Volume, context_windows, orientation_of,
+                                         spacing_from_affine, to_canonical, to_original_orientation)
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Protocol
@@ -173,20 +175,11 @@ def open_shape(img: nib.Nifti1Image) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def check_case_headers(case: "Case") -> None:
-    """Cheap header-only checks for a case: files exist, 3-D, label on the image's grid."""
-    image_img = open_nifti(case.image_path)
-    if case.label_path is not None:
-        check_pair(image_img, open_nifti(case.label_path), Path(case.image_path), Path(case.label_path))
-
-
 # --------------------------------------------------------------------------------------------
 # reading a slab of axial slices at a time
 # --------------------------------------------------------------------------------------------
 
 _RAS_ORNT = ornt_mod.axcodes2ornt(("R", "A", "S"))
-#: axial slices read at a time by default (16 MB of int16 at 512 x 512)
-SLAB = 32
 
 
 class NiftiSlabs:
@@ -318,48 +311,9 @@ class NiftiSlabs:
         return np.asarray(self)[key]
 
 
-def voxel_scan(case: "Case", task: str | TaskSpec | None, chunk: int = SLAB
-               ) -> tuple[np.ndarray | None, tuple[float, float, float], tuple[int, int, int]]:
-    """Read every voxel of a case once, a slab at a time: the label's values and the image's NaN/inf
-    checked (DataError naming the file; the label first, as :func:`load_case` reads them), and,
-    for a labelled case, which axial slices hold the organ (a bool per slice). Returns
-    ``(organ slices or None, spacing, canonical shape)``."""
-    image = NiftiSlabs(case.image_path)
-    present = None
-    if case.label_path is not None:
-        limg = open_nifti(case.label_path)
-        check_pair(image.img, limg, Path(case.image_path), Path(case.label_path))
-        present, _ = organ_slices(case.label_path, task, limg, chunk)
-    for _ in image.slabs(chunk):
-        pass
-    return present, spacing_from_affine(image.affine), image.shape
-
-
-def organ_slices(label_path: str | os.PathLike, task: str | TaskSpec, img: nib.Nifti1Image | None = None,
-                 chunk: int = SLAB) -> tuple[np.ndarray, np.ndarray]:
-    """Which axial slices of a label file hold the organ (bool per canonical slice), checked and
-    read a slab at a time; and the canonical affine."""
-    label = NiftiSlabs(label_path, img, kind="label", task=task)
-    present = np.zeros(label.shape[2], dtype=bool)
-    for z0, z1, slab in label.slabs(chunk):
-        present[z0:z1] = slab.any(axis=(0, 1))
-    return present, label.affine
-
-
 # --------------------------------------------------------------------------------------------
 # public loaders
 # --------------------------------------------------------------------------------------------
-
-def open_image(path: str | os.PathLike, case_id: str | None = None) -> Volume:
-    """An unlabelled volume whose image is read when used, a slab at a time (:class:`NiftiSlabs`):
-    what ``predict`` streams. Only the header is read here."""
-    path = Path(path)
-    img = open_nifti(path)
-    image = NiftiSlabs(path, img)
-    return Volume(image=image, label=None, spacing=spacing_from_affine(image.affine), affine=image.affine,
-                  original_affine=np.array(img.affine), original_shape=open_shape(img), image_path=path,
-                  case_id=case_id or strip_nii(path.name), header=img.header)
-
 
 def load_image(path: str | os.PathLike, case_id: str | None = None) -> Volume:
     """Load an unlabelled volume (inference): canonical float32 HU, spacing, source orientation."""
@@ -371,7 +325,8 @@ def load_image(path: str | os.PathLike, case_id: str | None = None) -> Volume:
 
 
 def load_case(case: "Case", task: str | TaskSpec | None) -> Volume:
-    """Load a case's image and (if present) its label mapped for ``task``, both canonical."""
+    """Load a NIfTI case's image and (if present) its label mapped for ``task``, both canonical (any
+    registered format: :func:`keras_unet3plus.data.readers.load_case`)."""
     image_path = Path(case.image_path)
     img = open_nifti(image_path)
     label = None
@@ -396,6 +351,33 @@ def load_case(case: "Case", task: str | TaskSpec | None) -> Volume:
     )
 
 
+class NiftiScan(ScanFile):
+    """A NIfTI file opened by the reader registry: header read, voxels streamed by :class:`NiftiSlabs`
+    (or read whole, as :func:`load_case` reads them)."""
+
+    format = "NIfTI"
+    streams = True
+
+    def __init__(self, path: Path):
+        img = open_nifti(path)
+        super().__init__(path, img.affine, open_shape(img), header=img.header, name=strip_nii(Path(path).name))
+        self.img = img
+
+    def image(self, stream: bool = False):
+        if stream:
+            return NiftiSlabs(self.path, self.img)
+        return np.ascontiguousarray(read_image_array(self.path, np.float32, img=self.img)[0])
+
+    def label(self, task, stream: bool = False):
+        if stream:
+            return NiftiSlabs(self.path, self.img, kind="label", task=task)
+        return np.ascontiguousarray(read_label_array(self.path, task, img=self.img)[0])
+
+
+#: The NIfTI entry of the reader registry (:mod:`keras_unet3plus.data.readers`).
+READER = FileReader("NIfTI", (".nii.gz", ".nii"), NiftiScan)
+
+
 def save_nifti_atomic(img: nib.Nifti1Image, path: str | os.PathLike) -> Path:
     """Save a NIfTI image atomically (see keras_unet3plus.atomic); the name must end in .nii or .nii.gz."""
     path = Path(path)
@@ -412,20 +394,3 @@ def strip_nii(name: str) -> str:
         if name.endswith(ext):
             return name[: -len(ext)]
     return name
-
-
-def is_nifti_name(name: str) -> bool:
-    """True for visible .nii / .nii.gz files (hidden and AppleDouble ``._x`` files excluded)."""
-    return not name.startswith(".") and (name.endswith(".nii") or name.endswith(".nii.gz"))
-
-
-def find_nifti_files(folder: str | os.PathLike) -> list[Path]:
-    """NIfTI files directly in ``folder`` (hidden / AppleDouble files skipped), naturally sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataFileNotFoundError(f"{folder}: input folder not found")
-
-    def key(p: Path):
-        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
-
-    return sorted((p for p in folder.iterdir() if is_nifti_name(p.name) and p.is_file()), key=key)

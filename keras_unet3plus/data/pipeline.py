@@ -9,10 +9,10 @@ every epoch (seeded). ``negative_fraction=None`` delivers every slice (evaluatio
 Memory stays bounded by ``cycle_length`` cases however many there are: a small Python index (slice
 counts and organ slices per case) is built first, then cases are opened by ``interleave`` a few at a
 time, each streamed slice by slice by a generator that holds only the slices its samples use (read
-a slab at a time, :class:`~keras_unet3plus.data.nifti.NiftiSlabs`). The interleave is sequential:
-TensorFlow's parallel interleave also opens ``2 x cycle_length`` future cases ahead of time
-(measured: 6 generators alive for ``cycle_length=2``), which made peak memory grow with the number
-of cases up to ``3 x cycle_length`` of them; the sequential one gives the same order with exactly
+through the reader registry, :mod:`.readers`: a NIfTI a slab at a time, other formats whole). The
+interleave is sequential: TensorFlow's parallel interleave also opens ``2 x cycle_length`` future
+cases ahead of time (measured: 6 generators alive for ``cycle_length=2``), which made peak memory
+grow with the number of cases up to ``3 x cycle_length`` of them; the sequential one gives the same order with exactly
 ``cycle_length`` open. A streamed case keeps its planes at the model's size (windowed and resized once
 each, as the cache stores them, instead of each 3-slice stack resized: a third of the work). With
 ``cache_dir``, cases are preprocessed once into memory-mapped ``.npy`` files (:mod:`.cache`) and
@@ -39,7 +39,8 @@ from keras_unet3plus.data.augment import AugmentConfig, augment_sample
 from keras_unet3plus.data.cache import CaseIndex, SliceCache, scan_case
 from keras_unet3plus.data.checks import longest_first
 from keras_unet3plus.data.layouts import Case
-from keras_unet3plus.data.nifti import SLAB, DataError, NiftiSlabs, check_pair, open_nifti
+from keras_unet3plus.data.readers import SLAB, open_pair
+from keras_unet3plus.data.volume import DataError, SlabSource, slab_source
 from keras_unet3plus.data.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -217,17 +218,14 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
                 idx = pp.context_indices(z, index.n_slices, cfg.context)[0]
                 yield np.moveaxis(entry.images(images, idx), 0, -1), entry.masks(masks, z)[..., None]
             return
-        case = my_cases[i]
-        img = open_nifti(case.image_path)
-        limg = open_nifti(case.label_path)
-        check_pair(img, limg, case.image_path, case.label_path)
+        image, label = open_pair(my_cases[i])
         # only the slices this epoch's samples use (and their neighbours), read a slab at a time and
         # kept at the model's size: each plane windowed and resized once (exact: resizing acts per
         # channel), the 2.5D stacks gathered from them, as the cache does
         stacks = pp.context_indices(zs, index.n_slices, cfg.context)
-        images = _gather(NiftiSlabs(case.image_path, img), np.unique(stacks),
+        images = _gather(slab_source(image.image(stream=True)), np.unique(stacks),
                          lambda planes: pp.resize_images(pp.window_hu(planes, window), cfg))
-        masks = _gather(NiftiSlabs(case.label_path, limg, kind="label", task=spec), np.unique(zs),
+        masks = _gather(slab_source(label.label(spec, stream=True)), np.unique(zs),
                         lambda planes: pp.resize_masks(planes, cfg))
         for z, stack in zip(zs, stacks):
             yield np.moveaxis(images.take(stack), 0, -1), masks.take([z])[0][..., None]
@@ -320,7 +318,7 @@ class _Planes:
         return self.planes[[self.where[int(z)] for z in zs]]
 
 
-def _gather(source: NiftiSlabs, wanted: np.ndarray, prepare) -> _Planes:
+def _gather(source: SlabSource, wanted: np.ndarray, prepare) -> _Planes:
     """The planes ``wanted`` (sorted slice numbers) of ``source``, read a slab at a time, each slab's
     planes turned by ``prepare`` ((k, X, Y, 1) -> (k, S, S, 1)) into what the model takes; the
     rest of the file is not read once they are all in."""

@@ -86,7 +86,7 @@ class SliceDataset(keras.utils.PyDataset):
     @staticmethod
     def _read(item: Any, task: str | None) -> tuple[np.ndarray, np.ndarray | None, str]:
         if hasattr(item, "image_path") and hasattr(item, "case_id") and not hasattr(item, "image"):
-            from .nifti import load_case   # a Case: the package's NIfTI reader
+            from .readers import load_case   # a Case: read by its registered reader (NIfTI, .mha, ...)
 
             volume = load_case(item, task)
             return volume.image, volume.label, f"case '{item.case_id}'"

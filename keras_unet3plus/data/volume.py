@@ -1,14 +1,18 @@
-"""The in-memory volume every reader returns, and the errors every reader raises.
+"""The in-memory volume every reader returns, the opened scan every reader gives, and the errors
+every reader raises.
 
-Readers (NIfTI, DICOM) bring a scan to RAS (axis 0 towards the patient's right, axis 1 anterior,
-axis 2 superior, so axial slices are ``array[:, :, z]``) and keep, in :class:`Volume`, what it takes
-to put a prediction back on the source grid. Nothing here knows about file formats or layouts.
+Readers (NIfTI, NRRD/MetaImage, DICOM; :mod:`.readers` holds their registry) bring a scan to RAS
+(axis 0 towards the patient's right, axis 1 anterior, axis 2 superior, so axial slices are
+``array[:, :, z]``) and keep, in :class:`Volume`, what it takes to put a prediction back on the
+source grid. A reader opens a scan as a :class:`ScanFile` (its grid from the headers, its voxels
+read when asked), which every format fills the same way. Nothing here knows about file formats or
+layouts.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 from nibabel import orientations as ornt_mod
@@ -57,6 +61,16 @@ def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
 
 
+def canonical_grid(affine: np.ndarray, shape: tuple[int, ...], path: Path | str
+                   ) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The RAS shape and affine :func:`to_canonical` would give a volume of ``shape`` on ``affine``,
+    from the header alone (what a reader knows before reading any voxel)."""
+    transform = ornt_mod.ornt_transform(orientation_of(affine, path), _RAS)
+    axes = transform[:, 0].astype(int)
+    out = tuple(int(shape[int(np.flatnonzero(axes == j)[0])]) for j in range(3))
+    return out, np.asarray(affine) @ ornt_mod.inv_ornt_aff(transform, tuple(shape[:3]))  # type: ignore[return-value]
+
+
 @dataclass
 class Volume:
     """One case in canonical (RAS) orientation.
@@ -102,8 +116,92 @@ class Volume:
 
 
 # --------------------------------------------------------------------------------------------
+# a scan opened by a reader: the grid from its headers, the voxels when asked
+# --------------------------------------------------------------------------------------------
+
+class ScanFile:
+    """A scan a reader has opened (:mod:`.readers`): its canonical grid known from the headers, its
+    voxels read when asked, a slab at a time where the format allows it.
+
+    Why one class for every format: the pair checks, the slice cache, the pipeline, check-data,
+    evaluation and predict need the same few things of any scan, so a new format only says how to
+    read its own headers and voxels. A format sets the attributes and implements :meth:`image` and
+    :meth:`label`; ``streams`` says whether they read a slab at a time (else whole, once).
+    """
+
+    format: str = ""
+    streams: bool = False
+
+    def __init__(self, path: Path, original_affine: np.ndarray, original_shape: tuple[int, ...],
+                 header: Any = None, source: Any = None, name: str = ""):
+        self.path = Path(path)
+        self.original_affine = np.asarray(original_affine, dtype=float)
+        self.original_shape = tuple(int(s) for s in original_shape)
+        self.shape, self.affine = canonical_grid(self.original_affine, self.original_shape, self.path)
+        self.header, self.source, self.name = header, source, name or self.path.name
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return spacing_from_affine(self.affine)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {str(self.path)!r} {self.format} shape={self.shape}>"
+
+    def image(self, stream: bool = False) -> Any:
+        """Canonical float32 HU (X, Y, Z), NaN/inf refused: an array, or with ``stream`` (where the
+        format streams) a :class:`SlabSource` read a slab at a time that also indexes like one."""
+        raise NotImplementedError
+
+    def label(self, task: Any, stream: bool = False) -> Any:
+        """Canonical label voxels mapped to ``task``'s classes (uint8), values checked (DataError
+        naming the file): an array, or with ``stream`` a :class:`SlabSource`."""
+        raise NotImplementedError
+
+    def volume(self, case_id: str | None = None, *, stream: bool = False, label: Any = None,
+               label_path: Path | None = None) -> Volume:
+        """This scan as a :class:`Volume` (its image whole, or streamed where the format streams)."""
+        return Volume(image=self.image(stream), label=label, spacing=self.spacing, affine=self.affine,
+                      original_affine=self.original_affine, original_shape=self.original_shape,
+                      image_path=self.path, label_path=label_path, case_id=case_id or self.name,
+                      header=self.header, source=self.source)
+
+
+def check_same_grid(image: ScanFile, other: ScanFile, what: str = "label", of: str = "image") -> None:
+    """Raise DataError naming ``other`` when it is not on ``image``'s voxel grid (canonical shape and
+    affine: two files storing one grid in different axis orders agree)."""
+    if other.shape != image.shape:
+        raise DataError(f"{other.path}: {what} shape {other.shape} does not match {of} {image.path.name} "
+                        f"shape {image.shape}")
+    if not np.allclose(image.affine, other.affine, rtol=0, atol=AFFINE_ATOL):
+        diff = float(np.abs(image.affine - other.affine).max())
+        raise DataError(f"{other.path}: {what} affine differs from {of} {image.path.name} affine "
+                        f"(max difference {diff:.4g}); they are not on the same voxel grid")
+
+
+class FileReader:
+    """A reader of one file format, known by the endings of its file names (see :mod:`.readers`)."""
+
+    def __init__(self, name: str, suffixes: tuple[str, ...], opener: Callable[[Path], ScanFile]):
+        self.name, self.suffixes, self._opener = name, tuple(suffixes), opener
+
+    def __repr__(self) -> str:
+        return f"<reader {self.name} ({', '.join(self.suffixes)})>"
+
+    def can_read(self, path: Path) -> bool:
+        return Path(path).name.endswith(self.suffixes) and not Path(path).is_dir()
+
+    def open(self, path: Path) -> ScanFile:
+        """Its headers read (DataError naming the file when they are not this format's)."""
+        return self._opener(Path(path))
+
+
+# --------------------------------------------------------------------------------------------
 # volumes read a slab of axial slices at a time
 # --------------------------------------------------------------------------------------------
+
+#: axial slices read at a time by default (16 MB of int16 at 512 x 512)
+SLAB = 32
+
 
 class SlabSource(Protocol):
     """A canonical (X, Y, Z) volume that can be read in axial slabs (a file read lazily, or an array).
@@ -114,7 +212,7 @@ class SlabSource(Protocol):
 
     shape: tuple[int, int, int]
 
-    def slabs(self, chunk: int) -> Iterator[tuple[int, int, np.ndarray]]: ...
+    def slabs(self, chunk: int = SLAB) -> Iterator[tuple[int, int, np.ndarray]]: ...
 
 
 class ArraySlabs:
@@ -124,7 +222,7 @@ class ArraySlabs:
         self.array = array
         self.shape = tuple(int(s) for s in array.shape)
 
-    def slabs(self, chunk: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    def slabs(self, chunk: int = SLAB) -> Iterator[tuple[int, int, np.ndarray]]:
         n = self.shape[2]
         for z0 in range(0, n, chunk):
             z1 = min(n, z0 + chunk)

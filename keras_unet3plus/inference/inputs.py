@@ -1,5 +1,6 @@
-"""What to segment: a NIfTI file, a folder of them (nnU-Net ``{case}_0000`` names too), or the CT
-DICOM series under a folder, each with the name its outputs take."""
+"""What to segment: a scan file of any registered format (NIfTI, NRRD, MetaImage), a folder of them
+(nnU-Net ``{case}_0000`` names too), or the CT DICOM series under a folder, each with the name its
+outputs take. Reading goes through the reader registry (:mod:`keras_unet3plus.data.readers`)."""
 from __future__ import annotations
 
 import os
@@ -8,55 +9,55 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data.nifti import find_nifti_files as find_input_files  # the name callers of this module know
-from ..data.nifti import is_nifti_name, strip_nii
+from ..data.readers import case_name, find_scan_files, known_formats, open_volume, reader_for
 from ..data.volume import DataError, DataFileNotFoundError
 
 __all__ = ["InputScan", "find_inputs", "find_input_files", "nifti_case_name"]
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
+#: the name callers of this module know
+find_input_files = find_scan_files
+
 
 def nifti_case_name(path: str | os.PathLike) -> str:
-    """The case name of a NIfTI file: its name without ``.nii`` / ``.nii.gz``."""
-    return strip_nii(Path(path).name)
+    """The case name of a scan file: its name without its format's ending (``.nii.gz``, ``.mha``, ...)."""
+    return case_name(path)
 
 
 @dataclass
 class InputScan:
-    """One scan to segment, a NIfTI file or a DICOM CT series, and the name its outputs take."""
+    """One scan to segment, a file or a DICOM CT series, and the name its outputs take."""
 
     name: str
     path: Path
     series: Any = None   # the DicomSeries of a DICOM input
 
     def read(self):
-        """The scan as a :class:`~keras_unet3plus.data.volume.Volume` (canonical HU): a DICOM series
-        read whole, a NIfTI file opened to be streamed (its header read now, its voxels a slab at
-        a time while predicting)."""
-        if self.series is not None:
-            from ..data.dicom import read_dicom_series
+        """The scan as a :class:`~keras_unet3plus.data.volume.Volume` (canonical HU), read by its
+        registered reader: a NIfTI file opened to be streamed (its header read now, its voxels a slab
+        at a time while predicting), other formats and DICOM series read whole."""
+        if self.series is not None:   # one of the series found under a folder: the DICOM reader opens it
+            from ..data.dicom import READER
 
-            return read_dicom_series(self.series, case_id=self.name)
-        from ..data.nifti import open_image
-
-        return open_image(self.path, case_id=self.name)
+            return READER.open(self.series).volume(self.name)
+        return open_volume(self.path, case_id=self.name)
 
 
 def find_inputs(path: str | os.PathLike, notes: list[str] | None = None) -> list[InputScan]:
-    """The scans under ``path``: a NIfTI file; a folder of NIfTI files (nnU-Net's ``{case}_0000``
-    names give ``{case}``); or, when it holds no NIfTI file, every CT DICOM series found in it
-    (recursively, one scan per series; what was skipped and why is appended to ``notes``)."""
+    """The scans under ``path``: a scan file; a folder of scan files (nnU-Net's ``{case}_0000`` names
+    give ``{case}``); or, when it holds none, every CT DICOM series found in it (recursively, one scan
+    per series; what was skipped and why is appended to ``notes``)."""
     path = Path(path)
     if path.is_file():
-        if not is_nifti_name(path.name):
-            raise DataError(f"{path}: not a NIfTI file (.nii / .nii.gz); give a DICOM series as its folder")
-        return [InputScan(strip_nii(path.name), path)]
+        if reader_for(path).suffixes == ():
+            raise DataError(f"{path}: not a scan file ({known_formats()}); give a DICOM series as its folder")
+        return [InputScan(case_name(path), path)]
     if not path.is_dir():
         raise DataFileNotFoundError(f"{path}: input not found")
     files = find_input_files(path)
     if files:
-        names = [strip_nii(f.name) for f in files]
+        names = [case_name(f) for f in files]
         channels = [_CHANNEL.match(n) for n in names]
         if all(channels):   # nnU-Net raw layout
             extra = sorted({m.group("channel") for m in channels} - {"0000"})
@@ -72,6 +73,6 @@ def find_inputs(path: str | os.PathLike, notes: list[str] | None = None) -> list
         notes.extend(found.skipped)
     if not found:
         reasons = "; ".join(found.skipped[:3])
-        raise DataFileNotFoundError(f"{path}: no NIfTI file and no CT DICOM series found"
+        raise DataFileNotFoundError(f"{path}: no scan file and no CT DICOM series found"
                                     + (f" ({reasons})" if reasons else ""))
     return [InputScan(series.name, series.folder, series) for series in found]

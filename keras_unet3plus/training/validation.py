@@ -10,7 +10,6 @@ volume against the minutes its prediction takes.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -21,7 +20,7 @@ from . import distribute as dist
 def check_cases(cases: Sequence, spec) -> None:
     """Read every voxel of ``cases`` once (a slab at a time): a bad validation case (label values,
     NaN voxels, a truncated file) stops the run before any training time is spent."""
-    from ..data.nifti import voxel_scan
+    from ..data.readers import voxel_scan
 
     for case in cases:
         voxel_scan(case, spec)
@@ -38,12 +37,14 @@ def worker_share(cases: Sequence, strategy=None) -> list:
 def case_dice(model, case, spec, pre, *, batch_size: int) -> float:
     """Dice of one whole volume: predicted from its file slab by slab, scored against its label
     read slab by slab (the same Dice as :func:`keras_unet3plus.metrics.dice` on whole arrays)."""
-    from ..data.nifti import NiftiSlabs, open_nifti
+    from ..data.readers import open_pair
+    from ..data.volume import slab_source
     from ..inference import predict_volume
 
-    image = NiftiSlabs(case.image_path, open_nifti(case.image_path))
-    labels = predict_volume(model, image, pre, batch_size=batch_size, threshold=0.5)
-    truth = NiftiSlabs(Path(case.label_path), kind="label", task=spec)
+    image, label = open_pair(case)   # any registered format, a NIfTI streamed
+    image = image.image(stream=True)
+    labels = predict_volume(model, image, pre, batch_size=batch_size)  # a trained model thresholds at 0.5
+    truth = slab_source(label.label(spec, stream=True))
     both = pred = true = 0
     for z0, z1, slab in truth.slabs():
         t, p = slab > 0, labels[:, :, z0:z1] > 0

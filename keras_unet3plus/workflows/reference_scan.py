@@ -68,23 +68,20 @@ def find_reference_scan(folder: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def read_scan(scan: Path):
-    """The scan :func:`find_reference_scan` found: a DICOM series folder or a NIfTI file."""
-    if scan.is_dir():
-        from ..data import read_dicom_series
+    """The scan :func:`find_reference_scan` found (a DICOM series folder or a NIfTI file), read whole
+    by its registered reader."""
+    from ..data.readers import read_volume
 
-        return read_dicom_series(scan)
-    from ..data.nifti import load_image
-
-    return load_image(scan)
+    return read_volume(scan)
 
 
 def load_reference_scan(folder: str | os.PathLike) -> tuple[Path, LabelledScan]:
     """The scan in ``folder`` and its reference labels, on one canonical grid (checked)."""
-    from ..data.nifti import load_image
+    from ..data.readers import read_volume
 
     scan, labels_path = find_reference_scan(folder)
     volume = read_scan(scan)
-    labels = load_image(labels_path)
+    labels = read_volume(labels_path)
     if labels.image.shape != volume.image.shape or not np.allclose(labels.affine, volume.affine, atol=0.05):
         raise DataError(f"{labels_path}: grid {labels.image.shape} does not match the scan's {volume.image.shape} "
                         f"(or their affines differ)")
