@@ -82,14 +82,16 @@ def _imports(place: Path) -> set[str]:
 
 def test_imports_point_down():
     """runtimes never imports export / inference / training; inference never imports training /
-    export / evaluation; scoring mask files (evaluation.py) runs no model; nothing below the
-    workflows imports them (relative imports: the package's own modules)."""
+    export / evaluation; export never imports inference / training / evaluation; scoring mask
+    files (evaluation.py) runs no model; nothing below the workflows imports them (relative
+    imports: the package's own modules)."""
     up = {"export", "inference", "training", "evaluation", "workflows"}
     assert not {m.split(".")[0] for m in _imports(PACKAGE / "runtimes")} & up
     assert not {m.split(".")[0] for m in _imports(PACKAGE / "inference")} & (up - {"inference"})
     assert not {m.split(".")[0] for m in _imports(PACKAGE / "evaluation.py")} & (up - {"evaluation"})
     for below in ("training", "export"):
         assert "workflows" not in {m.split(".")[0] for m in _imports(PACKAGE / below)}, below
+    assert not {m.split(".")[0] for m in _imports(PACKAGE / "export")} & (up - {"export"})
 
 
 def test_same_mask_through_every_backend(trained_tiny, phantom_lits, tmp_path):

@@ -47,18 +47,16 @@ def _batch_range(text: str) -> tuple[int, int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from .._extras import MissingExtraError
-    from ..export import ParityError, export_model, format_table
-    from ..export.graph import GraphSpec
+    from ..export import ExportOptions, GraphSpec, ParityError, export_model, format_table
 
     # errors end in cli.main's one-line boundary (exit 1, traceback with --debug)
-    spec = GraphSpec(outputs=args.outputs, threshold=args.threshold, gate=not args.no_gate)
+    options = ExportOptions(
+        spec=GraphSpec(outputs=args.outputs, threshold=args.threshold, gate=not args.no_gate),
+        data_dir=args.data_dir, verify_slices=args.verify_slices, calib_slices=args.calib_slices,
+        batch_range=args.batch_range, opset=args.opset, timing_cache=args.timing_cache,
+        legacy_trt_flags=args.trt_builder_flags, check=not args.no_verify, skip_absent_pair=args.pair)
     try:
-        result = export_model(
-            args.model, args.to, args.precision, out=args.out, spec=spec, data_dir=args.data_dir,
-            verify_slices=args.verify_slices, calib_slices=args.calib_slices, batch_range=args.batch_range,
-            opset=args.opset, timing_cache=args.timing_cache, legacy_trt_flags=args.trt_builder_flags,
-            check=not args.no_verify, skip_absent_pair=args.pair,
-        )
+        result = export_model(args.model, args.to, args.precision, out=args.out, options=options)
     except MissingExtraError as exc:
         if args.to != "tensorrt":
             raise

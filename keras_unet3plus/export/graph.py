@@ -13,11 +13,15 @@ decoder's upsample-then-convolve pairs are traced in their exact cheaper form
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
+from ..output_names import CLS, SEG
 from ..runtimes import INPUT_NAME, training_outputs
+
+if TYPE_CHECKING:   # Keras (and TensorFlow) load when a graph is traced, not when a target is listed
+    import keras
 
 OUTPUT_FORMS = ("deploy", "all")
 
@@ -82,6 +86,7 @@ def pair_functions(model: keras.Model, spec: GraphSpec):
     `split_at_classifier` finds the boundary) and ``decode``: ``feature_0.. -> {seg}``, with the
     in-graph threshold of ``spec``. On slices the CGM calls present the gate is 1, so ``seg`` there
     equals the deploy graph's; the runtime fills the other slices with zeros."""
+    import keras
     import tensorflow as tf
 
     from ..fused_decoder import fuse_upsampled_convs
@@ -98,7 +103,7 @@ def pair_functions(model: keras.Model, spec: GraphSpec):
     @tf.function(input_signature=[image])
     def encode(image):
         *outs, cls = encoder(image, training=False)
-        return {**{f"feature_{i}": f for i, f in enumerate(outs)}, "cls": cls}
+        return {**{f"feature_{i}": f for i, f in enumerate(outs)}, CLS: cls}
 
     @tf.function(input_signature=features)
     def decode(*feature_maps):
@@ -112,5 +117,5 @@ def output_names(model: keras.Model, spec: GraphSpec) -> list[str]:
     base = training_outputs(model)
     names = list(base.output.keys()) if isinstance(base.output, dict) else list(base.output_names)
     if spec.outputs == "deploy":
-        return ["seg"]
-    return ["seg"] + sorted(n for n in names if n != "seg")
+        return [SEG]
+    return [SEG] + sorted(n for n in names if n != SEG)

@@ -1,7 +1,8 @@
 """LiteRT (TFLite) export from the SavedModel: fp32, fp16, dynamic-range int8, full-integer int8.
 
 A model with a CGM also gets its skip-absent pair (`export_tflite_pair`: the graph up to the CGM
-and the decoder, at `runtimes.base.part_paths`), as the ONNX export does.
+and the decoder, at `runtimes.base.part_paths`), as the ONNX export does; `TARGET` is the
+``--to tflite`` record of the export registry.
 
 The converter is TensorFlow's `tf.lite.TFLiteConverter.from_saved_model` (the route LiteRT
 documents; `ai-edge-litert` ships the interpreter only). Full-integer int8 is calibrated on real
@@ -12,8 +13,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .target import ExportTarget
+
+if TYPE_CHECKING:
+    from .job import ExportJob
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 
@@ -61,15 +68,13 @@ def export_tflite_pair(model, paths: tuple[Path, Path], work: str | os.PathLike,
     the decoder is calibrated on what the float encoder makes of the calibration slices."""
     import keras
 
+    from .calibration import feature_feeds
     from .graph import GraphSpec, pair_functions
 
     parts = pair_functions(model, spec or GraphSpec())
     representative = {"encoder": calibration, "decoder": None}
     if precision == "int8":
-        encode = parts[0][0]
-        representative["decoder"] = [
-            {k: v.numpy() for k, v in encode(calibration[i:i + 1]).items() if k != "cls"}
-            for i in range(len(calibration))]
+        representative["decoder"] = feature_feeds(parts[0][0], calibration)
     for (function, _, keras_model), name, path in zip(parts, ("encoder", "decoder"), paths):
         folder = Path(work) / f"{name}_savedmodel"
         archive = keras.export.ExportArchive()
@@ -78,3 +83,28 @@ def export_tflite_pair(model, paths: tuple[Path, Path], work: str | os.PathLike,
         archive.write_out(str(folder), verbose=False)
         Path(path).write_bytes(convert_tflite(folder, precision, representative[name]))
     return tuple(Path(p) for p in paths)
+
+
+def write(job: ExportJob) -> None:
+    """The `.tflite` model at ``job.out`` (converted from a SavedModel of the deploy graph) and its
+    skip-absent pair, each checked against Keras."""
+    from ..runtimes.litert import LiteRTRuntime
+    from .savedmodel import export_savedmodel
+
+    sm = job.work / "savedmodel"
+    job.log("writing SavedModel ...")
+    export_savedmodel(job.model, sm, job.spec)
+    tfl = job.add(job.out)
+    job.log(f"converting to LiteRT ({job.precision}) ...")
+    export_tflite(sm, tfl, job.precision, job.calibration)
+    pair = job.write_pair(lambda staged: export_tflite_pair(job.model, staged, job.work, job.spec, job.precision,
+                                                            job.calibration))
+    job.verify(tfl, job.precision)
+    if pair is not None:
+        job.verify_pair(LiteRTRuntime(tfl, info=job.artefact_info(), pair=pair))
+
+
+TARGET = ExportTarget("tflite", PRECISIONS, suffix=".tflite",
+                      needs=lambda precision: [("ai_edge_litert.interpreter", "litert")],
+                      runtime="LiteRTRuntime", write=write,
+                      default_name=lambda stem, precision: f"{stem}_{precision}.tflite")

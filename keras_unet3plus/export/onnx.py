@@ -14,20 +14,29 @@
 
 tf2onnx is used through `convert.from_function` on a `tf.function` with an explicit input
 signature: tf2onnx's `from_keras` breaks on Keras 3 (onnx/tensorflow-onnx#2329, #2348).
+
+`TARGET` is the ``--to onnx`` record of the export registry; `write_graph` also makes the graph
+the ``--to tensorrt`` target builds its engine from.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._extras import require
-from ..runtimes import ONNX_METADATA_KEY
-from ..runtimes.onnx import part_paths
+from ..output_names import CLS, SEG
+from ..runtimes.onnx import ONNX_METADATA_KEY, part_paths
 from .graph import INPUT_NAME, GraphSpec, pair_functions, serving_function
+from .target import ExportTarget
+
+if TYPE_CHECKING:
+    from .job import ExportJob
 
 DEFAULT_OPSET = 17
 BATCH_DIM = "batch"
@@ -77,8 +86,8 @@ def export_onnx_pair(model, graph_path: str | os.PathLike, spec: GraphSpec = Gra
     at `runtimes.base.part_paths(graph_path)` or ``paths``."""
     (encode, encode_sig, _), (decode, decode_sig, _) = pair_functions(model, spec)
     encoder_path, decoder_path = paths or part_paths(graph_path)
-    _convert(encode, encode_sig, opset, info, encoder_path, outputs=("cls",))
-    _convert(decode, decode_sig, opset, info, decoder_path, outputs=("seg",))
+    _convert(encode, encode_sig, opset, info, encoder_path, outputs=(CLS,))
+    _convert(decode, decode_sig, opset, info, decoder_path, outputs=(SEG,))
     return encoder_path, decoder_path
 
 
@@ -88,7 +97,7 @@ def export_onnx(model, path: str | os.PathLike, spec: GraphSpec = GraphSpec(), o
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
     serve, sig, _ = serving_function(model, spec)
-    return _convert(serve, [sig], opset, info, path, outputs=("seg",))
+    return _convert(serve, [sig], opset, info, path, outputs=(SEG,))
 
 
 def _detach_outputs(model_proto) -> None:
@@ -207,3 +216,86 @@ def read_info_json(model_proto) -> dict | None:
         if prop.key == ONNX_METADATA_KEY:
             return json.loads(prop.value)
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the `--to onnx` target
+# ---------------------------------------------------------------------------------------------
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def onnx_needs(precision: str) -> list[tuple[str, str]]:
+    """The modules an ONNX graph of ``precision`` is made with, and their extras."""
+    needs = [("tf2onnx", "onnx"), ("onnx", "onnx"), ("onnxruntime", "onnx")]
+    return needs + ([("onnxconverter_common", "tensorrt")] if precision == "fp16" else [])
+
+
+def write_graph(job: ExportJob, graph_final: Path) -> tuple[Path, Path]:
+    """The ONNX graph at ``job.precision`` (fp32, float16 weights, or Q/DQ int8) and, for ``--to
+    onnx``, its skip-absent pair; each verified, the graph checked against TensorRT's parser.
+    Returns (staged graph, fp32 graph)."""
+    from ..runtimes.onnx import OnnxRuntime
+    from .operators import UnsupportedOperatorError, check_operators
+
+    job.record.opset = job.options.opset
+    graph = job.add(graph_final)
+    # the pair first, so the graph's embedded info carries the pair's identity
+    pair = job.write_pair(lambda staged: _write_pair_parts(job, staged)) if job.out.suffix == ".onnx" else None
+    fp32_path = job.work / "model_fp32.onnx"
+    job.log(f"converting to ONNX with tf2onnx (opset {job.options.opset}) ...")
+    export_onnx(job.model, fp32_path, job.spec, job.options.opset, info=job.artefact_info())
+    _convert_precision(job, fp32_path, graph, job.calibration)
+    job.verify(graph, job.precision)
+    if pair is not None:
+        job.verify_pair(OnnxRuntime(graph, info=job.artefact_info(), pair=pair))   # staged names
+    if job.precision == "int8" and job.out.suffix == ".onnx":
+        job.result.notes.append("int8 in ONNX Runtime's CPU form (uint8 activations); for TensorRT use "
+                                "`--to tensorrt`, which writes the symmetric int8 graph its parser takes")
+        return graph, fp32_path
+    bad = check_operators(graph)
+    if bad:
+        msg = f"operators TensorRT's ONNX parser does not support: {', '.join(bad)}"
+        if job.out.suffix == ".engine":
+            raise UnsupportedOperatorError(msg)
+        job.result.notes.append(f"warning: {msg}")
+    else:
+        job.result.notes.append("static check: every operator is supported by TensorRT's ONNX parser")
+    return graph, fp32_path
+
+
+def _convert_precision(job: ExportJob, fp32_path: Path, dst: Path, calibration) -> None:
+    """``dst``: the fp32 ONNX graph at ``job.precision`` (a copy, float16 weights, or Q/DQ int8)."""
+    if job.precision == "fp32":
+        shutil.copyfile(fp32_path, dst)
+    elif job.precision == "fp16":
+        job.log(f"converting {dst.name} to float16 ...")
+        to_float16(fp32_path, dst, info=job.artefact_info())
+    else:
+        # ONNX Runtime on CPUs: uint8 asymmetric activations (U8S8); TensorRT: symmetric int8. Both
+        # keep the first convolution and the output heads in float (see float_kept_convs)
+        for_tensorrt = job.out.suffix != ".onnx"
+        job.log(f"quantizing {dst.name} to int8 Q/DQ ({'TensorRT' if for_tensorrt else 'ONNX Runtime'} form) "
+                f"on {len(calibration)} calibration slices ...")
+        quantize_qdq(fp32_path, dst, calibration, info=job.artefact_info(), for_tensorrt=for_tensorrt,
+                     keep_float=True)
+
+
+def _write_pair_parts(job: ExportJob, staged: tuple[Path, Path]) -> None:
+    """The two parts at ``job.precision``; in int8 the decoder is calibrated on what the fp32
+    encoder makes of the calibration slices."""
+    from .calibration import onnx_feature_feeds
+
+    fp32 = (job.work / "encoder_fp32.onnx", job.work / "decoder_fp32.onnx")
+    export_onnx_pair(job.model, job.out, job.spec, job.options.opset, info=job.artefact_info(), paths=fp32)
+    _convert_precision(job, fp32[0], staged[0], job.calibration)
+    decoder_calibration = onnx_feature_feeds(fp32[0], job.calibration) if job.precision == "int8" else None
+    _convert_precision(job, fp32[1], staged[1], decoder_calibration)
+
+
+def write(job: ExportJob) -> None:
+    write_graph(job, job.out)
+
+
+TARGET = ExportTarget("onnx", PRECISIONS, suffix=".onnx", needs=onnx_needs, runtime="OnnxRuntime", write=write,
+                      default_name=lambda stem, p: f"{stem}.onnx" if p == "fp32" else f"{stem}_{p}.onnx")

@@ -1,4 +1,4 @@
-"""TensorRT engines from the exported ONNX graph, and the static operator check CI runs.
+"""TensorRT engines from the exported ONNX graph (the static operator check is `operators.py`).
 
 Precision comes from the ONNX graph itself (explicit precision), which is the only way TensorRT 11
 works: it builds strongly typed networks only (its FP16/INT8 builder flags and INT8 calibrators are
@@ -20,123 +20,30 @@ Both use one optimization profile over the batch range (min/opt/max) and a timin
 makes later builds fast. `trtexec_command` prints the equivalent command line. TF-TRT is not an
 option: TensorFlow 2.18+ wheels are built without TensorRT.
 
-`check_operators` needs neither TensorRT nor a GPU: it lists the graph's operators that TensorRT's
-ONNX parser does not support, from `tensorrt_onnx_ops.txt` (onnx-tensorrt's operator table).
+`check_operators` (in `operators.py`, named here too) needs neither TensorRT nor a GPU: it lists the
+graph's operators that TensorRT's ONNX parser does not support, from `tensorrt_onnx_ops.txt`
+(onnx-tensorrt's operator table).
+
+`TARGET` is the ``--to tensorrt`` record of the export registry: the ONNX graph (`onnx.write_graph`)
+beside the engine, then the engine.
 """
 from __future__ import annotations
 
 import os
 import shlex
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from .._extras import require
+from .onnx import PRECISIONS as ONNX_PRECISIONS
+from .onnx import onnx_needs, write_graph
+from .operators import (OPS_FILE, OperatorTable, UnsupportedOperatorError, check_operators,  # noqa: F401
+                        graph_operators, operator_table)
+from .target import ExportTarget
 
-OPS_FILE = "tensorrt_onnx_ops.txt"
-DEFAULT_DOMAINS = ("", "ai.onnx")
-
-
-class UnsupportedOperatorError(ValueError):
-    """The ONNX graph holds operators TensorRT's ONNX parser cannot import."""
-
-
-@dataclass(frozen=True)
-class OperatorTable:
-    """TensorRT's ONNX parser operator table (from the package data file)."""
-
-    supported: frozenset[str]
-    unsupported: frozenset[str]
-    restrictions: dict
-    tensorrt_version: str
-    source: str
-
-
-def operator_table() -> OperatorTable:
-    """Read `tensorrt_onnx_ops.txt` (see its header for the source and version)."""
-    text = resources.files(__package__).joinpath(OPS_FILE).read_text(encoding="utf-8")
-    supported, unsupported, restrictions, meta, source = set(), set(), {}, {}, []
-    for line in text.splitlines():
-        if line.startswith("#"):
-            body = line[1:].strip()
-            if ":" in body and body.split(":", 1)[0] in ("tensorrt_version", "opset_range"):
-                k, v = body.split(":", 1)
-                meta[k] = v.strip()
-            elif body.startswith("Source:"):
-                source.append(body)
-            continue
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        name, flag = parts[0].strip(), parts[1].strip()
-        (supported if flag == "Y" else unsupported).add(name)
-        if len(parts) > 2 and parts[2].strip():
-            restrictions[name] = parts[2].strip()
-    return OperatorTable(frozenset(supported), frozenset(unsupported), restrictions,
-                         meta.get("tensorrt_version", "?"), " ".join(source))
-
-
-def _load(model) -> "object":
-    if isinstance(model, (str, os.PathLike)):
-        onnx = require("onnx", "onnx")
-        return onnx.load(str(model), load_external_data=False)
-    return model
-
-
-def graph_operators(model) -> dict[str, int]:
-    """`{op_type (domain-qualified when not default): count}` over the graph and its subgraphs."""
-    model = _load(model)
-    counts: dict[str, int] = {}
-
-    def walk(graph):
-        for node in graph.node:
-            key = node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}::{node.op_type}"
-            counts[key] = counts.get(key, 0) + 1
-            for attr in node.attribute:
-                if attr.g is not None and attr.g.node:
-                    walk(attr.g)
-                for g in attr.graphs:
-                    walk(g)
-
-    walk(model.graph)
-    return counts
-
-
-def check_operators(model, raise_error: bool = False) -> list[str]:
-    """Operators of `model` (path or ModelProto) that TensorRT's ONNX parser does not support.
-
-    Empty list: every op is in the parser's table. Ops outside the default ONNX domain count as
-    unsupported (they would need a TensorRT plugin). Q/DQ zero points must be 0 (parser rule): a
-    nonzero one is reported as `QuantizeLinear(zero_point!=0)`.
-    """
-    table = operator_table()
-    model = _load(model)
-    bad = sorted(op for op in graph_operators(model) if op not in table.supported)
-    bad += _nonzero_zero_points(model)
-    if bad and raise_error:
-        raise UnsupportedOperatorError(
-            f"ONNX graph has operators TensorRT {table.tensorrt_version}'s ONNX parser does not support: "
-            f"{', '.join(bad)} (table: keras_unet3plus/export/{OPS_FILE})")
-    return bad
-
-
-def _nonzero_zero_points(model) -> list[str]:
-    from onnx import numpy_helper
-
-    inits = {i.name: i for i in model.graph.initializer}
-    found = set()
-    for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2]:
-            zp = inits.get(node.input[2])
-            if zp is not None and numpy_helper.to_array(zp).any():
-                found.add(f"{node.op_type}(zero_point!=0)")
-    return sorted(found)
-
-
-# ---------------------------------------------------------------------------------------------
-# engine build
-# ---------------------------------------------------------------------------------------------
+if TYPE_CHECKING:
+    from .job import ExportJob
 
 @dataclass
 class EngineBuild:
@@ -258,3 +165,26 @@ def parse_batch_range(text: str | Iterable[int]) -> tuple[int, int, int]:
     if len(values) != 3 or not (0 < values[0] <= values[1] <= values[2]):
         raise ValueError(f"--batch-range must be MIN,OPT,MAX with 0 < MIN <= OPT <= MAX, got {text!r}")
     return tuple(values)  # type: ignore[return-value]
+
+
+def write(job: ExportJob) -> None:
+    """The ONNX graph of ``job.precision`` beside the engine (`<stem>.onnx`), then the engine built
+    from it, each checked against Keras (the engine on the GPU)."""
+    graph_final = job.out.with_name(f"{job.out.stem}.onnx")
+    graph, fp32_path = write_graph(job, graph_final)
+    engine = job.add(job.out)
+    opts = job.options
+    build = build_engine(graph, engine, job.hwc, job.precision, opts.batch_range,
+                         timing_cache=opts.timing_cache or job.out.with_name(f"{job.out.stem}.timing.cache"),
+                         legacy_flags=opts.legacy_trt_flags, fp32_onnx_path=fp32_path, log=job.log)
+    job.result.notes.append(f"TensorRT build path: {build.path}")
+    job.result.notes.append("equivalent trtexec command: "
+                            + build.trtexec.replace(str(graph), str(graph_final)).replace(str(engine), str(job.out)))
+    job.result.notes.extend(build.notes)
+    job.verify(engine, job.precision)
+
+
+TARGET = ExportTarget("tensorrt", ONNX_PRECISIONS, suffix=".engine",   # built from the ONNX graph of each
+                      needs=lambda precision: [("tensorrt", "tensorrt")] + onnx_needs(precision),
+                      runtime="TensorRTRuntime", write=write,
+                      default_name=lambda stem, precision: f"{stem}_{precision}.engine")

@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..metrics.volume import label_dice
+from ..modelinfo import ArtefactCheck, ParityRecord, SpeedRecord
+from ..output_names import CLS, SEG
 from ..runtimes import training_outputs
 from .graph import GraphSpec, to_mask
 
@@ -96,8 +98,8 @@ def folder_slices(data_dir: str | os.PathLike, info=None, n: int = 16, image_siz
     """`n` preprocessed slices drawn from the NIfTI cases under `data_dir` (LiTS/MSD/folder layouts,
     or loose images)."""
     from ..data.layouts import find_cases
-    from ..data.nifti import load_case
     from ..data.preprocess import volume_to_slices
+    from ..data.readers import load_case
 
     cfg, task = preprocess_config(info, image_size)
     cases = find_cases(data_dir, unpaired="keep")  # labels help pick slices, images suffice
@@ -155,15 +157,15 @@ def keras_reference(model, x: np.ndarray, spec: GraphSpec, batch_size: int = 8) 
     from ..model import deploy_model
 
     base = training_outputs(model)
-    has_cls = "cls" in (base.output if isinstance(base.output, dict) else {})
+    has_cls = CLS in (base.output if isinstance(base.output, dict) else {})
     deploy = deploy_model(base, gate=spec.gate, threshold=spec.threshold, all_outputs=spec.outputs == "all")
     out = deploy.predict(x, batch_size=batch_size, verbose=0)
     out = {k: np.asarray(v) for k, v in out.items()}
     if spec.threshold is not None:
         prob_model = deploy_model(base, gate=spec.gate, threshold=None)
-        out["_prob"] = np.asarray(prob_model.predict(x, batch_size=batch_size, verbose=0)["seg"])
+        out["_prob"] = np.asarray(prob_model.predict(x, batch_size=batch_size, verbose=0)[SEG])
     else:
-        out["_prob"] = out["seg"]
+        out["_prob"] = out[SEG]
     out["_has_cls"] = np.asarray(has_cls)
     return out
 
@@ -182,7 +184,7 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
             raise ParityError(f"{artefact}: output '{name}' has shape {got.shape}, Keras gives {ref.shape}")
         per_output[name] = float(np.max(np.abs(got - ref))) if ref.size else 0.0
     t = 0.5 if spec.threshold is None else spec.threshold
-    ref_seg, got_seg = reference["seg"], np.asarray(candidate["seg"], np.float32)
+    ref_seg, got_seg = reference[SEG], np.asarray(candidate[SEG], np.float32)
     if spec.threshold is None:
         ref_mask, got_mask = to_mask(ref_seg, t), to_mask(got_seg, t)
     else:  # already label maps
@@ -200,7 +202,7 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
             flips = ref_mask != got_mask
             margin = np.abs(prob[..., 0] - t) if prob.shape[-1] == 1 else np.full(ref_mask.shape, np.inf)
             borderline = bool(np.all(margin[flips] <= FP32_MAX_ABS))
-            other = max([v for k, v in per_output.items() if k != "seg"], default=0.0)
+            other = max([v for k, v in per_output.items() if k != SEG], default=0.0)
             passed = borderline and other <= FP32_MAX_ABS
             if flips.any():
                 note = f"{int(flips.sum())} mask pixels differ, all within {FP32_MAX_ABS:g} of the threshold" if borderline else "mask differs off the threshold"
@@ -235,6 +237,26 @@ def seconds_per_slice(run: Callable[[np.ndarray], object], x: np.ndarray, batch_
         run(batch)
         best = min(best, time.perf_counter() - t0)
     return best / len(batch)
+
+
+def artefact_check(runtime, row: ParityRow, x: np.ndarray, keras_seconds_per_slice: float) -> ArtefactCheck:
+    """The record of one artefact's check: its parity row, and its speed beside the Keras model's
+    (timed on the same batch in the same run), with the CPU both ran on."""
+    from ..runtimes.cpu import cpu_info
+
+    return ArtefactCheck(ParityRecord(runtime.kind, row.passed, row.dice, row.max_abs_diff),
+                         SpeedRecord(seconds_per_slice(runtime.segment, x), keras_seconds_per_slice,
+                                     cpu_info().summary()))
+
+
+def pair_runtime(runtime):
+    """``runtime``'s skip-absent path (`Runtime.segment_present`) as a runtime of its own, to be
+    checked like a graph."""
+    from ..runtimes import FunctionRuntime
+
+    function = FunctionRuntime(lambda batch: runtime.segment_present(batch)[0], name="skip-absent pair")
+    function.input_shape = runtime.input_shape
+    return function
 
 
 def format_table(rows: Sequence[ParityRow]) -> str:

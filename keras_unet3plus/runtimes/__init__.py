@@ -37,10 +37,10 @@ __all__ = ["Runtime", "FunctionRuntime", "KerasRuntime", "SavedModelRuntime", "O
            "ONNX_METADATA_KEY", "INPUT_NAME", "RUNTIMES"]
 
 INPUT_NAME = "image"
-#: runtime classes by kind
+#: runtime classes by kind: the registry line a new runtime module adds its class to (each class
+#: names its `kind` and the file `suffixes` it opens)
 RUNTIMES = {c.kind: c for c in (KerasRuntime, SavedModelRuntime, OnnxRuntime, LiteRTRuntime, TensorRTRuntime)}
-_SUFFIXES = {".keras": "keras", ".onnx": "onnxruntime", ".tflite": "litert",
-             ".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt"}
+_SUFFIXES = {suffix: kind for kind, c in RUNTIMES.items() for suffix in c.suffixes}
 
 
 def read_info(path: str | os.PathLike, required: bool = True) -> ModelInfo | None:
@@ -63,8 +63,8 @@ def runtime_kind(path: str | os.PathLike) -> str:
         raise ValueError(f"'{path}' is a folder without saved_model.pb: not a SavedModel")
     suffix = p.suffix.lower()
     if suffix not in _SUFFIXES:
-        raise ValueError(f"'{path}': unknown model format '{suffix}' (expected .keras, a SavedModel folder, "
-                         f".onnx, .tflite, .engine or .plan)")
+        raise ValueError(f"'{path}': unknown model format '{suffix}' (expected a SavedModel folder or "
+                         f"{', '.join(_SUFFIXES)})")
     if not p.exists():
         raise FileNotFoundError(f"model file '{path}' does not exist")
     return _SUFFIXES[suffix]

@@ -8,23 +8,13 @@ from another version of the model file (its SHA-256), or cannot load here (missi
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..modelinfo import SIDECAR_IN_DIR, SIDECAR_SUFFIX
+from ..modelinfo import SIDECAR_IN_DIR, SIDECAR_SUFFIX, file_sha256, load_export_record
 
 __all__ = ["Candidate", "file_sha256", "export_candidates"]
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -62,21 +52,19 @@ def export_candidates(model_path: str | os.PathLike, notes: list[str] | None = N
         if artefact == model_path or not artefact.exists():
             continue
         try:
-            export = json.loads(sidecar.read_text(encoding="utf-8")).get("extra", {}).get("export") or {}
-        except (OSError, json.JSONDecodeError):
+            record = load_export_record(artefact)
+        except ValueError:
             notes.append(f"{sidecar}: unreadable info, not considered")
             continue
-        check = (export.get("checks") or {}).get(artefact.name)
-        if not check:
+        check = record.checks.get(artefact.name) if record is not None else None
+        if check is None or check.speed is None:
             continue  # not an export of ours, or made without a parity check
-        source = export.get("source") or {}
-        if digest is not None and source.get("sha256") != digest:
+        if digest is not None and (record.source is None or record.source.sha256 != digest):
             notes.append(f"{artefact.name}: exported from another version of {model_path.name}; re-export it")
             continue
-        if not check.get("passed"):
+        if not check.parity.passed:
             notes.append(f"{artefact.name}: failed its parity check at export")
             continue
-        speedup = check["keras_seconds_per_slice"] / max(check["seconds_per_slice"], 1e-9)
-        found.append(Candidate(artefact, check.get("runtime", "?"), export.get("precision", "?"), speedup,
-                               float(check.get("dice", float("nan"))), check.get("cpu", "?")))
+        found.append(Candidate(artefact, check.parity.runtime, record.precision, check.speed.speedup,
+                               check.parity.dice, check.speed.cpu))
     return sorted(found, key=lambda c: -c.speedup)

@@ -7,12 +7,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..modelinfo import ModelInfo
+from ..modelinfo import PART_NAMES, ExportRecord, ModelInfo, PairIdentity
+from ..output_names import CLS, SEG
 
-
-#: the skip-absent pair `export` writes beside ``<stem>.onnx`` / ``<stem>.tflite`` of a model with
-#: a CGM: the graph up to the CGM (``image -> feature_0.., cls``) and the decoder (``feature_0.. -> seg``)
-PART_NAMES = ("encoder", "decoder")
+# the skip-absent pair `export` writes beside ``<stem>.onnx`` / ``<stem>.tflite`` of a model with a
+# CGM (PART_NAMES): the graph up to the CGM (``image -> feature_0.., cls``) and the decoder
+# (``feature_0.. -> seg``); the graph's export record holds their identity (`PairIdentity`)
 
 #: how `describe()` names each runtime kind to a user
 RUNTIME_LABELS = {"keras": "Keras", "onnxruntime": "ONNX Runtime", "litert": "LiteRT",
@@ -32,10 +32,17 @@ def no_pair_error(artefact, pair, target: str) -> ValueError:
                       f"with `unet3plus export MODEL --to {target}` (models with a CGM get one)")
 
 
+def foreign_pair_error(artefact, part: str, path, target: str) -> ValueError:
+    """What a part of another export (or one edited since) gets: one line naming both files."""
+    return ValueError(f"{path}: not the skip-absent {part} of {artefact} (its SHA-256 differs from the one "
+                      f"recorded when {Path(artefact).name} was exported); export the model again with "
+                      f"`unet3plus export MODEL --to {target}`")
+
+
 def encoder_outputs(outs: dict) -> tuple[list, Any]:
     """The pair's encoder outputs ``{feature_0.., cls}`` as ``([feature_0, feature_1, ..], cls)``."""
     outs = dict(outs)
-    cls = outs.pop("cls")
+    cls = outs.pop(CLS)
     return [outs[n] for n in sorted(outs, key=lambda n: int(n.rsplit("_", 1)[1]))], cls
 
 
@@ -52,6 +59,8 @@ class Runtime:
     """
 
     kind = "base"
+    #: the file suffixes `load_runtime` opens with this class (a folder format has none)
+    suffixes: tuple[str, ...] = ()
     #: `seg` is already a label map (argmax in the graph): resized nearest-neighbour, not bilinearly
     labels_output = False
 
@@ -89,15 +98,16 @@ class Runtime:
         return int(self.info.num_classes) if self.info is not None else 1
 
     @property
-    def export_record(self) -> dict:
-        """What `unet3plus export` recorded about this artefact in its info ({} for a model file)."""
-        return ((self.info.extra or {}).get("export") or {}) if self.info is not None else {}
+    def export_record(self) -> ExportRecord | None:
+        """What `unet3plus export` recorded about this artefact in its info (None for a model file)."""
+        return self.info.export_record(self.name) if self.info is not None else None
 
     @property
     def compute_precision(self) -> str:
         """What the artefact computes in: the one its export recorded in the info (an export's
         precision is fixed when it is made; a Keras runtime returns the precision it was opened with)."""
-        return str(self.export_record.get("precision", "fp32"))
+        record = self.export_record
+        return record.precision if record is not None else "fp32"
 
     def describe(self) -> str:
         """One line for the user: which runtime, in which precision, on which file."""
@@ -127,16 +137,53 @@ class Runtime:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """The (gated) segmentation output `seg`."""
-        return self.predict_all(batch)["seg"]
+        return self.predict_all(batch)[SEG]
 
     def segment(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """`(seg (B, H, W, C) float32, None)`: exported graphs carry their gate."""
         seg = np.asarray(self.predict(batch), dtype=np.float32)
         return (seg[..., None] if seg.ndim == 3 else seg), None
 
-    #: True when the runtime can run the part up to the CGM and the decoder separately
-    #: (:meth:`encode` / :meth:`decode`), so ``--skip-absent`` can skip the decoder
-    can_skip_absent = False
+    #: the skip-absent pair beside the artefact (None: its format has none); `--to` names the
+    #: export target that writes it (what the error says to run)
+    pair: tuple[Path, Path] | None = None
+    pair_target = ""
+    _opened_pair: tuple | None = None
+
+    @property
+    def can_skip_absent(self) -> bool:
+        """True when the runtime can run the part up to the CGM and the decoder separately
+        (:meth:`encode` / :meth:`decode`), so ``--skip-absent`` can skip the decoder."""
+        try:
+            self.pair_parts()
+        except ValueError:
+            return False
+        return True
+
+    def pair_parts(self) -> tuple:
+        """The opened parts of the skip-absent pair, once they are checked to be this export's (the
+        `PairIdentity` its export recorded: one check for every target); else a ValueError in one
+        line naming the artefact and the part that is missing or foreign."""
+        if self._opened_pair is not None:
+            return self._opened_pair
+        if self.pair is None or not all(Path(p).is_file() for p in self.pair):
+            raise no_pair_error(self.path, self.pair, self.pair_target)
+        identity = self.pair_identity()
+        if identity is None:
+            raise no_pair_error(self.path, self.pair, self.pair_target)
+        foreign = identity.mismatch(self.pair)
+        if foreign is not None:
+            raise foreign_pair_error(self.path, *foreign, self.pair_target)
+        self._opened_pair = tuple(self._open_part(Path(p)) for p in self.pair)
+        return self._opened_pair
+
+    def pair_identity(self) -> PairIdentity | None:
+        """The pair's identity as the artefact's export recorded it."""
+        record = self.export_record
+        return record.pair if record is not None else None
+
+    def _open_part(self, path: Path):  # pragma: no cover - formats with a pair override it
+        raise NotImplementedError(f"{self.kind} runtime '{self.name}' has no skip-absent pair")
 
     def encode(self, batch: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:  # pragma: no cover
         """``(features, cls)``: everything the CGM needs, and what the decoder reads from it."""
@@ -192,7 +239,7 @@ class FunctionRuntime(Runtime):
         self.fn = fn
         self._name = name
         self.input_shape = (None, image_size, image_size, channels)
-        self._output_names = ["seg"]
+        self._output_names = [SEG]
 
     @classmethod
     def wrap(cls, obj, info: ModelInfo | None = None) -> "FunctionRuntime":
@@ -210,7 +257,7 @@ class FunctionRuntime(Runtime):
         out = self.fn(batch)
         seg, cls = out if isinstance(out, tuple) else (out, None)
         if isinstance(seg, dict):   # a runtime-like object's dict of outputs
-            seg, cls = seg["seg"], seg.get("cls")
+            seg, cls = seg[SEG], seg.get(CLS)
         seg = np.asarray(seg, dtype=np.float32)
         return (seg[..., None] if seg.ndim == 3 else seg), (None if cls is None else np.asarray(cls))
 

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from ..modelinfo import ModelInfo
+from ..output_names import CLS, SEG
 from .base import Runtime
 
 #: attribute of a keras.Model holding its compiled inference function (dies with the model)
@@ -40,15 +41,17 @@ def training_outputs(model):
     gate = next((g for g in gates if isinstance(g, ClassGate)), None)
     if gate is not None:
         seg, cls = gate.input
-        outs["seg"], outs["cls"] = seg, cls
+        outs[SEG], outs[CLS] = seg, cls
     else:  # thresholded, ungated: take what goes into Binarize
-        outs["seg"] = gates[0].input
+        outs[SEG] = gates[0].input
     return keras.Model(model.inputs, outs, name=model.name.removesuffix("_deploy"))
 
 
 def load_keras_model(path: str | os.PathLike):
     """Load a `.keras` file for inference (safe mode: no Lambda layers), naming the file on failure."""
     import keras
+
+    from .. import layers  # noqa: F401 - registers the package's custom layers, which safe mode looks up
 
     try:
         return keras.saving.load_model(str(path), compile=False, safe_mode=True)
@@ -70,16 +73,16 @@ def _seg_cls_function(model):
     if fn is not None:
         return fn
     outs = output_tensors(model)
-    if "seg" not in outs:
+    if SEG not in outs:
         raise ValueError(f"model '{model.name}' has no 'seg' output (outputs: {sorted(outs)}); "
                          f"build it with keras_unet3plus.build()")
-    selected = {k: outs[k] for k in ("seg", "cls") if k in outs}
+    selected = {k: outs[k] for k in (SEG, CLS) if k in outs}
     infer = _compiled(keras.Model(model.inputs, selected, name=f"{model.name}_infer"))
 
     def fn(batch: np.ndarray):
         res = infer(tf.convert_to_tensor(batch, tf.float32))
-        cls = res.get("cls")
-        return res["seg"].numpy(), None if cls is None else cls.numpy()
+        cls = res.get(CLS)
+        return res[SEG].numpy(), None if cls is None else cls.numpy()
 
     # bypass Keras' attribute tracking
     object.__setattr__(model, _CACHE_ATTR, fn)
@@ -131,20 +134,20 @@ def split_at_classifier(model):
     import keras
 
     outs = output_tensors(model)
-    if "cls" not in outs or "seg" not in outs:
+    if CLS not in outs or SEG not in outs:
         raise ValueError(f"model '{model.name}' has no CGM 'cls' output: nothing to skip with")
 
     def producer(t):
         op, node_index, _ = t._keras_history
         return op, op._inbound_nodes[node_index].input_tensors
 
-    on_cls_path, stack = set(), [outs["cls"]]
+    on_cls_path, stack = set(), [outs[CLS]]
     while stack:
         op, inputs = producer(stack.pop())
         if id(op) not in on_cls_path:
             on_cls_path.add(id(op))
             stack.extend(inputs)
-    boundary, seen, stack = {}, set(), [outs["seg"]]
+    boundary, seen, stack = {}, set(), [outs[SEG]]
     while stack:
         op, inputs = producer(stack.pop())
         if id(op) in seen:
@@ -156,8 +159,8 @@ def split_at_classifier(model):
             else:
                 stack.append(t)
     features = list(boundary.values())
-    encoder = keras.Model(model.inputs, features + [outs["cls"]], name=f"{model.name}_to_cls")
-    decoder = keras.Model(features, outs["seg"], name=f"{model.name}_decoder")
+    encoder = keras.Model(model.inputs, features + [outs[CLS]], name=f"{model.name}_to_cls")
+    decoder = keras.Model(features, outs[SEG], name=f"{model.name}_decoder")
     return encoder, decoder
 
 
@@ -183,6 +186,7 @@ class KerasRuntime(Runtime):
     model may still be training, and the fused view copies the kernels it rewrites)."""
 
     kind = "keras"
+    suffixes = (".keras",)
 
     def __init__(self, model, path=None, info: ModelInfo | None = None, threshold: float | None = None,
                  all_outputs: bool = True, precision: str = "fp32", fuse_decoder: bool | None = None):
@@ -247,11 +251,11 @@ class KerasRuntime(Runtime):
 
     @property
     def can_skip_absent(self) -> bool:
-        return "cls" in output_tensors(self.keras_model)
+        return CLS in output_tensors(self.keras_model)
 
     @property
     def seg_channels(self) -> int:
-        return int(output_tensors(self.keras_model)["seg"].shape[-1])
+        return int(output_tensors(self.keras_model)[SEG].shape[-1])
 
     def _parts(self):
         if self._split is None:

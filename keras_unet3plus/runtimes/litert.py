@@ -7,11 +7,9 @@ import numpy as np
 
 from .._extras import require
 from ..modelinfo import ModelInfo
-from .base import PART_NAMES, Runtime, encoder_outputs, no_pair_error, part_paths
+from ..output_names import SEG
+from .base import Runtime, encoder_outputs, part_paths
 from .cpu import cpu_info
-
-#: where an export records the skip-absent pair it wrote (names and SHA-256) in the model info
-PAIR_RECORD = "skip_absent_pair"
 
 
 class _Signature:
@@ -56,10 +54,13 @@ class LiteRTRuntime(Runtime):
 
     int8 inputs/outputs (full-integer models) are quantized/dequantized with each tensor's scale
     and zero point; the batch axis is resized to the incoming batch. ``pair``: the skip-absent
-    pair (default: beside the model, `part_paths`), used when the model's info records it.
+    pair (default: beside the model, `part_paths`), used when it is the one the model's export
+    recorded (`Runtime.pair_parts`).
     """
 
     kind = "litert"
+    suffixes = (".tflite",)
+    pair_target = "tflite"
 
     def __init__(self, path, info: ModelInfo | None = None, threads: int | None = None, pair: tuple | None = None):
         super().__init__(path, info)
@@ -73,41 +74,22 @@ class LiteRTRuntime(Runtime):
         self.input_shape = tuple(None if s < 0 else int(s) for s in sig_shape)
         if self.input_shape:
             self.input_shape = (None, *self.input_shape[1:])
-        self._output_names = sorted(self.main.outputs, key=lambda n: (n != "seg", n))
+        self._output_names = sorted(self.main.outputs, key=lambda n: (n != SEG, n))
         self.input_dtype = np.dtype(d["dtype"])
         self.pair = tuple(Path(p) for p in pair) if pair else part_paths(path)
-        self._parts = None
 
-    @property
-    def can_skip_absent(self) -> bool:
-        """The pair beside this model is there and is the one its export recorded (SHA-256 in the
-        model info), so a pair left from another export is never used."""
-        if self._parts is not None:
-            return True
-        from .auto import file_sha256
-
-        record = self.export_record.get(PAIR_RECORD)
-        if not record or not all(p.is_file() for p in self.pair):
-            return False
-        if [file_sha256(p) for p in self.pair] != [record[part]["sha256"] for part in PART_NAMES]:
-            return False
-        self._parts = tuple(_Signature(p, self._threads) for p in self.pair)
-        return True
-
-    def _part_signatures(self):
-        if not self.can_skip_absent:
-            raise no_pair_error(self.path, self.pair, "tflite")
-        return self._parts
+    def _open_part(self, path: Path):
+        return _Signature(path, self._threads)
 
     def encode(self, batch):
-        return encoder_outputs(self._part_signatures()[0](image=np.asarray(batch, np.float32)))
+        return encoder_outputs(self.pair_parts()[0](image=np.asarray(batch, np.float32)))
 
     def decode(self, features):
-        return self._part_signatures()[1](**{f"feature_{i}": f for i, f in enumerate(features)})["seg"]
+        return self.pair_parts()[1](**{f"feature_{i}": f for i, f in enumerate(features)})[SEG]
 
     @property
     def seg_channels(self) -> int:
-        return int(self.main.outputs["seg"]["shape"][-1])
+        return int(self.main.outputs[SEG]["shape"][-1])
 
     def _run(self, batch):
         return self.main(**{self._input_name: batch})

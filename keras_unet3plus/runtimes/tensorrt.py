@@ -20,6 +20,7 @@ class TensorRTRuntime(Runtime):
     """
 
     kind = "tensorrt"
+    suffixes = (".engine", ".plan", ".trt")
 
     def __init__(self, path, info: ModelInfo | None = None):
         super().__init__(path, info)
