@@ -11,6 +11,7 @@ from typing import Sequence
 from keras import layers
 
 from .blocks import conv_bn_relu, double_conv, maxpool, transposed_up, upsample
+from .output_names import SEG, side
 
 DECODER_MODES = ("paper", "efficient")
 
@@ -72,14 +73,14 @@ def nested_decoder(features: Sequence, filters: Sequence[int]) -> dict:
             up = transposed_up(grid[(i + 1, j - 1)], filters[i], name=f"x{i}{j}_up")
             x = layers.Concatenate(name=f"x{i}{j}_concat")([up] + [grid[(i, k)] for k in range(j)])
             grid[(i, j)] = double_conv(x, filters[i], name=f"x{i}{j}", batch_norm=False)
-    outputs = {"seg": (grid[(0, depth - 1)], 1)}
+    outputs = {SEG: (grid[(0, depth - 1)], 1)}
     for n, j in enumerate(range(depth - 2, 0, -1), start=2):
-        outputs[f"side_{n}"] = (grid[(0, j)], 1)
+        outputs[side(n)] = (grid[(0, j)], 1)
     return outputs
 
 
 def _outputs_from_levels(nodes: dict, depth: int) -> dict:
-    outputs = {"seg": (nodes[1], 1)}
+    outputs = {SEG: (nodes[1], 1)}
     for i in range(2, depth + 1):
-        outputs[f"side_{i}"] = (nodes[i], 2 ** (i - 1))
+        outputs[side(i)] = (nodes[i], 2 ** (i - 1))
     return outputs

@@ -4,6 +4,7 @@ from __future__ import annotations
 from keras import layers
 
 from .blocks import upsample
+from .output_names import CLS
 
 
 def segmentation_head(x, num_classes: int, stride: int, name: str, kernel_size: int = 3):
@@ -22,4 +23,4 @@ def cgm_head(deepest, dropout: float = 0.5):
     x = layers.Dropout(dropout, name="cgm_dropout")(deepest)
     x = layers.Conv2D(2, 1, name="cgm_conv")(x)
     x = layers.GlobalMaxPooling2D(name="cgm_pool")(x)
-    return layers.Activation("sigmoid", dtype="float32", name="cls")(x)
+    return layers.Activation("sigmoid", dtype="float32", name=CLS)(x)

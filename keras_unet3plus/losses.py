@@ -1,4 +1,5 @@
-"""UNet 3+ hybrid loss (focal + MS-SSIM + IoU), deep supervision and the CGM loss.
+"""UNet 3+ hybrid loss (focal + MS-SSIM + IoU), deep supervision, the CGM loss, and the registries
+the trainer picks its loss from (:data:`LOSSES`, the hybrid loss's terms :data:`HYBRID_TERMS`).
 
 Huang et al. (ICASSP 2020) train every output of UNet 3+ with a three-level hybrid loss:
 
@@ -47,6 +48,8 @@ import numpy as np
 import keras
 from keras import ops
 
+from .output_names import CLS, SEG, SIDE_PREFIX, is_side, side_level
+
 __all__ = [
     "MSSSIM_POWER_FACTORS",
     "ms_ssim_config",
@@ -54,10 +57,17 @@ __all__ = [
     "FocalLoss",
     "MSSSIMLoss",
     "IoULoss",
+    "DiceLoss",
+    "CrossEntropyLoss",
     "HybridLoss",
+    "HYBRID_TERMS",
+    "register_term",
     "CGMLoss",
     "expand_targets",
     "for_model",
+    "LOSSES",
+    "register_loss",
+    "get_loss",
 ]
 
 _PACKAGE = "keras_unet3plus"
@@ -412,8 +422,54 @@ class IoULoss(keras.losses.Loss):
         return config
 
 
-#: Options of the hybrid loss's parts that may be given to :class:`HybridLoss` directly (the form
-#: of older saved files and of ``for_model``): name -> (part, the part's own parameter).
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class DiceLoss(IoULoss):
+    """Soft Dice loss per sample, averaged over channels (the Dice half of nnU-Net's default loss).
+
+    ``1 - (2 sum(y p) + smooth) / (sum(y) + sum(p) + smooth)`` over H, W; with K softmax channels
+    the background channel (0) is left out, as nnU-Net does, so a small organ is not drowned by it.
+    """
+
+    def __init__(self, smooth: float = 1.0, name: str = "dice", **kwargs: Any) -> None:
+        super().__init__(smooth=smooth, name=name, **kwargs)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        y_pred = _check_pred(y_pred, "DiceLoss")
+        target = _dense_target(y_true, y_pred.shape[-1])
+        if y_pred.shape[-1] > 1:
+            target, y_pred = target[..., 1:], y_pred[..., 1:]
+        inter = ops.sum(target * y_pred, axis=(1, 2))
+        sizes = ops.sum(target, axis=(1, 2)) + ops.sum(y_pred, axis=(1, 2))
+        return 1.0 - ops.mean((2.0 * inter + self.smooth) / (sizes + self.smooth), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class CrossEntropyLoss(keras.losses.Loss):
+    """Pixel-level cross-entropy on probabilities per sample (binary for one sigmoid channel,
+    categorical for K softmax channels), averaged over pixels."""
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        y_pred = _check_pred(y_pred, "CrossEntropyLoss")
+        channels = y_pred.shape[-1]
+        target = _dense_target(y_true, channels)
+        y_pred = ops.clip(y_pred, _EPS, 1.0 - _EPS)
+        if channels == 1:
+            per_pixel = -(target * ops.log(y_pred) + (1.0 - target) * ops.log(1.0 - y_pred))[..., 0]
+        else:
+            per_pixel = -ops.sum(target * ops.log(y_pred), axis=-1)
+        return ops.mean(per_pixel, axis=(1, 2))
+
+
+#: The terms a :class:`HybridLoss` can hold: name -> loss class (each one value per sample on
+#: ``(mask, probabilities)``, with a ``get_config``). Adding a term is one class plus one line here
+#: (or :func:`register_term`); it is then serialised by name like the paper's three.
+HYBRID_TERMS: dict[str, type] = {"focal": FocalLoss, "ms_ssim": MSSSIMLoss, "iou": IoULoss,
+                                  "dice": DiceLoss, "ce": CrossEntropyLoss}
+#: the paper's hybrid loss, in the order its terms are summed
+PAPER_TERMS = ("focal", "ms_ssim", "iou")
+
+#: Options of the paper terms that may be given to :class:`HybridLoss` directly (the form of older
+#: saved files and of ``for_model``): name -> (term, the term's own parameter).
 HYBRID_PART_OPTIONS = {
     "alpha": ("focal", "alpha"), "gamma": ("focal", "gamma"),
     "power_factors": ("ms_ssim", "power_factors"), "filter_size": ("ms_ssim", "filter_size"),
@@ -422,66 +478,99 @@ HYBRID_PART_OPTIONS = {
 }
 
 
+def register_term(name: str, cls: type) -> type:
+    """Make ``cls`` (a ``keras.losses.Loss`` giving one value per sample) a hybrid-loss term."""
+    HYBRID_TERMS[name] = cls
+    return cls
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class HybridLoss(keras.losses.Loss):
-    """UNet 3+ hybrid loss: ``focal_weight*focal + ms_ssim_weight*(1-MS-SSIM) + iou_weight*IoU``.
+    """A weighted sum of terms, one value per sample; by default the UNet 3+ hybrid loss
+    ``focal + (1 - MS-SSIM) + IoU`` (the paper sums the three, weights 1/1/1).
 
-    Composed of its parts' instances (``focal``, ``ms_ssim``, ``iou``: a :class:`FocalLoss`,
-    :class:`MSSSIMLoss`, :class:`IoULoss`, their config dicts, or None for the defaults), so every
-    parameter is declared once, in its part. A part's option can also be passed by the names in
-    :data:`HYBRID_PART_OPTIONS` (``alpha=``, ``iou_smooth=``, ...), which is how files saved before
-    the parts were serialised load. Works for one sigmoid channel and for K softmax channels;
-    default weights 1/1/1 (the paper sums the three terms). One value per sample.
+    ``terms``: ``(name, weight, loss)`` triples, ``name`` a key of :data:`HYBRID_TERMS` and
+    ``loss`` its instance, its config dict or None (defaults); a bare name stands for weight 1 and
+    the defaults. Without ``terms``: the paper's, each given by keywords ``<name>_weight=`` and
+    ``<name>=`` (instance or config dict), or by the options in :data:`HYBRID_PART_OPTIONS`
+    (``alpha=``, ``iou_smooth=``, ...): the forms files saved before this one were written in,
+    which keep loading. A term's attributes read as ``loss.focal`` / ``loss.focal_weight``.
+    Works for one sigmoid channel and for K softmax channels.
     """
 
     def __init__(
         self,
-        focal_weight: float = 1.0,
-        ms_ssim_weight: float = 1.0,
-        iou_weight: float = 1.0,
-        focal: "FocalLoss | dict | None" = None,
-        ms_ssim: "MSSSIMLoss | dict | None" = None,
-        iou: "IoULoss | dict | None" = None,
+        terms: Sequence[str | tuple[str, float, Any]] | None = None,
         name: str = "hybrid",
         reduction: str | None = "sum_over_batch_size",
         dtype: Any = None,
-        **part_options: Any,
+        **by_name: Any,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        unknown = sorted(set(part_options) - set(HYBRID_PART_OPTIONS))
+        names = [t if isinstance(t, str) else t[0] for t in (PAPER_TERMS if terms is None else terms)]
+        _check_term_names(names)
+        options = {k: v for k, v in by_name.items() if k in HYBRID_PART_OPTIONS}
+        allowed = {n for n in names} | {f"{n}_weight" for n in names}
+        unknown = sorted(set(by_name) - set(options) - allowed)
         if unknown:
             raise TypeError(f"HybridLoss got unexpected option(s) {unknown}; the parts' options are "
-                            f"{sorted(HYBRID_PART_OPTIONS)}")
-        routed: dict[str, dict[str, Any]] = {"focal": {}, "ms_ssim": {}, "iou": {}}
-        for key, value in part_options.items():
-            part, param = HYBRID_PART_OPTIONS[key]
-            routed[part][param] = value
-        self.focal_weight = float(focal_weight)
-        self.ms_ssim_weight = float(ms_ssim_weight)
-        self.iou_weight = float(iou_weight)
-        self.focal = _part(FocalLoss, focal, routed["focal"])
-        self.ms_ssim = _part(MSSSIMLoss, ms_ssim, routed["ms_ssim"])
-        self.iou = _part(IoULoss, iou, routed["iou"])
+                            f"{sorted(HYBRID_PART_OPTIONS)}, the terms {names}")
+        routed: dict[str, dict[str, Any]] = {n: {} for n in names}
+        for key, value in options.items():
+            term, param = HYBRID_PART_OPTIONS[key]
+            if term not in routed:
+                raise TypeError(f"HybridLoss: option '{key}' is for the '{term}' term, which is not among {names}")
+            routed[term][param] = value
+        built = []
+        for item in (PAPER_TERMS if terms is None else terms):
+            if isinstance(item, str):
+                term, weight, given = item, by_name.get(f"{item}_weight", 1.0), by_name.get(item)
+            else:
+                term, weight, given = item
+            built.append((term, float(weight), _part(HYBRID_TERMS[term], given, routed[term])))
+        self.terms: list[tuple[str, float, keras.losses.Loss]] = built
+
+    def __getattr__(self, attr: str) -> Any:
+        # loss.focal, loss.focal_weight: a term and its weight by name (what code and tests before
+        # the terms list read)
+        if attr != "terms" and "terms" in self.__dict__:
+            for term, weight, loss in self.__dict__["terms"]:
+                if attr == term:
+                    return loss
+                if attr == f"{term}_weight":
+                    return weight
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         y_pred = _check_pred(y_pred, "HybridLoss")
         total = ops.zeros_like(y_pred[:, 0, 0, 0])
-        for weight, part in ((self.focal_weight, self.focal), (self.ms_ssim_weight, self.ms_ssim),
-                             (self.iou_weight, self.iou)):
+        for _, weight, term in self.terms:
             if weight:
-                total = total + weight * part.call(y_true, y_pred)
+                total = total + weight * term.call(y_true, y_pred)
         return total
 
     def get_config(self) -> dict[str, Any]:
+        """``terms`` (their names, in order) and ``<name>_weight`` / ``<name>`` for each: for the
+        paper's terms this is the form files have been saved in, plus ``terms``."""
         config = super().get_config()
-        config.update(focal_weight=self.focal_weight, ms_ssim_weight=self.ms_ssim_weight,
-                      iou_weight=self.iou_weight, focal=_part_config(self.focal),
-                      ms_ssim=_part_config(self.ms_ssim), iou=_part_config(self.iou))
+        config["terms"] = [term for term, _, _ in self.terms]
+        for term, weight, loss in self.terms:
+            config[f"{term}_weight"] = weight
+            config[term] = _part_config(loss)
         return config
 
 
+def _check_term_names(names: Sequence[str]) -> None:
+    unknown = [n for n in names if n not in HYBRID_TERMS]
+    if unknown:
+        raise ValueError(f"HybridLoss: unknown term(s) {unknown}; registered terms: {sorted(HYBRID_TERMS)} "
+                         f"(keras_unet3plus.losses.register_term adds one)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"HybridLoss: a term appears twice in {list(names)}")
+
+
 def _part(cls, given, options: dict[str, Any]):
-    """A hybrid-loss part: the given instance, or one built from a config dict and/or options."""
+    """A hybrid-loss term: the given instance, or one built from a config dict and/or options."""
     if isinstance(given, cls):
         if options:
             given = cls(**{**_part_config(given), **options})
@@ -593,6 +682,69 @@ def _side_weight(weights: float | Sequence[float] | Mapping[str, float], name: s
     return float(weights)
 
 
+#: Registered model losses: name -> ``builder(model, **weights)`` returning what
+#: ``model.compile`` takes, ``{"loss": {output: Loss}, "loss_weights": {output: float}}``. The
+#: trainer builds ``LOSSES[TrainConfig.loss]`` (its ``Trainer.build_loss`` hook); adding a loss is
+#: one function plus :func:`register_loss`.
+LOSSES: dict[str, Callable[..., dict[str, dict[str, Any]]]] = {}
+
+
+def register_loss(name: str) -> Callable:
+    """Decorator: register a model-loss builder under ``name`` (see :data:`LOSSES`)."""
+    def add(builder: Callable) -> Callable:
+        LOSSES[name] = builder
+        return builder
+    return add
+
+
+def get_loss(name: str) -> Callable[..., dict[str, dict[str, Any]]]:
+    """The registered model-loss builder ``name``; a ValueError lists the registered ones."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss '{name}': registered losses are {', '.join(sorted(LOSSES))} "
+                         f"(keras_unet3plus.losses.register_loss adds one)")
+    return LOSSES[name]
+
+
+def _model_losses(model: keras.Model, make_seg_loss: Callable[[str], keras.losses.Loss], *, seg_weight: float,
+                  side_weights: float | Sequence[float] | Mapping[str, float], cls_weight: float,
+                  who: str) -> dict[str, dict[str, Any]]:
+    """``{"loss", "loss_weights"}`` for every output of ``model``: ``make_seg_loss(name)`` on `seg`
+    and each `side_*` (deep supervision), :class:`CGMLoss` on `cls`; shapes checked."""
+    names = _output_names(model)
+    shapes: dict[str, tuple] = {}
+    outputs = model.outputs
+    for name, tensor in zip(names, outputs if isinstance(outputs, (list, tuple)) else [outputs]):
+        shapes[name] = tuple(tensor.shape)
+    if SEG not in names:
+        raise ValueError(f"{who}: the model has no '{SEG}' output (outputs: {names})")
+    seg_channels = shapes.get(SEG, (None,))[-1]
+    side_names = sorted((n for n in names if is_side(n)), key=side_level)
+    loss: dict[str, keras.losses.Loss] = {}
+    loss_weights: dict[str, float] = {}
+    for name in names:
+        shape = shapes.get(name)
+        if name == SEG or is_side(name):
+            if shape is not None and (len(shape) != 4 or shape[-1] != seg_channels):
+                raise ValueError(
+                    f"{who}: output '{name}' has shape {shape}; expected (B, H, W, {seg_channels}) like '{SEG}'"
+                )
+            loss[name] = make_seg_loss(name)
+            loss_weights[name] = (
+                float(seg_weight) if name == SEG else _side_weight(side_weights, name, side_names.index(name))
+            )
+        elif name == CLS:
+            if shape is not None and (len(shape) != 2 or shape[-1] != 2):
+                raise ValueError(f"{who}: output '{CLS}' has shape {shape}; expected (B, 2)")
+            loss[name] = CGMLoss(name=f"{CLS}_cgm")
+            loss_weights[name] = float(cls_weight)
+        else:
+            raise ValueError(
+                f"{who}: unknown output '{name}'; expected '{SEG}', '{SIDE_PREFIX}<k>' or '{CLS}' (docs/design.md)"
+            )
+    return {"loss": loss, "loss_weights": loss_weights}
+
+
+@register_loss("hybrid")
 def for_model(
     model: keras.Model,
     *,
@@ -613,45 +765,34 @@ def for_model(
     Hybrid term weights are `focal_weight`/`ms_ssim_weight`/`iou_weight`; output weights are
     `seg_weight`, `side_weights` (one float for all side outputs, a sequence in the order
     side_2, side_3, ..., or a dict by name; default 1.0: the paper sums the losses of all outputs)
-    and `cls_weight`. Channel counts are read from `model.outputs` and checked.
+    and `cls_weight`. Channel counts are read from `model.outputs` and checked. Registered as the
+    ``hybrid`` loss (the trainer's default).
     """
-    names = _output_names(model)
-    shapes: dict[str, tuple] = {}
-    outputs = model.outputs
-    for name, tensor in zip(names, outputs if isinstance(outputs, (list, tuple)) else [outputs]):
-        shapes[name] = tuple(tensor.shape)
-    if "seg" not in names:
-        raise ValueError(f"for_model: the model has no 'seg' output (outputs: {names})")
-    seg_channels = shapes.get("seg", (None,))[-1]
-    hybrid_kwargs = dict(
-        focal_weight=focal_weight,
-        ms_ssim_weight=ms_ssim_weight,
-        iou_weight=iou_weight,
-        alpha=alpha,
-        gamma=gamma,
-        iou_smooth=iou_smooth,
-    )
-    side_names = sorted((n for n in names if n.startswith("side_")), key=lambda n: int(n.split("_")[1]))
-    loss: dict[str, keras.losses.Loss] = {}
-    loss_weights: dict[str, float] = {}
-    for name in names:
-        shape = shapes.get(name)
-        if name == "seg" or name.startswith("side_"):
-            if shape is not None and (len(shape) != 4 or shape[-1] != seg_channels):
-                raise ValueError(
-                    f"for_model: output '{name}' has shape {shape}; expected (B, H, W, {seg_channels}) like 'seg'"
-                )
-            loss[name] = HybridLoss(name=f"{name}_hybrid", **hybrid_kwargs)
-            loss_weights[name] = (
-                float(seg_weight) if name == "seg" else _side_weight(side_weights, name, side_names.index(name))
-            )
-        elif name == "cls":
-            if shape is not None and (len(shape) != 2 or shape[-1] != 2):
-                raise ValueError(f"for_model: output 'cls' has shape {shape}; expected (B, 2)")
-            loss[name] = CGMLoss(name="cls_cgm")
-            loss_weights[name] = float(cls_weight)
-        else:
-            raise ValueError(
-                f"for_model: unknown output '{name}'; expected 'seg', 'side_<k>' or 'cls' (docs/design.md)"
-            )
-    return {"loss": loss, "loss_weights": loss_weights}
+    hybrid_kwargs = dict(focal_weight=focal_weight, ms_ssim_weight=ms_ssim_weight, iou_weight=iou_weight,
+                         alpha=alpha, gamma=gamma, iou_smooth=iou_smooth)
+    return _model_losses(model, lambda name: HybridLoss(name=f"{name}_hybrid", **hybrid_kwargs),
+                         seg_weight=seg_weight, side_weights=side_weights, cls_weight=cls_weight, who="for_model")
+
+
+@register_loss("dice_ce")
+def dice_ce_for_model(
+    model: keras.Model,
+    *,
+    focal_weight: float = 1.0,
+    ms_ssim_weight: float = 1.0,
+    iou_weight: float = 1.0,
+    seg_weight: float = 1.0,
+    side_weights: float | Sequence[float] | Mapping[str, float] = 1.0,
+    cls_weight: float = 1.0,
+) -> dict[str, dict[str, Any]]:
+    """nnU-Net's default loss, soft Dice + cross-entropy (weights 1/1), on `seg` and every side
+    output, the CGM's BCE on `cls`: the field's baseline beside the paper's hybrid loss. The hybrid
+    term weights have no meaning here: one other than 1 is refused rather than ignored."""
+    given = {"focal_weight": focal_weight, "ms_ssim_weight": ms_ssim_weight, "iou_weight": iou_weight}
+    unused = sorted(k for k, v in given.items() if float(v) != 1.0)
+    if unused:
+        raise ValueError(f"the dice_ce loss has no focal / MS-SSIM / IoU term: {', '.join(unused)} would be "
+                         f"ignored (leave them at 1, or use loss: hybrid)")
+    return _model_losses(model, lambda name: HybridLoss(terms=["dice", "ce"], name=f"{name}_dice_ce"),
+                         seg_weight=seg_weight, side_weights=side_weights, cls_weight=cls_weight,
+                         who="dice_ce_for_model")

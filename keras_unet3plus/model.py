@@ -8,13 +8,13 @@ from .decoders import DECODER_MODES, full_scale_decoder, nested_decoder, unet_de
 from .encoders import PLAIN, DEFAULT_FILTERS, available_backbones, backbone_encoder, encoder_stride, plain_encoder
 from .heads import cgm_head, segmentation_head
 from .layers import Binarize, ClassGate
+from .output_names import CLS, SEG
 
 ARCHITECTURES = {
     "unet3plus": "unet3plus", "unet3+": "unet3plus", "unet_3plus": "unet3plus",
     "unet": "unet",
     "unet++": "unetplusplus", "unetplusplus": "unetplusplus", "unet2plus": "unetplusplus",
 }
-SIDE_OUTPUTS = ("side_2", "side_3", "side_4", "side_5")
 
 
 def build(
@@ -70,11 +70,11 @@ def build(
     head_kernel = 1 if arch == "unetplusplus" else 3  # as in the official code of each network
     outputs = {}
     for out_name, (tensor, stride) in sources.items():
-        if out_name != "seg" and not deep_supervision:
+        if out_name != SEG and not deep_supervision:
             continue
         outputs[out_name] = segmentation_head(tensor, num_classes, stride * first_stride, out_name, head_kernel)
     if cgm:
-        outputs["cls"] = cgm_head(features[-1], dropout=cgm_dropout)
+        outputs[CLS] = cgm_head(features[-1], dropout=cgm_dropout)
     return keras.Model(inputs, outputs, name=name or f"{arch}_{backbone}")
 
 
@@ -88,16 +88,16 @@ def deploy_model(
     Shares weights with `model` (no copy).
     """
     outs = dict(zip(model.output_names, model.outputs)) if not isinstance(model.output, dict) else dict(model.output)
-    if "seg" not in outs:
-        raise ValueError(f"model has no 'seg' output (outputs: {sorted(outs)}); build it with keras_unet3plus.build()")
-    seg = outs["seg"]
-    if gate and "cls" in outs:
-        seg = ClassGate(name="seg_gated")([seg, outs["cls"]])
+    if SEG not in outs:
+        raise ValueError(f"model has no '{SEG}' output (outputs: {sorted(outs)}); build it with keras_unet3plus.build()")
+    seg = outs[SEG]
+    if gate and CLS in outs:
+        seg = ClassGate(name="seg_gated")([seg, outs[CLS]])
     if threshold is not None:
         seg = Binarize(threshold, name="seg_mask")(seg)
-    result = {"seg": seg}
+    result = {SEG: seg}
     if all_outputs:
-        result.update({k: v for k, v in outs.items() if k != "seg"})
+        result.update({k: v for k, v in outs.items() if k != SEG})
     return keras.Model(model.inputs, result, name=f"{model.name}_deploy")
 
 

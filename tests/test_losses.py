@@ -383,3 +383,110 @@ def test_hybrid_loss_is_composed_and_old_flat_configs_load():
     assert parts.focal.gamma == 3.0 and parts.iou.smooth == 2.0
     with pytest.raises(TypeError, match="unexpected option"):
         L.HybridLoss(smoothness=1.0)
+
+
+# ------------------------------------------------------------------ weighted terms, registries
+LEGACY = __import__("pathlib").Path(__file__).parent / "data"
+
+
+def test_hybrid_loss_is_a_weighted_sum_of_registered_terms():
+    rng = _rng(3)
+    y = rng.integers(0, 3, (2, 32, 32, 1)).astype("int32")
+    p = rng.dirichlet(np.ones(3), (2, 32, 32)).astype("float32")
+    loss = L.HybridLoss(terms=[("focal", 0.5, None), ("iou", 2.0, {"smooth": 2.0})], reduction=None)
+    expected = 0.5 * _np(L.FocalLoss(reduction=None)(y, p)) + 2.0 * _np(L.IoULoss(smooth=2.0, reduction=None)(y, p))
+    np.testing.assert_allclose(_np(loss(y, p)), expected, rtol=1e-6)
+    assert [t for t, _, _ in loss.terms] == ["focal", "iou"] and loss.iou_weight == 2.0 and loss.iou.smooth == 2.0
+    config = loss.get_config()
+    assert config["terms"] == ["focal", "iou"] and "ms_ssim" not in config
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss), safe_mode=True)
+    np.testing.assert_allclose(_np(again(y, p)), _np(loss(y, p)), rtol=1e-6)
+    # the paper's default: the three terms, summed with weight 1, in the order they always were
+    assert [(t, w) for t, w, _ in L.HybridLoss().terms] == [("focal", 1.0), ("ms_ssim", 1.0), ("iou", 1.0)]
+    with pytest.raises(ValueError, match="registered terms"):
+        L.HybridLoss(terms=[("tversky", 1.0, None)])
+    with pytest.raises(TypeError, match="'iou' term"):
+        L.HybridLoss(terms=["focal"], iou_smooth=2.0)
+
+
+@keras.saving.register_keras_serializable(package="keras_unet3plus_tests")
+class SquaredError(keras.losses.Loss):
+    """A term of the test's own: one value per sample."""
+
+    def call(self, y_true, y_pred):
+        return keras.ops.mean(keras.ops.square(keras.ops.cast(y_true, "float32") - y_pred), axis=(1, 2, 3))
+
+
+def test_a_registered_term_is_one_class_and_one_line():
+    L.register_term("squared_error", SquaredError)
+    try:
+        y = np.zeros((2, 8, 8, 1), "float32")
+        p = np.full((2, 8, 8, 1), 0.5, "float32")
+        loss = L.HybridLoss(terms=[("squared_error", 3.0, None)])
+        assert float(loss(y, p)) == pytest.approx(0.75)
+        again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+        assert float(again(y, p)) == pytest.approx(0.75)
+    finally:
+        del L.HYBRID_TERMS["squared_error"]
+
+
+def test_registered_model_losses():
+    assert L.get_loss("hybrid") is L.for_model
+    assert L.get_loss("dice_ce") is L.dice_ce_for_model
+    with pytest.raises(ValueError, match="registered losses are .*dice_ce, hybrid"):
+        L.get_loss("dice")
+
+
+def test_dice_and_cross_entropy_terms_against_their_formulas():
+    rng = np.random.default_rng(3)
+    y = (rng.random((2, 16, 16, 1)) > 0.6).astype("float32")
+    p = rng.uniform(0.05, 0.95, (2, 16, 16, 1)).astype("float32")
+    inter, sizes = (y * p).sum(axis=(1, 2, 3)), y.sum(axis=(1, 2, 3)) + p.sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(_np(L.DiceLoss(reduction=None)(y, p)), 1 - (2 * inter + 1) / (sizes + 1), rtol=1e-5)
+    bce = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(_np(L.CrossEntropyLoss(reduction=None)(y, p)), bce, rtol=1e-5)
+    assert float(L.DiceLoss()(y, y)) == pytest.approx(0.0, abs=1e-6)
+    # K softmax channels: an int label map, background left out of the Dice, CE over the classes
+    labels = rng.integers(0, 3, (2, 16, 16, 1)).astype("float32")
+    probs = rng.dirichlet(np.ones(3), (2, 16, 16)).astype("float32")
+    onehot = np.eye(3, dtype="float32")[labels[..., 0].astype(int)]
+    fg = (2 * (onehot * probs)[..., 1:].sum(axis=(1, 2)) + 1) / (onehot[..., 1:].sum(axis=(1, 2))
+                                                                   + probs[..., 1:].sum(axis=(1, 2)) + 1)
+    np.testing.assert_allclose(_np(L.DiceLoss(reduction=None)(labels, probs)), 1 - fg.mean(axis=-1), rtol=1e-5)
+    cce = -(onehot * np.log(probs)).sum(axis=-1).mean(axis=(1, 2))
+    np.testing.assert_allclose(_np(L.CrossEntropyLoss(reduction=None)(labels, probs)), cce, rtol=1e-5)
+
+
+def test_dice_ce_loss_on_every_output_and_hybrid_weights_refused():
+    model = keras_unet3plus.build((32, 32, 3), filters=(4, 8, 16, 32, 64), cat_channels=4)
+    got = L.dice_ce_for_model(model, side_weights=0.5, cls_weight=0.3)
+    assert set(got["loss"]) == {"seg", "side_2", "side_3", "side_4", "side_5", "cls"}
+    assert [t for t, _, _ in got["loss"]["seg"].terms] == ["dice", "ce"]
+    assert isinstance(got["loss"]["cls"], L.CGMLoss) and got["loss_weights"]["side_3"] == 0.5
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(got["loss"]["side_2"]))
+    y = np.zeros((1, 32, 32, 1), "float32")
+    y[0, 8:20, 8:20] = 1
+    p = np.full((1, 32, 32, 1), 0.3, "float32")
+    assert float(again(y, p)) == pytest.approx(float(got["loss"]["side_2"](y, p)), rel=1e-6)
+    with pytest.raises(ValueError, match="no focal / MS-SSIM / IoU term: focal_weight"):
+        L.dice_ce_for_model(model, focal_weight=0.5)
+
+
+def test_keras_file_saved_by_the_previous_loss_code_loads_with_the_same_values():
+    """tests/data/hybrid_loss_v0.*: a compiled model saved by the code before the weighted terms
+    (commit 47ccb0f: HybridLoss with focal/ms_ssim/iou keywords), and the loss values it gave."""
+    import json
+
+    expected = json.loads((LEGACY / "hybrid_loss_v0.json").read_text())
+    data = np.load(LEGACY / "hybrid_loss_v0.npz")
+    model = keras.saving.load_model(LEGACY / "hybrid_loss_v0.keras", compile=True, safe_mode=True)
+    assert isinstance(model.loss["seg"], L.HybridLoss) and isinstance(model.loss["cls"], L.CGMLoss)
+    assert model.loss["seg"].focal_weight == 0.7 and model.loss["seg"].iou.smooth == 2.0
+    pred = model.predict(data["x"], verbose=0)
+    fresh = L.for_model(model, side_weights=0.5, focal_weight=0.7, iou_smooth=2.0, alpha=0.25, cls_weight=0.3)
+    for name, value in expected["loss"].items():
+        assert float(model.loss[name](data["mask"], pred[name])) == pytest.approx(value, rel=1e-5), name
+        assert float(fresh["loss"][name](data["mask"], pred[name])) == pytest.approx(value, rel=1e-5), name
+    targets = {k: data["mask"] for k in expected["loss"]}
+    total = model.evaluate(data["x"], targets, verbose=0, return_dict=True)["loss"]
+    assert float(total) == pytest.approx(expected["total"], rel=1e-5)

@@ -394,3 +394,57 @@ def test_second_trainer_on_the_same_folder_refuses(phantom, tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
     assert proc.returncode == -9
     assert cli.main(argv) == 0
+
+
+# ------------------------------------------------------------------------------------------------
+def test_trainer_state_is_declared_in_init():
+    """Every attribute a Trainer hook sets is declared in ``__init__`` (one list of its state)."""
+    import ast
+    import inspect
+    import textwrap
+
+    from keras_unet3plus.training.trainer import Trainer
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(Trainer)))
+    declared, set_later = set(), {}
+    for fn in tree.body[0].body:
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        for node in ast.walk(fn):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, ast.AnnAssign) else []
+            for target in targets:
+                for t in ast.walk(target):
+                    if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
+                        (declared.add(t.attr) if fn.name == "__init__" else set_later.setdefault(t.attr, fn.name))
+    assert len(declared) > 40
+    assert not {a: f for a, f in set_later.items() if a not in declared}, "declare these in Trainer.__init__"
+
+
+def test_build_loss_hook_is_what_the_step_trains_with(phantom, tmp_path):
+    """A subclass's ``build_loss`` is the loss of the train step: all output weights 0 -> the
+    logged training loss is exactly 0 while each output's own loss is not; an unknown loss name
+    fails when the Trainer is made, naming the setting."""
+    from keras_unet3plus.training import TrainConfig, Trainer
+
+    calls = []
+
+    class Weightless(Trainer):
+        def build_loss(self, model):
+            losses = super().build_loss(model)
+            calls.append(sorted(losses["loss"]))
+            return dict(losses, loss_weights={k: 0.0 for k in losses["loss_weights"]})
+
+    cfg = TrainConfig(data_dir=str(phantom), out_dir=str(tmp_path / "run"), **dict(TINY, steps_per_epoch=1, epochs=1))
+    result = Weightless(cfg).fit()
+    assert calls == [["cls", "seg"]]
+    row = result.history[0]
+    assert row["loss"] == 0.0 and row["loss_seg"] > 0 and row["loss_cls"] > 0
+    with pytest.raises(ValueError, match="loss='dice'.*registered losses are"):
+        Trainer(TrainConfig(loss="dice"))
+    # the config names another registered loss: nnU-Net's Dice + CE trains through the same hook
+    trainer = Trainer(TrainConfig(data_dir=str(phantom), out_dir=str(tmp_path / "dice_ce"), loss="dice_ce",
+                                  **dict(TINY, steps_per_epoch=1, epochs=1)))
+    row = trainer.fit().history[0]
+    assert [t for t, _, _ in trainer.loss["loss"]["seg"].terms] == ["dice", "ce"]
+    assert 0 < row["loss_seg"] < 3 and row["loss_cls"] > 0

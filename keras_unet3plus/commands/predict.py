@@ -12,6 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..inference.predictor import PredictOptions
+from ..options import add_flags, values_from_args
+
 HELP = "segment CT scans (NIfTI files, folders, DICOM series) with a model (.keras, SavedModel, .onnx, .tflite)"
 
 
@@ -23,28 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input-dir", help="folder of inputs (folder mode; same as a folder as INPUT)")
     parser.add_argument("-o", "--output", required=True,
                         help="output mask file (single volume) or folder (folder mode)")
-    parser.add_argument("--format", choices=("nifti", "dicom-seg", "both"), default="nifti",
-                        help="output format: NIfTI mask, DICOM SEG (DICOM inputs) or both (default nifti)")
-    parser.add_argument("--batch-size", type=int, default=8, help="slices per model call (default 8)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="foreground probability threshold (binary models; default: the model's saved one)")
-    parser.add_argument("--largest-component", action="store_true",
-                        help="keep only the largest 3-D connected foreground component")
-    parser.add_argument("--no-gate", action="store_true",
-                        help="ignore the CGM organ-present decision (Keras training-form models only)")
-    parser.add_argument("--no-overlap", action="store_true",
-                        help="run reading, preprocessing and inference one after another (for timing)")
-    parser.add_argument("--skip-absent", action="store_true",
-                        help="run the decoder only on slices the CGM calls organ-present (.keras models with a "
-                             "CGM, and their ONNX exports; same masks as the gate, faster on scans where the "
-                             "organ fills few slices)")
+    add_flags(parser, PredictOptions)  # --batch-size, --threshold, --no-gate, --format, --quiet, ...
     parser.add_argument("--runtime", choices=("model", "auto"), default="model",
                         help="'model': run MODEL as given (default); 'auto': for a .keras MODEL, the fastest "
                              "export beside it whose parity check passed (recorded by `unet3plus export`)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="compute precision of a .keras MODEL (bf16 is fast only on CPUs with "
                              "AVX512_BF16/AMX; elsewhere it is emulated and slower)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,21 +42,18 @@ def run(args: argparse.Namespace) -> int:
     if (args.input is None) == (args.input_dir is None):
         print("unet3plus predict: give either an input file or folder, or -i/--input-dir", file=sys.stderr)
         return 2
-    formats = ("nifti", "dicom-seg") if args.format == "both" else (args.format,)
+    options = values_from_args(PredictOptions, args)
     # errors end in cli.main's one-line boundary (exit 1, traceback with --debug)
     from ..runtimes.cpu import cpu_info, precision_note
 
     choice: list[str] = []
     predictor = Predictor.from_path(args.model, runtime=args.runtime, precision=args.precision, notes=choice,
-                                    batch_size=args.batch_size, gate=not args.no_gate,
-                                    threshold=args.threshold, largest_component=args.largest_component,
-                                    overlap=not args.no_overlap, progress=not args.quiet, formats=formats,
-                                    skip_absent=args.skip_absent)
+                                    **options)
     _ = predictor.cfg  # validate the saved preprocessing before any work
     for line in choice:
         print(line)
     runtime = predictor.runtime
-    print(f"running: {runtime.describe()}{', skip-absent' if args.skip_absent else ''} on {cpu_info().summary()}")
+    print(f"running: {runtime.describe()}{', skip-absent' if predictor.options.skip_absent else ''} on {cpu_info().summary()}")
     note = precision_note(runtime.compute_precision)
     if note:
         print(f"note: {note}")
@@ -78,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         if out.is_dir():
             out = out / Path(args.input).name
         predictor.predict_file(args.input, out)  # an output that fails ends in cli.main, naming the others
-        for path in output_paths(out, formats).values():
+        for path in output_paths(out, predictor.options.formats).values():
             print(f"wrote {path}")
         return 0
     notes: list[str] = []

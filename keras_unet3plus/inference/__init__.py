@@ -15,11 +15,10 @@ forms: they build a Predictor from ``model`` (a path, a ``keras.Model``, a
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
-from ..data.nifti import save_nifti_atomic as write_nifti_atomic  # the name callers of this module know
 from ..data.preprocess import PreprocessConfig
 from ..modelinfo import ModelInfo
 from .inputs import InputScan, find_input_files, find_inputs, nifti_case_name
@@ -31,8 +30,8 @@ from .stages import STAGES
 __all__ = [
     "Predictor", "PredictOptions", "CaseResult", "InputScan", "predict_volume", "predict_file",
     "predict_folder", "load_model", "open_runtime", "postprocess_labels", "largest_component",
-    "write_nifti_atomic", "mask_image", "write_outputs", "output_paths", "OUTPUT_FORMATS",
-    "find_inputs", "find_input_files", "nifti_case_name", "config_from_info", "STAGES",
+    "mask_image", "write_outputs", "output_paths", "OUTPUT_FORMATS",
+    "find_inputs", "find_input_files", "nifti_case_name", "STAGES",
 ]
 
 
@@ -42,35 +41,18 @@ def load_model(path: str | os.PathLike) -> Predictor:
     return Predictor.from_path(path)
 
 
-def config_from_info(info: ModelInfo, source: Any = None) -> PreprocessConfig:
-    """The PreprocessConfig saved in a model's info (:meth:`ModelInfo.preprocess_config`)."""
-    return info.preprocess_config(source)
-
-
-def predict_volume(
-    model,
-    hu_volume: np.ndarray,
-    cfg: PreprocessConfig,
-    batch_size: int = 8,
-    gate: bool = True,
-    threshold: float = 0.5,
-    largest_component: bool = False,
-    return_probabilities: bool = False,
-    *,
-    overlap: bool = True,
-    progress: bool | Any = False,
-    timings: dict | None = None,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def predict_volume(model, hu_volume: np.ndarray, cfg: PreprocessConfig, *, return_probabilities: bool = False,
+                   timings: dict | None = None, **options) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Segment a canonical (RAS) HU volume ``(X, Y, Z)`` with ``cfg`` (the model's saved
-    preprocessing); see :meth:`Predictor.predict_volume`.
+    preprocessing); see :meth:`Predictor.predict_volume`. ``options``: :class:`PredictOptions`'
+    fields, with its defaults (``threshold`` None: the model's saved one, 0.5 without an info).
 
     ``model``: a keras.Model (training form: ``seg`` gated here by argmax of ``cls`` per slice when
     ``gate``; or the deploy form, gated in its graph), a runtime, or a :class:`Predictor`.
     """
     if not isinstance(cfg, PreprocessConfig):
         raise TypeError(f"cfg must be a PreprocessConfig, got {type(cfg).__name__}")
-    predictor = Predictor(model, cfg=cfg, batch_size=batch_size, gate=gate, threshold=threshold,
-                          largest_component=largest_component, overlap=overlap, progress=progress)
+    predictor = Predictor(model, cfg=cfg, **options)
     return predictor.predict_volume(hu_volume, return_probabilities=return_probabilities, timings=timings)
 
 
@@ -79,8 +61,7 @@ def predict_file(model, image_path: str | os.PathLike, output_path: str | os.Pat
                  **options) -> np.ndarray:
     """Segment one NIfTI file (or an already read ``volume``); returns the mask in the source's
     voxel order (see :meth:`Predictor.predict_file`). ``model``: a path, or a model object (then
-    ``info`` is needed unless it carries one). ``options``: :class:`PredictOptions` (batch_size,
-    gate, threshold (None: the model's saved one), largest_component, overlap, progress, formats).
+    ``info`` is needed unless it carries one). ``options``: as :func:`predict_volume`.
     """
     return Predictor(model, info, **options).predict_file(image_path, output_path, volume=volume, timings=timings)
 

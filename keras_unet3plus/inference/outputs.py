@@ -8,7 +8,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..data.nifti import save_nifti_atomic, strip_nii
+from ..data.nifti import save_nifti_atomic
+from ..data.readers import case_name
 from ..modelinfo import ModelInfo
 
 __all__ = ["OUTPUT_FORMATS", "FORMAT_NAMES", "OutputError", "mask_image", "output_paths", "write_outputs"]
@@ -56,7 +57,7 @@ def output_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
     bad = [f for f in formats if f not in OUTPUT_FORMATS]
     if bad or not formats:
         raise ValueError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {bad or formats}")
-    stem = strip_nii(base.name)
+    stem = case_name(base)   # x.nii.gz, x.mha, ... -> x
     stem = stem[: -len(".seg.dcm")] if stem.endswith(".seg.dcm") else stem
     stem = stem[: -len(".dcm")] if stem.endswith(".dcm") else stem
     paths = {}

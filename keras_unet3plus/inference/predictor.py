@@ -19,6 +19,7 @@ import numpy as np
 from ..data.preprocess import PreprocessConfig, slices_to_volume, volume_to_slices
 from ..data.volume import context_windows, slab_source
 from ..modelinfo import ModelInfo
+from ..options import option
 from ..runtimes import Runtime, load_runtime, runtime_kind
 from ..runtimes.auto import export_candidates
 from .inputs import InputScan, find_inputs
@@ -31,24 +32,28 @@ __all__ = ["Predictor", "PredictOptions", "CaseResult", "open_runtime"]
 
 @dataclass(frozen=True)
 class PredictOptions:
-    """How to predict, whatever the data: declared once, here.
+    """How to predict, whatever the data: declared once, here. Each field's metadata is its
+    ``unet3plus predict`` flag; :func:`keras_unet3plus.inference.predict_volume` and the other
+    one-call helpers take these keywords with these defaults.
 
-    ``threshold=None``: the model's saved threshold (0.5 without a ModelInfo). ``gate``: zero the
-    slices the CGM calls organ-absent (models whose gate is not in the graph). ``overlap``: run
-    reading / preprocessing / post-processing on threads beside the model. ``progress``: tqdm bars
-    (or a caller's bar). ``formats``: ``"nifti"`` and/or ``"dicom-seg"`` (DICOM sources only).
-    ``skip_absent``: run the decoder only on slices the CGM calls organ-present (Keras models with
-    a CGM; the gate zeroes the others anyway, so masks change only where the gate is off).
+    ``progress``: tqdm bars (or a caller's bar); off in Python, on at the command line (``--quiet``).
     """
 
-    batch_size: int = 8
-    gate: bool = True
-    threshold: float | None = None
-    largest_component: bool = False
-    overlap: bool = True
-    progress: Any = False
-    formats: tuple[str, ...] = ("nifti",)
-    skip_absent: bool = False
+    batch_size: int = option(8, "slices per model call", type=int, min=1)
+    gate: bool = option(True, "zero the slices the CGM calls organ-absent (models whose gate is not in the "
+                        "graph; --no-gate: ignore the CGM)", type=bool)
+    threshold: float | None = option(None, "foreground probability threshold (binary models)", type=float,
+                                     none="the model's saved one, 0.5 without a model info", zero_is_none=False)
+    largest_component: bool = option(False, "keep only the largest 3-D connected foreground component", type=bool)
+    overlap: bool = option(True, "read, preprocess and post-process on threads beside the model "
+                           "(--no-overlap: one after another, for timing)", type=bool)
+    progress: Any = option(False, "no progress bars", type=bool, flag="--quiet", negate=True, cli_default=True)
+    formats: tuple[str, ...] = option(("nifti",), "output format: NIfTI mask, DICOM SEG (DICOM inputs) or both",
+                                      choices=("nifti", "dicom-seg", "both"), flag="--format", cli_default="nifti",
+                                      from_flag=lambda v: ("nifti", "dicom-seg") if v == "both" else (v,))
+    skip_absent: bool = option(False, "run the decoder only on slices the CGM calls organ-present (.keras "
+                               "models with a CGM, and their ONNX exports; same masks as the gate, faster on "
+                               "scans where the organ fills few slices)", type=bool)
 
     def __post_init__(self):
         if int(self.batch_size) < 1:
@@ -315,19 +320,19 @@ class Predictor:
 
     def predict_file(self, image_path: str | os.PathLike, output_path: str | os.PathLike | None = None, *,
                      volume=None, timings: dict | None = None) -> np.ndarray:
-        """Segment one NIfTI file (or an already read ``volume``: NIfTI or DICOM); returns the mask
-        in the source's voxel order. With ``output_path`` the mask is written atomically in every
-        asked format (a DICOM SEG goes to ``.seg.dcm`` beside the NIfTI when both are asked for);
-        a format that cannot be written raises :class:`~.outputs.OutputError` once the others are.
-        A NIfTI file is streamed (:func:`~keras_unet3plus.data.nifti.open_image`): its voxels are
-        read while predicting, so their time counts as preprocessing, and memory stays at a batch of
-        slices plus the uint8 mask."""
+        """Segment one scan of any registered format (a NIfTI, NRRD or MetaImage file, a DICOM series
+        folder; or an already read ``volume``); returns the mask in the source's voxel order. With
+        ``output_path`` the mask is written atomically in every asked format (a DICOM SEG goes to
+        ``.seg.dcm`` beside the NIfTI when both are asked for); a format that cannot be written
+        raises :class:`~.outputs.OutputError` once the others are. A NIfTI file is streamed
+        (:func:`~keras_unet3plus.data.readers.open_volume`): its voxels are read while predicting, so
+        their time counts as preprocessing, and memory stays at a batch of slices plus the uint8 mask."""
         _ = self.cfg  # an invalid ModelInfo fails before any reading
         if volume is None:
-            from ..data.nifti import open_image
+            from ..data.readers import open_volume
 
             with timed(timings, "read"):
-                volume = open_image(Path(image_path))
+                volume = open_volume(Path(image_path))
         try:
             labels = self.predict_volume(volume.image, timings=timings)
         except ValueError as exc:
@@ -344,8 +349,8 @@ class Predictor:
                        output_dir: str | os.PathLike, *, output_suffix: str | None = None,
                        output_name: Callable[[Path], str] | None = None,
                        notes: list[str] | None = None) -> list[CaseResult]:
-        """Segment every scan of a folder (NIfTI files or DICOM series, see :func:`find_inputs`), or a
-        list of files, into ``output_dir``.
+        """Segment every scan of a folder (scan files of any registered format, or DICOM series, see
+        :func:`find_inputs`), or a list of files, into ``output_dir``.
 
         One bad case (unreadable, 2D/4D, a broken series, ...) is recorded in its
         :class:`CaseResult` and the others still run. NIfTI outputs keep the input's name

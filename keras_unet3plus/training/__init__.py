@@ -12,11 +12,20 @@ Dice), ``run_folder`` (file names, resume checks, model info), ``checkpoints``, 
 (strategy, worker agreement), ``logs`` and ``runlock``; ``config`` and ``flags`` resolve the
 settings. Code that drives training together with other stages (the demo, the recipes) is in
 :mod:`keras_unet3plus.workflows`.
-"""
-from .config import TrainConfig, load_file
-from .distribute import is_chief, select_strategy
-from .schedule import learning_rate_schedule
-from .trainer import FitResult, Trainer, train
 
-__all__ = ["TrainConfig", "load_file", "select_strategy", "is_chief", "Trainer", "FitResult", "train",
-           "learning_rate_schedule"]
+The names below load on first use (PEP 562): the configuration and its flags import no
+TensorFlow, so ``unet3plus train --help`` does not wait for it.
+"""
+from __future__ import annotations
+
+from .._lazy import lazy_names
+
+_WHERE = {
+    "TrainConfig": "config", "load_file": "config",
+    "select_strategy": "distribute", "is_chief": "distribute",
+    "learning_rate_schedule": "schedule",
+    "Trainer": "trainer", "FitResult": "trainer", "train": "trainer",
+}
+
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

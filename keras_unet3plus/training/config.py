@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, get_args
 
+from .. import options
+from ..data.layouts import Layout
 from ..data.preprocess import RESIZE_MODES
 from ..modelinfo import atomic_write_text
+from ..options import option
 
 CONFIG_NAME = "config.yaml"
 LR_SCHEDULES = ("cosine", "constant", "exponential")
 STRATEGY_KINDS = ("auto", "mirrored", "multiworker", "default")
+#: the dataset layouts training reads (the readers' own list: ``images`` is unlabelled and refused
+#: when the cases are found, naming the folder)
+LAYOUTS = get_args(Layout)
+CACHE_DTYPES = ("float16", "uint8")
+DEFAULT_LOSS = "hybrid"
 
 #: fields that define the network: a resumed run must not change them
 BUILD_FIELDS = ("task", "image_size", "context", "architecture", "backbone", "weights", "filters",
@@ -26,70 +34,96 @@ BUILD_FIELDS = ("task", "image_size", "context", "architecture", "backbone", "we
                 "mixed_precision")
 
 
+def _loss_weight(help: str, arg: str) -> Any:
+    return option(1.0, help, type=float, min=0, loss_arg=arg)
+
+
 @dataclass
 class TrainConfig:
-    """Every setting of a training run (see ``unet3plus train --help`` for each flag)."""
+    """Every setting of a training run: each field's metadata is its flag (type, choices, help),
+    its config-file key and its check (see :mod:`keras_unet3plus.options`)."""
 
     # data
-    data_dir: str | None = None
-    layout: str = "auto"
-    task: str = "liver"
-    out_dir: str = "runs/unet3plus"
-    image_size: int = 320
-    context: int = 1
-    hu_window: tuple[float, float] | None = None
-    resize_mode: str = RESIZE_MODES[0]
-    negative_fraction: float = 0.1
-    augment: bool = True
-    cache_dir: str | None = None
-    cache_dtype: str = "float16"
-    n_test: int | None = None
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    max_val_cases: int | None = None
+    data_dir: str | None = option(None, "dataset folder: LiTS download, MSD task folder (e.g. Task09_Spleen), "
+                                  "nnU-Net v2 raw dataset (e.g. Dataset003_Liver) or images/ + labels/",
+                                  none="none; give it here or in --config")
+    layout: str = option("auto", "dataset layout", choices=LAYOUTS)
+    task: str = option("liver", "liver, liver_tumour or spleen")
+    out_dir: str = option("runs/unet3plus", "run folder: checkpoints, best.keras, model.keras, logs, config.yaml")
+    image_size: int = option(320, "model input size in pixels (paper: 320)", type=int, min=1)
+    context: int = option(1, "neighbouring slices on each side (1 = 3-slice input)", type=int, min=0)
+    hu_window: tuple[float, float] | None = option(None, "HU window LOW HIGH", type=float, nargs=2,
+                                                   metavar=("LOW", "HIGH"), none="the task's")
+    resize_mode: str = option(RESIZE_MODES[0], "how slices become the square input: pad (keep the aspect ratio: "
+                              "pad to a square with air, then resize), resize (stretch) or crop",
+                              choices=RESIZE_MODES)
+    negative_fraction: float = option(0.1, "share of organ-free slices per epoch (the CGM needs some)", type=float)
+    augment: bool = option(True, "random rotation / scale / shift / intensity augmentation", type=bool)
+    cache_dir: str | None = option(None, "cache preprocessed slices here (memory-mapped .npy; faster epochs); its "
+                                   "size is checked against the free disk before anything is built", none="no cache")
+    cache_dtype: str = option("float16", "cached image type: float16, or uint8 (half the disk; the windowed value "
+                              "in 1/255 steps of the HU window, 1.8 HU for the liver's)", choices=CACHE_DTYPES)
+    n_test: int | None = option(None, "held-out test cases", type=int, min=0,
+                                none="28 of 131 for LiTS, same share otherwise")
+    val_fraction: float = option(0.1, "share of the remaining cases used for validation", type=float)
+    split_seed: int = option(0, "seed of the case split", type=int)
+    max_val_cases: int | None = option(None, "validate on at most this many cases", type=int, min=1, none="all")
     # model (keras_unet3plus.build)
-    architecture: str = "unet3plus"
-    backbone: str = "unet"
-    weights: str | None = None
-    filters: tuple[int, ...] = (64, 128, 256, 512, 1024)
-    cat_channels: int = 64
-    deep_supervision: bool = True
-    cgm: bool = True
-    decoder: str = "paper"
-    cgm_dropout: float = 0.5
-    freeze_backbone: bool = False
-    bn_momentum: float | None = None
-    # loss (keras_unet3plus.losses.for_model)
-    focal_weight: float = 1.0
-    ms_ssim_weight: float = 1.0
-    iou_weight: float = 1.0
-    side_weight: float = 1.0
-    cls_weight: float = 1.0
+    architecture: str = option("unet3plus", "unet3plus, unet or unet++")
+    backbone: str = option("unet", "unet (plain paper encoder), resnet101, vgg16, ...")
+    weights: str | None = option(None, "encoder weights: imagenet (local Keras cache) or a file", none="random")
+    filters: tuple[int, ...] = option((64, 128, 256, 512, 1024), "encoder widths E1..E5", type=int, nargs=5,
+                                      metavar="N", min=1)
+    cat_channels: int = option(64, "channels per full-scale skip branch (paper 64)", type=int, min=1)
+    deep_supervision: bool = option(True, "full-scale deep supervision (side outputs)", type=bool)
+    cgm: bool = option(True, "classification-guided module", type=bool)
+    decoder: str = option("paper", "paper or efficient")
+    cgm_dropout: float = option(0.5, "dropout of the CGM head", type=float, min=0)
+    freeze_backbone: bool = option(False, "freeze a pretrained encoder", type=bool)
+    bn_momentum: float | None = option(None, "BatchNorm moving-average momentum (0.9 suits short runs)",
+                                       type=float, none="the model's 0.99")
+    # loss (a registered loss of keras_unet3plus.losses, built by Trainer.build_loss)
+    loss: str = option(DEFAULT_LOSS, "registered loss (keras_unet3plus.losses.LOSSES): hybrid = focal + MS-SSIM "
+                       "+ IoU on seg and the side outputs (the paper's), dice_ce = soft Dice + cross-entropy "
+                       "(nnU-Net's); BCE on the CGM output with either")
+    focal_weight: float = _loss_weight("hybrid loss: focal term weight", "focal_weight")
+    ms_ssim_weight: float = _loss_weight("hybrid loss: MS-SSIM term weight", "ms_ssim_weight")
+    iou_weight: float = _loss_weight("hybrid loss: IoU term weight", "iou_weight")
+    side_weight: float = _loss_weight("loss weight of each deep-supervision side output", "side_weights")
+    cls_weight: float = _loss_weight("loss weight of the CGM output", "cls_weight")
     # optimisation
-    epochs: int = 100
-    batch_size: int = 8
-    steps_per_epoch: int | None = None
-    learning_rate: float = 1e-3
-    lr_schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    min_lr_ratio: float = 0.01
-    clipnorm: float | None = 1.0
-    mixed_precision: bool = False
-    jit_compile: bool = False
-    fused_decoder: bool = True
-    seed: int = 0
+    epochs: int = option(100, "number of epochs", type=int, min=1)
+    batch_size: int = option(8, "global batch size (split over replicas)", type=int, min=1)
+    steps_per_epoch: int | None = option(None, "steps per epoch", type=int, min=1,
+                                         none="one pass over the selected slices")
+    learning_rate: float = option(1e-3, "Adam peak learning rate", type=float)
+    lr_schedule: str = option("cosine", "learning-rate schedule", choices=LR_SCHEDULES)
+    warmup_epochs: float = option(0.0, "linear learning-rate warm-up (epochs, may be fractional)", type=float, min=0)
+    min_lr_ratio: float = option(0.01, "final learning rate as a fraction of the peak", type=float)
+    clipnorm: float | None = option(1.0, "clip gradients by their global norm", type=float, none="no clipping")
+    mixed_precision: bool = option(False, "mixed_float16 compute (GPUs with tensor cores)", type=bool)
+    jit_compile: bool = option(False, "XLA-compile the forward/backward pass", type=bool)
+    fused_decoder: bool = option(True, "train the paper decoder's upsample-then-convolve pairs in their exact "
+                                 "cheaper form (same model and gradients, about half the step time; "
+                                 "--no-fused-decoder: as built)", type=bool)
+    seed: int = option(0, "random seed (weights init, data order, augmentation)", type=int)
     # validation, stopping, logging
-    val_every: int = 1
-    val_batch_size: int = 8
-    patience: int | None = 20
-    min_delta: float = 0.0
-    max_minutes: float | None = None
-    keep_checkpoints: int = 3
-    checkpoint_every_steps: int | None = None
-    resume: bool = True
-    strategy: str = "auto"
-    devices: tuple[str, ...] | None = None
-    verbose: int = 1
+    val_every: int = option(1, "validate every N epochs", type=int, min=1)
+    val_batch_size: int = option(8, "slices per batch during validation", type=int, min=1)
+    patience: int | None = option(20, "early stopping: validations without val Dice gain", type=int, min=1,
+                                  none="off")
+    min_delta: float = option(0.0, "early stopping: minimum val Dice gain", type=float)
+    max_minutes: float | None = option(None, "wall-clock budget: stop (after validating and checkpointing) when "
+                                       "spent", type=float, none="no budget")
+    keep_checkpoints: int = option(3, "checkpoints kept on disk", type=int, min=1)
+    checkpoint_every_steps: int | None = option(None, "also checkpoint every N optimizer steps inside an epoch "
+                                                "(resume is exact either way)", type=int, min=1,
+                                                none="at epoch ends only")
+    resume: bool = option(True, "resume from the run folder's last checkpoint (--no-resume starts over)", type=bool)
+    strategy: str = option("auto", "tf.distribute strategy", choices=STRATEGY_KINDS)
+    devices: tuple[str, ...] | None = option(None, "devices for MirroredStrategy (e.g. /gpu:0 /gpu:1)", nargs="+",
+                                             metavar="DEVICE", none="all")
+    verbose: int = option(1, "0 quiet, 1 progress", type=int, min=0)
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -112,58 +146,33 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> "TrainConfig":
-        """Raise ValueError naming the setting for any value that cannot work."""
+        """Raise ValueError naming the setting for any value that cannot work: the choices and
+        bounds the fields declare, then the ranges that need more than a bound."""
         def bad(name: str, why: str) -> None:
             raise ValueError(f"invalid training setting {name}={getattr(self, name)!r}: {why}")
 
+        for name, why in options.check(self):
+            bad(name, why)
         from ..data.tasks import TASKS
         if str(self.task).lower() not in TASKS:
             bad("task", f"choose one of {sorted(k for k in TASKS if k != 'liver_tumor')}")
-        if self.layout not in ("auto", "lits", "msd", "nnunet", "folders"):
-            bad("layout", "choose auto, lits, msd, nnunet or folders")
-        for name in ("image_size", "epochs", "batch_size", "val_every", "val_batch_size", "keep_checkpoints",
-                     "cat_channels"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                bad(name, "must be a positive integer")
-        if self.context < 0:
-            bad("context", "must be >= 0 (1 = previous, current and next slice)")
-        if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
-            bad("checkpoint_every_steps", "must be a positive integer or None (checkpoint at epoch ends only)")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            bad("steps_per_epoch", "must be a positive integer or None (= one pass over the data)")
         if not self.learning_rate > 0:
             bad("learning_rate", "must be > 0")
-        if self.lr_schedule not in LR_SCHEDULES:
-            bad("lr_schedule", f"choose one of {LR_SCHEDULES}")
         if not 0 <= self.min_lr_ratio <= 1:
             bad("min_lr_ratio", "must be in [0, 1]")
-        if self.warmup_epochs < 0:
-            bad("warmup_epochs", "must be >= 0")
         if self.clipnorm is not None and not self.clipnorm > 0:
             bad("clipnorm", "must be > 0 or None (no clipping)")
-        if not 0 <= self.negative_fraction < 1:
-            bad("negative_fraction", "must be in [0, 1)")
-        if not 0 <= self.val_fraction < 1:
-            bad("val_fraction", "must be in [0, 1)")
-        if self.patience is not None and self.patience < 1:
-            bad("patience", "must be >= 1 or None (no early stopping)")
+        for name in ("negative_fraction", "val_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                bad(name, "must be in [0, 1)")
         if self.max_minutes is not None and not self.max_minutes > 0:
             bad("max_minutes", "must be > 0 or None")
-        if self.strategy not in STRATEGY_KINDS:
-            bad("strategy", f"choose one of {STRATEGY_KINDS}")
-        if len(self.filters) != 5 or any(int(f) < 1 for f in self.filters):
+        if len(self.filters) != 5:
             bad("filters", "must be 5 positive integers (encoder widths E1..E5)")
         if self.bn_momentum is not None and not 0 <= self.bn_momentum < 1:
             bad("bn_momentum", "must be in [0, 1) or None (keep the model's, 0.99)")
-        if self.cache_dtype not in ("float16", "uint8"):
-            bad("cache_dtype", "choose float16 (within 2.5e-4) or uint8 (half the disk, 1/255 of the HU window)")
-        if self.resize_mode not in RESIZE_MODES:
-            bad("resize_mode", f"choose one of {', '.join(RESIZE_MODES)}")
         if self.hu_window is not None and (len(self.hu_window) != 2 or not self.hu_window[0] < self.hu_window[1]):
             bad("hu_window", "must be two numbers LOW HIGH with LOW < HIGH")
-        for name in ("focal_weight", "ms_ssim_weight", "iou_weight", "side_weight", "cls_weight"):
-            if getattr(self, name) < 0:
-                bad(name, "must be >= 0")
         return self
 
     # ------------------------------------------------------------------------------------------
@@ -196,9 +205,9 @@ class TrainConfig:
                     cgm_dropout=self.cgm_dropout, freeze_backbone=self.freeze_backbone)
 
     def loss_kwargs(self) -> dict[str, float]:
-        """Keyword arguments for :func:`keras_unet3plus.losses.for_model`."""
-        return dict(focal_weight=self.focal_weight, ms_ssim_weight=self.ms_ssim_weight,
-                    iou_weight=self.iou_weight, side_weights=self.side_weight, cls_weight=self.cls_weight)
+        """Keyword arguments of the registered loss (:func:`keras_unet3plus.losses.for_model` for
+        ``hybrid``): the fields that declare a ``loss_arg``."""
+        return {f.metadata["loss_arg"]: getattr(self, f.name) for f in fields(self) if "loss_arg" in f.metadata}
 
     def preprocess(self):
         """The :class:`keras_unet3plus.data.PreprocessConfig` of this run (task window filled in)."""
@@ -243,39 +252,5 @@ def _check_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 
 def _coerce(name: str, value: Any, source: Any) -> Any:
-    """Turn file / flag values into the field's type, with an error naming the setting."""
-    if value is None:
-        return None
-    default = TrainConfig.__dataclass_fields__[name].default
-    where = f" in config file '{source}'" if source is not None else ""
-    try:
-        if name in ("filters",):
-            return tuple(int(v) for v in value)
-        if name in ("hu_window",):
-            return tuple(float(v) for v in value)
-        if name == "devices":
-            return tuple(str(v) for v in ([value] if isinstance(value, str) else value))
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                low = value.lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            if not isinstance(value, (bool, int)):
-                raise ValueError(value)
-            return bool(value)
-        if isinstance(default, int) or name in ("n_test", "max_val_cases", "steps_per_epoch", "patience",
-                                                 "checkpoint_every_steps"):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if isinstance(default, float) or name in ("clipnorm", "max_minutes", "bn_momentum"):
-            return float(value)
-        if isinstance(default, str) or name in ("data_dir", "cache_dir", "weights"):
-            return str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"setting '{name}'{where}: cannot use {value!r} "
-                         f"(expected {type(default).__name__ if default is not None else 'a value'})") from None
-    return value
+    """A file / flag value in the field's declared type, with an error naming the setting."""
+    return options.coerce(TrainConfig, name, value, f"config file '{source}'" if source is not None else "")

@@ -8,7 +8,8 @@ One step, per replica (``strategy.run``):
 
 1. forward + loss + gradients (optionally XLA-compiled, ``jit_compile``; the paper decoder through
    its exact fused view, ``fused_decoder``, with the model's own variables): every output gets its loss
-   from :func:`keras_unet3plus.losses.for_model` (hybrid loss on ``seg`` and ``side_*``, CGM BCE on
+   from what the trainer built (``Trainer.build_loss``: by default
+   :func:`keras_unet3plus.losses.for_model`, hybrid loss on ``seg`` and ``side_*``, CGM BCE on
    ``cls``), evaluated *per example*; the replica's loss is ``sum(per-example) / global batch``
    (``tf.nn.compute_average_loss``) plus regularisation losses divided by the replica count, so
    that the all-reduced SUM of gradients is the gradient of the global-batch mean;
@@ -19,7 +20,7 @@ One step, per replica (``strategy.run``):
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .config import TrainConfig
 
@@ -42,18 +43,19 @@ def pre_reduced_adam_class() -> tuple[type, bool]:
 
 
 def make_train_step(model, optimizer, strategy, cfg: TrainConfig, out_names: Sequence[str], binary: bool,
-                    pre_reduced: bool) -> Callable:
+                    pre_reduced: bool, losses: Mapping[str, Mapping[str, Any]]) -> Callable:
     """The distributed train step ``step(iterator) -> (loss, {output: loss sum}, Dice stats)``, each
-    summed over replicas (see the module docstring for why it looks like this)."""
+    summed over replicas (see the module docstring for why it looks like this). ``losses``: what
+    ``model.compile`` would take, ``{"loss": {output: Loss}, "loss_weights": {output: float}}``;
+    each Loss's ``call`` gives one value per example."""
     import tensorflow as tf
 
     from ..fused_decoder import fuse_upsampled_convs
-    from ..losses import for_model
+    from ..output_names import SEG
 
     # the same function of the same variables, computed cheaper (see fused_decoder); the gradients
     # are taken with respect to `model`'s variables, which the view computes with
     forward = fuse_upsampled_convs(model, share_weights=True) if cfg.fused_decoder else model
-    losses = for_model(model, **cfg.loss_kwargs())
     loss_fns, loss_w = losses["loss"], losses["loss_weights"]
     global_batch = cfg.batch_size
     tvars, n_rep = model.trainable_variables, strategy.num_replicas_in_sync
@@ -85,7 +87,7 @@ def make_train_step(model, optimizer, strategy, cfg: TrainConfig, out_names: Seq
                 loss += tf.nn.scale_regularization_loss(tf.add_n([tf.cast(v, tf.float32) for v in model.losses]))
             scaled = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, tvars)
-        return loss, parts, dice_stats(y, outs["seg"]), grads
+        return loss, parts, dice_stats(y, outs[SEG]), grads
 
     forward_backward_c = tf.function(forward_backward, jit_compile=bool(cfg.jit_compile), reduce_retracing=True)
 

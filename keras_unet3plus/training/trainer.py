@@ -75,10 +75,66 @@ class Trainer:
     def __init__(self, config: TrainConfig, cases=None, split=None, strategy=None,
                  printer: Callable[[str], None] | None = None):
         self.cfg = config.validate()
+        if type(self).build_loss is Trainer.build_loss:  # a bad loss name fails before any work
+            from ..losses import get_loss
+            try:
+                get_loss(self.cfg.loss)
+            except ValueError as exc:
+                raise ValueError(f"invalid training setting loss={self.cfg.loss!r}: {exc}") from None
         self._cases = cases
         self._split = split
         self._strategy = strategy
         self._print = printer or print
+        # The run's state, set by the hooks (on_train_start and the pieces it assembles, then the
+        # epoch hooks); declared here so that every attribute of a Trainer is listed in one place.
+        # -- the run: strategy, folder, task
+        self.t_start: float = 0.0
+        self.strategy = None
+        self.chief: bool = True          # until the strategy says otherwise (clean-up of a failed start)
+        self.multi_worker: bool = False
+        self.out: Path = Path(self.cfg.out_dir)
+        self.ckpt_dir: Path = self.out / CHECKPOINT_DIR
+        self.ckpt_write: str | None = None
+        self._lock = None
+        self.spec = None                 # data.TaskSpec
+        self.pre = None                  # data.PreprocessConfig
+        # -- data
+        self.split = None                # data.Split
+        self.train_cases: list = []
+        self.val_cases: list = []
+        self.data_info = None            # data.pipeline.DatasetInfo of the first input pipeline
+        self.replicas_per_pipeline: int = 1
+        self.steps: int = 0              # optimizer steps per epoch
+        self._pipeline_kwargs: dict[str, Any] = {}
+        self._index = None               # the training cases' slice index, built once
+        self.iterator = None
+        # -- model, loss, optimizer, step
+        self.build_kwargs: dict[str, Any] = {}
+        self.model = None
+        self.out_names: list[str] = []
+        self.loss: dict[str, dict[str, Any]] = {}   # what build_loss returned
+        self.optimizer = None
+        self._pre_reduced: bool = False
+        self._fused_pairs: int = 0
+        self._step_fn: Callable | None = None
+        # -- checkpoints and resume
+        self.state = None                # checkpoints.RunState: everything a resumed run needs
+        self.ckpt = None
+        self.manager = None
+        self.resumed: str | None = None
+        self._first_epoch: int = 0
+        # -- logs and progress
+        self.csv_log = None
+        self.tb = None
+        self.bar = None
+        # -- the epoch under way, the clock, stopping
+        self.epoch: int = 0
+        self.t_epoch: float = 0.0
+        self.step_in_epoch: int = 0
+        self.deadline: float | None = None
+        self.val_seconds: float | None = None
+        self.out_of_time: bool = False
+        self.stop_reason: str = ""
 
     # ------------------------------------------------------------------------------------------
     def say(self, msg: str) -> None:
@@ -102,13 +158,12 @@ class Trainer:
         out = Path(self.cfg.out_dir)
         existed = out.exists()
         before = set(out.iterdir()) if existed and out.is_dir() else set()
-        self._lock = None
         try:
             return self._run()
         except BaseException as exc:
             from .runlock import RunFolderBusy
 
-            if (not isinstance(exc, RunFolderBusy) and getattr(self, "chief", True)
+            if (not isinstance(exc, RunFolderBusy) and self.chief
                     and not has_checkpoint(out / CHECKPOINT_DIR)):
                 if self._lock is not None:
                     self._lock.release()
@@ -145,8 +200,6 @@ class Trainer:
         if cfg.batch_size % self.strategy.num_replicas_in_sync:
             raise ValueError(f"batch_size {cfg.batch_size} (global) must be a multiple of the "
                              f"{self.strategy.num_replicas_in_sync} replicas")
-        self.out = Path(cfg.out_dir)
-        self.ckpt_dir = self.out / CHECKPOINT_DIR
         self.spec = self._task()
         self.pre = cfg.preprocess()
         self._prepare_run_folder(has_ckpt=tf.train.latest_checkpoint(str(self.ckpt_dir)) is not None)
@@ -160,9 +213,6 @@ class Trainer:
             self.csv_log.truncate(int(self.state.epoch.numpy()))
         self.tb = TensorBoardLog(self.out / TENSORBOARD_DIR, enabled=self.chief)
         self.deadline = self.t_start + cfg.max_minutes * 60 if cfg.max_minutes else None
-        self.iterator = None
-        self.val_seconds = None
-        self.out_of_time = False
         self.stop_reason = "epochs" if int(self.state.epoch.numpy()) < cfg.epochs else "already complete"
         self.say(f"training {cfg.epochs - int(self.state.epoch.numpy())} epoch(s) x {self.steps} steps, global "
                  f"batch {cfg.batch_size}{', mixed precision' if cfg.mixed_precision else ''}"
@@ -234,7 +284,8 @@ class Trainer:
             dist.average_non_trainable(self.strategy, self.model)
         sums = state.sums.numpy()
         n_out = len(self.out_names)
-        row: dict[str, Any] = {"epoch": epoch + 1, "steps": done, "loss": sums[0] / max(1, done)}
+        row: dict[str, Any] = {"epoch": epoch + 1, "steps": done, "steps_per_epoch": self.steps,
+                               "loss": sums[0] / max(1, done)}
         for k, name in enumerate(self.out_names):
             row[f"loss_{name}"] = sums[1 + k] / max(1, done)
         s = sums[1 + n_out:]
@@ -287,6 +338,15 @@ class Trainer:
             self.stop_reason = f"early stopping (no val Dice gain for {cfg.patience} validations)"
             return True
         return False
+
+    def build_loss(self, model) -> dict[str, dict[str, Any]]:
+        """The loss of every output of ``model``, as ``model.compile`` takes it:
+        ``{"loss": {output: Loss}, "loss_weights": {output: float}}``, each Loss giving one value per
+        example. By default the registered loss ``cfg.loss`` (:data:`keras_unet3plus.losses.LOSSES`,
+        ``hybrid``) with the config's weights; a subclass overrides this to train with another."""
+        from ..losses import get_loss
+
+        return get_loss(self.cfg.loss)(model, **self.cfg.loss_kwargs())
 
     def save_checkpoint(self) -> None:
         """Checkpoint numbered by the optimizer step: model, optimizer, run state, position in the epoch."""
@@ -366,6 +426,11 @@ class Trainer:
                 if not cfg.data_dir:
                     raise ValueError("no data: set data_dir (--data-dir) or pass cases")
                 cases = find_cases(cfg.data_dir, cfg.layout)
+                unlabelled = [c for c in cases if c.label_path is None]
+                if unlabelled:
+                    raise ValueError(f"{cfg.data_dir}: {len(unlabelled)} case(s) without a label file (first: "
+                                     f"{unlabelled[0].image_path}); training needs labelled cases "
+                                     f"(layout {cfg.layout})")
                 from ..data.checks import require_clean_headers
                 require_clean_headers(cases, cfg.data_dir)  # every header problem at once, before any work
             split = split_cases(cases, seed=cfg.split_seed, n_test=cfg.n_test, val_fraction=cfg.val_fraction)
@@ -440,12 +505,13 @@ class Trainer:
             if cfg.mixed_precision:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(model.trainable_variables)
+            self.loss = self.build_loss(model)
         self.model, self.optimizer = model, optimizer
         from ..fused_decoder import fusible_pairs
 
         self._fused_pairs = len(fusible_pairs(model))
         self._step_fn = make_train_step(model, optimizer, strategy, cfg, self.out_names, self.spec.binary,
-                                        self._pre_reduced)
+                                        self._pre_reduced, self.loss)
 
     def _restore(self) -> None:
         from . import checkpoints as ck
@@ -454,7 +520,6 @@ class Trainer:
         self.ckpt_write = dist.write_dir(self.ckpt_dir, self.strategy)
         self.ckpt, self.manager = ck.make_manager(self.model, self.optimizer, self.state, self.ckpt_write,
                                                   cfg.keep_checkpoints)
-        self.resumed = None
         if cfg.resume:
             self.resumed = ck.restore_newest_good(self.ckpt, self.ckpt_dir,
                                                   say=self._print if self.chief else (lambda _m: None))
