@@ -1,24 +1,33 @@
 """`unet3plus` command line: one sub-command per module in `keras_unet3plus.commands`.
 
-Each command module defines `HELP`, `add_arguments(parser)` and `run(args) -> int`. Errors end as one
-line, `error: <file>: <problem>`, with exit code 1 (2 for bad flags); `--debug` or
-`UNET3PLUS_DEBUG=1` shows the traceback as well.
+Each command module defines `HELP`, `add_arguments(parser)` and `run(args) -> int`; importing it and
+adding its flags load no TensorFlow (that happens in `run`), and only the named command's module is
+imported, so `--help`, `--version` and a bad flag answer at once. Errors end as one line,
+`error: <file>: <problem>`, with exit code 1 (2 for bad flags); `--debug` or `UNET3PLUS_DEBUG=1`
+shows the traceback as well.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import importlib.util
-import os
 import re
 import sys
 import traceback
 
 COMMANDS = ("demo", "phantom", "check-data", "train", "predict", "evaluate", "export", "params")
+#: Commands that train on TensorFlow: they say up front when a GPU is there but TensorFlow cannot use it.
+GPU_COMMANDS = ("demo", "train")
 
 
 def _available() -> list[str]:
     return [c for c in COMMANDS if importlib.util.find_spec(_module(c)) is not None]
+
+
+def _named(argv: list[str]) -> str | None:
+    """The command on the line (the first word that is not a flag), when it is one of ours."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
 
 
 def _module(command: str) -> str:
@@ -34,11 +43,10 @@ _WRAPPED = re.compile(r"(?:DataError|DataFileNotFoundError|ValueError|OSError|Fi
 def error_line(exc: BaseException) -> str:
     """The one line a person needs: the problem and the file, without TensorFlow's wrapping."""
     text = str(exc).strip()
+    tf = sys.modules.get("tensorflow")   # not loaded: nothing can have wrapped the error
     try:
-        import tensorflow as tf
-
-        wrapped = isinstance(exc, tf.errors.OpError)
-    except Exception:  # noqa: BLE001 - TensorFlow not importable: nothing wraps
+        wrapped = tf is not None and isinstance(exc, tf.errors.OpError)
+    except AttributeError:  # a TensorFlow still loading has no errors module yet
         wrapped = False
     if wrapped:
         found = [m.group(1).strip() for m in _WRAPPED.finditer(text)]
@@ -55,30 +63,36 @@ def _debug_flag(parser: argparse.ArgumentParser, default) -> None:
                         help="show the Python traceback of an error (also UNET3PLUS_DEBUG=1)")
 
 
-def _debug_asked(argv: list[str] | None) -> bool:
-    args = sys.argv[1:] if argv is None else argv
-    return "--debug" in args or os.environ.get("UNET3PLUS_DEBUG", "") not in ("", "0")
-
-
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of CLI output
-    if not _debug_asked(argv):
-        from .native_log import filter_native_startup_lines
+    from ._version import __version__
+    from .native_log import debug_asked, quiet_start, warn_if_gpu_unusable
 
-        filter_native_startup_lines()  # what TF_CPP_MIN_LOG_LEVEL cannot reach (printed while loading)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    quiet_start(argv)   # TensorFlow's start-up lines out, before any command loads it
+    version = dict(action="version", version=f"unet3plus {__version__}", help="print the version and exit")
+    early = argparse.ArgumentParser(prog="unet3plus", add_help=False, allow_abbrev=False)
+    early.add_argument("--version", **version)
+    early.parse_known_args(argv)   # --version answers here, before any command module is imported
     parser = argparse.ArgumentParser(prog="unet3plus", description="UNet 3+ for CT segmentation: train, predict, evaluate, export.")
+    parser.add_argument("--version", **version)
     _debug_flag(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
+    named = _named(argv)
     for name in _available():
+        if named and name != named:
+            sub.add_parser(name)   # a name in the usage line; its module is imported only to list or run it
+            continue
         module = importlib.import_module(_module(name))
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         _debug_flag(p, argparse.SUPPRESS)
         modules[name] = module
     args = parser.parse_args(argv)
-    debug = bool(getattr(args, "debug", False)) or _debug_asked(argv)
+    debug = bool(getattr(args, "debug", False)) or debug_asked(argv)
     try:
+        if args.command in GPU_COMMANDS:
+            warn_if_gpu_unusable()
         return int(modules[args.command].run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

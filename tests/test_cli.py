@@ -204,3 +204,24 @@ def test_cli_prints_no_tensorflow_startup_noise(tmp_path):
     assert quiet.stderr.strip() == f"error: {tmp_path / 'missing.keras'}: model file not found", quiet.stderr
     loud = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, env=env, timeout=300)
     assert loud.returncode == 1 and "Traceback" in loud.stderr
+
+
+def test_train_errors_end_in_the_one_boundary(lits, tmp_path, capsys):
+    """`unet3plus train` lets its errors reach cli.main like every command: one `error:` line and
+    exit 1 (a missing folder, a bad setting, a folder without labels), the traceback with --debug;
+    nothing is left in the run folder."""
+    out = tmp_path / "run"
+    assert _train(tmp_path / "no-such-folder", out) == 1
+    assert "no-such-folder" in _one_error_line(capsys) and not out.exists()
+    assert _train(lits, out, "--learning-rate", "-1") == 1
+    assert "learning_rate" in _one_error_line(capsys)
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(lits / "volume-0.nii.gz", images / "case_0.nii.gz")
+    assert _train(images, out, "--layout", "images") == 1
+    line = _one_error_line(capsys)
+    assert str(images) in line and "without a label" in line and not out.exists()
+    assert cli.main(["--debug", "train", "--data-dir", str(tmp_path / "no-such-folder"), "--out-dir", str(out),
+                     *TINY_RUN]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ")

@@ -1,4 +1,9 @@
-"""Run logs: CSV (rewritten atomically each epoch), TensorBoard scalars, training-curve PNG."""
+"""Run logs: CSV (rewritten atomically each epoch), TensorBoard scalars, training-curve PNG.
+
+An epoch a time budget cut short (``steps`` below ``steps_per_epoch``) is marked ``partial`` in the
+CSV (and the history a run returns) and drawn apart in the curve, at the training progress it
+reached: its loss is a mean over a few batches, not an epoch's, and must not read as one.
+"""
 from __future__ import annotations
 
 import csv
@@ -30,7 +35,13 @@ class CSVLog:
         self._write()
 
     def append(self, row: Mapping[str, Any]) -> None:
-        self.rows.append(dict(row))
+        """Add an epoch's row; one with ``steps_per_epoch`` gets ``partial`` (1: cut short) after it."""
+        out = {}
+        for k, v in row.items():
+            out[k] = v
+            if k == "steps_per_epoch":
+                out["partial"] = int(is_partial(row))
+        self.rows.append(out)
         self._write()
 
     def _write(self) -> None:
@@ -44,6 +55,20 @@ class CSVLog:
         writer.writeheader()
         writer.writerows([{k: _fmt(v) for k, v in r.items()} for r in self.rows])
         atomic_write_text(self.path, buf.getvalue())
+
+
+def is_partial(row: Mapping[str, Any]) -> bool:
+    """An epoch that ran fewer steps than planned (a time budget stopped it); rows of logs that
+    do not record ``steps_per_epoch`` count as full."""
+    planned = _int(row.get("steps_per_epoch"))
+    return planned > 0 and _int(row.get("steps")) < planned
+
+
+def _progress(row: Mapping[str, Any]) -> float:
+    """Where an epoch's row stands in epochs trained: its number, less what a partial epoch missed."""
+    if is_partial(row):
+        return float(row["epoch"]) - 1 + _int(row.get("steps")) / _int(row.get("steps_per_epoch"))
+    return float(row["epoch"])
 
 
 def _int(v: Any) -> int:
@@ -110,8 +135,24 @@ class TensorBoardLog:
             w.close()
 
 
+def curve_series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[tuple[list, list], tuple[list, list]]:
+    """``((x, y) of full epochs, (x, y) of partial ones)`` for column ``key``; x is the training
+    progress in epochs (a partial epoch's number, less the share of steps it missed)."""
+    full: tuple[list, list] = ([], [])
+    cut: tuple[list, list] = ([], [])
+    for r in rows:
+        v = r.get(key, "")
+        if str(r.get("epoch", "")).strip() and v not in ("", None):
+            xs, ys = cut if is_partial(r) else full
+            xs.append(_progress(r))
+            ys.append(float(v))
+    return full, cut
+
+
 def plot_history(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = "") -> Path | None:
-    """Training curve PNG: training loss and validation per-volume Dice per epoch."""
+    """Training curve PNG: training loss and validation per-volume Dice per epoch. A partial epoch
+    is drawn apart (hollow markers, not joined to the lines, named in the legend) at
+    the progress it reached, never as a full epoch."""
     rows = [r for r in rows if str(r.get("epoch", "")).strip()]
     if not rows:
         return None
@@ -119,31 +160,32 @@ def plot_history(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, tit
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def col(key):
-        xs, ys = [], []
-        for r in rows:
-            v = r.get(key, "")
-            if v not in ("", None):
-                xs.append(float(r["epoch"]))
-                ys.append(float(v))
-        return xs, ys
+    def draw(ax, key, fmt, color, label) -> bool:
+        (x, y), (px, py) = curve_series(rows, key)
+        if x:
+            ax.plot(x, y, fmt, color=color, label=label)
+        if px:
+            ax.plot(px, py, fmt[0], color=color, markerfacecolor="white", linestyle="none", label="_partial")
+        return bool(x or px)
 
-    fig, ax1 = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    x, y = col("loss")
-    ax1.plot(x, y, "o-", color="tab:blue", label="training loss")
+    fig, ax1 = plt.subplots(figsize=(6.4, 4.6), dpi=110)
+    draw(ax1, "loss", "o-", "tab:blue", "training loss")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("training loss (sum over outputs)", color="tab:blue")
     ax2 = ax1.twinx()
-    x, y = col("val_dice")
-    if x:
-        ax2.plot(x, y, "s-", color="tab:red", label="validation Dice (per volume)")
+    if draw(ax2, "val_dice", "s-", "tab:red", "validation Dice (per volume)"):
         ax2.set_ylim(0, 1)
-    x, y = col("dice")
-    if x:
-        ax2.plot(x, y, ".--", color="tab:orange", label="training Dice (batches)")
+    draw(ax2, "dice", ".--", "tab:orange", "training Dice (batches)")
     ax2.set_ylabel("Dice", color="tab:red")
-    lines = ax1.get_lines() + ax2.get_lines()
-    ax1.legend(lines, [ln.get_label() for ln in lines], loc="center right", fontsize=8)
+    lines = [ln for ln in ax1.get_lines() + ax2.get_lines() if not ln.get_label().startswith("_")]
+    cut = "; ".join(f"epoch {r['epoch']}: {_int(r['steps'])} of {_int(r['steps_per_epoch'])} steps"
+                    for r in rows if is_partial(r))
+    if cut:   # one legend entry for the hollow markers of every series
+        from matplotlib.lines import Line2D
+        lines.append(Line2D([], [], marker="o", color="gray", markerfacecolor="white", linestyle="none",
+                            label=f"partial (time budget): {cut}"))
+    ax1.legend(lines, [ln.get_label() for ln in lines], loc="upper center", bbox_to_anchor=(0.5, -0.16),
+               ncol=2, fontsize=8, frameon=False)   # below the axes: the twin axes' lines stay visible
     ax1.set_title(title or "UNet 3+ training")
     ax1.grid(alpha=0.3)
     fig.tight_layout()
