@@ -6,7 +6,7 @@ import platform
 import resource
 import statistics
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 
 def time_calls(fn: Callable[[], object], warmup: int = 1, repeats: int = 3) -> list[float]:

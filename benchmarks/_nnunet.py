@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 DEFAULT_VENV = Path("/work/nnunet-venv")
 VENV_ENV_VAR = "UNET3PLUS_NNUNET_VENV"

@@ -38,13 +38,13 @@ def speed(sizes, batch: int, filters, cat_channels: int, repeats: int, train_siz
             model = ku.build((size, size, 3), decoder=decoder, filters=tuple(filters), cat_channels=cat_channels)
             c = count(model)
             x = np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
-            t_inf = median(time_calls(lambda: model.predict_on_batch(x), warmup=1, repeats=repeats))
+            t_inf = median(time_calls(lambda model=model, x=x: model.predict_on_batch(x), warmup=1, repeats=repeats))
             t_train = float("nan")
             if size in train_sizes:
                 model.compile(optimizer=keras.optimizers.Adam(1e-4), **losses.for_model(model))
                 y = (x[..., :1] > 0.5).astype(np.float32)
                 targets = {name: y for name in model.output_names}
-                t_train = median(time_calls(lambda: model.train_on_batch(x, targets), warmup=1, repeats=repeats))
+                t_train = median(time_calls(lambda model=model, x=x, targets=targets: model.train_on_batch(x, targets), warmup=1, repeats=repeats))
             results[(size, decoder)] = (c, t_inf, t_train)
         for decoder in DECODERS:
             c, t_inf, t_train = results[(size, decoder)]

@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     # phase 2: one process per (decoder, precision), alone on the device
     results, failures = [], []
     for decoder, precision in configs:
-        def rows(note):
+        def rows(note, decoder=decoder, precision=precision):
             return {"rows": [{"decoder": decoder, "precision": precision, "batch": b, "note": note}
                              for b in cfg["batches"]]}
 
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         m = measured[0]
         print(f"{device}, JAX {m['jax']}, Keras {m['keras']}, Python {m['python']}; {cfg['steps']} timed "
               f"training steps after {cfg['warmup']} and {cfg['infer_steps']} inference batches, device-resident; "
-              f"bf16 peak {'%g TFLOP/s' % peak if peak else 'unknown (--peak-tflops)'}; "
+              f"bf16 peak {f'{peak:g} TFLOP/s' if peak else 'unknown (--peak-tflops)'}; "
               f"compile phase {_fmt(compile_s, '.0f')} s ({jobs} jobs), {time.time() - start:.0f} s in all")
     print(table(results, peak))
     if args.out:

@@ -78,7 +78,7 @@ def _build(args: argparse.Namespace) -> keras.Model:
 
 def _time_steps(models: dict[str, keras.Model], x: np.ndarray, targets: dict, args: argparse.Namespace) -> dict:
     times: dict[str, list[float]] = {k: [] for k in models}
-    for name, model in models.items():
+    for model in models.values():
         for _ in range(args.warmup):
             model.train_on_batch(x, targets)
     for _ in range(args.steps):  # alternate to share machine-load drift

@@ -136,8 +136,8 @@ def main(argv=None) -> int:
           f"filters {tuple(a.filters)}, cat_channels {a.cat_channels}. {machine_line()}\n")
     print(markdown_table(headers, rows))
 
-    print(f"\nThe paper's orderings, paired by seed and held-out volume (gain = Dice of the second minus the "
-          f"first; \"holds\" = higher mean Dice in every seed and higher on most volumes):\n")
+    print("\nThe paper's orderings, paired by seed and held-out volume (gain = Dice of the second minus the "
+          "first; \"holds\" = higher mean Dice in every seed and higher on most volumes):\n")
     print(markdown_table(["Organ", "Paper's ordering", "Gain (mean +- std over volumes)", "Seeds higher",
                           "Volumes higher", "On the phantom"], orderings(results, a.organs, a.variants)))
 

@@ -352,7 +352,7 @@ def run_child(spec: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 def agreement(paths: list[Path_], models: dict[str, Path], volume_path: Path, work: Path, log,
-              calib_slices: int) -> tuple[dict[str, float], "object"]:
+              calib_slices: int) -> tuple[dict[str, float], object]:
     """Dice of each path's mask against the Keras fp32 mask of the trained model; and the per-slice
     CGM decisions of that model (what skip-absent decodes)."""
     import numpy as np

@@ -3,7 +3,8 @@ a package (a reader, a configuration) does not load TensorFlow through its heavi
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 
 def lazy_names(package: str, where: Mapping[str, str], namespace: dict) -> tuple[Callable, Callable]:

@@ -6,7 +6,7 @@ maps the heads read, as `{output_name: (tensor, stride_relative_to_E1)}`:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from keras import layers
 

@@ -1,7 +1,7 @@
 """`build()`: UNet 3+ and its UNet / UNet++ baselines as plain functional Keras models."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from .decoders import DECODER_MODES, full_scale_decoder, nested_decoder, unet_decoder

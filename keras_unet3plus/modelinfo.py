@@ -50,7 +50,7 @@ class ModelInfo:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "ModelInfo":
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> ModelInfo:
         missing = {"task", "preprocess"} - set(data)
         if missing:
             raise ValueError(f"{source}: model info lacks {sorted(missing)}")
@@ -58,19 +58,19 @@ class ModelInfo:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def task_default(cls, task: str = "liver", image_size: int = 320, num_classes: int = 1) -> "ModelInfo":
+    def task_default(cls, task: str = "liver", image_size: int = 320, num_classes: int = 1) -> ModelInfo:
         """The info of a model that came without one: the task's default preprocessing."""
         from .data.preprocess import PreprocessConfig
 
         cfg = PreprocessConfig(image_size=int(image_size)).for_task(task)
         return cls(task=task, preprocess=cfg.to_dict(), num_classes=int(num_classes))
 
-    def export_record(self, source: Any = None) -> "ExportRecord | None":
+    def export_record(self, source: Any = None) -> ExportRecord | None:
         """What `unet3plus export` recorded about this artefact; None for a model that is no export."""
         data = (self.extra or {}).get(EXPORT_KEY)
         return None if data is None else ExportRecord.from_dict(data, source=str(source or "model info"))
 
-    def set_export_record(self, record: "ExportRecord") -> None:
+    def set_export_record(self, record: ExportRecord) -> None:
         """Store ``record`` as this info's export record (the only writer of ``extra["export"]``)."""
         self.extra = {**(self.extra or {}), EXPORT_KEY: record.to_dict()}
 
@@ -164,7 +164,7 @@ class SourceRecord:
     sha256: str
 
     @classmethod
-    def of(cls, model_path: str | os.PathLike) -> "SourceRecord":
+    def of(cls, model_path: str | os.PathLike) -> SourceRecord:
         return cls(Path(model_path).name, file_sha256(model_path))
 
 
@@ -203,7 +203,7 @@ class ArtefactCheck:
         return {**asdict(self.parity), **(asdict(self.speed) if self.speed is not None else {})}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str) -> "ArtefactCheck":
+    def from_dict(cls, data: dict[str, Any], source: str) -> ArtefactCheck:
         parity = ParityRecord(str(data.get("runtime", "?")), bool(data.get("passed", False)),
                               _number(data, "dice", source), _number(data, "max_abs_diff", source))
         speed = None
@@ -232,7 +232,7 @@ class PairIdentity:
 
     @classmethod
     def of(cls, paths: tuple[str | os.PathLike, str | os.PathLike],
-           names: tuple[str, str] | None = None) -> "PairIdentity":
+           names: tuple[str, str] | None = None) -> PairIdentity:
         """The identity of the files at ``paths`` (recorded under ``names``, default their own)."""
         names = names or tuple(Path(p).name for p in paths)
         return cls(*(PartRecord(n, file_sha256(p)) for n, p in zip(names, paths)))
@@ -248,7 +248,7 @@ class PairIdentity:
         return {part: asdict(getattr(self, part)) for part in PART_NAMES}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str) -> "PairIdentity":
+    def from_dict(cls, data: dict[str, Any], source: str) -> PairIdentity:
         try:
             return cls(*(PartRecord(str(data[p]["name"]), str(data[p]["sha256"])) for p in PART_NAMES))
         except (KeyError, TypeError):
@@ -284,7 +284,7 @@ class ExportRecord:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "ExportRecord":
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> ExportRecord:
         if not isinstance(data, dict):
             raise ValueError(f"{source}: the export record is not a JSON object")
         src = data.get("source") or None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 __all__ = ["option", "spec", "add_flags", "values_from_args", "coerce", "check", "defaults"]
 

@@ -268,7 +268,7 @@ def test_two_workers_build_the_cache_once(phantom_lits, tmp_path):
     procs = [subprocess.Popen([sys.executable, str(script), str(phantom_lits), str(cache_dir), str(r)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for r in (0, 1)]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (o, e) in zip(procs, outs):
+    for p, (_, e) in zip(procs, outs):
         assert p.returncode == 0, e[-2000:]
     results = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
     built = results[0]["built"] + results[1]["built"]

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import keras
 import keras_unet3plus as ku
 from keras_unet3plus import runtimes
 from keras_unet3plus._extras import MissingExtraError
@@ -18,7 +15,7 @@ from keras_unet3plus.export import ParityError, export_model
 from keras_unet3plus.export import verify as V
 from keras_unet3plus.export.graph import GraphSpec
 from keras_unet3plus.export.tensorrt import check_operators, operator_table, trtexec_command
-from keras_unet3plus.modelinfo import ModelInfo, load_info, save_info, sidecar_path
+from keras_unet3plus.modelinfo import ModelInfo, load_info, sidecar_path
 
 SIZE = 64
 TINY = dict(filters=(4, 8, 16, 32, 64), cat_channels=4)
@@ -176,7 +173,7 @@ def test_tensorrt_ready_onnx_graphs(trained_tiny, tmp_path, slices, calibration,
 
 
 def test_static_tensorrt_check_rejects_unknown_ops():
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
     table = operator_table()
     assert "Conv" in table.supported and "Resize" in table.supported and table.tensorrt_version.startswith("10")
@@ -264,7 +261,6 @@ def test_cli_export_prints_table(trained_tiny, tmp_path, capsys):
 def test_efficient_decoder_exports_with_parity(trained_tiny, tmp_path, slices, target):
     """The efficient decoder takes the paper decoder's weights as they are and exports like it."""
     pytest.importorskip("onnx" if target == "onnx" else "ai_edge_litert")
-    import keras_unet3plus as ku
 
     model, path, _ = trained_tiny
     efficient = ku.build((SIZE, SIZE, 3), decoder="efficient", **TINY)

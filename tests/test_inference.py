@@ -12,7 +12,7 @@ import pytest
 
 from keras_unet3plus.data import phantom
 from keras_unet3plus.data.nifti import DataError
-from keras_unet3plus.data.preprocess import PreprocessConfig, label_to_slices, volume_to_slices
+from keras_unet3plus.data.preprocess import PreprocessConfig, volume_to_slices
 from keras_unet3plus.metrics import dice
 from keras_unet3plus.modelinfo import ModelInfo, save_info
 

@@ -158,7 +158,7 @@ def test_no_file_handle_or_thread_kept_per_case(phantom_lits, tmp_path, cached):
             peak = max(peak, _open_fds())
         del ds
         growth[n] = (peak - fds0, _open_fds() - fds0, threading.active_count() - threads0)
-    for n, (peak, left, threads) in growth.items():
+    for peak, left, threads in growth.values():
         # open while iterating: cycle_length (2) cases, an image and a mask memmap each, + the file
         # np.load holds while mapping the next one; a handle kept per case would be 24 or 48 here
         assert peak <= 2 * 2 + 2, growth

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -241,7 +239,7 @@ def test_mirrored_strategy_two_logical_cpus(phantom, tmp_path):
     """2 logical CPU replicas, mixed precision (loss-scale optimizer): replicas stay identical."""
     script = _script(tmp_path, "mirrored.py", MIRRORED_SCRIPT.format(tiny=repr(TINY)))
     res = _run(script, phantom, tmp_path / "run")
-    line = [l for l in res.stdout.splitlines() if l.startswith("SYNCED")][-1].split()
+    line = [ln for ln in res.stdout.splitlines() if ln.startswith("SYNCED")][-1].split()
     # mixed precision: the loss-scale optimizer skips (does not count) steps whose scaled gradients overflow
     assert int(line[1]) > 50 and line[2] == "2" and 0 <= int(line[3]) <= 4 and line[4] == "True"
     assert (tmp_path / "run" / "model.keras").exists()
@@ -285,7 +283,7 @@ def test_multi_worker_two_processes(phantom, tmp_path):
                 p.kill()
     for rc, o, e in outs:
         assert rc == 0, f"worker failed:\n{o[-2000:]}\n{e[-5000:]}"
-    done = [[l for l in o.splitlines() if l.startswith("DONE")][-1].split() for _, o, _ in outs]
+    done = [[ln for ln in o.splitlines() if ln.startswith("DONE")][-1].split() for _, o, _ in outs]
     assert done[0] == done[1]                 # same epochs, iterations and validation Dice
     assert done[0][1] == "2" and done[0][2] == "4"
     w0, w1 = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")

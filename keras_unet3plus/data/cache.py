@@ -50,7 +50,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -234,7 +234,7 @@ class CaseIndex:
                 "positives": list(self.positives), "spacing": list(self.spacing)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CaseIndex":
+    def from_dict(cls, d: dict) -> CaseIndex:
         return cls(d["case_id"], int(d["n_slices"]), tuple(d["in_plane"]), tuple(d["positives"]),
                    tuple(d["spacing"]))
 

@@ -110,7 +110,7 @@ class DicomSeriesList(list):
 # finding series
 # --------------------------------------------------------------------------------------------
 
-def _read_header(path: Path) -> "Dataset | str":
+def _read_header(path: Path) -> Dataset | str:
     """The header of a DICOM file, or the reason it is not one (text for the notes)."""
     import pydicom
 
@@ -135,12 +135,12 @@ def _read_header(path: Path) -> "Dataset | str":
     return ds
 
 
-def _sop_class(ds: "Dataset") -> str:
+def _sop_class(ds: Dataset) -> str:
     """The SOP class, from the file meta header when an anonymiser emptied the dataset's own."""
     return str(ds.get("SOPClassUID") or _meta(ds, "MediaStorageSOPClassUID"))
 
 
-def _meta(ds: "Dataset", keyword: str) -> str:
+def _meta(ds: Dataset, keyword: str) -> str:
     meta = getattr(ds, "file_meta", None)
     return str(meta.get(keyword, "") or "") if meta is not None else ""
 
@@ -281,18 +281,18 @@ def find_dicom_series(folder: str | os.PathLike) -> DicomSeriesList:
     return DicomSeriesList(found, skipped)
 
 
-def _image_type(ds: "Dataset") -> list[str]:
+def _image_type(ds: Dataset) -> list[str]:
     value = ds.get("ImageType") or []
     return [str(v).strip().upper() for v in ([value] if isinstance(value, str) else value)]
 
 
-def _is_secondary(ds: "Dataset") -> bool:
+def _is_secondary(ds: Dataset) -> bool:
     """ImageType value 2 is SECONDARY: made after the acquisition (a reformat, a screen capture)."""
     kinds = _image_type(ds)
     return len(kinds) > 1 and kinds[1] == "SECONDARY"
 
 
-def _not_a_slice(ds: "Dataset", primaries: bool) -> str | None:
+def _not_a_slice(ds: Dataset, primaries: bool) -> str | None:
     """Why a CT Image Storage object is no slice of the volume (a scout, a dose screen), else None.
 
     Scanners put localizers, and some their dose report as a DERIVED\\SECONDARY CT image (often
@@ -347,7 +347,7 @@ def _fill_missing_uids(headers: list, files: list[Path], series_uid: str, label:
 # geometry
 # --------------------------------------------------------------------------------------------
 
-def _floats(ds: "Dataset", keyword: str, n: int, path: Path) -> np.ndarray:
+def _floats(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
     value = ds.get(keyword)
     try:
         arr = np.array([float(v) for v in value], dtype=float)
@@ -498,7 +498,7 @@ def _check_decoders(series: DicomSeries) -> None:
                             f"{hint}")
 
 
-def _rescale(ds: "Dataset", path: Path) -> tuple[float, float]:
+def _rescale(ds: Dataset, path: Path) -> tuple[float, float]:
     slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
     try:
         slope = 1.0 if slope in (None, "") else float(slope)
@@ -511,7 +511,7 @@ def _rescale(ds: "Dataset", path: Path) -> tuple[float, float]:
     return slope, intercept
 
 
-def _padding_range(ds: "Dataset", path: Path) -> tuple[int, int] | None:
+def _padding_range(ds: Dataset, path: Path) -> tuple[int, int] | None:
     """The stored values PixelPaddingValue (with PixelPaddingRangeLimit) marks as padding, or None."""
     value, limit = ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit")
     if value is None or value == "":
@@ -523,7 +523,7 @@ def _padding_range(ds: "Dataset", path: Path) -> tuple[int, int] | None:
     return ends[0], ends[1]
 
 
-def _stored_range(ds: "Dataset") -> tuple[int, int]:
+def _stored_range(ds: Dataset) -> tuple[int, int]:
     bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
     if int(ds.get("PixelRepresentation") or 0) == 1:
         return -(1 << (bits - 1)), (1 << (bits - 1)) - 1

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
 import nibabel as nib
 import numpy as np
@@ -324,7 +325,7 @@ def load_image(path: str | os.PathLike, case_id: str | None = None) -> Volume:
                      task=None)
 
 
-def load_case(case: "Case", task: str | TaskSpec | None) -> Volume:
+def load_case(case: Case, task: str | TaskSpec | None) -> Volume:
     """Load a NIfTI case's image and (if present) its label mapped for ``task``, both canonical (any
     registered format: :func:`keras_unet3plus.data.readers.load_case`)."""
     image_path = Path(case.image_path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from nibabel import orientations as ornt_mod
@@ -108,7 +108,7 @@ def write_dicom_series(
     ``strip_type2``: remove :data:`TYPE2_ATTRIBUTES`, as some anonymisers do.
     Returns the written paths in slice order (dropped slice excluded).
     """
-    pydicom = require("pydicom", "dicom")
+    require("pydicom", "dicom")
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

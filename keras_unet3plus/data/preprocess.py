@@ -77,7 +77,7 @@ class PreprocessConfig:
         """Input channels of the model: 2 * context + 1."""
         return 2 * self.context + 1
 
-    def for_task(self, task: str | TaskSpec) -> "PreprocessConfig":
+    def for_task(self, task: str | TaskSpec) -> PreprocessConfig:
         """This config with the task's default HU window filled in (if none was given)."""
         if self.hu_window is not None:
             return self
@@ -96,7 +96,7 @@ class PreprocessConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PreprocessConfig":
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error (a newer, incompatible file)."""
         d = dict(d)
         version = d.pop("version", CONFIG_VERSION)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -106,7 +107,7 @@ def open_volume(path: str | os.PathLike, case_id: str | None = None) -> Volume:
 load_image = read_volume
 
 
-def open_pair(case: "Case") -> tuple[ScanFile, ScanFile | None]:
+def open_pair(case: Case) -> tuple[ScanFile, ScanFile | None]:
     """A case's image and label opened (headers only), the label checked to be on the image's grid."""
     image = open_scan(case.image_path)
     if case.label_path is None:
@@ -116,7 +117,7 @@ def open_pair(case: "Case") -> tuple[ScanFile, ScanFile | None]:
     return image, label
 
 
-def load_case(case: "Case", task: str | TaskSpec | None) -> Volume:
+def load_case(case: Case, task: str | TaskSpec | None) -> Volume:
     """A case's image and (if present) its label mapped for ``task``, both canonical, in memory; the
     label is read first (a wrong label fails before the larger image is read)."""
     image, label = open_pair(case)
@@ -124,7 +125,7 @@ def load_case(case: "Case", task: str | TaskSpec | None) -> Volume:
     return image.volume(case.case_id, label=labels, label_path=None if label is None else label.path)
 
 
-def check_case(case: "Case") -> None:
+def check_case(case: Case) -> None:
     """Cheap header-only checks of a case: files readable, 3-D, the label on the image's grid."""
     open_pair(case)
 
@@ -138,7 +139,7 @@ def organ_slices(label: ScanFile, task: str | TaskSpec, chunk: int = SLAB) -> np
     return present
 
 
-def voxel_scan(case: "Case", task: str | TaskSpec | None, chunk: int = SLAB
+def voxel_scan(case: Case, task: str | TaskSpec | None, chunk: int = SLAB
                ) -> tuple[np.ndarray | None, tuple[float, float, float], tuple[int, int, int]]:
     """Every voxel of a case read once, a slab at a time where the format streams: the label's values
     and the image's NaN/inf checked (DataError naming the file; the label first), and for a labelled

@@ -21,7 +21,7 @@ Arrays are canonical (RAS, axial slices along the last axis), as :class:`~.volum
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

@@ -4,7 +4,7 @@ calibrated on the features it will be fed, not on images)."""
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -8,7 +8,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class ExportOptions:
     skip_absent_pair: bool = True                   # a model with a CGM also gets the skip-absent pair
 
     @classmethod
-    def of(cls, options: "ExportOptions | GraphSpec | None", **overrides: Any) -> "ExportOptions":
+    def of(cls, options: ExportOptions | GraphSpec | None, **overrides: Any) -> ExportOptions:
         """``options`` (a bare `GraphSpec`: the old fifth argument) with keyword ``overrides``;
         an unknown keyword is a TypeError as for any function."""
         if isinstance(options, GraphSpec):

@@ -53,7 +53,7 @@ def operator_table() -> OperatorTable:
                          meta.get("tensorrt_version", "?"), " ".join(source))
 
 
-def _load(model) -> "object":
+def _load(model) -> object:
     if isinstance(model, (str, os.PathLike)):
         onnx = require("onnx", "onnx")
         return onnx.load(str(model), load_external_data=False)

@@ -8,7 +8,7 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..modelinfo import SIDECAR_IN_DIR, ModelInfo, atomic_write_text, save_info
 

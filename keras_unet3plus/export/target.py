@@ -7,7 +7,8 @@ converters, so listing the targets (the CLI's ``--to`` choices) loads no TensorF
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 if TYPE_CHECKING:
     from .job import ExportJob
@@ -24,7 +25,7 @@ class ExportTarget:
     suffix: str                                        # "" for a folder artefact
     needs: Callable[[str], list[tuple[str, str]]]      # precision -> [(module, extra)], checked up front
     runtime: str                                       # class name in keras_unet3plus.runtimes
-    write: Callable[["ExportJob"], None]
+    write: Callable[[ExportJob], None]
     default_name: Callable[[str, str], str]            # (model stem, precision) -> file or folder name
 
     def check(self, precision: str) -> None:

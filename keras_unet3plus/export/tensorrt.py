@@ -33,7 +33,8 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
 
 from .._extras import require
 from .onnx import PRECISIONS as ONNX_PRECISIONS

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ FULL_PRECISION = ("fp32",)
 class ParityError(RuntimeError):
     """An artefact disagrees with the Keras model beyond the tolerance of its precision."""
 
-    def __init__(self, message: str, rows: Sequence["ParityRow"] = ()):
+    def __init__(self, message: str, rows: Sequence[ParityRow] = ()):
         super().__init__(message)
         self.rows = list(rows)
 

@@ -235,7 +235,7 @@ class GlobalDice:
         self.fp = 0
         self.fn = 0
 
-    def update(self, pred: Any, gt: Any) -> "GlobalDice":
+    def update(self, pred: Any, gt: Any) -> GlobalDice:
         p, g = _pair(pred, gt)
         tp = int(np.logical_and(p, g).sum())
         self.tp += tp

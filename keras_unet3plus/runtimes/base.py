@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -242,7 +243,7 @@ class FunctionRuntime(Runtime):
         self._output_names = [SEG]
 
     @classmethod
-    def wrap(cls, obj, info: ModelInfo | None = None) -> "FunctionRuntime":
+    def wrap(cls, obj, info: ModelInfo | None = None) -> FunctionRuntime:
         """A runtime-like object (``predict``, ``input_shape``, maybe ``info`` / ``path``) as a Runtime."""
         name = str(getattr(obj, "path", None) or getattr(obj, "name", None) or type(obj).__name__)
         rt = cls(obj.predict, name=name, info=info or getattr(obj, "info", None))

@@ -72,7 +72,7 @@ class TensorRTRuntime(Runtime):
                     host_out[name] = (np.empty(shape, dtype), ptr, nbytes)
             if not self.context.execute_async_v3(self._stream):
                 raise RuntimeError(f"TensorRT engine '{self.path}': execute_async_v3 failed")
-            for name, (host, ptr, nbytes) in host_out.items():
+            for host, ptr, nbytes in host_out.values():
                 _check_cuda(cudart.cudaMemcpyAsync(host.ctypes.data, ptr, nbytes,
                                                    cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream)[0], "cudaMemcpy")
             _check_cuda(cudart.cudaStreamSynchronize(self._stream)[0], "cudaStreamSynchronize")

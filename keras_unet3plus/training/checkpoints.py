@@ -42,7 +42,7 @@ class RunState:
     planned_steps: tf.Variable  # where the LR schedule ends (shortened by a time budget)
 
     @classmethod
-    def create(cls, n_sums: int = 8) -> "RunState":
+    def create(cls, n_sums: int = 8) -> RunState:
         # plain (non-distributed) variables, created outside any strategy scope: the Python loop
         # updates them between steps
         with tf.init_scope():

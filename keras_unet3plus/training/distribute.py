@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf

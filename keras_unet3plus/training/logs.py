@@ -11,7 +11,8 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from ..atomic import atomic_path, atomic_write_text
 
@@ -123,7 +124,6 @@ class TensorBoardLog:
     def scalars(self, split: str, values: Mapping[str, float], step: int) -> None:
         if not self.enabled:
             return
-        import tensorflow as tf
         with self._writers[split].as_default(step=int(step)):
             for k, v in values.items():
                 if v is not None and not (isinstance(v, float) and math.isnan(v)):

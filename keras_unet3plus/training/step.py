@@ -20,7 +20,8 @@ One step, per replica (``strategy.run``):
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 from .config import TrainConfig
 

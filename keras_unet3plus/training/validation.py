@@ -10,7 +10,7 @@ volume against the minutes its prediction takes.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 PAPER_FILTERS = (64, 128, 256, 512, 1024)
 ENCODERS = {"plain": "unet", "resnet101": "resnet101"}
@@ -50,6 +51,16 @@ def main(preset: dict[str, Any], description: str, argv: Sequence[str] | None = 
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from ..training import train
+    if cfg.folds is not None and cfg.fold is None:   # every fold, each in OUT_DIR/fold_K (the table in OUT_DIR)
+        from dataclasses import replace
+        from pathlib import Path
+        for k in range(cfg.folds):
+            fold_cfg = replace(cfg, fold=str(k), out_dir=str(Path(cfg.out_dir) / f"fold_{k}"))
+            result = train(fold_cfg)
+            print(f"fold {k} model: {result.model_path}")
+            if args.evaluate and result.model_path is not None:
+                evaluate_test_split(fold_cfg, result)
+        return 0
     result = train(cfg)
     print(f"model: {result.model_path}")
     if args.evaluate and result.model_path is not None:

@@ -30,7 +30,7 @@ grid). Speed (2 shared CPU cores): ~0.3-0.7 s for 128 x 128 x 48, ~4-8 s for 512
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from nibabel import orientations as ornt_mod

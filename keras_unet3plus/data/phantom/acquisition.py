@@ -10,7 +10,7 @@ is kept, so a 128-pixel case looks like a real 512-pixel scan resized to 128.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import fft as sfft
@@ -90,7 +90,7 @@ class Acquisition:
     crop: tuple[float, float] | None = None
 
 
-def _hu_lut(rng: np.random.Generator, phase: str, anat: "A.Anatomy") -> np.ndarray:
+def _hu_lut(rng: np.random.Generator, phase: str, anat: A.Anatomy) -> np.ndarray:
     k = PHASES.index(phase)
     # contrast timing is continuous: half the scans sit between their phase and the next one
     # (late arterial, early portal venous, ...)
@@ -114,7 +114,7 @@ def _hu_lut(rng: np.random.Generator, phase: str, anat: "A.Anatomy") -> np.ndarr
     return lut
 
 
-def sample_acquisition(rng: np.random.Generator, anat: "A.Anatomy", shape: Sequence[int],
+def sample_acquisition(rng: np.random.Generator, anat: A.Anatomy, shape: Sequence[int],
                        spacing: Sequence[float] | None, organ: str | None = None) -> Acquisition:
     """Field of view, slice positions, contrast phase and image quality of one scan.
 

@@ -476,7 +476,7 @@ class Anatomy:
             g.paint(bb, lumen & (bb.Y > level), GAS)
 
     def _kidneys(self, g: Grid) -> None:
-        for side, c, a, theta, tilt in self.kid:
+        for side, c, a, theta, _tilt in self.kid:
             found = _organ_block(g, c, a, 15, theta)
             if found is None:
                 continue
@@ -618,7 +618,7 @@ class Anatomy:
         tubes = [(Tube(np.array([hil, rpv]), np.array([6.5, 5])), PORTAL_IH),
                  (Tube(np.array([hil, (0.0, 0.3 * bc, -70), lpv, (-0.15 * ac, 0.6 * bc, -85)]),
                        np.array([5.5, 5, 4, 3])), PORTAL_IH)]
-        for i, p in enumerate(self.pv_branches):
+        for p in self.pv_branches:
             start = rpv if p[0] > 0.3 * ac else lpv
             tubes.append((Tube(np.array([start, p]), np.array([4.0, 1.8])), PORTAL_IH))
         ivc_top = np.array((self.ivc_x - 8, self.yvb + self.v_d + self.ivc_r + 24, -15))

@@ -8,7 +8,7 @@ case therefore costs little more than a 128 x 128 x 48 one for every small organ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
