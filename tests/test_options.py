@@ -43,7 +43,8 @@ def test_train_defaults_agree_between_cli_yaml_and_python(tmp_path):
 EVERY_KEY = dict(
     data_dir="/data", layout="msd", task="spleen", out_dir="runs/x", image_size=64, context=2,
     hu_window=[-100, 200], resize_mode="crop", negative_fraction=0.2, augment=False, cache_dir="/cache",
-    cache_dtype="uint8", n_test=3, val_fraction=0.25, split_seed=4, max_val_cases=2, architecture="unet",
+    cache_dtype="uint8", n_test=3, val_fraction=0.25, split_seed=4, folds=3, fold="all",
+    splits_file="/runs/splits.json", max_val_cases=2, architecture="unet",
     backbone="resnet101", weights="imagenet", filters=[4, 8, 16, 32, 64], cat_channels=4,
     deep_supervision=False, cgm=False, decoder="efficient", cgm_dropout=0.25, freeze_backbone=True,
     bn_momentum=0.9, loss="dice_ce", focal_weight=0.5, ms_ssim_weight=0.0, iou_weight=2.0, side_weight=0.5,

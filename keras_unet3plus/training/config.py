@@ -16,6 +16,7 @@ from typing import Any, Mapping, get_args
 from .. import options
 from ..data.layouts import Layout
 from ..data.preprocess import RESIZE_MODES
+from ..data.splits import ALL_FOLDS, SPLITS_FILE
 from ..modelinfo import atomic_write_text
 from ..options import option
 
@@ -63,10 +64,19 @@ class TrainConfig:
                                    "size is checked against the free disk before anything is built", none="no cache")
     cache_dtype: str = option("float16", "cached image type: float16, or uint8 (half the disk; the windowed value "
                               "in 1/255 steps of the HU window, 1.8 HU for the liver's)", choices=CACHE_DTYPES)
-    n_test: int | None = option(None, "held-out test cases", type=int, min=0,
+    n_test: int | None = option(None, "held-out test cases", type=int, min=0, zero_is_none=False,
                                 none="28 of 131 for LiTS, same share otherwise")
     val_fraction: float = option(0.1, "share of the remaining cases used for validation", type=float)
     split_seed: int = option(0, "seed of the case split", type=int)
+    folds: int | None = option(None, "cross-validation folds (nnU-Net: 5): the cases left after the test set are "
+                               "cut into this many held-out parts, saved once as splits_file and reused by every "
+                               "fold", type=int, min=2, none="no cross-validation (the val_fraction split)")
+    fold: str | None = option(None, "the fold this run trains: 0..folds-1 (its held-out cases validate), or all "
+                              "(every case of the folds trains, none held out)", none="no cross-validation")
+    splits_file: str | None = option(None, "the folds table, nnU-Net's splits_final.json form (a list of "
+                                     "{train: [ids], val: [ids]}): read if it exists, so a split written by hand "
+                                     "is respected; else made from split_seed and saved there",
+                                     none="splits_final.json in the parent of out_dir")
     max_val_cases: int | None = option(None, "validate on at most this many cases", type=int, min=1, none="all")
     # model (keras_unet3plus.build)
     architecture: str = option("unet3plus", "unet3plus, unet or unet++")
@@ -171,6 +181,11 @@ class TrainConfig:
             bad("filters", "must be 5 positive integers (encoder widths E1..E5)")
         if self.bn_momentum is not None and not 0 <= self.bn_momentum < 1:
             bad("bn_momentum", "must be in [0, 1) or None (keep the model's, 0.99)")
+        if self.fold is not None:
+            if self.folds is None:
+                bad("fold", "needs folds (--folds N)")
+            if str(self.fold) != ALL_FOLDS and not (str(self.fold).isdigit() and int(self.fold) < self.folds):
+                bad("fold", f"must be 0..{self.folds - 1} or {ALL_FOLDS}")
         if self.hu_window is not None and (len(self.hu_window) != 2 or not self.hu_window[0] < self.hu_window[1]):
             bad("hu_window", "must be two numbers LOW HIGH with LOW < HIGH")
         return self
@@ -195,6 +210,10 @@ class TrainConfig:
             text += yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
         atomic_write_text(path, text)
         return path
+
+    def splits_path(self) -> Path:
+        """Where the folds table is read or saved: ``splits_file``, else beside the fold runs."""
+        return Path(self.splits_file) if self.splits_file else Path(self.out_dir).parent / SPLITS_FILE
 
     def build_kwargs(self, num_classes: int) -> dict[str, Any]:
         """Keyword arguments for :func:`keras_unet3plus.build` (also stored in the model sidecar)."""

@@ -413,6 +413,36 @@ class Trainer:
                 stale.unlink(missing_ok=True)
         self.say(f"run folder {out} ({dist.describe(self.strategy)})")
 
+    def _fold_split(self, cases):
+        """This run's fold of the data set's folds table (made once, then reused by every fold)."""
+        from ..data.splits import cross_validation_split
+
+        cfg = self.cfg
+        if cfg.fold is None:
+            raise ValueError(f"folds={cfg.folds} without fold: a run trains one fold (--fold 0..{cfg.folds - 1} "
+                             f"or all); recipes/train_*.py --folds {cfg.folds} trains every fold")
+        path = cfg.splits_path()
+        split = cross_validation_split(cases, cfg.folds, cfg.fold, path, seed=cfg.split_seed, n_test=cfg.n_test,
+                                       write=self.chief)
+        self.say(f"fold {cfg.fold} of {cfg.folds} ({path})")
+        return split
+
+    def _check_resumed_split(self, split) -> None:
+        """A resumed run keeps its cases: checkpoints of one split (or fold) never continue on another."""
+        old_path = self.out / SPLIT_JSON
+        if not (self.cfg.resume and old_path.is_file() and has_checkpoint(self.ckpt_dir)):
+            return
+        try:
+            old = json.loads(old_path.read_text(encoding="utf-8"))
+        except ValueError:
+            return
+        new = split.to_dict()
+        changed = [k for k in ("train", "val") if sorted(old.get(k, [])) != sorted(new[k])]
+        if changed:
+            raise ValueError(f"{self.out}: cannot resume, the checkpoints were trained on another split "
+                             f"({' and '.join(changed)} cases differ from {old_path}); use the same fold / split "
+                             f"settings, another --out-dir, or --no-resume to start over in this folder")
+
     def _prepare_data(self) -> None:
         from ..data import find_cases, split_cases
         from ..data.cache import SliceCache, plan_cache
@@ -433,7 +463,11 @@ class Trainer:
                                      f"(layout {cfg.layout})")
                 from ..data.checks import require_clean_headers
                 require_clean_headers(cases, cfg.data_dir)  # every header problem at once, before any work
-            split = split_cases(cases, seed=cfg.split_seed, n_test=cfg.n_test, val_fraction=cfg.val_fraction)
+            if cfg.folds is not None:
+                split = self._fold_split(cases)
+            else:
+                split = split_cases(cases, seed=cfg.split_seed, n_test=cfg.n_test, val_fraction=cfg.val_fraction)
+        self._check_resumed_split(split)
         self.split = split
         self.train_cases, self.val_cases = list(split.train), list(split.val)
         if cfg.max_val_cases is not None:
