@@ -15,7 +15,7 @@ import re
 import sys
 import traceback
 
-COMMANDS = ("demo", "phantom", "check-data", "train", "predict", "evaluate", "export", "params")
+COMMANDS = ("demo", "phantom", "check-data", "train", "predict", "ensemble", "evaluate", "export", "params")
 #: Commands that train on TensorFlow: they say up front when a GPU is there but TensorFlow cannot use it.
 GPU_COMMANDS = ("demo", "train")
 

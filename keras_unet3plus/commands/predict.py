@@ -5,6 +5,10 @@ from flags. A NIfTI mask has the input's shape, affine and orientation (uint8); 
 references the source series, so PACS viewers overlay it on the CT. Each output format is written
 on its own: when one fails (a SEG the source headers cannot make), the report says which files
 were written, which was not and why, and the exit code is 1.
+
+Several models (``predict M1 M2 ... INPUT``) form an ensemble: their probabilities averaged per
+slice, the CGM decision from the averaged ``cls`` (nnU-Net's ``-f 0 1 2 3 4``); they must share task,
+classes and preprocessing.
 """
 from __future__ import annotations
 
@@ -19,8 +23,10 @@ HELP = "segment CT scans (NIfTI files, folders, DICOM series) with a model (.ker
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model file or SavedModel folder (with its .unet3plus.json info)")
-    parser.add_argument("input", nargs="?",
+    parser.add_argument("model", nargs="+", metavar="MODEL",
+                        help="model file or SavedModel folder (with its .unet3plus.json info); several: an "
+                             "ensemble averaging their probabilities (the last one is INPUT unless -i is given)")
+    parser.add_argument("input", nargs="?", metavar="INPUT",
                         help="a volume (.nii / .nii.gz), or a folder: NIfTI files (nnU-Net {case}_0000 names "
                              "too) or DICOM (one output per CT series, searched recursively)")
     parser.add_argument("-i", "--input-dir", help="folder of inputs (folder mode; same as a folder as INPUT)")
@@ -37,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..inference import Predictor
-    from ..inference.outputs import output_paths
 
+    models = list(args.model) + ([args.input] if args.input is not None else [])
+    args.input = None if args.input_dir is not None or len(models) < 2 else models.pop()
     if (args.input is None) == (args.input_dir is None):
         print("unet3plus predict: give either an input file or folder, or -i/--input-dir", file=sys.stderr)
         return 2
@@ -47,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from ..runtimes.cpu import cpu_info, precision_note
 
     choice: list[str] = []
-    predictor = Predictor.from_path(args.model, runtime=args.runtime, precision=args.precision, notes=choice,
-                                    **options)
+    open_models = Predictor.from_path if len(models) == 1 else Predictor.from_paths
+    predictor = open_models(models[0] if len(models) == 1 else models, runtime=args.runtime,
+                            precision=args.precision, notes=choice, **options)
     _ = predictor.cfg  # validate the saved preprocessing before any work
     for line in choice:
         print(line)
@@ -63,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         if out.is_dir():
             out = out / Path(args.input).name
         predictor.predict_file(args.input, out)  # an output that fails ends in cli.main, naming the others
-        for path in output_paths(out, predictor.options.formats).values():
+        for path in predictor.output_files(out).values():
             print(f"wrote {path}")
         return 0
     notes: list[str] = []

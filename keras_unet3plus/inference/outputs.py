@@ -12,7 +12,7 @@ from ..data.nifti import save_nifti_atomic
 from ..data.readers import case_name
 from ..modelinfo import ModelInfo
 
-__all__ = ["OUTPUT_FORMATS", "FORMAT_NAMES", "OutputError", "mask_image", "output_paths", "write_outputs"]
+__all__ = ["OUTPUT_FORMATS", "FORMAT_NAMES", "OutputError", "mask_image", "output_paths", "probabilities_path", "write_outputs"]
 
 OUTPUT_FORMATS = ("nifti", "dicom-seg")
 FORMAT_NAMES = {"nifti": "NIfTI mask", "dicom-seg": "DICOM SEG"}
@@ -57,15 +57,25 @@ def output_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
     bad = [f for f in formats if f not in OUTPUT_FORMATS]
     if bad or not formats:
         raise ValueError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {bad or formats}")
-    stem = case_name(base)   # x.nii.gz, x.mha, ... -> x
-    stem = stem[: -len(".seg.dcm")] if stem.endswith(".seg.dcm") else stem
-    stem = stem[: -len(".dcm")] if stem.endswith(".dcm") else stem
+    stem = _stem(base)
     paths = {}
     if "nifti" in formats:
         paths["nifti"] = base if base.name.endswith((".nii", ".nii.gz")) else base.with_name(stem + ".nii.gz")
     if "dicom-seg" in formats:
         paths["dicom-seg"] = base if (base.suffix == ".dcm" and "nifti" not in formats) else base.with_name(stem + ".seg.dcm")
     return paths
+
+
+def probabilities_path(base: Path) -> Path:
+    """Where ``--save-probabilities`` writes one prediction's probabilities: ``<case>.npz`` beside it."""
+    return base.with_name(_stem(base) + ".npz")
+
+
+def _stem(base: Path) -> str:
+    """The case's name in an output path: x.nii.gz, x.mha, x.seg.dcm, x.dcm -> x."""
+    stem = case_name(base)
+    stem = stem[: -len(".seg.dcm")] if stem.endswith(".seg.dcm") else stem
+    return stem[: -len(".dcm")] if stem.endswith(".dcm") else stem
 
 
 def _is_dicom(vol) -> bool:

@@ -6,15 +6,27 @@ import numpy as np
 
 from ..data.preprocess import PreprocessConfig, unresize
 
-__all__ = ["apply_gate", "resize_labels", "largest_component", "postprocess_labels"]
+__all__ = ["cgm_present", "apply_gate", "labels_from_probabilities", "resize_labels", "largest_component", "postprocess_labels"]
+
+
+def cgm_present(cls: np.ndarray) -> np.ndarray:
+    """``(B,)`` bool: the slices the CGM calls organ-present (argmax of ``[absent, present]``)."""
+    return np.argmax(cls, axis=-1) == 1
 
 
 def apply_gate(seg: np.ndarray, cls: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """``(seg with absent slices zeroed, present (B,) bool)``: the CGM's argmax decides per slice."""
     if cls is None:
         return seg, np.ones(seg.shape[0], dtype=bool)
-    present = np.argmax(cls, axis=-1) == 1
+    present = cgm_present(cls)
     return seg * present[:, None, None, None].astype(np.float32), present
+
+
+def labels_from_probabilities(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """uint8 labels of ``(..., C)`` probabilities: ``> threshold`` for one channel, else argmax."""
+    if probs.shape[-1] == 1:
+        return (probs[..., 0] > threshold).astype(np.uint8)
+    return np.argmax(probs, axis=-1).astype(np.uint8)
 
 
 def resize_labels(label_slices: np.ndarray, in_plane: tuple[int, int], cfg: PreprocessConfig) -> np.ndarray:

@@ -23,8 +23,8 @@ from ..options import option
 from ..runtimes import Runtime, load_runtime, runtime_kind
 from ..runtimes.auto import export_candidates
 from .inputs import InputScan, find_inputs
-from .outputs import OutputError, output_paths, write_outputs
-from .postprocess import apply_gate, postprocess_labels, resize_labels
+from .outputs import OutputError, output_paths, probabilities_path, write_outputs
+from .postprocess import apply_gate, labels_from_probabilities, postprocess_labels, resize_labels
 from .stages import progress_bar, run_stages, timed
 
 __all__ = ["Predictor", "PredictOptions", "CaseResult", "open_runtime"]
@@ -54,6 +54,9 @@ class PredictOptions:
     skip_absent: bool = option(False, "run the decoder only on slices the CGM calls organ-present (.keras "
                                "models with a CGM, and their ONNX exports; same masks as the gate, faster on "
                                "scans where the organ fills few slices)", type=bool)
+    save_probabilities: bool = option(False, "also write each case's probabilities beside its mask (<name>.npz, "
+                                      "compressed float16, before the CGM gate, with the CGM's per-slice output) "
+                                      "so that ensembles can be formed later (`unet3plus ensemble`)", type=bool)
 
     def __post_init__(self):
         if int(self.batch_size) < 1:
@@ -123,6 +126,9 @@ def open_runtime(path: str | os.PathLike, *, runtime: str = "model", precision: 
 
 
 def _as_runtime(model, info: ModelInfo | None) -> Runtime:
+    if isinstance(model, (list, tuple)):   # an ensemble: its members' probabilities averaged
+        from .ensemble import EnsembleRuntime
+        return EnsembleRuntime([_as_runtime(m, info) for m in model])
     if isinstance(model, (str, os.PathLike)):
         return open_runtime(model)
     return load_runtime(model, info)
@@ -149,8 +155,8 @@ def run_once_per_blank(run: Callable[[np.ndarray], tuple], batch: np.ndarray) ->
 class Predictor:
     """Segment CT volumes, files and folders with one model and one set of options.
 
-    ``model``: a model path, a ``keras.Model``, a Runtime, or another Predictor (its runtime and
-    info are shared). ``info``: the model's ModelInfo when the model object does not carry one.
+    ``model``: a model path, a ``keras.Model``, a Runtime, another Predictor (its runtime and
+    info are shared), or a list of those: an ensemble (:class:`~.ensemble.EnsembleRuntime`). ``info``: the model's ModelInfo when the model object does not carry one.
     ``cfg``: the preprocessing, when it is not the info's (training validation passes its own).
     The options are :class:`PredictOptions`' fields.
     """
@@ -173,6 +179,20 @@ class Predictor:
         """A model file with its saved info: the preprocessing and threshold it was trained with.
         ``runtime`` / ``precision`` / ``notes``: see :func:`open_runtime`."""
         return cls(open_runtime(path, runtime=runtime, precision=precision, notes=notes), **options)
+
+    @classmethod
+    def from_paths(cls, paths, *, runtime: str = "model", precision: str = "fp32",
+                   notes: list[str] | None = None, **options) -> "Predictor":
+        """An ensemble of model files (nnU-Net's ``-f 0 1 2 3 4``): their probabilities averaged per
+        slice, the CGM decision from the averaged ``cls``. The models must share task, classes and
+        preprocessing: checked as each is opened, before any prediction, in one line naming both."""
+        from .ensemble import EnsembleRuntime, check_members
+
+        members: list[Runtime] = []
+        for path in paths:
+            members.append(open_runtime(path, runtime=runtime, precision=precision, notes=notes))
+            check_members([members[0], members[-1]])
+        return cls(EnsembleRuntime(members), **options)
 
     # -- what the model needs ----------------------------------------------------------------
     @property
@@ -214,8 +234,8 @@ class Predictor:
                 f"model-info file do not belong together")
 
     # -- data ----------------------------------------------------------------------------------
-    def predict_volume(self, hu_volume, *, return_probabilities: bool = False,
-                       timings: dict | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def predict_volume(self, hu_volume, *, return_probabilities: bool = False, timings: dict | None = None,
+                       probability_map: bool = False) -> np.ndarray | tuple[np.ndarray, Any]:
         """Segment a canonical (RAS) HU volume ``(X, Y, Z)``; returns a uint8 label volume ``(X, Y, Z)``.
 
         ``hu_volume``: an array, or a volume read a slab at a time (a
@@ -227,7 +247,8 @@ class Predictor:
         ``batch_size`` slices at a time (plus their 2.5D neighbours; a file in the order it stores
         them), and only the uint8 mask of the whole volume is held. ``timings`` (a dict)
         accumulates seconds per stage (preprocess, which includes reading a streamed file / model /
-        postprocess).
+        postprocess). With ``probability_map`` returns ``(labels, ProbabilityMap)``: the probabilities
+        before the gate and the CGM's per-slice ``cls`` (what ``--save-probabilities`` writes).
         """
         if not hasattr(hu_volume, "slabs"):
             hu_volume = np.asarray(hu_volume)
@@ -246,6 +267,9 @@ class Predictor:
         bs = max(opts.batch_size, c)   # a batch is one read chunk; its neighbours come from the chunks beside it
         labels = np.zeros((x_dim, y_dim, n), dtype=np.uint8)
         probs_out: list = [None]  # allocated once the channel count is known
+        keep_probs = return_probabilities or probability_map
+        cls_out = np.zeros((n, 2), np.float32) if probability_map else None
+        cls_seen = [False]
         windows = context_windows(source, bs, c)
 
         def produce(i: int) -> tuple[int, np.ndarray]:
@@ -277,9 +301,21 @@ class Predictor:
             if seg.ndim != 4:
                 raise ValueError(f"model '{rt.name}' returned seg of shape {seg.shape}, expected (B, H, W, C)")
             z1 = z0 + seg.shape[0]
+            if probability_map:
+                if rt.seg_is_labels(seg.shape[-1]):
+                    raise ValueError(f"model '{rt.name}' outputs labels, not probabilities (exported with a "
+                                     f"threshold): no probabilities to save")
+                if cls is not None:
+                    cls_out[z0:z1], cls_seen[0] = np.asarray(cls, np.float32), True
+                ungated = slices_to_volume(seg, (x_dim, y_dim), cfg)
             seg, present = apply_gate(seg, cls if opts.gate else None)
-            if return_probabilities and probs_out[0] is None:
+            if keep_probs and probs_out[0] is None:
                 probs_out[0] = np.zeros((x_dim, y_dim, n, seg.shape[-1]), dtype=np.float32)
+            if probability_map:
+                probs_out[0][:, :, z0:z1] = ungated
+                vol_probs = ungated * present[None, None, :, None]
+                labels[:, :, z0:z1] = labels_from_probabilities(vol_probs, threshold)
+                return
             if not present.any() and not return_probabilities:
                 return  # every slice gated out: labels stay background
             if rt.seg_is_labels(seg.shape[-1]):
@@ -289,10 +325,7 @@ class Predictor:
                     probs_out[0][:, :, z0:z1, 0] = lab
                 return
             vol_probs = slices_to_volume(seg, (x_dim, y_dim), cfg)  # (X, Y, b, C)
-            if vol_probs.shape[-1] == 1:
-                labels[:, :, z0:z1] = vol_probs[..., 0] > threshold
-            else:
-                labels[:, :, z0:z1] = np.argmax(vol_probs, axis=-1).astype(np.uint8)
+            labels[:, :, z0:z1] = labels_from_probabilities(vol_probs, threshold)
             if return_probabilities:
                 probs_out[0][:, :, z0:z1] = vol_probs
 
@@ -314,6 +347,15 @@ class Predictor:
         if opts.largest_component:
             with timed(timings, "postprocess"):
                 labels = postprocess_labels(labels, True)
+        if probability_map:
+            from .ensemble import member_names
+            from .probabilities import ProbabilityMap
+
+            info = self.info
+            return labels, ProbabilityMap(probs_out[0], cls_out if cls_seen[0] else None, threshold=threshold,
+                                          task=info.task if info is not None else "",
+                                          num_classes=info.num_classes if info is not None else 1,
+                                          models=member_names(rt))
         if return_probabilities:
             return labels, probs_out[0]
         return labels
@@ -333,15 +375,21 @@ class Predictor:
 
             with timed(timings, "read"):
                 volume = open_volume(Path(image_path))
+        save_map = self.options.save_probabilities and output_path is not None
         try:
-            labels = self.predict_volume(volume.image, timings=timings)
+            labels = self.predict_volume(volume.image, timings=timings, probability_map=save_map)
         except ValueError as exc:
             if str(image_path) in str(exc) or str(volume.image_path) in str(exc):
                 raise   # a streamed file's own error (NaN voxels, truncated) already names it
             raise ValueError(f"{image_path}: {exc}") from exc
+        if save_map:
+            labels, pmap = labels
+            pmap.original_affine = np.asarray(volume.original_affine, dtype=np.float64)
         original = volume.to_original(labels)
         if output_path is not None:
             with timed(timings, "write"):
+                if save_map:
+                    pmap.save(probabilities_path(Path(output_path)))
                 write_outputs(volume, labels, original, Path(output_path), self.options.formats, self.info)
         return original
 
@@ -405,7 +453,7 @@ class Predictor:
                     self.predict_file(path, target, volume=vol, timings=timings)
                     results.append(CaseResult(scan.name, path, target, True,
                                               seconds=time.perf_counter() - t_case, timings=timings,
-                                              outputs=output_paths(target, self.options.formats),
+                                              outputs=self.output_files(target),
                                               notes=notes_of_case))
                 except (KeyboardInterrupt, SystemExit):
                     raise
@@ -430,6 +478,13 @@ class Predictor:
             if bar is not None:
                 bar.close()
         return results
+
+    def output_files(self, target: Path) -> dict[str, Path]:
+        """format -> path of everything one case writes (the probabilities when saved)."""
+        paths = output_paths(target, self.options.formats)
+        if self.options.save_probabilities:
+            paths["probabilities"] = probabilities_path(target)
+        return paths
 
     def __repr__(self):
         return f"<Predictor {self.runtime.kind} {self.runtime.name} {self.options}>"
