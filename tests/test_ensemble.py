@@ -171,3 +171,26 @@ def test_probabilities_round_trip_and_ensemble_later(models, scan, tmp_path, cap
                      str(tmp_path / "x.nii.gz")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.npz" in err[0], err
+
+
+def test_an_ensemble_reads_a_dicom_series_and_writes_a_seg(models, tmp_path):
+    pytest.importorskip("highdicom")
+    from keras_unet3plus import cli
+    from keras_unet3plus.data.dicom import read_dicom_series
+    from keras_unet3plus.data.dicom_seg import read_dicom_seg_labels
+    from keras_unet3plus.data.phantom_dicom import write_dicom_series
+
+    case = generate_case(7, shape=(48, 40, 10))
+    series = tmp_path / "series"
+    write_dicom_series(case.hu, case.affine, series)
+    assert cli.main(["predict", *map(str, models), str(series), "-o", str(tmp_path / "out"), "--format", "both",
+                     "--no-gate", "--quiet", "--save-probabilities"]) == 0
+    out = next((tmp_path / "out").glob("*.nii.gz"))
+    import nibabel as nib
+
+    mask = np.asarray(nib.load(out).dataobj)
+    volume = read_dicom_series(series)
+    case = out.name[: -len(".nii.gz")]
+    seg = volume.to_original(read_dicom_seg_labels(out.with_name(case + ".seg.dcm"), volume))
+    assert mask.any() and out.with_name(case + ".npz").is_file()
+    np.testing.assert_array_equal(seg > 0, mask > 0)
