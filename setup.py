@@ -35,6 +35,8 @@ EXTRAS = {
 EXTRAS["dev"] = sorted(
     set(EXTRAS["onnx"] + EXTRAS["litert"] + EXTRAS["dicom"] + EXTRAS["itk"]
         + ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5"]
+        # the lint and type check the test suite runs (ruff.toml, mypy.ini; tests/test_lint.py)
+        + ["ruff>=0.6", "mypy>=1.10"]
         # the JAX backend: CI runs the backend-independent tests under it too (tests/test_backends.py)
         + ["jax[cpu]>=0.4.36"])
 )

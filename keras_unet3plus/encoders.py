@@ -124,7 +124,7 @@ def _backbone_input(x, spec: BackboneSpec):
     if spec.preprocessing == "caffe":
         mean, var = _CAFFE_MEAN, (1.0, 1.0, 1.0)
     else:
-        mean, var = _TORCH_MEAN, tuple(s * s for s in _TORCH_STD)
+        mean, var = _TORCH_MEAN, (_TORCH_STD[0] ** 2, _TORCH_STD[1] ** 2, _TORCH_STD[2] ** 2)
     x = layers.Rescaling(255.0, name="backbone_rescale")(x)
     return layers.Normalization(mean=list(mean), variance=list(var), name="backbone_normalize")(x)
 

@@ -295,15 +295,12 @@ class FocalLoss(keras.losses.Loss):
         dtype: Any = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.alpha = list(alpha) if isinstance(alpha, (list, tuple)) else alpha
+        self.alpha = list(alpha) if isinstance(alpha, Sequence) else alpha
         self.gamma = float(gamma)
-        if isinstance(self.alpha, list):
-            binary_alpha = None
-        else:
-            binary_alpha = self.alpha
+        binary_alpha = None if isinstance(alpha, Sequence) or alpha is None else float(alpha)
         self._binary = keras.losses.BinaryFocalCrossentropy(
             apply_class_balancing=binary_alpha is not None,
-            alpha=0.25 if binary_alpha is None else float(binary_alpha),
+            alpha=0.25 if binary_alpha is None else binary_alpha,
             gamma=self.gamma,
             reduction=None,
         )
@@ -679,6 +676,8 @@ def _side_weight(weights: float | Sequence[float] | Mapping[str, float], name: s
         if index >= len(weights):
             raise ValueError(f"for_model: side_weights has {len(weights)} entries, need one for '{name}'")
         return float(weights[index])
+    if not isinstance(weights, (int, float)):
+        raise TypeError(f"for_model: side_weights must be a number, a sequence or a mapping, got {weights!r}")
     return float(weights)
 
 
@@ -768,8 +767,8 @@ def for_model(
     and `cls_weight`. Channel counts are read from `model.outputs` and checked. Registered as the
     ``hybrid`` loss (the trainer's default).
     """
-    hybrid_kwargs = dict(focal_weight=focal_weight, ms_ssim_weight=ms_ssim_weight, iou_weight=iou_weight,
-                         alpha=alpha, gamma=gamma, iou_smooth=iou_smooth)
+    hybrid_kwargs: dict[str, Any] = dict(focal_weight=focal_weight, ms_ssim_weight=ms_ssim_weight,
+                                         iou_weight=iou_weight, alpha=alpha, gamma=gamma, iou_smooth=iou_smooth)
     return _model_losses(model, lambda name: HybridLoss(name=f"{name}_hybrid", **hybrid_kwargs),
                          seg_weight=seg_weight, side_weights=side_weights, cls_weight=cls_weight, who="for_model")
 

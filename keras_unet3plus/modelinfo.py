@@ -234,8 +234,9 @@ class PairIdentity:
     def of(cls, paths: tuple[str | os.PathLike, str | os.PathLike],
            names: tuple[str, str] | None = None) -> PairIdentity:
         """The identity of the files at ``paths`` (recorded under ``names``, default their own)."""
-        names = names or tuple(Path(p).name for p in paths)
-        return cls(*(PartRecord(n, file_sha256(p)) for n, p in zip(names, paths)))
+        encoder, decoder = paths
+        first, second = names or (Path(encoder).name, Path(decoder).name)
+        return cls(PartRecord(first, file_sha256(encoder)), PartRecord(second, file_sha256(decoder)))
 
     def mismatch(self, paths: tuple[str | os.PathLike, str | os.PathLike]) -> tuple[str, Path] | None:
         """``(part name, path)`` of the first file that is not the recorded part, else None."""

@@ -109,13 +109,15 @@ def find_lits(root: str | os.PathLike, unpaired: Unpaired = "error") -> list[Cas
     _require_dir(root, "LiTS folder")
     vols: list[Path] = []
     segs: list[Path] = []
+    number: dict[Path, int] = {}
     for p in _scan_files(root, recursive=True):
         m = _LITS_RE.match(p.name)
         if m:
             (vols if m.group(1) == "volume" else segs).append(p)
+            number[p] = int(m.group(2))
     if not vols and not segs:
         raise DataError(f"{root}: no LiTS files (volume-N.nii[.gz] / segmentation-N.nii[.gz]) found")
-    num = lambda p: int(_LITS_RE.match(p.name).group(2))  # noqa: E731
+    num = number.__getitem__
     vmap = _unique_by_id(vols, num, root)
     smap = _unique_by_id(segs, num, root)
     cases = [Case(f"volume-{n}", vmap[n], smap.get(n)) for n in sorted(vmap)]

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Generator
 
 import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt_mod
 from nibabel.openers import ImageOpener
+from numpy.typing import DTypeLike
 
 from keras_unet3plus.atomic import atomic_path
 from keras_unet3plus.data.tasks import TaskSpec, get_task
@@ -56,6 +57,8 @@ def open_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
         img = nib.load(str(path))
     except Exception as exc:
         raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(img, nib.Nifti1Image):   # NIfTI-2 is a subclass
+        raise DataError(f"{path}: not a NIfTI image (nibabel read it as {type(img).__name__})")
     shape = tuple(int(s) for s in img.shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
@@ -67,7 +70,7 @@ def open_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
     return img
 
 
-def _read_data(img: nib.Nifti1Image, path: Path, dtype: np.dtype | None) -> np.ndarray:
+def _read_data(img: nib.Nifti1Image, path: Path, dtype: DTypeLike | None) -> np.ndarray:
     """Read all voxels (scaled), wrapping decoding errors (truncated gzip, short files)."""
     try:
         data = np.asanyarray(img.dataobj) if dtype is None else np.asarray(img.dataobj, dtype=dtype)
@@ -123,7 +126,7 @@ def checked_label(data: np.ndarray, path: Path, spec: TaskSpec) -> np.ndarray:
     return spec.map_label(data)
 
 
-def read_image_array(path: str | os.PathLike, dtype: np.dtype | None = np.float32,
+def read_image_array(path: str | os.PathLike, dtype: DTypeLike | None = np.float32,
                      img: nib.Nifti1Image | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Canonical image voxels and canonical affine; NaN/inf rejected.
 
@@ -204,12 +207,15 @@ class NiftiSlabs:
         self.path = Path(path)
         self.img = open_nifti(self.path) if img is None else img
         self.kind = kind
-        self.spec = get_task(task) if kind == "label" else None
+        if kind == "label" and task is None:
+            raise ValueError(f"{self.path}: a label needs a task to map its values (liver, spleen, ...)")
+        #: the task a label's values are checked and mapped for (None for an image)
+        self.spec = get_task(task) if kind == "label" and task is not None else None
         file_shape = open_shape(self.img)
         self._transform = ornt_mod.ornt_transform(orientation_of(self.img.affine, self.path), _RAS_ORNT)
         axes = self._transform[:, 0].astype(int)
-        self.shape: tuple[int, int, int] = tuple(file_shape[int(np.flatnonzero(axes == j)[0])]
-                                                 for j in range(3))  # type: ignore[assignment]
+        x, y, z = (file_shape[int(np.flatnonzero(axes == j)[0])] for j in range(3))
+        self.shape: tuple[int, int, int] = (x, y, z)
         self._z_axis = int(np.flatnonzero(axes == 2)[0])
         self._z_flip = bool(self._transform[self._z_axis, 1] < 0)
         self._extra = (0,) * (len(self.img.shape) - 3)
@@ -244,7 +250,7 @@ class NiftiSlabs:
         raw = np.asarray(raw)
         while raw.ndim > 3:
             raw = raw[..., 0]
-        if self.kind == "label":
+        if self.spec is not None:   # a label
             raw = checked_label(raw, self.path, self.spec)
         else:
             raw = checked_image(raw, self.path)
@@ -265,7 +271,7 @@ class NiftiSlabs:
             raise IndexError(f"{self.path}: slices {z0}..{z1 - 1} outside 0..{self.shape[2] - 1}")
         return self._finish(self._read(self.img.dataobj, self._slicer(z0, z1)))
 
-    def slabs(self, chunk: int = SLAB) -> Iterator[tuple[int, int, np.ndarray]]:
+    def slabs(self, chunk: int = SLAB) -> Generator[tuple[int, int, np.ndarray], None, None]:
         """``(z0, z1, canonical slab)`` over the whole volume, in the order the file stores them;
         the file is open for this pass only (closed when it ends or is abandoned)."""
         n, chunk = self.shape[2], max(1, int(chunk))
@@ -284,7 +290,8 @@ class NiftiSlabs:
             raise DataError(f"{self.path}: cannot open the file ({type(exc).__name__}: {exc})") from exc
         with opener as fobj:
             try:
-                proxy = klass.from_file_map(klass.make_file_map({"image": fobj, "header": fobj})).dataobj
+                files: dict[str, Any] = {"image": fobj, "header": fobj}   # nibabel reads through the opener
+                proxy = klass.from_file_map(klass.make_file_map(files)).dataobj
             except Exception as exc:
                 raise DataError(f"{self.path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
             for z0 in starts:
@@ -333,6 +340,8 @@ def load_case(case: Case, task: str | TaskSpec | None) -> Volume:
     label = None
     if case.label_path is not None:
         label_path = Path(case.label_path)
+        if task is None:
+            raise ValueError(f"{label_path}: a label needs a task to map its values (liver, spleen, ...)")
         limg = open_nifti(label_path)
         check_pair(img, limg, image_path, label_path)
         label, _ = read_label_array(label_path, task, img=limg)

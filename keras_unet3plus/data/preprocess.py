@@ -81,7 +81,8 @@ class PreprocessConfig:
         """This config with the task's default HU window filled in (if none was given)."""
         if self.hu_window is not None:
             return self
-        return replace(self, hu_window=tuple(get_task(task).hu_window))
+        low, high = get_task(task).hu_window
+        return replace(self, hu_window=(float(low), float(high)))
 
     def window(self) -> tuple[float, float]:
         if self.hu_window is None:

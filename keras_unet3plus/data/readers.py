@@ -121,7 +121,9 @@ def load_case(case: Case, task: str | TaskSpec | None) -> Volume:
     """A case's image and (if present) its label mapped for ``task``, both canonical, in memory; the
     label is read first (a wrong label fails before the larger image is read)."""
     image, label = open_pair(case)
-    labels = None if label is None else label.label(get_task(task))
+    if label is not None and task is None:
+        raise ValueError(f"{case.label_path}: a label needs a task to map its values (liver, spleen, ...)")
+    labels = None if label is None or task is None else label.label(get_task(task))
     return image.volume(case.case_id, label=labels, label_path=None if label is None else label.path)
 
 
@@ -145,7 +147,9 @@ def voxel_scan(case: Case, task: str | TaskSpec | None, chunk: int = SLAB
     and the image's NaN/inf checked (DataError naming the file; the label first), and for a labelled
     case which axial slices hold the organ. Returns ``(organ slices or None, spacing, shape)``."""
     image, label = open_pair(case)
-    present = None if label is None else organ_slices(label, task, chunk)
+    if label is not None and task is None:
+        raise ValueError(f"{case.label_path}: a label needs a task to map its values (liver, spleen, ...)")
+    present = None if label is None or task is None else organ_slices(label, task, chunk)
     for _ in slab_source(image.image(stream=True)).slabs(chunk):
         pass
     return present, image.spacing, image.shape

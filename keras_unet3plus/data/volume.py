@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import numpy as np
 from nibabel import orientations as ornt_mod
@@ -59,7 +59,8 @@ def to_original_orientation(array: np.ndarray, original_affine: np.ndarray) -> n
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel size (mm) along each array axis: the column norms of the affine's 3x3 part."""
-    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+    x, y, z = (float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+    return x, y, z
 
 
 def canonical_grid(affine: np.ndarray, shape: tuple[int, ...], path: Path | str
@@ -95,7 +96,8 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.image.shape)  # type: ignore[return-value]
+        x, y, z = self.image.shape
+        return int(x), int(y), int(z)
 
     def to_original(self, array: np.ndarray) -> np.ndarray:
         """Put a canonical (X, Y, Z[, C]) array back into the source file's voxel order."""
@@ -213,7 +215,7 @@ class SlabSource(Protocol):
 
     shape: tuple[int, int, int]
 
-    def slabs(self, chunk: int = SLAB) -> Iterator[tuple[int, int, np.ndarray]]: ...
+    def slabs(self, chunk: int = SLAB) -> Generator[tuple[int, int, np.ndarray], None, None]: ...
 
 
 class ArraySlabs:
@@ -221,9 +223,10 @@ class ArraySlabs:
 
     def __init__(self, array: np.ndarray):
         self.array = array
-        self.shape = tuple(int(s) for s in array.shape)
+        x, y, z = array.shape
+        self.shape = (int(x), int(y), int(z))
 
-    def slabs(self, chunk: int = SLAB) -> Iterator[tuple[int, int, np.ndarray]]:
+    def slabs(self, chunk: int = SLAB) -> Generator[tuple[int, int, np.ndarray], None, None]:
         n = self.shape[2]
         for z0 in range(0, n, chunk):
             z1 = min(n, z0 + chunk)

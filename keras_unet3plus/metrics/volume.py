@@ -74,7 +74,7 @@ def _pair(pred: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
 def _spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
     if spacing is None:
         return (1.0,) * ndim
-    if np.isscalar(spacing):
+    if isinstance(spacing, (int, float, np.number)):
         spacing = (float(spacing),) * ndim
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != ndim:

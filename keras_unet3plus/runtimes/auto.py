@@ -57,7 +57,7 @@ def export_candidates(model_path: str | os.PathLike, notes: list[str] | None = N
             notes.append(f"{sidecar}: unreadable info, not considered")
             continue
         check = record.checks.get(artefact.name) if record is not None else None
-        if check is None or check.speed is None:
+        if record is None or check is None or check.speed is None:
             continue  # not an export of ours, or made without a parity check
         if digest is not None and (record.source is None or record.source.sha256 != digest):
             notes.append(f"{artefact.name}: exported from another version of {model_path.name}; re-export it")

@@ -23,7 +23,13 @@ RUNTIME_LABELS = {"keras": "Keras", "onnxruntime": "ONNX Runtime", "litert": "Li
 def part_paths(artefact) -> tuple[Path, Path]:
     """``(<stem>.encoder<suffix>, <stem>.decoder<suffix>)`` beside the exported graph ``artefact``."""
     artefact = Path(artefact)
-    return tuple(artefact.with_name(f"{artefact.stem}.{part}{artefact.suffix}") for part in PART_NAMES)
+    return as_pair(artefact.with_name(f"{artefact.stem}.{part}{artefact.suffix}") for part in PART_NAMES)
+
+
+def as_pair(paths) -> tuple[Path, Path]:
+    """A skip-absent pair's two paths (encoder, decoder) as Paths; a ValueError unless there are two."""
+    encoder, decoder = (Path(p) for p in paths)
+    return encoder, decoder
 
 
 def no_pair_error(artefact, pair, target: str) -> ValueError:

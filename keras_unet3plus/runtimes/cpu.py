@@ -43,8 +43,8 @@ class CpuInfo:
         return f"{self.name}, {self.cores} cores, {self.vector}" + (f" + {', '.join(extra)}" if extra else "")
 
 
-def _parse_cpuinfo(text: str) -> tuple[str, frozenset]:
-    name, flags = "", frozenset()
+def _parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
+    name, flags = "", frozenset[str]()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()
@@ -58,7 +58,7 @@ def _parse_cpuinfo(text: str) -> tuple[str, frozenset]:
 @lru_cache(maxsize=1)
 def cpu_info() -> CpuInfo:
     """This machine's CPU (cached)."""
-    name, flags = "", frozenset()
+    name, flags = "", frozenset[str]()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             name, flags = _parse_cpuinfo(fh.read())

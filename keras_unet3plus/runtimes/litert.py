@@ -8,7 +8,7 @@ import numpy as np
 from .._extras import require
 from ..modelinfo import ModelInfo
 from ..output_names import SEG
-from .base import Runtime, encoder_outputs, part_paths
+from .base import Runtime, as_pair, encoder_outputs, part_paths
 from .cpu import cpu_info
 
 
@@ -76,7 +76,7 @@ class LiteRTRuntime(Runtime):
             self.input_shape = (None, *self.input_shape[1:])
         self._output_names = sorted(self.main.outputs, key=lambda n: (n != SEG, n))
         self.input_dtype = np.dtype(d["dtype"])
-        self.pair = tuple(Path(p) for p in pair) if pair else part_paths(path)
+        self.pair = as_pair(pair) if pair else part_paths(path)
 
     def _open_part(self, path: Path):
         return _Signature(path, self._threads)

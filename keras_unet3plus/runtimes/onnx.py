@@ -9,7 +9,7 @@ import numpy as np
 from .._extras import require
 from ..modelinfo import ModelInfo, PairIdentity
 from ..output_names import SEG
-from .base import Runtime, encoder_outputs, part_paths
+from .base import Runtime, as_pair, encoder_outputs, part_paths
 from .cpu import cpu_info
 
 __all__ = ["OnnxRuntime", "open_session", "embedded_info_json", "ONNX_METADATA_KEY", "part_paths"]
@@ -50,7 +50,7 @@ class OnnxRuntime(Runtime):
         self._session_args = (threads, providers)
         self.session = open_session(path, threads, providers)
         #: the skip-absent pair (default: beside the graph, :func:`part_paths`)
-        self.pair = tuple(Path(p) for p in pair) if pair else (part_paths(path) if path is not None else None)
+        self.pair = as_pair(pair) if pair else (part_paths(path) if path is not None else None)
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
@@ -68,7 +68,8 @@ class OnnxRuntime(Runtime):
             source = f"{self.path} metadata"
             record = ModelInfo.from_dict(json.loads(self._embedded), source=source).export_record(source)
             identity = record.pair if record is not None else None
-            if identity is None and all(embedded_info_json(self._open_part(p)) == self._embedded for p in self.pair):
+            if identity is None and self.pair is not None and all(
+                    embedded_info_json(self._open_part(p)) == self._embedded for p in self.pair):
                 identity = PairIdentity.of(self.pair)
         return identity
 

@@ -85,11 +85,11 @@ class TensorRTRuntime(Runtime):
 def _cudart():
     """CUDA runtime bindings of cuda-python (12.x+: `cuda.bindings.runtime`; older: `cuda.cudart`)."""
     try:
-        from cuda.bindings import runtime as cudart  # type: ignore
+        from cuda.bindings import runtime as cudart
         return cudart
     except ImportError:
         try:
-            from cuda import cudart  # type: ignore
+            from cuda import cudart
             return cudart
         except ImportError:
             require("cuda_python_missing_for_tensorrt_runtime", "tensorrt")  # raises with the pip hint
