@@ -90,44 +90,47 @@ def test_fold_settings_are_checked():
     assert TrainConfig(splits_file="/x/s.json").splits_path() == Path("/x/s.json")
 
 
-def test_a_fold_trains_on_its_cases_and_a_resume_keeps_them(tmp_path, capsys):
-    """`unet3plus train --folds 2 --fold K` on four phantom cases: the fold's held-out cases
-    validate, the table sits beside the runs, and a run folder refuses to resume another fold."""
-    from keras_unet3plus import cli
-    from keras_unet3plus.data.phantom import write_dataset
-
-    data = tmp_path / "lits"
-    write_dataset(data, 4, layout="lits", task="liver", shape=(32, 32, 8), seed=5)
-    base = ["train", "--data-dir", str(data), "--image-size", "32", "--filters", "4", "8", "16", "32", "64",
-            "--cat-channels", "4", "--batch-size", "2", "--steps-per-epoch", "1", "--epochs", "1",
-            "--no-augment", "--no-deep-supervision", "--verbose", "0", "--folds", "2", "--n-test", "0"]
-    out = tmp_path / "runs" / "fold_0"
-    assert cli.main(base + ["--fold", "0", "--out-dir", str(out)]) == 0
-    table = read_folds(tmp_path / "runs" / SPLITS_FILE)
-    split = json.loads((out / "split.json").read_text())
-    assert split["val"] == table[0]["val"] and split["train"] == table[0]["train"] and not split["test"]
-    assert sorted(table[0]["val"] + table[1]["val"]) == sorted(split["train"] + split["val"])
-    capsys.readouterr()
-    assert cli.main(base + ["--fold", "1", "--out-dir", str(out), "--epochs", "2"]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "another split" in err[0], err
-    assert cli.main(base + ["--out-dir", str(tmp_path / "runs" / "x")]) == 1     # folds without a fold
-    assert "without fold" in capsys.readouterr().err
-
-
-def test_the_recipe_trains_every_fold(tmp_path):
-    """`recipes/train_liver.py --folds 2`: one run folder per fold, one table beside them."""
+@pytest.fixture(scope="module")
+def cv_runs(tmp_path_factory):
+    """`recipes/train_liver.py --folds 2` on four phantom cases: (data folder, runs folder)."""
     from keras_unet3plus.data.phantom import write_dataset
     from keras_unet3plus.workflows.recipe import main
 
-    data = tmp_path / "lits"
+    root = tmp_path_factory.mktemp("cv")
+    data, out = root / "lits", root / "runs"
     write_dataset(data, 4, layout="lits", task="liver", shape=(32, 32, 8), seed=6)
     preset = dict(task="liver", layout="lits", image_size=32, filters=(4, 8, 16, 32, 64), cat_channels=4,
                   deep_supervision=False, batch_size=2, steps_per_epoch=1, epochs=1, augment=False, verbose=0)
-    out = tmp_path / "runs"
     assert main(preset, "test", ["--data-dir", str(data), "--out-dir", str(out), "--folds", "2", "--n-test", "0",
                                  "--no-evaluate"]) == 0
+    return data, out
+
+
+def test_the_recipe_trains_every_fold_on_its_cases(cv_runs):
+    """One run folder per fold, one table beside them; a fold's held-out cases validate."""
+    data, out = cv_runs
     table = read_folds(out / SPLITS_FILE)
+    assert sorted(table[0]["val"] + table[1]["val"]) == sorted(f"volume-{i}" for i in range(4))
     for k in range(2):
-        assert json.loads((out / f"fold_{k}" / "split.json").read_text())["val"] == table[k]["val"]
+        split = json.loads((out / f"fold_{k}" / "split.json").read_text())
+        assert split["val"] == table[k]["val"] and split["train"] == table[k]["train"] and not split["test"]
         assert (out / f"fold_{k}" / "model.keras").is_file()
+
+
+def test_a_resumed_fold_refuses_another_split(cv_runs, capsys):
+    """`unet3plus train --folds 2 --fold 1` into fold 0's folder: one error line, the folder untouched."""
+    from keras_unet3plus import cli
+
+    data, out = cv_runs
+    run = out / "fold_0"
+    base = ["train", "--data-dir", str(data), "--layout", "lits", "--image-size", "32", "--filters", "4", "8", "16",
+            "32", "64", "--cat-channels", "4", "--batch-size", "2", "--steps-per-epoch", "1", "--no-augment",
+            "--no-deep-supervision", "--verbose", "0", "--folds", "2", "--n-test", "0", "--out-dir", str(run)]
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert cli.main(base + ["--fold", "1", "--epochs", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "another split" in err[0], err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert cli.main(base + ["--epochs", "2"]) == 1                        # folds without a fold
+    assert "without fold" in capsys.readouterr().err

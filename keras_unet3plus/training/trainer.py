@@ -202,7 +202,9 @@ class Trainer:
                              f"{self.strategy.num_replicas_in_sync} replicas")
         self.spec = self._task()
         self.pre = cfg.preprocess()
-        self._prepare_run_folder(has_ckpt=tf.train.latest_checkpoint(str(self.ckpt_dir)) is not None)
+        has_ckpt = tf.train.latest_checkpoint(str(self.ckpt_dir)) is not None
+        self.split = self._choose_split(resuming=has_ckpt and cfg.resume)  # before the run folder is touched
+        self._prepare_run_folder(has_ckpt=has_ckpt)
         self._prepare_data()
         self._build_model_and_optimizer()
         self._restore()
@@ -430,7 +432,7 @@ class Trainer:
     def _check_resumed_split(self, split) -> None:
         """A resumed run keeps its cases: checkpoints of one split (or fold) never continue on another."""
         old_path = self.out / SPLIT_JSON
-        if not (self.cfg.resume and old_path.is_file() and has_checkpoint(self.ckpt_dir)):
+        if not old_path.is_file():
             return
         try:
             old = json.loads(old_path.read_text(encoding="utf-8"))
@@ -443,10 +445,10 @@ class Trainer:
                              f"({' and '.join(changed)} cases differ from {old_path}); use the same fold / split "
                              f"settings, another --out-dir, or --no-resume to start over in this folder")
 
-    def _prepare_data(self) -> None:
+    def _choose_split(self, resuming: bool):
+        """The run's cases: the split given, a fold of the data set's folds table, or the seeded split;
+        a resumed run must find the split its checkpoints were trained on."""
         from ..data import find_cases, split_cases
-        from ..data.cache import SliceCache, plan_cache
-        from ..data.pipeline import build_dataset, index_cases
 
         cfg = self.cfg
         split = self._split
@@ -467,8 +469,16 @@ class Trainer:
                 split = self._fold_split(cases)
             else:
                 split = split_cases(cases, seed=cfg.split_seed, n_test=cfg.n_test, val_fraction=cfg.val_fraction)
-        self._check_resumed_split(split)
-        self.split = split
+        if resuming:
+            self._check_resumed_split(split)
+        return split
+
+    def _prepare_data(self) -> None:
+        from ..data.cache import SliceCache, plan_cache
+        from ..data.pipeline import build_dataset, index_cases
+
+        cfg = self.cfg
+        split = self.split
         self.train_cases, self.val_cases = list(split.train), list(split.val)
         if cfg.max_val_cases is not None:
             self.val_cases = self.val_cases[: cfg.max_val_cases]
