@@ -36,7 +36,7 @@ from .data.tasks import TaskSpec, get_task
 from .modelinfo import atomic_write_text
 
 __all__ = ["METRICS", "CaseEvaluation", "EvaluationReport", "structures", "pair_cases", "evaluate_pair",
-           "evaluate_folders", "evaluate_pairs", "write_reports", "case_number"]
+           "evaluate_folders", "evaluate_pairs", "summarize_cases", "summarize_folds", "write_reports", "case_number"]
 
 #: per-case metrics in report order (metrics.volume.evaluate_case computes them)
 METRICS = ("dice", "voe", "rvd", "assd", "hd95", "mssd")
@@ -79,6 +79,8 @@ class EvaluationReport:
     summary: dict[str, Any]
     unmatched_predictions: list[Path] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
+    #: case id -> the fold that held it out (a cross-validation report); empty otherwise
+    folds: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[CaseEvaluation]:
@@ -259,6 +261,18 @@ def summarize_cases(cases: Sequence[CaseEvaluation], task: str | TaskSpec) -> di
     return out
 
 
+def summarize_folds(cases: Sequence[CaseEvaluation], folds: dict[str, str],
+                    task: str | TaskSpec) -> list[dict[str, Any]]:
+    """Per fold of a cross-validation: its held-out cases summarised as :func:`summarize_cases` does."""
+    out = []
+    for fold in sorted(set(folds.values()), key=lambda f: (len(f), f)):
+        mine = [c for c in cases if folds.get(c.case_id) == fold]
+        row = summarize_cases(mine, task)
+        row.pop("task")
+        out.append({"fold": fold, **row})
+    return out
+
+
 def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, task: str | TaskSpec = "liver",
                      out_dir: str | os.PathLike | None = None, *, images_dir: str | os.PathLike | None = None,
                      overlays: int = 0, progress: bool = False,
@@ -319,11 +333,12 @@ def per_case_csv(report: EvaluationReport) -> str:
     cols = _columns(report.task)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["case", "status"] + [c for c, _, _ in cols] + ["prediction", "ground_truth", "error"])
+    fold = ["fold"] if report.folds else []
+    w.writerow(["case"] + fold + ["status"] + [c for c, _, _ in cols] + ["prediction", "ground_truth", "error"])
     for c in report.cases:
         vals = [_fmt(c.metrics[s][m], 6) if c.ok else "" for _, s, m in cols]
-        w.writerow([c.case_id, "ok" if c.ok else "error"] + vals
-                   + [c.pred_path or "", c.gt_path or "", c.error])
+        w.writerow([c.case_id] + ([report.folds.get(c.case_id, "")] if fold else []) + ["ok" if c.ok else "error"]
+                   + vals + [c.pred_path or "", c.gt_path or "", c.error])
     return buf.getvalue()
 
 
@@ -345,13 +360,23 @@ def report_markdown(report: EvaluationReport) -> str:
             lines.append(f"| {s} | {m} | {_fmt(e['mean'])} | {_fmt(e['std'])} | {e['n']} | {e['n_nonfinite']} |")
         lines.append(f"| {s} | global dice | {_fmt(summ.get('global_dice'))} | | | |")
     head = [f"{s} {m}" if prefix else m for s in names for m in METRICS]
-    lines += ["", "## Per case", "", "| Case | " + " | ".join(head) + " |",
-              "|---|" + "---:|" * len(head)]
+    if report.summary.get("folds"):
+        lines += ["", "## Per fold", "", "Mean of each fold's held-out cases.", "",
+                  "| Fold | Cases | " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(head)]
+        for row in report.summary["folds"]:
+            st = row["structures"]
+            lines.append(f"| {row['fold']} | {row['n_ok']} | "
+                         + " | ".join(_fmt(st[s][m]["mean"]) if s in st else "" for s in names for m in METRICS)
+                         + " |")
+    fold_col = ("| Fold ", "---|") if report.folds else ("", "")
+    lines += ["", "## Per case", "", "| Case " + fold_col[0] + "| " + " | ".join(head) + " |",
+              "|---|" + fold_col[1] + "---:|" * len(head)]
     for c in report.cases:
+        key = f"| {c.case_id} " + (f"| {report.folds.get(c.case_id, '')} " if report.folds else "")
         if c.ok:
-            lines.append(f"| {c.case_id} | " + " | ".join(_fmt(c.metrics[s][m]) for s in names for m in METRICS) + " |")
+            lines.append(key + "| " + " | ".join(_fmt(c.metrics[s][m]) for s in names for m in METRICS) + " |")
         else:
-            lines.append(f"| {c.case_id} | " + " | ".join("error" for _ in head) + " |")
+            lines.append(key + "| " + " | ".join("error" for _ in head) + " |")
     if report.failed:
         lines += ["", "## Errors", ""] + [f"- `{c.case_id}`: {c.error}" for c in report.failed]
     if report.unmatched_predictions:
@@ -372,6 +397,7 @@ def write_reports(report: EvaluationReport, out_dir: str | os.PathLike) -> dict[
     summary = dict(report.summary)
     summary["cases"] = [{"case": c.case_id, "status": "ok" if c.ok else "error", "error": c.error,
                          "prediction": c.pred_path, "ground_truth": c.gt_path, "metrics": c.metrics}
+                        | ({"fold": report.folds.get(c.case_id)} if report.folds else {})
                         for c in report.cases]
     atomic_write_text(files["json"], json.dumps(_json_safe(summary), indent=2))
     atomic_write_text(files["markdown"], report_markdown(report))

@@ -134,3 +134,35 @@ def test_a_resumed_fold_refuses_another_split(cv_runs, capsys):
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     assert cli.main(base + ["--epochs", "2"]) == 1                        # folds without a fold
     assert "without fold" in capsys.readouterr().err
+
+
+def test_evaluate_cv_scores_every_fold_out_of_fold(cv_runs, tmp_path, capsys):
+    """`unet3plus evaluate --cv fold_0 fold_1`: every case once, by the fold that held it out; the
+    per-fold rows are the means of their cases; a case held out twice is refused."""
+    import csv
+
+    import numpy as np
+
+    from keras_unet3plus import cli
+
+    data, out = cv_runs
+    runs = [str(out / f"fold_{k}") for k in range(2)]
+    table = read_folds(out / SPLITS_FILE)
+    assert cli.main(["evaluate", "--cv", *runs, "--out", str(tmp_path / "cv"), "--quiet"]) == 0
+    rows = list(csv.DictReader((tmp_path / "cv" / "per_case.csv").open()))
+    assert sorted(r["case"] for r in rows) == sorted(f"volume-{i}" for i in range(4))
+    for r in rows:
+        assert r["case"] in table[int(r["fold"])]["val"] and r["status"] == "ok"
+    summary = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    assert [f["fold"] for f in summary["folds"]] == ["0", "1"]
+    for f in summary["folds"]:
+        dice = [float(r["dice"]) for r in rows if r["fold"] == f["fold"]]
+        assert f["n_ok"] == len(dice) and f["run"] == runs[int(f["fold"])]
+        assert abs(f["structures"]["liver"]["dice"]["mean"] - np.mean(dice)) < 1e-5
+    mean = summary["structures"]["liver"]["dice"]["mean"]
+    assert abs(mean - np.mean([float(r["dice"]) for r in rows])) < 1e-5
+    assert "## Per fold" in (tmp_path / "cv" / "report.md").read_text()
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--cv", runs[0], runs[0], "--out", str(tmp_path / "twice")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "also held out" in err[0], err

@@ -7,6 +7,8 @@ sits above both:
 - :func:`evaluate_model`: every labelled case of a dataset folder predicted into
   ``out_dir/predictions``, then the per-case table, summary and overlays of
   :func:`keras_unet3plus.evaluation.evaluate_pairs` (``unet3plus evaluate --model M --data-dir D``);
+- :func:`evaluate_cross_validation`: every fold's model on the cases its fold held out, scored
+  together (``unet3plus evaluate --cv RUN_0 ... RUN_4``, nnU-Net's cross-validation summary);
 - :func:`evaluate_held_out`: the demo's and the recipes' per-volume metrics of a trained model on
   its held-out test cases, in memory, with one overlay of the median case (``metrics.json``, written
   with :func:`json_default`).
@@ -24,7 +26,7 @@ from ..data.volume import DataError
 from ..data.tasks import get_task
 from ..evaluation import EvaluationReport, evaluate_pairs, summarize_cases, write_reports
 
-__all__ = ["evaluate_model", "evaluate_held_out", "json_default"]
+__all__ = ["evaluate_model", "evaluate_cross_validation", "evaluate_held_out", "json_default"]
 
 
 def evaluate_model(model: Any, data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -46,12 +48,7 @@ def evaluate_model(model: Any, data_dir: str | os.PathLike, out_dir: str | os.Pa
         cases = [c for c in find_cases(data_dir, layout=layout, unpaired="skip") if c.label_path is not None]
     if not cases:
         raise DataError(f"{data_dir}: no labelled cases to evaluate")
-    pred_dir = Path(out_dir) / "predictions"
-    ids = {Path(c.image_path): c.case_id for c in cases}
-    results = predictor.predict_folder([c.image_path for c in cases], pred_dir,
-                                       output_name=lambda p: f"{ids[Path(p)]}.nii.gz")
-    errors = {ids[r.image_path]: r.error for r in results if not r.ok}
-    pairs = [(c.case_id, pred_dir / f"{c.case_id}.nii.gz", Path(c.label_path), Path(c.image_path)) for c in cases]
+    pairs, errors = _predict_cases(predictor, cases, Path(out_dir) / "predictions")
     overlay_dir = Path(out_dir) / "overlays" if overlays > 0 else None
     from ..data.layouts import task_for_dataset
 
@@ -60,6 +57,83 @@ def evaluate_model(model: Any, data_dir: str | os.PathLike, out_dir: str | os.Pa
                           progress=progress, errors=errors, empty_distance=empty_distance)
     report = EvaluationReport(get_task(task_name).name, rows, summarize_cases(rows, task_name))
     report.summary["model"] = str(predictor.path) if predictor.path else None
+    write_reports(report, out_dir)
+    return report
+
+
+def _predict_cases(predictor, cases, pred_dir: Path) -> tuple[list, dict[str, str]]:
+    """Every case predicted into ``pred_dir/<case>.nii.gz``: the (case, prediction, label, image)
+    pairs to score, and the errors of the cases that failed."""
+    ids = {Path(c.image_path): c.case_id for c in cases}
+    results = predictor.predict_folder([c.image_path for c in cases], pred_dir,
+                                       output_name=lambda p: f"{ids[Path(p)]}.nii.gz")
+    errors = {ids[r.image_path]: r.error for r in results if not r.ok}
+    pairs = [(c.case_id, pred_dir / f"{c.case_id}.nii.gz", Path(c.label_path), Path(c.image_path)) for c in cases]
+    return pairs, errors
+
+
+def evaluate_cross_validation(runs, out_dir: str | os.PathLike, *, overlays: int = 0, batch_size: int = 8,
+                              largest_component: bool = False, gate: bool = True, progress: bool = False,
+                              empty_distance: float = float("inf")) -> EvaluationReport:
+    """Each fold's run folder (``train --folds N --fold K``: its ``config.yaml``, ``split.json`` and
+    ``model.keras``) predicts the cases its fold held out into ``out_dir/predictions``; every
+    out-of-fold prediction is scored together (per-case table with its fold, mean / std) and per
+    fold. The runs must be of one data set and task, and their held-out cases disjoint."""
+    import json
+
+    from ..data.layouts import find_cases, task_for_dataset
+    from ..evaluation import summarize_folds
+    from ..inference import Predictor
+    from ..training.config import CONFIG_NAME, TrainConfig
+    from ..training.run_folder import FINAL_MODEL, SPLIT_JSON
+
+    runs = [Path(r) for r in runs]
+    if not runs:
+        raise ValueError("--cv needs the run folders of the folds")
+    plans, fold_of = [], {}
+    for run in runs:
+        for name in (CONFIG_NAME, SPLIT_JSON, FINAL_MODEL):
+            if not (run / name).is_file():
+                raise DataError(f"{run}: not a finished training run ({name} missing)")
+        cfg = TrainConfig.from_sources(run / CONFIG_NAME)
+        held_out = json.loads((run / SPLIT_JSON).read_text(encoding="utf-8")).get("val", [])
+        if not held_out:
+            raise ValueError(f"{run}: holds no cases out (fold {cfg.fold}); cross-validation scores the "
+                             f"folds 0..N-1, not `all`")
+        first = plans[0][1] if plans else cfg
+        if (cfg.data_dir, cfg.task) != (first.data_dir, first.task):
+            raise ValueError(f"{run} and {plans[0][0]} are runs of different data ({cfg.data_dir}, {cfg.task} vs "
+                             f"{first.data_dir}, {first.task})")
+        fold = str(cfg.fold) if cfg.fold is not None else run.name
+        for case in held_out:
+            if case in fold_of:
+                raise ValueError(f"{run}: case {case} is also held out by the run of fold {fold_of[case]}; "
+                                 f"give each fold's run once")
+            fold_of[case] = fold
+        plans.append((run, cfg, set(held_out)))
+    cfg = plans[0][1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = {c.case_id: c for c in find_cases(cfg.data_dir, layout=cfg.layout, unpaired="skip")}
+    missing = sorted(set(fold_of) - set(cases))
+    if missing:
+        raise DataError(f"{cfg.data_dir}: held-out case(s) not found (first: {missing[0]})")
+    pairs, errors = [], {}
+    for run, _, held_out in plans:
+        predictor = Predictor(run / FINAL_MODEL, batch_size=batch_size, gate=gate,
+                              largest_component=largest_component, progress=progress)
+        fold_pairs, fold_errors = _predict_cases(predictor, [cases[i] for i in sorted(held_out)],
+                                                 Path(out_dir) / "predictions")
+        pairs += fold_pairs
+        errors.update(fold_errors)
+    pairs.sort(key=lambda p: p[0])
+    spec = task_for_dataset(cfg.data_dir, cfg.task, cfg.layout)
+    overlay_dir = Path(out_dir) / "overlays" if overlays > 0 else None
+    rows = evaluate_pairs(pairs, spec, overlay_dir=overlay_dir, overlay_slices=overlays, progress=progress,
+                          errors=errors, empty_distance=empty_distance)
+    report = EvaluationReport(get_task(cfg.task).name, rows, summarize_cases(rows, cfg.task), folds=fold_of)
+    run_of = {fold_of[next(iter(held_out))]: str(run) for run, _, held_out in plans}
+    report.summary["folds"] = [dict(row, run=run_of[row["fold"]]) for row in summarize_folds(rows, fold_of, cfg.task)]
     write_reports(report, out_dir)
     return report
 
