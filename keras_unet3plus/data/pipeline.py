@@ -29,7 +29,7 @@ import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -175,136 +175,187 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
         raise ValueError(f"make_dataset: {len(all_index)} index entries for {len(all_cases)} cases")
     global_batch = int(batch_size)
     per_replica = input_context.get_per_replica_batch_size(global_batch) if input_context else global_batch
-    n_pipelines = input_context.num_input_pipelines if input_context else 1
+    share = _share(all_cases, all_index, negative_fraction, input_context, per_replica, training)
+    samples = _CaseSamples(share, spec, cfg, cache, seed, training)
+    s = cfg.image_size   # both sources deliver slices at the model's size
+    sig = (tf.TensorSpec((s, s, cfg.channels), tf.float32), tf.TensorSpec((s, s, 1), tf.uint8))
 
-    # per-shard sample counts; training steps = the smallest shard's, so replicas stay in step
+    def case_dataset(case_idx, epoch_seed):
+        return tf.data.Dataset.from_generator(samples, args=(case_idx, epoch_seed), output_signature=sig)
+
+    aug_cfg = AugmentConfig() if augment is True else (augment or None)
+    passes = _Passes(case_dataset, n_cases=len(share.cases), training=training,
+                     cycle=max(1, min(cycle_length, len(share.cases))), shuffle_buffer=shuffle_buffer, seed=seed,
+                     augment=aug_cfg if training else None, binary=spec.binary, per_replica=per_replica,
+                     steps=share.steps)
+    ds = passes.schedule(epoch, epochs, batches_per_epoch)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    ds = ds.with_options(options)
+
+    info = DatasetInfo(task=spec.name, n_cases=len(share.cases), n_positive=share.n_positive,
+                       n_negative=sum(share.negatives), requested_negative_fraction=negative_fraction,
+                       batch_size=per_replica, steps_per_epoch=share.steps, image_size=cfg.image_size,
+                       channels=cfg.channels, cached=cache is not None,
+                       case_ids=tuple(c.case_id for c in share.cases))
+    log.info("make_dataset %s", info.summary())
+    return ds, info
+
+
+@dataclass(frozen=True)
+class _Share:
+    """This input pipeline's cases (``ids``: their places in the whole list, which seed each case's
+    draws) and what one epoch takes from them: organ slices, negatives per case, steps."""
+
+    ids: list[int]
+    cases: list[Case]
+    index: list[CaseIndex]
+    negatives: list[int]
+    n_positive: int
+    steps: int
+
+
+def _share(all_cases: list[Case], all_index: list[CaseIndex], negative_fraction: float | None,
+           input_context: tf.distribute.InputContext | None, per_replica: int, training: bool) -> _Share:
+    """The cases of this input pipeline (k, k + n, ...) and its steps per epoch. When training,
+    every pipeline takes the smallest shard's number of steps, so replicas stay in step."""
+    n_pipelines = input_context.num_input_pipelines if input_context else 1
     neg_all = negatives_per_case(all_index, negative_fraction)
-    shard_counts = []
-    for k in range(n_pipelines):
-        ids = range(k, len(all_cases), n_pipelines)
-        shard_counts.append(sum(len(all_index[i].positives) + neg_all[i] for i in ids))
+    shard_counts = [sum(len(all_index[i].positives) + neg_all[i] for i in range(k, len(all_cases), n_pipelines))
+                    for k in range(n_pipelines)]
     my = list(range(len(all_cases)))
     if n_pipelines > 1:
         _shard(all_cases, input_context)  # validates the count
         my = my[input_context.input_pipeline_id::n_pipelines]
-    my_cases = [all_cases[i] for i in my]
-    my_index = [all_index[i] for i in my]
-    my_neg = [neg_all[i] for i in my]
-    n_pos = sum(len(ix.positives) for ix in my_index)
-    n_samples = n_pos + sum(my_neg)
+    index = [all_index[i] for i in my]
+    negatives = [neg_all[i] for i in my]
+    n_pos = sum(len(ix.positives) for ix in index)
     if training:
         steps = min(c // per_replica for c in shard_counts)
         if steps == 0:
             raise ValueError(f"make_dataset: {min(shard_counts)} slices per input pipeline are fewer "
                              f"than one batch of {per_replica}")
     else:
-        steps = math.ceil(n_samples / per_replica)
+        steps = math.ceil((n_pos + sum(negatives)) / per_replica)
+    return _Share(my, [all_cases[i] for i in my], index, negatives, n_pos, steps)
 
-    entries = [cache.get(c) for c in my_cases] if cache is not None else None
-    channels = cfg.channels
-    window = cfg.window()
 
-    def gen(case_idx: int, epoch_seed: int):
-        i = int(case_idx)
-        index = my_index[i]
-        rng = np.random.default_rng([seed, int(epoch_seed) & 0x7FFFFFFFFFFFFFFF, my[i]])
-        zs = select_slices(index, my_neg[i], rng if training else None)
-        if training:
+class _CaseSamples:
+    """The generator ``interleave`` opens per case: ``(image stack, mask)`` for each slice one epoch
+    draws from case ``case_idx`` (organ slices and that epoch's negatives, shuffled when training),
+    from the cache, or streamed from the case's files holding only the slices its samples use."""
+
+    def __init__(self, share: _Share, spec: TaskSpec, cfg: pp.PreprocessConfig, cache: SliceCache | None,
+                 seed: int, training: bool):
+        self.share, self.spec, self.cfg, self.seed, self.training = share, spec, cfg, seed, training
+        self.entries = [cache.get(c) for c in share.cases] if cache is not None else None
+        self.window = cfg.window()
+
+    def __call__(self, case_idx: int, epoch_seed: int):
+        i, share, cfg = int(case_idx), self.share, self.cfg
+        index = share.index[i]
+        rng = np.random.default_rng([self.seed, int(epoch_seed) & 0x7FFFFFFFFFFFFFFF, share.ids[i]])
+        zs = select_slices(index, share.negatives[i], rng if self.training else None)
+        if self.training:
             zs = rng.permutation(zs)
-        if entries is not None:
-            entry = entries[i]
+        if self.entries is not None:
+            entry = self.entries[i]
             images, masks = entry.load()
             for z in zs:
                 idx = pp.context_indices(z, index.n_slices, cfg.context)[0]
                 yield np.moveaxis(entry.images(images, idx), 0, -1), entry.masks(masks, z)[..., None]
             return
-        image, label = open_pair(my_cases[i])
+        image, label = open_pair(share.cases[i])
         # only the slices this epoch's samples use (and their neighbours), read a slab at a time and
         # kept at the model's size: each plane windowed and resized once (exact: resizing acts per
         # channel), the 2.5D stacks gathered from them, as the cache does
         stacks = pp.context_indices(zs, index.n_slices, cfg.context)
-        images = _gather(slab_source(image.image(stream=True)), np.unique(stacks),
-                         lambda planes: pp.resize_images(pp.window_hu(planes, window), cfg))
-        masks = _gather(slab_source(label.label(spec, stream=True)), np.unique(zs),
-                        lambda planes: pp.resize_masks(planes, cfg))
+        planes = _gather(slab_source(image.image(stream=True)), np.unique(stacks),
+                         lambda p: pp.resize_images(pp.window_hu(p, self.window), cfg))
+        masks = _gather(slab_source(label.label(self.spec, stream=True)), np.unique(zs),
+                        lambda p: pp.resize_masks(p, cfg))
         for z, stack in zip(zs, stacks):
-            yield np.moveaxis(images.take(stack), 0, -1), masks.take([z])[0][..., None]
+            yield np.moveaxis(planes.take(stack), 0, -1), masks.take([z])[0][..., None]
 
-    s = cfg.image_size   # both sources deliver slices at the model's size
-    sig = (tf.TensorSpec((s, s, channels), tf.float32), tf.TensorSpec((s, s, 1), tf.uint8))
 
-    def case_dataset(case_idx, epoch_seed):
-        return tf.data.Dataset.from_generator(gen, args=(case_idx, epoch_seed), output_signature=sig)
+@dataclass(frozen=True)
+class _Passes:
+    """How passes over the cases become batches, and how epochs are laid out in one dataset."""
 
-    cycle = max(1, min(cycle_length, len(my_cases)))
-    aug_cfg = AugmentConfig() if augment is True else (augment or None)
+    case_dataset: Callable[[tf.Tensor, tf.Tensor], tf.data.Dataset]
+    n_cases: int
+    training: bool
+    cycle: int
+    shuffle_buffer: int
+    seed: int
+    augment: AugmentConfig | None
+    binary: bool
+    per_replica: int
+    steps: int
 
-    def one_pass(base_seed, reshuffle: bool) -> tf.data.Dataset:
+    def one_pass(self, base_seed, reshuffle: bool) -> tf.data.Dataset:
         """One pass over this pipeline's samples, its randomness drawn from ``base_seed`` (a Python
         int, or an int64 tensor inside a per-epoch ``flat_map``: then only stateless ops use it)."""
         symbolic = isinstance(base_seed, tf.Tensor)
-        order = tf.data.Dataset.range(len(my_cases))
+        training = self.training
+        order = tf.data.Dataset.range(self.n_cases)
         if training and symbolic:
             order = tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(
-                tf.range(len(my_cases), dtype=tf.int64), seed=tf.stack([base_seed, tf.constant(0, tf.int64)])))
+                tf.range(self.n_cases, dtype=tf.int64), seed=tf.stack([base_seed, tf.constant(0, tf.int64)])))
             epoch_seeds = tf.data.Dataset.from_tensors(base_seed).repeat()
         elif training:
-            order = order.shuffle(len(my_cases), seed=base_seed, reshuffle_each_iteration=reshuffle)
+            order = order.shuffle(self.n_cases, seed=base_seed, reshuffle_each_iteration=reshuffle)
             epoch_seeds = tf.data.Dataset.random(seed=base_seed, rerandomize_each_iteration=reshuffle)
         else:
             epoch_seeds = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
         # sequential: exactly `cycle` cases open (the parallel interleave opens 3x as many; module doc)
-        ds = tf.data.Dataset.zip((order, epoch_seeds)).interleave(case_dataset, cycle_length=cycle, block_length=1)
-        if training and shuffle_buffer > 1:
+        ds = tf.data.Dataset.zip((order, epoch_seeds)).interleave(self.case_dataset, cycle_length=self.cycle,
+                                                                 block_length=1)
+        if training and self.shuffle_buffer > 1:
             # a tensor seed cannot reach shuffle (with a global seed set it is compared in Python):
             # the buffer's draw pattern is then fixed, its input order changes with every epoch
-            ds = ds.shuffle(shuffle_buffer, seed=seed if symbolic else base_seed, reshuffle_each_iteration=reshuffle)
-        if aug_cfg is not None and training:
+            ds = ds.shuffle(self.shuffle_buffer, seed=self.seed if symbolic else base_seed,
+                            reshuffle_each_iteration=reshuffle)
+        if self.augment is not None:
             if symbolic:
                 aug_seeds = tf.data.Dataset.range(2 ** 62).map(lambda i: tf.random.stateless_uniform(
                     [2], seed=tf.stack([base_seed, i]), minval=0, maxval=2 ** 62, dtype=tf.int64))
             else:
                 aug_seeds = tf.data.Dataset.random(seed=base_seed + 1, rerandomize_each_iteration=reshuffle).batch(2)
+            aug_cfg = self.augment
             ds = tf.data.Dataset.zip((ds, aug_seeds)).map(
                 lambda xy, sd: augment_sample(xy[0], xy[1], sd, aug_cfg),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if spec.binary:
+        if self.binary:
             ds = ds.map(lambda x, y: (x, tf.cast(y > 0, tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
         else:
             ds = ds.map(lambda x, y: (x, tf.cast(y, tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.batch(per_replica, drop_remainder=training)
-        return ds.take(steps) if training else ds
+        ds = ds.batch(self.per_replica, drop_remainder=training)
+        return ds.take(self.steps) if training else ds
 
-    if training and epochs is not None:
-        # every epoch in one dataset (one iterator for the run: replacing an iterator whose
-        # generators are mid-read deadlocks tf.data), each epoch a pure function of (seed, epoch)
-        first, stop = (int(v) for v in epochs)
-        per_epoch = int(batches_per_epoch or steps)
+    def schedule(self, epoch: int | None, epochs: tuple[int, int] | None,
+                 batches_per_epoch: int | None) -> tf.data.Dataset:
+        """The dataset :func:`build_dataset` describes for ``epoch`` / ``epochs``, prefetched."""
+        if self.training and epochs is not None:
+            # every epoch in one dataset (one iterator for the run: replacing an iterator whose
+            # generators are mid-read deadlocks tf.data), each epoch a pure function of (seed, epoch)
+            first, stop = (int(v) for v in epochs)
+            per_epoch = int(batches_per_epoch or self.steps)
 
-        def epoch_data(e):
-            return one_pass(epoch_seed_of(seed, e), reshuffle=False).repeat().take(per_epoch)
+            def epoch_data(e):
+                return self.one_pass(epoch_seed_of(self.seed, e), reshuffle=False).repeat().take(per_epoch)
 
-        ds = tf.data.Dataset.range(first, stop).flat_map(epoch_data)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(per_epoch * max(0, stop - first)))
-    elif training and epoch is not None:
-        ds = one_pass(epoch_seed_of(seed, epoch), reshuffle=False)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
-    else:
-        ds = one_pass(seed, reshuffle=True)
-        # the sample count is exact by construction; telling tf.data lets Keras show progress and
-        # know the epoch length up front (from_generator alone has unknown cardinality)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    ds = ds.with_options(options)
-
-    info = DatasetInfo(task=spec.name, n_cases=len(my_cases), n_positive=n_pos, n_negative=sum(my_neg),
-                       requested_negative_fraction=negative_fraction, batch_size=per_replica,
-                       steps_per_epoch=steps, image_size=cfg.image_size, channels=channels,
-                       cached=cache is not None, case_ids=tuple(c.case_id for c in my_cases))
-    log.info("make_dataset %s", info.summary())
-    return ds, info
+            ds = tf.data.Dataset.range(first, stop).flat_map(epoch_data)
+            ds = ds.apply(tf.data.experimental.assert_cardinality(per_epoch * max(0, stop - first)))
+        elif self.training and epoch is not None:
+            ds = self.one_pass(epoch_seed_of(self.seed, epoch), reshuffle=False)
+            ds = ds.apply(tf.data.experimental.assert_cardinality(self.steps))
+        else:
+            ds = self.one_pass(self.seed, reshuffle=True)
+            # the sample count is exact by construction; telling tf.data lets Keras show progress and
+            # know the epoch length up front (from_generator alone has unknown cardinality)
+            ds = ds.apply(tf.data.experimental.assert_cardinality(self.steps))
+        return ds.prefetch(tf.data.AUTOTUNE)
 
 
 class _Planes:
