@@ -198,6 +198,25 @@ def find_dicom_series(folder: str | os.PathLike) -> DicomSeriesList:
         raise DataError(f"{folder}: expected a folder holding a DICOM series, got a file{hint}")
 
     skipped: list[str] = []
+    found: list[DicomSeries] = []
+    taken: set[str] = set()
+    for key, members in _headers_by_series(folder, skipped).items():
+        series = _series_of(key, members, folder, taken, skipped)
+        if series is not None:
+            found.append(series)
+    for message in skipped:
+        log.info(message)
+    for series in found:
+        for message in series.notes:
+            log.info(message)
+    found.sort(key=lambda s: (s.series_number if s.series_number is not None else 1 << 30, s.name))
+    return DicomSeriesList(found, skipped)
+
+
+def _headers_by_series(folder: Path, skipped: list[str]) -> dict[Any, list[tuple[Path, Any]]]:
+    """Every DICOM header under ``folder`` grouped by series (SeriesInstanceUID, or where an export
+    dropped it: folder, frame of reference, number and description); what is not DICOM, hidden
+    files and DICOMDIR indexes go to ``skipped`` with the reason."""
     groups: dict[Any, list[tuple[Path, Any]]] = {}
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -217,68 +236,63 @@ def find_dicom_series(folder: str | os.PathLike) -> DicomSeriesList:
             key = uid or ("<no SeriesInstanceUID>", root, str(ds.get("FrameOfReferenceUID", "")),
                           str(ds.get("SeriesNumber", "")), str(ds.get("SeriesDescription", "")))
             groups.setdefault(key, []).append((path, ds))
+    return groups
 
-    found: list[DicomSeries] = []
-    taken: set[str] = set()
-    for key, members in groups.items():
-        first = members[0][1]
-        description = str(first.get("SeriesDescription", "") or "")
-        label = key if isinstance(key, str) else f"'{description or 'unnamed'}'"
-        classes = {_sop_class(ds) for _, ds in members}
-        ct = [(p, ds) for p, ds in members if _sop_class(ds) == CT_IMAGE_STORAGE]
-        others = sorted(classes - {CT_IMAGE_STORAGE})
-        if not ct:
-            what = ", ".join(_sop_class_name(c) for c in others)
-            unsupported = [UNSUPPORTED_CT[c] for c in others if c in UNSUPPORTED_CT]
-            if unsupported:
-                skipped.append(f"series {label} ({unsupported[0]}, {len(members)} file(s)): multi-frame "
-                               "Enhanced CT is not supported; export the series as classic CT Image "
-                               "Storage (one file per slice), skipped")
-            else:
-                skipped.append(f"series {label} ({what}): not a CT image series, skipped")
-            continue
-        notes: list[str] = []
-        if others:
-            notes.append(f"series {label}: {len(members) - len(ct)} file(s) of "
-                         f"{', '.join(_sop_class_name(c) for c in others)} in the series left out")
-        primaries = any(not _is_secondary(ds) and "LOCALIZER" not in _image_type(ds) for _, ds in ct)
-        left_out: dict[str, list[Path]] = {}
-        slices = []
-        for p, ds in ct:
-            why = _not_a_slice(ds, primaries)
-            if why is None:
-                slices.append((p, ds))
-            else:
-                left_out.setdefault(why, []).append(p)
-        if not slices:
-            what = "; ".join(f"{len(ps)} {why}" for why, ps in left_out.items())
-            skipped.append(f"series {label} ({description or 'CT'}): {what}; no slices of a volume, skipped")
-            continue
-        for why, ps in left_out.items():
-            notes.append(f"series {label}: {len(ps)} {why} left out (e.g. {_shown(ps[0], folder)})")
-        ct = slices
 
-        files = [p for p, _ in ct]
-        headers = [ds for _, ds in ct]
-        series_uid = key if isinstance(key, str) else None
-        if series_uid is None:
-            sops = sorted(_meta(ds, "MediaStorageSOPInstanceUID") or str(p) for p, ds in ct)
-            series_uid = _derived_uid("series", *sops)
-            notes.append(f"series {label} has no SeriesInstanceUID (an anonymised export?): grouped by "
-                         f"folder, frame of reference and description; derived UID {series_uid} stands in")
-        _fill_missing_uids(headers, files, series_uid, label, notes)
-        number = _int_or_none(first.get("SeriesNumber"))
-        series = DicomSeries(uid=series_uid, name=_series_name(number, description, series_uid, taken),
-                             folder=folder, files=files, headers=headers, description=description,
-                             series_number=number, notes=notes)
-        found.append(series)
-    for message in skipped:
-        log.info(message)
-    for series in found:
-        for message in series.notes:
-            log.info(message)
-    found.sort(key=lambda s: (s.series_number if s.series_number is not None else 1 << 30, s.name))
-    return DicomSeriesList(found, skipped)
+def _series_of(key: Any, members: list[tuple[Path, Any]], folder: Path, taken: set[str],
+               skipped: list[str]) -> DicomSeries | None:
+    """One group of headers as a CT series (its localizers, secondary captures and other SOP classes
+    left out with a note), or None with the reason in ``skipped`` when nothing of a volume is left."""
+    first = members[0][1]
+    description = str(first.get("SeriesDescription", "") or "")
+    label = key if isinstance(key, str) else f"'{description or 'unnamed'}'"
+    classes = {_sop_class(ds) for _, ds in members}
+    ct = [(p, ds) for p, ds in members if _sop_class(ds) == CT_IMAGE_STORAGE]
+    others = sorted(classes - {CT_IMAGE_STORAGE})
+    if not ct:
+        what = ", ".join(_sop_class_name(c) for c in others)
+        unsupported = [UNSUPPORTED_CT[c] for c in others if c in UNSUPPORTED_CT]
+        if unsupported:
+            skipped.append(f"series {label} ({unsupported[0]}, {len(members)} file(s)): multi-frame "
+                           "Enhanced CT is not supported; export the series as classic CT Image "
+                           "Storage (one file per slice), skipped")
+        else:
+            skipped.append(f"series {label} ({what}): not a CT image series, skipped")
+        return None
+    notes: list[str] = []
+    if others:
+        notes.append(f"series {label}: {len(members) - len(ct)} file(s) of "
+                     f"{', '.join(_sop_class_name(c) for c in others)} in the series left out")
+    primaries = any(not _is_secondary(ds) and "LOCALIZER" not in _image_type(ds) for _, ds in ct)
+    left_out: dict[str, list[Path]] = {}
+    slices = []
+    for p, ds in ct:
+        why = _not_a_slice(ds, primaries)
+        if why is None:
+            slices.append((p, ds))
+        else:
+            left_out.setdefault(why, []).append(p)
+    if not slices:
+        what = "; ".join(f"{len(ps)} {why}" for why, ps in left_out.items())
+        skipped.append(f"series {label} ({description or 'CT'}): {what}; no slices of a volume, skipped")
+        return None
+    for why, ps in left_out.items():
+        notes.append(f"series {label}: {len(ps)} {why} left out (e.g. {_shown(ps[0], folder)})")
+    ct = slices
+
+    files = [p for p, _ in ct]
+    headers = [ds for _, ds in ct]
+    series_uid = key if isinstance(key, str) else None
+    if series_uid is None:
+        sops = sorted(_meta(ds, "MediaStorageSOPInstanceUID") or str(p) for p, ds in ct)
+        series_uid = _derived_uid("series", *sops)
+        notes.append(f"series {label} has no SeriesInstanceUID (an anonymised export?): grouped by "
+                     f"folder, frame of reference and description; derived UID {series_uid} stands in")
+    _fill_missing_uids(headers, files, series_uid, label, notes)
+    number = _int_or_none(first.get("SeriesNumber"))
+    return DicomSeries(uid=series_uid, name=_series_name(number, description, series_uid, taken),
+                       folder=folder, files=files, headers=headers, description=description,
+                       series_number=number, notes=notes)
 
 
 def _image_type(ds: Dataset) -> list[str]:
