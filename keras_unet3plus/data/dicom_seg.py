@@ -203,6 +203,45 @@ def _frames(volume: Volume, array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(original.transpose(axes))
 
 
+def _seg_frames(volume: Volume, labels: np.ndarray, specs: list, fractional: bool) -> tuple[np.ndarray, bool]:
+    """The SEG's frames in source-slice order (:func:`_frames`) from ``labels`` (a label map checked
+    against the segments, or probabilities in [0, 1]), and whether any is non-empty."""
+    labels = np.asarray(labels)
+    if labels.shape[:3] != volume.shape:
+        raise ValueError(f"labels of shape {labels.shape} do not match the volume {volume.shape} "
+                         f"({volume.image_path})")
+    if fractional:
+        if labels.ndim == 3:
+            labels = labels[..., None]
+        if labels.shape[3] != len(specs):
+            raise ValueError(f"fractional labels have {labels.shape[3]} channel(s) for {len(specs)} segment(s)")
+        probs = labels.astype(np.float32)
+        if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
+            raise ValueError("fractional labels must be probabilities in [0, 1]")
+        pixels = _frames(volume, probs)
+        non_empty = bool((pixels > 0).any())
+    else:
+        if labels.ndim != 3 or labels.dtype.kind not in "uib":
+            raise ValueError(f"labels must be an integer label map (X, Y, Z), got {labels.dtype} {labels.shape}")
+        if labels.dtype == bool:
+            labels = labels.view(np.uint8)
+        if labels.dtype.kind == "u" and labels.dtype.itemsize <= 2:  # far faster than np.unique
+            values = np.flatnonzero(np.bincount(labels.ravel()))
+        else:
+            values = np.unique(labels)
+        known = {s[0] for s in specs} | {0}
+        unknown = sorted(int(v) for v in values if int(v) not in known)
+        if unknown:
+            raise ValueError(f"labels hold values {unknown} that no segment describes "
+                             f"(segments: {[(s[0], s[1]) for s in specs]})")
+        lut = np.zeros(max(known) + 1, dtype=np.uint8)
+        for number, spec in enumerate(specs, start=1):
+            lut[spec[0]] = number
+        pixels = _frames(volume, lut[labels])  # values are checked: no negative or out-of-range index
+        non_empty = bool(pixels.any())
+    return pixels, non_empty
+
+
 def write_dicom_seg(
     volume: Volume,
     labels: np.ndarray,
@@ -230,41 +269,9 @@ def write_dicom_seg(
 
     series = _source_series(volume)
     specs = _segment_list(segments)
-    labels = np.asarray(labels)
-    if labels.shape[:3] != volume.shape:
-        raise ValueError(f"labels of shape {labels.shape} do not match the volume {volume.shape} "
-                         f"({volume.image_path})")
-    if fractional:
-        if labels.ndim == 3:
-            labels = labels[..., None]
-        if labels.shape[3] != len(specs):
-            raise ValueError(f"fractional labels have {labels.shape[3]} channel(s) for {len(specs)} segment(s)")
-        probs = labels.astype(np.float32)
-        if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
-            raise ValueError("fractional labels must be probabilities in [0, 1]")
-        pixels = _frames(volume, probs)
-        non_empty = bool((pixels > 0).any())
-        seg_type = hd.seg.SegmentationTypeValues.FRACTIONAL
-    else:
-        if labels.ndim != 3 or labels.dtype.kind not in "uib":
-            raise ValueError(f"labels must be an integer label map (X, Y, Z), got {labels.dtype} {labels.shape}")
-        if labels.dtype == bool:
-            labels = labels.view(np.uint8)
-        if labels.dtype.kind == "u" and labels.dtype.itemsize <= 2:  # far faster than np.unique
-            values = np.flatnonzero(np.bincount(labels.ravel()))
-        else:
-            values = np.unique(labels)
-        known = {s[0] for s in specs} | {0}
-        unknown = sorted(int(v) for v in values if int(v) not in known)
-        if unknown:
-            raise ValueError(f"labels hold values {unknown} that no segment describes "
-                             f"(segments: {[(s[0], s[1]) for s in specs]})")
-        lut = np.zeros(max(known) + 1, dtype=np.uint8)
-        for number, spec in enumerate(specs, start=1):
-            lut[spec[0]] = number
-        pixels = _frames(volume, lut[labels])  # values are checked: no negative or out-of-range index
-        non_empty = bool(pixels.any())
-        seg_type = hd.seg.SegmentationTypeValues.BINARY
+    pixels, non_empty = _seg_frames(volume, labels, specs, fractional)
+    seg_type = (hd.seg.SegmentationTypeValues.FRACTIONAL if fractional
+                else hd.seg.SegmentationTypeValues.BINARY)
 
     version = algorithm_version or package_version()
     algorithm = hd.AlgorithmIdentificationSequence(name=ALGORITHM_NAME, family=codes.DCM.ArtificialIntelligence,
