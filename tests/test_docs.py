@@ -76,12 +76,15 @@ def shell_commands(text: str) -> list[str]:
 def run_unet3plus(argv: list[str]) -> tuple[int, str]:
     from keras_unet3plus import cli
 
-    buffer = io.StringIO()
+    buffer, environ = io.StringIO(), dict(os.environ)
     with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
         try:
             rc = cli.main(argv)
         except SystemExit as exc:   # --version, --help
             rc = exc.code or 0
+        finally:   # what a command sets for its process (TF_CPP_MIN_LOG_LEVEL) stays out of the next test
+            os.environ.clear()
+            os.environ.update(environ)
     return rc, buffer.getvalue()
 
 
@@ -149,6 +152,15 @@ def test_guide_runs(page, workspace, tmp_path):
     folder = tmp_path / "work"
     shutil.copytree(workspace, folder, symlinks=True)
     run_page(page, folder)
+
+
+def test_readme_python_compiles():
+    """The README's quick start builds the paper-size model (9 s): it is compiled here, and run by
+    hand (its tiny twin in getting-started.md runs above)."""
+    found = [b for b in blocks(ROOT / "README.md") if b["lang"] == "python"]
+    assert found, "README.md has no python quick start"
+    for block in found:
+        compile(block["text"], f"README.md:{block['line']}", "exec")
 
 
 def test_guides_mark_few_blocks_illustrative():
