@@ -92,7 +92,8 @@ def test_fold_settings_are_checked():
 
 @pytest.fixture(scope="module")
 def cv_runs(tmp_path_factory):
-    """`recipes/train_liver.py --folds 2` on four phantom cases: (data folder, runs folder)."""
+    """`recipes/train_liver.py --folds 2` on four phantom cases (every fold, then the CV report in
+    runs/cross_validation): (data folder, runs folder)."""
     from keras_unet3plus.data.phantom import write_dataset
     from keras_unet3plus.workflows.recipe import main
 
@@ -101,8 +102,8 @@ def cv_runs(tmp_path_factory):
     write_dataset(data, 4, layout="lits", task="liver", shape=(32, 32, 8), seed=6)
     preset = dict(task="liver", layout="lits", image_size=32, filters=(4, 8, 16, 32, 64), cat_channels=4,
                   deep_supervision=False, batch_size=2, steps_per_epoch=1, epochs=1, augment=False, verbose=0)
-    assert main(preset, "test", ["--data-dir", str(data), "--out-dir", str(out), "--folds", "2", "--n-test", "0",
-                                 "--no-evaluate"]) == 0
+    assert main(preset, "test", ["--data-dir", str(data), "--out-dir", str(out), "--folds", "2",
+                                 "--n-test", "0"]) == 0
     return data, out
 
 
@@ -137,8 +138,8 @@ def test_a_resumed_fold_refuses_another_split(cv_runs, capsys):
 
 
 def test_evaluate_cv_scores_every_fold_out_of_fold(cv_runs, tmp_path, capsys):
-    """`unet3plus evaluate --cv fold_0 fold_1`: every case once, by the fold that held it out; the
-    per-fold rows are the means of their cases; a case held out twice is refused."""
+    """`evaluate --cv fold_0 fold_1` (the recipe ran it): every case once, by the fold that held it
+    out; the per-fold rows are the means of their cases; a case held out twice is refused."""
     import csv
 
     import numpy as np
@@ -148,12 +149,12 @@ def test_evaluate_cv_scores_every_fold_out_of_fold(cv_runs, tmp_path, capsys):
     data, out = cv_runs
     runs = [str(out / f"fold_{k}") for k in range(2)]
     table = read_folds(out / SPLITS_FILE)
-    assert cli.main(["evaluate", "--cv", *runs, "--out", str(tmp_path / "cv"), "--quiet"]) == 0
-    rows = list(csv.DictReader((tmp_path / "cv" / "per_case.csv").open()))
+    cv = out / "cross_validation"
+    rows = list(csv.DictReader((cv / "per_case.csv").open()))
     assert sorted(r["case"] for r in rows) == sorted(f"volume-{i}" for i in range(4))
     for r in rows:
         assert r["case"] in table[int(r["fold"])]["val"] and r["status"] == "ok"
-    summary = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    summary = json.loads((cv / "summary.json").read_text())
     assert [f["fold"] for f in summary["folds"]] == ["0", "1"]
     for f in summary["folds"]:
         dice = [float(r["dice"]) for r in rows if r["fold"] == f["fold"]]
@@ -161,7 +162,7 @@ def test_evaluate_cv_scores_every_fold_out_of_fold(cv_runs, tmp_path, capsys):
         assert abs(f["structures"]["liver"]["dice"]["mean"] - np.mean(dice)) < 1e-5
     mean = summary["structures"]["liver"]["dice"]["mean"]
     assert abs(mean - np.mean([float(r["dice"]) for r in rows])) < 1e-5
-    assert "## Per fold" in (tmp_path / "cv" / "report.md").read_text()
+    assert "## Per fold" in (cv / "report.md").read_text()
     capsys.readouterr()
     assert cli.main(["evaluate", "--cv", runs[0], runs[0], "--out", str(tmp_path / "twice")]) == 1
     err = capsys.readouterr().err.strip().splitlines()

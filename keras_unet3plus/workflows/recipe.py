@@ -60,6 +60,11 @@ def main(preset: dict[str, Any], description: str, argv: Sequence[str] | None = 
             print(f"fold {k} model: {result.model_path}")
             if args.evaluate and result.model_path is not None:
                 evaluate_test_split(fold_cfg, result)
+        if args.evaluate:   # the folds' out-of-fold predictions scored together (nnU-Net's CV summary)
+            from .evaluate import evaluate_cross_validation
+            report = evaluate_cross_validation([Path(cfg.out_dir) / f"fold_{k}" for k in range(cfg.folds)],
+                                               Path(cfg.out_dir) / "cross_validation")
+            print(f"cross-validation ({report.summary['n_ok']} cases): {report.files['markdown']}")
         return 0
     result = train(cfg)
     print(f"model: {result.model_path}")
