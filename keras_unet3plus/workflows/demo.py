@@ -70,7 +70,6 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
              printer: Callable[[str], None] = print) -> DemoResult:
     """Generate, train, evaluate and export within ``minutes`` of wall time (see module doc)."""
     from ..data import find_cases, get_task, split_cases
-    from ..data.phantom import PHANTOM_VERSION, write_dataset
     from ..training import train
     from .evaluate import evaluate_held_out, json_default
 
@@ -82,16 +81,7 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
     layout = "msd" if spec.organ == "spleen" else "lits"
 
     # 1. data
-    data_dir = out / "data"
-    printer(f"[demo] generating {n_cases} phantom {spec.organ} cases ({layout} layout, "
-            f"{shape[0]}x{shape[1]}x{shape[2]}) in {data_dir}")
-    marker = data_dir / ".complete.json"
-    want = {"n_cases": n_cases, "shape": list(shape), "task": spec.name, "seed": seed, "crop_fov": True,
-            "phantom": PHANTOM_VERSION}
-    if not (marker.exists() and json.loads(marker.read_text()) == want):
-        shutil.rmtree(data_dir, ignore_errors=True)
-        write_dataset(data_dir, n_cases, layout=layout, task=spec.name, shape=shape, seed=seed, crop_fov=True)
-        marker.write_text(json.dumps(want))
+    data_dir = _demo_data(out / "data", n_cases, layout, spec, shape, seed, printer)
     cases = find_cases(data_dir, layout)
     split = split_cases(cases, seed=seed, n_test=n_test, val_fraction=0.12)
     stages["data"] = time.time() - t0
@@ -146,20 +136,11 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2, default=json_default))
 
     mean = metrics["mean"]["dice"]
-    printer("")
-    parts = ", ".join(f"{k} {v:.0f} s" for k, v in stages.items())
-    printer(f"[demo] done in {seconds / 60:.1f} min ({parts})")
-    printer(f"[demo] held-out per-volume Dice ({len(split.test)} phantom {spec.organ} cases): mean {mean:.4f}, "
-            f"min {min(metrics['per_case_dice'].values()):.4f}")
-    if real is not None:
-        printer(f"[demo] real scan (never trained on): {real.organ} Dice {real.dice:.4f} ({real.scan}); "
-                f"worst acquisition variant: {worst.variant} {worst.dice:.4f}")
-    for label, p in (("model", model_path), ("metrics", metrics_path), ("training curve", curve),
-                     ("overlay", overlay_path), ("real-scan overlay", real.overlay if real else None),
-                     ("worst variant", worst.overlay if real else None),
-                     ("export", export_path), ("run folder", result.out_dir)):
-        if p is not None:
-            printer(f"[demo]   {label:15s} {p}")
+    _report(printer, seconds, stages, split, spec, metrics, measures, {
+        "model": model_path, "metrics": metrics_path, "training curve": curve, "overlay": overlay_path,
+        "real-scan overlay": real.overlay if real else None,
+        "worst variant": worst.overlay if real is not None else None,
+        "export": export_path, "run folder": result.out_dir})
     return DemoResult(out, model_path, metrics_path, curve if curve.exists() else None, overlay_path, export_path,
                       mean, metrics["per_case_dice"], seconds, stages)
 
@@ -199,3 +180,38 @@ def export_demo_model(model_path: Path, data_dir: Path, out: Path, printer=print
         printer(f"[demo] exported {target}: {path} (parity check {'passed' if res.passed else 'FAILED'})")
         return path
     return None
+
+
+def _demo_data(data_dir: Path, n_cases: int, layout: str, spec, shape: tuple[int, int, int], seed: int,
+               printer: Callable[[str], None]) -> Path:
+    """The demo's phantom data set, written once and reused while its settings and the phantom's
+    version are the same (a marker file holds them)."""
+    from ..data.phantom import PHANTOM_VERSION, write_dataset
+
+    printer(f"[demo] generating {n_cases} phantom {spec.organ} cases ({layout} layout, "
+            f"{shape[0]}x{shape[1]}x{shape[2]}) in {data_dir}")
+    marker = data_dir / ".complete.json"
+    want = {"n_cases": n_cases, "shape": list(shape), "task": spec.name, "seed": seed, "crop_fov": True,
+            "phantom": PHANTOM_VERSION}
+    if not (marker.exists() and json.loads(marker.read_text()) == want):
+        shutil.rmtree(data_dir, ignore_errors=True)
+        write_dataset(data_dir, n_cases, layout=layout, task=spec.name, shape=shape, seed=seed, crop_fov=True)
+        marker.write_text(json.dumps(want))
+    return data_dir
+
+
+def _report(printer: Callable[[str], None], seconds: float, stages: dict[str, float], split, spec,
+            metrics: dict, measures, files: dict[str, Path | None]) -> None:
+    """The demo's closing lines: time per stage, the held-out and real-scan Dice, what it wrote."""
+    printer("")
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in stages.items())
+    printer(f"[demo] done in {seconds / 60:.1f} min ({parts})")
+    printer(f"[demo] held-out per-volume Dice ({len(split.test)} phantom {spec.organ} cases): "
+            f"mean {metrics['mean']['dice']:.4f}, min {min(metrics['per_case_dice'].values()):.4f}")
+    if measures:
+        real, worst = measures[0], min(measures, key=lambda m: m.dice)
+        printer(f"[demo] real scan (never trained on): {real.organ} Dice {real.dice:.4f} ({real.scan}); "
+                f"worst acquisition variant: {worst.variant} {worst.dice:.4f}")
+    for label, p in files.items():
+        if p is not None:
+            printer(f"[demo]   {label:15s} {p}")
