@@ -86,39 +86,50 @@ def write_dataset(root: str | os.PathLike, n_cases: int, layout: str = "lits", t
         save_nifti_atomic(_nifti(lab, case.affine), lab_path)
         images.append(img_path)
     if layout == "msd":
-        (root / "imagesTs").mkdir(exist_ok=True)
-        meta = {
-            "name": "Spleen" if prefix == "spleen" else "Liver",
-            "description": f"{'Spleen' if prefix == 'spleen' else 'Liver and tumour'} segmentation "
-                           "(keras-unet3plus synthetic phantom)",
-            "reference": "keras-unet3plus phantom generator (synthetic, no patient data)",
-            "licence": "CC-BY-SA 4.0",
-            "release": "1.0 phantom",
-            "tensorImageSize": "3D",
-            "modality": {"0": "CT"},
-            "labels": dict(spec.msd_labels),
-            "numTraining": len(training),
-            "numTest": 0,
-            "training": training,
-            "test": [],
-        }
-        meta_path = root / "dataset.json"
-        if meta_path.exists() and start_index > 0:  # appending: keep the earlier entries
-            old = json.loads(meta_path.read_text(encoding="utf-8"))
-            names = {e["image"] for e in training}
-            meta["training"] = [e for e in old.get("training", []) if e["image"] not in names] + training
-            meta["numTraining"] = len(meta["training"])
-        atomic_write_text(meta_path, json.dumps(meta, indent=4))
+        _write_msd_json(root, prefix, spec, training, start_index)
     elif layout == "nnunet":
-        labels = {"background": 0, "spleen": 1} if prefix == "spleen" else {"background": 0, "liver": 1, "tumor": 2}
-        n_total = len(list((root / "labelsTr").glob(f"Phantom_*{ext}")))
-        meta = {
-            "channel_names": {"0": "CT"},
-            "labels": labels,
-            "numTraining": n_total,
-            "file_ending": ext,
-            "name": f"Phantom{'Spleen' if prefix == 'spleen' else 'Liver'}",
-            "description": "keras-unet3plus synthetic CT phantom (no patient data)",
-        }
-        atomic_write_text(root / "dataset.json", json.dumps(meta, indent=4))
+        _write_nnunet_json(root, prefix, ext)
     return images
+
+
+def _write_msd_json(root: Path, prefix: str, spec, training: list[dict], start_index: int) -> None:
+    """The MSD ``dataset.json`` (shaped like Task09_Spleen's / Task03_Liver's); appending cases
+    (``start_index > 0``) keeps the entries already listed."""
+    (root / "imagesTs").mkdir(exist_ok=True)
+    meta = {
+        "name": "Spleen" if prefix == "spleen" else "Liver",
+        "description": f"{'Spleen' if prefix == 'spleen' else 'Liver and tumour'} segmentation "
+                       "(keras-unet3plus synthetic phantom)",
+        "reference": "keras-unet3plus phantom generator (synthetic, no patient data)",
+        "licence": "CC-BY-SA 4.0",
+        "release": "1.0 phantom",
+        "tensorImageSize": "3D",
+        "modality": {"0": "CT"},
+        "labels": dict(spec.msd_labels),
+        "numTraining": len(training),
+        "numTest": 0,
+        "training": training,
+        "test": [],
+    }
+    meta_path = root / "dataset.json"
+    if meta_path.exists() and start_index > 0:  # appending: keep the earlier entries
+        old = json.loads(meta_path.read_text(encoding="utf-8"))
+        names = {e["image"] for e in training}
+        meta["training"] = [e for e in old.get("training", []) if e["image"] not in names] + training
+        meta["numTraining"] = len(meta["training"])
+    atomic_write_text(meta_path, json.dumps(meta, indent=4))
+
+
+def _write_nnunet_json(root: Path, prefix: str, ext: str) -> None:
+    """nnU-Net v2's ``dataset.json`` (channel names, labels by name, the count of training cases)."""
+    labels = {"background": 0, "spleen": 1} if prefix == "spleen" else {"background": 0, "liver": 1, "tumor": 2}
+    n_total = len(list((root / "labelsTr").glob(f"Phantom_*{ext}")))
+    meta = {
+        "channel_names": {"0": "CT"},
+        "labels": labels,
+        "numTraining": n_total,
+        "file_ending": ext,
+        "name": f"Phantom{'Spleen' if prefix == 'spleen' else 'Liver'}",
+        "description": "keras-unet3plus synthetic CT phantom (no patient data)",
+    }
+    atomic_write_text(root / "dataset.json", json.dumps(meta, indent=4))
