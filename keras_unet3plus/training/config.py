@@ -70,7 +70,7 @@ class TrainConfig:
     split_seed: int = option(0, "seed of the case split", type=int)
     folds: int | None = option(None, "cross-validation folds (nnU-Net: 5): the cases left after the test set are "
                                "cut into this many held-out parts, saved once as splits_file and reused by every "
-                               "fold", type=int, min=2, none="no cross-validation; the val_fraction split")
+                               "fold", type=int, min=2, none="no cross-validation (the val_fraction split)")
     fold: str | None = option(None, "the fold this run trains: 0..folds-1 (its held-out cases validate), or all "
                               "(every case of the folds trains, none held out)", none="no cross-validation")
     splits_file: str | None = option(None, "the folds table, nnU-Net's splits_final.json form (a list of "
