@@ -10,6 +10,8 @@ attributes removed by an anonymiser) are options, so readers can be tested again
 """
 from __future__ import annotations
 
+import copy
+
 import os
 from pathlib import Path
 from collections.abc import Sequence
@@ -109,8 +111,7 @@ def write_dicom_series(
     Returns the written paths in slice order (dropped slice excluded).
     """
     require("pydicom", "dicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     if transfer_syntax not in TRANSFER_SYNTAXES:
         raise ValueError(f"transfer_syntax must be one of {', '.join(TRANSFER_SYNTAXES)}, got {transfer_syntax!r}")
@@ -150,6 +151,13 @@ def write_dicom_series(
             raise ValueError("hu_volume_ras holds NaN (outside the field of view): give padding_value")
         stored[outside] = padding_value
 
+    template = _series_header(
+        study_uid=study_uid, series_uid=series_uid, frame_of_reference_uid=frame_of_reference_uid,
+        series_number=series_number, series_description=series_description, patient_id=patient_id,
+        feet_first=orientation.lower() == "axial_feet_first", slice_thickness=float(np.linalg.norm(slice_step)),
+        gantry_tilt_deg=gantry_tilt_deg, orientation=np.concatenate([row_cosine, column_cosine]),
+        pixel_spacing=pixel_spacing, signed=signed, intercept=intercept, padding_value=padding_value)
+    normal = np.cross(row_cosine, column_cosine)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     n_slices = data.shape[2]
@@ -157,61 +165,16 @@ def write_dicom_series(
     for k in range(n_slices):
         if drop_slice is not None and k == drop_slice % n_slices:
             continue
+        ds = copy.deepcopy(template)
         sop_uid = generate_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.SOPClassUID = CT_IMAGE_STORAGE
+        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
         ds.SOPInstanceUID = sop_uid
-        ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240101"
-        ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
-        ds.AccessionNumber = ""
-        ds.Modality = "CT"
-        ds.Manufacturer = "keras-unet3plus phantom"
-        ds.ManufacturerModelName = "phantom"
-        ds.ReferringPhysicianName = ""
-        ds.SeriesDescription = series_description
-        ds.PatientName = "Phantom^CT"
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = ""
-        ds.PatientSex = "O"
-        ds.PatientPosition = "FFS" if orientation.lower() == "axial_feet_first" else "HFS"
-        ds.BodyPartExamined = "ABDOMEN"
-        ds.SliceThickness = _ds(float(np.linalg.norm(slice_step)))
-        ds.KVP = "120"
-        ds.GantryDetectorTilt = _ds(gantry_tilt_deg)
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyID = "1"
-        ds.SeriesNumber = None if series_number is None else int(series_number)
-        ds.AcquisitionNumber = 1
         ds.InstanceNumber = k + 1
         position = affine[:3, 3] + k * slice_step  # along the table even when the plane is tilted
         ds.ImagePositionPatient = _ds(position)
-        ds.ImageOrientationPatient = _ds(np.concatenate([row_cosine, column_cosine]))
-        ds.FrameOfReferenceUID = frame_of_reference_uid
-        ds.PositionReferenceIndicator = ""
-        ds.SliceLocation = _ds(float(position @ np.cross(row_cosine, column_cosine)))
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.SliceLocation = _ds(float(position @ normal))
         pixels = np.ascontiguousarray(stored[:, :, k].T)  # (rows, columns)
         ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
-        ds.PixelSpacing = _ds(pixel_spacing)
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16 if signed else 12
-        ds.HighBit = ds.BitsStored - 1
-        ds.PixelRepresentation = 1 if signed else 0
-        ds.RescaleIntercept = _ds(intercept)
-        ds.RescaleSlope = "1"
-        ds.RescaleType = "HU"
-        ds.WindowCenter, ds.WindowWidth = "40", "400"
-        if padding_value is not None:
-            ds.add_new("PixelPaddingValue", "SS" if signed else "US", int(padding_value))
         ds.PixelData = pixels.tobytes()
         if strip_type2:
             for keyword in TYPE2_ATTRIBUTES:
@@ -222,6 +185,64 @@ def write_dicom_series(
             _write_in(ds, tmp, transfer_syntax)
         written.append(path)
     return written
+
+
+def _series_header(*, study_uid: str, series_uid: str, frame_of_reference_uid: str, series_number: int | None,
+                   series_description: str, patient_id: str, feet_first: bool, slice_thickness: float,
+                   gantry_tilt_deg: float, orientation: np.ndarray, pixel_spacing: list[float], signed: bool,
+                   intercept: float, padding_value: int | None):
+    """What every slice of the phantom's CT series shares (patient, study, series, geometry, pixel
+    format): each slice is a copy with its own SOP instance, position and pixels."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240101"
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+    ds.AccessionNumber = ""
+    ds.Modality = "CT"
+    ds.Manufacturer = "keras-unet3plus phantom"
+    ds.ManufacturerModelName = "phantom"
+    ds.ReferringPhysicianName = ""
+    ds.SeriesDescription = series_description
+    ds.PatientName = "Phantom^CT"
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "O"
+    ds.PatientPosition = "FFS" if feet_first else "HFS"
+    ds.BodyPartExamined = "ABDOMEN"
+    ds.SliceThickness = _ds(slice_thickness)
+    ds.KVP = "120"
+    ds.GantryDetectorTilt = _ds(gantry_tilt_deg)
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyID = "1"
+    ds.SeriesNumber = None if series_number is None else int(series_number)
+    ds.AcquisitionNumber = 1
+    ds.ImageOrientationPatient = _ds(orientation)
+    ds.FrameOfReferenceUID = frame_of_reference_uid
+    ds.PositionReferenceIndicator = ""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelSpacing = _ds(pixel_spacing)
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16 if signed else 12
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    ds.RescaleIntercept = _ds(intercept)
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    ds.WindowCenter, ds.WindowWidth = "40", "400"
+    if padding_value is not None:
+        ds.add_new("PixelPaddingValue", "SS" if signed else "US", int(padding_value))
+    return ds
 
 
 def _write_in(ds, path: Path, transfer_syntax: str) -> None:

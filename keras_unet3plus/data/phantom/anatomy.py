@@ -59,6 +59,9 @@ class Anatomy:
     """One random patient (all random draws happen here; see the module docstring)."""
 
     def __init__(self, rng: np.random.Generator, lesions: bool = True):
+        """Draw the patient. Long on purpose: it is the phantom's table of anatomy, one section per
+        structure, and its draws must stay in this order (a seed gives the same patient for a given
+        ``PHANTOM_VERSION``; new structures are drawn at the end). The painters below use it."""
         r = rng
         # ---- habitus: thin (0) .. obese (1) ----
         h = float(r.beta(1.6, 2.2))
