@@ -74,6 +74,9 @@ class ProbabilityMap:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: probability file not found")
+        if path.suffix != PROBABILITIES_SUFFIX:
+            raise ValueError(f"{path}: not a probability file (the {PROBABILITIES_SUFFIX} that `unet3plus predict "
+                             f"--save-probabilities` writes)")
         try:
             with np.load(path, allow_pickle=False) as data:
                 missing = [k for k in _KEYS if k not in data.files]
