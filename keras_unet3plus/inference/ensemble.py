@@ -9,7 +9,7 @@ and only those are decoded by each member.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -12,7 +12,8 @@ from ..data.nifti import save_nifti_atomic
 from ..data.readers import case_name
 from ..modelinfo import ModelInfo
 
-__all__ = ["OUTPUT_FORMATS", "FORMAT_NAMES", "OutputError", "mask_image", "output_paths", "probabilities_path", "write_outputs"]
+__all__ = ["OUTPUT_FORMATS", "FORMAT_NAMES", "OutputError", "mask_image", "output_paths", "probabilities_path",
+           "write_outputs"]
 
 OUTPUT_FORMATS = ("nifti", "dicom-seg")
 FORMAT_NAMES = {"nifti": "NIfTI mask", "dicom-seg": "DICOM SEG"}

@@ -6,7 +6,8 @@ import numpy as np
 
 from ..data.preprocess import PreprocessConfig, unresize
 
-__all__ = ["cgm_present", "apply_gate", "labels_from_probabilities", "resize_labels", "largest_component", "postprocess_labels"]
+__all__ = ["cgm_present", "apply_gate", "labels_from_probabilities", "resize_labels", "largest_component",
+           "postprocess_labels"]
 
 
 def cgm_present(cls: np.ndarray) -> np.ndarray:

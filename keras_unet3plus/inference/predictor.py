@@ -156,7 +156,8 @@ class Predictor:
     """Segment CT volumes, files and folders with one model and one set of options.
 
     ``model``: a model path, a ``keras.Model``, a Runtime, another Predictor (its runtime and
-    info are shared), or a list of those: an ensemble (:class:`~.ensemble.EnsembleRuntime`). ``info``: the model's ModelInfo when the model object does not carry one.
+    info are shared), or a list of those: an ensemble (:class:`~.ensemble.EnsembleRuntime`).
+    ``info``: the model's ModelInfo when the model object does not carry one.
     ``cfg``: the preprocessing, when it is not the info's (training validation passes its own).
     The options are :class:`PredictOptions`' fields.
     """
@@ -182,7 +183,7 @@ class Predictor:
 
     @classmethod
     def from_paths(cls, paths, *, runtime: str = "model", precision: str = "fp32",
-                   notes: list[str] | None = None, **options) -> "Predictor":
+                   notes: list[str] | None = None, **options) -> Predictor:
         """An ensemble of model files (nnU-Net's ``-f 0 1 2 3 4``): their probabilities averaged per
         slice, the CGM decision from the averaged ``cls``. The models must share task, classes and
         preprocessing: checked as each is opened, before any prediction, in one line naming both."""

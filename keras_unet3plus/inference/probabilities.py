@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -69,7 +69,7 @@ class ProbabilityMap:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ProbabilityMap":
+    def load(cls, path: str | os.PathLike) -> ProbabilityMap:
         """Read a saved map; a missing, foreign or damaged file is one error naming it."""
         path = Path(path)
         if not path.is_file():
