@@ -1,4 +1,5 @@
 """keras-unet3plus: UNet 3+ (Huang et al., ICASSP 2020) for TensorFlow/Keras, from paper to deployment."""
+
 import re
 from pathlib import Path
 
@@ -12,8 +13,14 @@ EXTRAS = {
     # LiteRT (TFLite) interpreter; the converter ships with TensorFlow itself.
     "litert": ["ai-edge-litert>=2.0"],
     # TensorRT engines from the ONNX graph (NVIDIA GPU machines only).
-    "tensorrt": ["tensorrt>=10.0", "cuda-python>=12.0", "tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.20",
-                 "onnxconverter-common>=1.14"],
+    "tensorrt": [
+        "tensorrt>=10.0",
+        "cuda-python>=12.0",
+        "tf2onnx>=1.17",
+        "onnx>=1.16",
+        "onnxruntime>=1.20",
+        "onnxconverter-common>=1.14",
+    ],
     # DICOM CT series input and DICOM SEG output (pydicom reads, highdicom writes SEG; 0.27 is the
     # first with CIELabColor.from_rgb, tested with 0.27.0 and 0.28.2). Compressed pixel data as PACS
     # send it: python-gdcm (GDCM, BSD; wheel Apache-2.0) decodes JPEG Lossless (SV1 .70 and .57),
@@ -33,12 +40,17 @@ EXTRAS = {
     "torch": ["torch>=2.11"],
 }
 EXTRAS["dev"] = sorted(
-    set(EXTRAS["onnx"] + EXTRAS["litert"] + EXTRAS["dicom"] + EXTRAS["itk"]
+    set(
+        EXTRAS["onnx"]
+        + EXTRAS["litert"]
+        + EXTRAS["dicom"]
+        + EXTRAS["itk"]
         + ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5"]
         # the lint and type check the test suite runs (ruff.toml, mypy.ini; tests/test_lint.py)
         + ["ruff>=0.6", "mypy>=1.10"]
         # the JAX backend: CI runs the backend-independent tests under it too (tests/test_backends.py)
-        + ["jax[cpu]>=0.4.36"])
+        + ["jax[cpu]>=0.4.36"]
+    )
 )
 EXTRAS["all"] = sorted(set(EXTRAS["dev"] + EXTRAS["bench"]))
 

@@ -7,6 +7,7 @@ Every variant trains the same number of steps on the same cases (same split seed
 held-out test volume is segmented whole (2.5D, the package's own `predict_volume`) and scored with
 per-volume Dice. False positives on organ-free slices are counted with and without the CGM gate.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,9 @@ from typing import Any
 import numpy as np
 
 #: the small configuration that fits many runs into an hour on 2 CPU cores
-SMALL = dict(image_size=64, filters=(8, 16, 32, 64, 128), cat_channels=8, batch_size=8,
-             bn_momentum=0.9)  # short runs: BN moving averages must keep up (see TrainConfig.bn_momentum)
+SMALL = dict(
+    image_size=64, filters=(8, 16, 32, 64, 128), cat_channels=8, batch_size=8, bn_momentum=0.9
+)  # short runs: BN moving averages must keep up (see TrainConfig.bn_momentum)
 PHANTOM_SHAPE = (96, 96, 48)
 
 
@@ -80,17 +82,34 @@ def make_phantom_sets(root: Path, n_cases: int, seed: int = 1000, shape=PHANTOM_
     return sets
 
 
-def train_and_score(name: str, organ: str, data_dir: Path, out_dir: Path, seed: int, overrides: dict[str, Any],
-                    epochs: int, steps_per_epoch: int, n_test: int, verbose: int = 0) -> VariantResult:
+def train_and_score(
+    name: str,
+    organ: str,
+    data_dir: Path,
+    out_dir: Path,
+    seed: int,
+    overrides: dict[str, Any],
+    epochs: int,
+    steps_per_epoch: int,
+    n_test: int,
+    verbose: int = 0,
+) -> VariantResult:
     """Train one variant with a fixed step budget and score it on the held-out test cases.
 
     The result is kept in ``out_dir/result.json`` with everything it depends on (the data set's
     marker, the settings), so a long harness run interrupted between runs resumes where it stopped.
     """
-    marker = Path(data_dir) / ".complete"   # a phantom set's marker; a real folder is known by its path
-    key = {"name": name, "organ": organ, "seed": seed, "overrides": overrides, "epochs": epochs,
-           "steps_per_epoch": steps_per_epoch, "n_test": n_test,
-           "data": json.loads(marker.read_text()) if marker.exists() else str(data_dir)}
+    marker = Path(data_dir) / ".complete"  # a phantom set's marker; a real folder is known by its path
+    key = {
+        "name": name,
+        "organ": organ,
+        "seed": seed,
+        "overrides": overrides,
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "n_test": n_test,
+        "data": json.loads(marker.read_text()) if marker.exists() else str(data_dir),
+    }
     key = json.loads(json.dumps(key, default=list))
     saved = Path(out_dir) / "result.json"
     if saved.exists():
@@ -115,9 +134,21 @@ def _train_and_score(name, organ, data_dir, out_dir, seed, overrides, epochs, st
     keras.utils.set_random_seed(seed)
     settings = dict(SMALL)
     settings.update(
-        data_dir=str(data_dir), task=organ, out_dir=str(out_dir), epochs=epochs, steps_per_epoch=steps_per_epoch,
-        n_test=n_test, split_seed=0, seed=seed, patience=None, resume=False, verbose=verbose,
-        learning_rate=2e-3, augment=False, negative_fraction=0.2, max_val_cases=3,
+        data_dir=str(data_dir),
+        task=organ,
+        out_dir=str(out_dir),
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        n_test=n_test,
+        split_seed=0,
+        seed=seed,
+        patience=None,
+        resume=False,
+        verbose=verbose,
+        learning_rate=2e-3,
+        augment=False,
+        negative_fraction=0.2,
+        max_val_cases=3,
     )
     settings.update(overrides)
     cfg = TrainConfig.from_sources(overrides=settings)
@@ -139,21 +170,50 @@ def _train_and_score(name, organ, data_dir, out_dir, seed, overrides, epochs, st
             per_slice = (mask > 0).reshape(-1, mask.shape[2]).sum(axis=0)[empty]
             fp[s_key] += int((per_slice > 0).sum())
             fp[v_key] += int(per_slice.sum())
-    return VariantResult(name, organ, seed, count(model).trainable_params, scores, fp["sg"], fp["su"], fp["vg"], fp["vu"], fp["empty"],
-                         seconds, {"best_epoch": result.best_epoch, "epochs_done": result.epochs_done})
+    return VariantResult(
+        name,
+        organ,
+        seed,
+        count(model).trainable_params,
+        scores,
+        fp["sg"],
+        fp["su"],
+        fp["vg"],
+        fp["vu"],
+        fp["empty"],
+        seconds,
+        {"best_epoch": result.best_epoch, "epochs_done": result.epochs_done},
+    )
 
 
 def summarize(results: list[VariantResult]) -> dict[tuple[str, str], dict[str, float]]:
     """Per (variant, organ): mean +- std of per-volume Dice over all test cases and seeds."""
     table: dict[tuple[str, str], dict[str, float]] = {}
     for r in results:
-        entry = table.setdefault((r.name, r.organ), {"dice": [], "seed_means": [], "params": r.params,
-                                                     "fp_sg": 0, "fp_su": 0, "fp_vg": 0, "fp_vu": 0,
-                                                     "empty": 0, "seconds": 0.0})
+        entry = table.setdefault(
+            (r.name, r.organ),
+            {
+                "dice": [],
+                "seed_means": [],
+                "params": r.params,
+                "fp_sg": 0,
+                "fp_su": 0,
+                "fp_vg": 0,
+                "fp_vu": 0,
+                "empty": 0,
+                "seconds": 0.0,
+            },
+        )
         entry["dice"] += r.dice
         entry["seed_means"].append(r.mean)
-        for key, value in (("fp_sg", r.fp_slices_gated), ("fp_su", r.fp_slices_ungated), ("fp_vg", r.fp_voxels_gated),
-                           ("fp_vu", r.fp_voxels_ungated), ("empty", r.empty_slices), ("seconds", r.train_seconds)):
+        for key, value in (
+            ("fp_sg", r.fp_slices_gated),
+            ("fp_su", r.fp_slices_ungated),
+            ("fp_vg", r.fp_voxels_gated),
+            ("fp_vu", r.fp_voxels_ungated),
+            ("empty", r.empty_slices),
+            ("seconds", r.train_seconds),
+        ):
             entry[key] += value
     for entry in table.values():
         entry["mean"] = float(np.mean(entry["dice"]))

@@ -1,4 +1,5 @@
 """Shared helpers for the benchmark scripts: timing, peak memory, markdown tables, CPU facts."""
+
 from __future__ import annotations
 
 import os
@@ -50,5 +51,7 @@ def machine_line() -> str:
     except OSError:
         pass
     gpus = tf.config.list_physical_devices("GPU")
-    return (f"{model}, {os.cpu_count()} cores, {'GPU: ' + str(len(gpus)) if gpus else 'no GPU'}, "
-            f"TF {tf.__version__}, Python {platform.python_version()}")
+    return (
+        f"{model}, {os.cpu_count()} cores, {'GPU: ' + str(len(gpus)) if gpus else 'no GPU'}, "
+        f"TF {tf.__version__}, Python {platform.python_version()}"
+    )

@@ -1,7 +1,8 @@
 """Measure one configuration in a fresh process (so peak memory is its own) and print JSON.
 
-    python benchmarks/_measure_one.py --size 320 --batch 2 --mode train --decoder paper
+python benchmarks/_measure_one.py --size 320 --batch 2 --mode train --decoder paper
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,17 @@ def measure(size: int, batch: int, mode: str, decoder: str, filters, cat_channel
         targets = {name: y for name in model.output_names}
         seconds = median(time_calls(lambda: model.train_on_batch(x, targets), warmup=1, repeats=repeats))
         flops = 3 * 2 * macs * batch  # forward + backward (~2x forward), the usual estimate
-    return {"size": size, "batch": batch, "mode": mode, "decoder": decoder, "seconds": seconds,
-            "images_per_s": batch / seconds, "flops": flops, "achieved_gflops": flops / seconds / 1e9,
-            "peak_rss_mib": peak_rss_mib()}
+    return {
+        "size": size,
+        "batch": batch,
+        "mode": mode,
+        "decoder": decoder,
+        "seconds": seconds,
+        "images_per_s": batch / seconds,
+        "flops": flops,
+        "achieved_gflops": flops / seconds / 1e9,
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def main() -> int:

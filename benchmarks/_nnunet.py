@@ -9,6 +9,7 @@ without `--disable_tta`.
 
 Self-test (run with the project venv):  python benchmarks/_nnunet.py --self-test
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -129,10 +130,12 @@ class NnunetModel:
 
     def describe(self) -> str:
         """One line for the report: which version and which plan was measured."""
-        return (f"nnU-Net v2 {self.env.nnunetv2_version} (torch {self.env.torch_version}), default "
-                f"{CONFIGURATION} plan: patch {'x'.join(map(str, self.patch_size))}, batch "
-                f"{self.batch_size}, spacing {'x'.join(f'{s:g}' for s in self.spacing)} mm, "
-                f"{self.network_class.rsplit('.', 1)[-1]} with {self.parameters / 1e6:.1f} M parameters")
+        return (
+            f"nnU-Net v2 {self.env.nnunetv2_version} (torch {self.env.torch_version}), default "
+            f"{CONFIGURATION} plan: patch {'x'.join(map(str, self.patch_size))}, batch "
+            f"{self.batch_size}, spacing {'x'.join(f'{s:g}' for s in self.spacing)} mm, "
+            f"{self.network_class.rsplit('.', 1)[-1]} with {self.parameters / 1e6:.1f} M parameters"
+        )
 
 
 def why_absent() -> str:
@@ -149,14 +152,18 @@ def find_nnunet(python: str | None = None) -> NnunetEnv | None:
     global _absent_reason
     given = Path(python or os.environ.get(VENV_ENV_VAR) or DEFAULT_VENV).expanduser()
     venv = given.parent.parent if given.is_file() else given
-    missing = [name for name in ("python", "nnUNetv2_plan_and_preprocess", "nnUNetv2_predict")
-               if not (venv / "bin" / name).exists()]
+    missing = [
+        name
+        for name in ("python", "nnUNetv2_plan_and_preprocess", "nnUNetv2_predict")
+        if not (venv / "bin" / name).exists()
+    ]
     if missing:
         _absent_reason = f"no nnU-Net venv at {venv}: missing bin/{', bin/'.join(missing)}"
         return None
     try:
-        out = subprocess.run([str(venv / "bin" / "python"), "-c", _VERSIONS_SCRIPT], capture_output=True,
-                             text=True, timeout=300)
+        out = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", _VERSIONS_SCRIPT], capture_output=True, text=True, timeout=300
+        )
     except subprocess.TimeoutExpired:
         _absent_reason = f"{venv}/bin/python did not import nnunetv2 and torch within 300 s"
         return None
@@ -168,8 +175,9 @@ def find_nnunet(python: str | None = None) -> NnunetEnv | None:
     return NnunetEnv(venv=venv, nnunetv2_version=versions["nnunetv2"], torch_version=versions["torch"])
 
 
-def prepare_model(env: NnunetEnv, work_dir: Path, training_cases: Sequence[tuple[Path, Path]],
-                  dataset_id: int = 990) -> NnunetModel:
+def prepare_model(
+    env: NnunetEnv, work_dir: Path, training_cases: Sequence[tuple[Path, Path]], dataset_id: int = 990
+) -> NnunetModel:
     """Plan, preprocess and checkpoint nnU-Net's default 2d model for these cases (cached).
 
     Labels are written as liver = label > 0 (LiTS convention: lesion voxels are liver), because the
@@ -203,18 +211,41 @@ def prepare_model(env: NnunetEnv, work_dir: Path, training_cases: Sequence[tuple
         liver = nib.Nifti1Image((np.asanyarray(lab.dataobj) > 0).astype(np.uint8), lab.affine, lab.header)
         liver.set_data_dtype(np.uint8)
         nib.save(liver, str(raw / "labelsTr" / f"{name}.nii.gz"))
-    (raw / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1},
-        "numTraining": len(names), "file_ending": ".nii.gz"}, indent=2))
+    (raw / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "CT"},
+                "labels": {"background": 0, "liver": 1},
+                "numTraining": len(names),
+                "file_ending": ".nii.gz",
+            },
+            indent=2,
+        )
+    )
 
     environ = _nnunet_environ(work_dir)
     logs = work_dir / "logs"
     # -npfp / -np: the defaults (8 processes each) oversubscribe a small shared CPU; planning and
     # preprocessing are not measured and their result does not depend on the process count
     n_proc = str(os.cpu_count() or 1)
-    _run([str(env.executable("nnUNetv2_plan_and_preprocess")), "-d", str(dataset_id), "-c", CONFIGURATION,
-          "--verify_dataset_integrity", "-npfp", n_proc, "-np", n_proc, "--no_pbar"],
-         environ, "nnUNetv2_plan_and_preprocess", logs / "plan_and_preprocess")
+    _run(
+        [
+            str(env.executable("nnUNetv2_plan_and_preprocess")),
+            "-d",
+            str(dataset_id),
+            "-c",
+            CONFIGURATION,
+            "--verify_dataset_integrity",
+            "-npfp",
+            n_proc,
+            "-np",
+            n_proc,
+            "--no_pbar",
+        ],
+        environ,
+        "nnUNetv2_plan_and_preprocess",
+        logs / "plan_and_preprocess",
+    )
 
     # nnU-Net's default split is 5-fold CV, which needs >= 5 cases: give fold 0 an explicit split
     split = {"train": names[:-1] or names, "val": names[-1:]}
@@ -222,24 +253,57 @@ def prepare_model(env: NnunetEnv, work_dir: Path, training_cases: Sequence[tuple
 
     network_json = logs / "network.json"
     # nnUNet_n_proc_DA=0: a token training needs no data-augmentation worker processes
-    _run([str(env.python), "-c", _TRAIN_SCRIPT, str(dataset_id), CONFIGURATION, str(TOKEN_ITERATIONS),
-          str(network_json)], {**environ, "nnUNet_n_proc_DA": "0"}, "nnU-Net token training",
-         logs / "token_training")
+    _run(
+        [
+            str(env.python),
+            "-c",
+            _TRAIN_SCRIPT,
+            str(dataset_id),
+            CONFIGURATION,
+            str(TOKEN_ITERATIONS),
+            str(network_json),
+        ],
+        {**environ, "nnUNet_n_proc_DA": "0"},
+        "nnU-Net token training",
+        logs / "token_training",
+    )
 
-    cached = {"key": key, "dataset_id": dataset_id, "dataset_name": dataset_name,
-              "token_iterations": TOKEN_ITERATIONS, **json.loads(network_json.read_text())}
+    cached = {
+        "key": key,
+        "dataset_id": dataset_id,
+        "dataset_name": dataset_name,
+        "token_iterations": TOKEN_ITERATIONS,
+        **json.loads(network_json.read_text()),
+    }
     absent = _missing_model_files(work_dir, dataset_name)
     if absent:
-        raise RuntimeError(f"nnU-Net token training finished but did not write {', '.join(absent)}; "
-                           f"see {logs / 'token_training'}.stdout")
+        raise RuntimeError(
+            f"nnU-Net token training finished but did not write {', '.join(absent)}; "
+            f"see {logs / 'token_training'}.stdout"
+        )
     record.write_text(json.dumps(cached, indent=2))
     return _model_from_record(env, work_dir, cached)
 
 
 def predict_command(model: NnunetModel, input_dir: Path, output_dir: Path, tta: bool) -> list[str]:
     """The `nnUNetv2_predict` call a user would type, with nnU-Net's defaults otherwise."""
-    cmd = [str(model.env.executable("nnUNetv2_predict")), "-i", str(input_dir), "-o", str(output_dir),
-           "-d", str(model.dataset_id), "-c", CONFIGURATION, "-f", "0", "-device", "cpu", "-chk", CHECKPOINT]
+    cmd = [
+        str(model.env.executable("nnUNetv2_predict")),
+        "-i",
+        str(input_dir),
+        "-o",
+        str(output_dir),
+        "-d",
+        str(model.dataset_id),
+        "-c",
+        CONFIGURATION,
+        "-f",
+        "0",
+        "-device",
+        "cpu",
+        "-chk",
+        CHECKPOINT,
+    ]
     return cmd if tta else cmd + ["--disable_tta"]
 
 
@@ -268,8 +332,13 @@ def run_predict(model: NnunetModel, input_dir: Path, output_dir: Path, tta: bool
     absent = [str(m) for m in masks if not m.exists()]
     if absent:
         raise RuntimeError(f"nnUNetv2_predict exited 0 but wrote no {', '.join(absent)}; see {log}.stderr")
-    return {"seconds": seconds, "peak_pss_mib": tree_peak, "peak_rss_one_process_mib": one_peak,
-            "masks": masks, "command": cmd}
+    return {
+        "seconds": seconds,
+        "peak_pss_mib": tree_peak,
+        "peak_rss_one_process_mib": one_peak,
+        "masks": masks,
+        "command": cmd,
+    }
 
 
 def tiles_per_slice(model: NnunetModel, image: Path) -> int:
@@ -294,9 +363,12 @@ def tiles_per_slice(model: NnunetModel, image: Path) -> int:
 
 
 def _nnunet_environ(work_dir: Path) -> dict[str, str]:
-    return {**os.environ, "nnUNet_raw": str(work_dir / "nnUNet_raw"),
-            "nnUNet_preprocessed": str(work_dir / "nnUNet_preprocessed"),
-            "nnUNet_results": str(work_dir / "nnUNet_results")}
+    return {
+        **os.environ,
+        "nnUNet_raw": str(work_dir / "nnUNet_raw"),
+        "nnUNet_preprocessed": str(work_dir / "nnUNet_preprocessed"),
+        "nnUNet_results": str(work_dir / "nnUNet_results"),
+    }
 
 
 def _model_dir(work_dir: Path, dataset_name: str) -> Path:
@@ -314,11 +386,19 @@ def _model_from_record(env: NnunetEnv, work_dir: Path, record: dict) -> NnunetMo
     plans_file = _model_dir(work_dir, record["dataset_name"]) / "plans.json"  # the plan predict uses
     plans = json.loads(plans_file.read_text())
     plan = plans["configurations"][CONFIGURATION]
-    return NnunetModel(env=env, dataset_id=record["dataset_id"], dataset_name=record["dataset_name"],
-                       work_dir=work_dir, patch_size=tuple(plan["patch_size"]), batch_size=record["batch_size"],
-                       spacing=tuple(plan["spacing"]), transpose_forward=tuple(plans["transpose_forward"]),
-                       network_class=record["network_class"],
-                       parameters=record["parameters"], token_iterations=record["token_iterations"])
+    return NnunetModel(
+        env=env,
+        dataset_id=record["dataset_id"],
+        dataset_name=record["dataset_name"],
+        work_dir=work_dir,
+        patch_size=tuple(plan["patch_size"]),
+        batch_size=record["batch_size"],
+        spacing=tuple(plan["spacing"]),
+        transpose_forward=tuple(plans["transpose_forward"]),
+        network_class=record["network_class"],
+        parameters=record["parameters"],
+        token_iterations=record["token_iterations"],
+    )
 
 
 def _cache_key(env: NnunetEnv, dataset_id: int, cases: Sequence[tuple[Path, Path]]) -> str:
@@ -335,8 +415,9 @@ def _tail(text: str, n: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
-def _run(cmd: list[str], environ: dict[str, str], what: str, log: Path,
-         measure: bool = False) -> tuple[float, float, float]:
+def _run(
+    cmd: list[str], environ: dict[str, str], what: str, log: Path, measure: bool = False
+) -> tuple[float, float, float]:
     """Run `cmd` with stdout/stderr in `log`.stdout/.stderr; raise with the stderr tail on failure.
 
     Returns (wall seconds, peak PSS summed over the process tree, peak RSS of its largest single
@@ -362,8 +443,10 @@ def _run(cmd: list[str], environ: dict[str, str], what: str, log: Path,
         tree_peak = sampler.stop() if sampler else 0.0
     if proc.returncode != 0:
         stderr = Path(f"{log}.stderr").read_text(errors="replace")
-        raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-                           f"--- last lines of {log}.stderr ---\n{_tail(stderr)}")
+        raise RuntimeError(
+            f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+            f"--- last lines of {log}.stderr ---\n{_tail(stderr)}"
+        )
     return seconds, tree_peak, usage.ru_maxrss / 1024.0
 
 
@@ -448,8 +531,7 @@ def _self_test(work_dir: Path, venv: str | None, slices: int, n_cases: int) -> N
     test = phantom.generate_case(1000, shape=shape)
     test_image = input_dir / "test_000_0000.nii.gz"
     _write_nifti(test_image, test.hu, test.affine)
-    print(f"phantom: {n_cases} training cases + 1 test volume, {size}, "
-          f"{time.perf_counter() - start:.1f} s")
+    print(f"phantom: {n_cases} training cases + 1 test volume, {size}, {time.perf_counter() - start:.1f} s")
 
     start = time.perf_counter()
     model = prepare_model(env, work_dir / "model", training)
@@ -464,10 +546,12 @@ def _self_test(work_dir: Path, venv: str | None, slices: int, n_cases: int) -> N
         if mask.shape != test.hu.shape:
             raise RuntimeError(f"mask shape {mask.shape} != image shape {test.hu.shape}")
         passes = tiles * (4 if tta else 1)
-        print(f"predict TTA {'on ' if tta else 'off'} ({passes} passes/slice): {result['seconds']:.1f} s "
-              f"({result['seconds'] / slices:.2f} s/slice), peak memory {result['peak_pss_mib']:.0f} MiB "
-              f"(PSS, all processes), {result['peak_rss_one_process_mib']:.0f} MiB (RSS, largest process); "
-              f"mask labels {sorted(np.unique(mask).tolist())}")
+        print(
+            f"predict TTA {'on ' if tta else 'off'} ({passes} passes/slice): {result['seconds']:.1f} s "
+            f"({result['seconds'] / slices:.2f} s/slice), peak memory {result['peak_pss_mib']:.0f} MiB "
+            f"(PSS, all processes), {result['peak_rss_one_process_mib']:.0f} MiB (RSS, largest process); "
+            f"mask labels {sorted(np.unique(mask).tolist())}"
+        )
     print("command:", " ".join(predict_command(model, input_dir, work_dir / "output", tta=True)))
 
 
@@ -475,8 +559,12 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--self-test", action="store_true", required=True,
-                        help="phantom cases -> plan -> token checkpoint -> predict one volume with/without TTA")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        required=True,
+        help="phantom cases -> plan -> token checkpoint -> predict one volume with/without TTA",
+    )
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nnunet_work/self_test"))
     parser.add_argument("--venv", default=None, help=f"nnU-Net venv (default ${VENV_ENV_VAR} or {DEFAULT_VENV})")
     parser.add_argument("--slices", type=int, default=8, help="slices per volume (the phantom needs >= 8)")

@@ -8,6 +8,7 @@ Each call is a fresh process, as a person runs `unet3plus`: ``python -c`` with `
     python benchmarks/cli_startup.py                       # this working tree
     python benchmarks/cli_startup.py --rev 47ccb0f --runs 5  # the same calls before, then now
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,9 @@ CHILD = """
 import atexit, json, sys
 args, report = json.loads(sys.argv[1]), sys.argv[2]
 sys.argv = ["unet3plus"] + args
-atexit.register(lambda: open(report, "w").write(json.dumps(
-    {"tensorflow": "tensorflow" in sys.modules, "package": getattr(sys.modules.get("keras_unet3plus"), "__file__", "")})))
+atexit.register(lambda: open(report, "w").write(json.dumps({
+    "tensorflow": "tensorflow" in sys.modules,
+    "package": getattr(sys.modules.get("keras_unet3plus"), "__file__", "")})))
 from keras_unet3plus.cli import main
 sys.exit(main())
 """
@@ -40,8 +42,14 @@ def one_call(src: Path, args: list[str]) -> tuple[float, dict]:
     with tempfile.NamedTemporaryFile(suffix=".json") as report:
         env = dict(os.environ, PYTHONPATH=str(src))
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", CHILD, json.dumps(args), report.name], cwd=src, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            [sys.executable, "-c", CHILD, json.dumps(args), report.name],
+            cwd=src,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
         seconds = time.perf_counter() - t
         text = Path(report.name).read_text()
     return seconds, json.loads(text) if text else {}

@@ -33,6 +33,7 @@ Output: one markdown table (``docs/results/dataset_scale.txt``, with the CPU and
 before and after each stage), ``docs/results/dataset_scale.json`` and ``docs/dataset_scale.png``
 (per-slice cost and peak memory against N).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,18 +55,27 @@ ROOT = HERE.parent
 #: the unique LiTS-shaped volumes: (slices, slice spacing mm, in-plane spacing mm). Slice counts at
 #: the 1/16, 3/16, ..., 15/16 quantiles of a distribution over 74..987 with LiTS' mean (58,638 / 131
 #: = 448 slices: here 446), each with a spacing that gives a plausible scan length (370-690 mm).
-LITS_UNIQUE = ((74, 5.0, 0.78), (125, 2.5, 0.70), (200, 2.0, 0.86), (300, 1.5, 0.62),
-               (460, 1.0, 0.74), (620, 0.8, 0.55), (800, 0.7, 0.80), (987, 0.7, 0.98))
+LITS_UNIQUE = (
+    (74, 5.0, 0.78),
+    (125, 2.5, 0.70),
+    (200, 2.0, 0.86),
+    (300, 1.5, 0.62),
+    (460, 1.0, 0.74),
+    (620, 0.8, 0.55),
+    (800, 0.7, 0.80),
+    (987, 0.7, 0.98),
+)
 #: MSD Task09 spleen: 41 volumes of 512 x 512 x 31-168 (slices 1.5-8 mm, in-plane 0.61-0.98 mm)
 SPLEEN_UNIQUE = ((31, 5.0, 0.79), (75, 5.0, 0.61), (110, 2.0, 0.98), (168, 1.5, 0.70))
 IN_PLANE = 512
 CACHE_SIZE = 320
-PHANTOM_SLAB = 96      # slices drawn at a time (a whole 987-slice volume would need ~12 GB)
+PHANTOM_SLAB = 96  # slices drawn at a time (a whole 987-slice volume would need ~12 GB)
 
 
 # ---------------------------------------------------------------------------------------------
 # data: a few unique volumes, drawn slab by slab and cached; N cases hard-linked to them
 # ---------------------------------------------------------------------------------------------
+
 
 def draw_volume(seed: int, n_slices: int, dz: float, dxy: float, task: str):
     """A 512 x 512 x ``n_slices`` phantom CT (int16) and its label, drawn ``PHANTOM_SLAB`` slices at
@@ -91,13 +101,13 @@ def draw_volume(seed: int, n_slices: int, dz: float, dxy: float, task: str):
         origin = (acq.origin[0], acq.origin[1], acq.origin[2] + z0 * dz)
         grid = Grid((IN_PLANE, IN_PLANE, k), acq.spacing, origin, acq.angle, acq.pivot)
         body.draw(grid)
-        hu[:, :, z0:z0 + k] = np.clip(np.rint(render(grid.tissue, grid, acq, r_noise)), -1024, 3071)
+        hu[:, :, z0 : z0 + k] = np.clip(np.rint(render(grid.tissue, grid, acq, r_noise)), -1024, 3071)
         if organ == "spleen":
-            label[:, :, z0:z0 + k] = grid.tissue == anatomy.SPLEEN
+            label[:, :, z0 : z0 + k] = grid.tissue == anatomy.SPLEEN
         else:
             lab = np.isin(grid.tissue, anatomy.LIVER_CODES).astype(np.uint8)
             lab[np.isin(grid.tissue, anatomy.LESION_CODES)] = 2
-            label[:, :, z0:z0 + k] = lab
+            label[:, :, z0 : z0 + k] = lab
     affine = np.diag([dxy, dxy, dz, 1.0])
     affine[:3, 3] = acq.origin
     return hu, label, affine
@@ -120,7 +130,7 @@ def unique_volumes(work: Path, task: str, log) -> list[tuple[Path, Path, int]]:
             t = time.perf_counter()
             hu, lab, affine = draw_volume(2800 + 17 * k + (500 if task == "spleen" else 0), n, dz, dxy, task)
             save_nifti_atomic(nib.Nifti1Image(lab, affine), label)
-            save_nifti_atomic(nib.Nifti1Image(hu, affine), image)   # last: marks the pair complete
+            save_nifti_atomic(nib.Nifti1Image(hu, affine), image)  # last: marks the pair complete
             log(f"drew {task} volume {k}: 512x512x{n} ({dz} mm slices) in {time.perf_counter() - t:.0f} s")
         out.append((image, label, n))
     return out
@@ -148,9 +158,18 @@ def dataset(work: Path, task: str, n: int, log) -> Path:
         os.link(image, dst_i)
         os.link(label, dst_l)
     if task == "spleen":
-        (root / "dataset.json").write_text(json.dumps({
-            "name": "Spleen", "labels": {"0": "background", "1": "spleen"}, "modality": {"0": "CT"},
-            "numTraining": n, "training": training}, indent=2))
+        (root / "dataset.json").write_text(
+            json.dumps(
+                {
+                    "name": "Spleen",
+                    "labels": {"0": "background", "1": "spleen"},
+                    "modality": {"0": "CT"},
+                    "numTraining": n,
+                    "training": training,
+                },
+                indent=2,
+            )
+        )
     (root / ".complete").write_text("")
     return root
 
@@ -158,6 +177,7 @@ def dataset(work: Path, task: str, n: int, log) -> Path:
 # ---------------------------------------------------------------------------------------------
 # measuring one stage in a fresh process
 # ---------------------------------------------------------------------------------------------
+
 
 class Sampler:
     """Open files and threads of this process, sampled every 0.2 s (their peaks), and at the end."""
@@ -182,8 +202,13 @@ class Sampler:
         self._stop.set()
         self._thread.join()
         fds, threads = self.now()
-        return {"max_fds": self.max_fds, "max_threads": self.max_threads, "end_fds": fds,
-                "end_threads": threads - 1, "peak_rss_mb": _status_mb("VmHWM")}
+        return {
+            "max_fds": self.max_fds,
+            "max_threads": self.max_threads,
+            "end_fds": fds,
+            "end_threads": threads - 1,
+            "peak_rss_mb": _status_mb("VmHWM"),
+        }
 
 
 def _status_mb(field: str) -> float:
@@ -206,9 +231,15 @@ def stage_check(spec: dict) -> dict:
     problems = check_dataset(spec["data"], task=spec["task"], workers=4)
     t2 = time.perf_counter()
     plan = plan_cache(spec["cache"], spec["task"], PreprocessConfig(image_size=CACHE_SIZE), cases)
-    return {"discovery_s": t1 - t0, "check_s": t2 - t1, "errors": sum(p.severity == "error" for p in problems),
-            "n_cases": len(cases), "n_slices": plan.n_slices, "plan_bytes": plan.total_bytes,
-            "plan_summary": plan.summary()}
+    return {
+        "discovery_s": t1 - t0,
+        "check_s": t2 - t1,
+        "errors": sum(p.severity == "error" for p in problems),
+        "n_cases": len(cases),
+        "n_slices": plan.n_slices,
+        "plan_bytes": plan.total_bytes,
+        "plan_summary": plan.summary(),
+    }
 
 
 def stage_cache(spec: dict) -> dict:
@@ -231,8 +262,15 @@ def stage_stream(spec: dict) -> dict:
 
     cases = find_cases(spec["data"])
     t0 = time.perf_counter()
-    ds, info = build_dataset(cases, spec["task"], PreprocessConfig(image_size=CACHE_SIZE), batch_size=8,
-                             training=True, negative_fraction=0.1, epoch=0)
+    ds, info = build_dataset(
+        cases,
+        spec["task"],
+        PreprocessConfig(image_size=CACHE_SIZE),
+        batch_size=8,
+        training=True,
+        negative_fraction=0.1,
+        epoch=0,
+    )
     setup = time.perf_counter() - t0
     it = iter(ds)
     next(it)
@@ -256,12 +294,29 @@ def stage_train(spec: dict) -> dict:
     if spec["preset"] == "demo":
         base = dict(DEMO_PRESET)
     else:
-        base = dict(runpy.run_path(str(ROOT / "recipes" / ("train_spleen.py" if spec["task"] == "spleen" else "train_liver.py")), run_name="preset")["PRESET"])
+        base = dict(
+            runpy.run_path(
+                str(ROOT / "recipes" / ("train_spleen.py" if spec["task"] == "spleen" else "train_liver.py")),
+                run_name="preset",
+            )["PRESET"]
+        )
     layout = "msd" if spec["task"] == "spleen" else "lits"
     overrides = dict(
-        data_dir=spec["data"], layout=layout, task=spec["task"], out_dir=spec["out"], cache_dir=spec.get("cache"),
-        epochs=2, steps_per_epoch=spec["steps"], n_test=0, val_fraction=0.0, patience=None, max_minutes=None,
-        resume=False, verbose=0, checkpoint_every_steps=None)
+        data_dir=spec["data"],
+        layout=layout,
+        task=spec["task"],
+        out_dir=spec["out"],
+        cache_dir=spec.get("cache"),
+        epochs=2,
+        steps_per_epoch=spec["steps"],
+        n_test=0,
+        val_fraction=0.0,
+        patience=None,
+        max_minutes=None,
+        resume=False,
+        verbose=0,
+        checkpoint_every_steps=None,
+    )
     if spec.get("batch"):
         overrides["batch_size"] = spec["batch"]
     cfg = TrainConfig.from_sources(None, overrides, base=base)
@@ -290,9 +345,15 @@ def stage_train(spec: dict) -> dict:
     second = marks["step_s"][1]
     # steady: the second epoch past its first quarter (an epoch starts by refilling the shuffle buffer
     # from cycle_length freshly opened cases: seconds that a real, 2,000-step epoch spreads thin)
-    tail = second[len(second) // 4:] or second
-    return {"preset": spec["preset"], "batch": cfg.batch_size, "steps": spec["steps"], "image_size": cfg.image_size,
-            "steady_step_s": sum(tail) / len(tail), **marks}
+    tail = second[len(second) // 4 :] or second
+    return {
+        "preset": spec["preset"],
+        "batch": cfg.batch_size,
+        "steps": spec["steps"],
+        "image_size": cfg.image_size,
+        "steady_step_s": sum(tail) / len(tail),
+        **marks,
+    }
 
 
 def stage_predict(spec: dict) -> dict:
@@ -313,8 +374,13 @@ def stage_predict(spec: dict) -> dict:
     return {"load_s": load, "predict_s": time.perf_counter() - t1, "timings": timings}
 
 
-STAGES = {"check": stage_check, "cache": stage_cache, "stream": stage_stream, "train": stage_train,
-          "predict": stage_predict}
+STAGES = {
+    "check": stage_check,
+    "cache": stage_cache,
+    "stream": stage_stream,
+    "train": stage_train,
+    "predict": stage_predict,
+}
 
 
 def worker(name: str, spec: dict) -> None:
@@ -322,7 +388,7 @@ def worker(name: str, spec: dict) -> None:
     out = STAGES[name](spec)
     out.update(sampler.result())
     print("RESULT " + json.dumps(out), flush=True)
-    os._exit(0)   # tf.data iterators and runtime threads can hold interpreter shutdown
+    os._exit(0)  # tf.data iterators and runtime threads can hold interpreter shutdown
 
 
 def load_average() -> float:
@@ -332,15 +398,19 @@ def load_average() -> float:
 def run_stage(name: str, spec: dict, log, timeout: float = 6 * 3600) -> dict:
     load0 = load_average()
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--worker", name, "--spec", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", name, "--spec", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     wall = time.perf_counter() - t0
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode or line is None:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
         log(f"{name} failed (exit {proc.returncode}):\n{tail}")
         return {"error": tail.splitlines()[-1] if tail else f"exit {proc.returncode}", "wall_s": wall}
-    out = json.loads(line[len("RESULT "):])
+    out = json.loads(line[len("RESULT ") :])
     out.update(wall_s=wall, load_before=load0, load_after=load_average())
     return out
 
@@ -348,6 +418,7 @@ def run_stage(name: str, spec: dict, log, timeout: float = 6 * 3600) -> dict:
 # ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
+
 
 def _f(v, fmt="{:.1f}") -> str:
     return "-" if v is None or v != v else fmt.format(v)
@@ -364,38 +435,76 @@ def table(results: dict, names: list[str]) -> str:
         v, n = get(name, stage, key), slices(name)
         return None if v is None or not n else 1000.0 * v / n
 
-    n_slices = lambda name: get(name, "check", "n_slices")                       # noqa: E731
-    demo_batch = lambda name: get(name, "demo", "batch")      # noqa: E731
-    paper_batch = lambda name: get(name, "paper", "batch")    # noqa: E731
+    n_slices = lambda name: get(name, "check", "n_slices")  # noqa: E731
+    demo_batch = lambda name: get(name, "demo", "batch")  # noqa: E731
+    paper_batch = lambda name: get(name, "paper", "batch")  # noqa: E731
     rows_spec = [
         ("cases / slices", lambda n: f"{get(n, 'check', 'n_cases')} / {n_slices(n):,}" if n_slices(n) else "-", None),
         ("discovery (s)", lambda n: _f(get(n, "check", "discovery_s"), "{:.2f}"), None),
         ("check-data, every voxel (s)", lambda n: _f(get(n, "check", "check_s")), None),
-        ("  per slice (ms)", lambda n: _f(per_slice_ms(n, "check", "check_s", n_slices), "{:.2f}"), ("check", "check_s", n_slices)),
+        (
+            "  per slice (ms)",
+            lambda n: _f(per_slice_ms(n, "check", "check_s", n_slices), "{:.2f}"),
+            ("check", "check_s", n_slices),
+        ),
         ("  peak RSS (MB)", lambda n: _f(get(n, "check", "peak_rss_mb"), "{:.0f}"), ("check", "peak_rss_mb", None)),
         ("cache build, 320x320 float16 (s)", lambda n: _f(get(n, "cache", "build_s")), None),
-        ("  per slice (ms)", lambda n: _f(per_slice_ms(n, "cache", "build_s", n_slices), "{:.2f}"), ("cache", "build_s", n_slices)),
+        (
+            "  per slice (ms)",
+            lambda n: _f(per_slice_ms(n, "cache", "build_s", n_slices), "{:.2f}"),
+            ("cache", "build_s", n_slices),
+        ),
         ("  disk (GB)", lambda n: _f((get(n, "cache", "disk_bytes") or float("nan")) / 1e9, "{:.2f}"), None),
-        ("  disk per slice (kB)", lambda n: _f((get(n, "cache", "disk_bytes") or float("nan")) / 1e3 / (n_slices(n) or float("nan")), "{:.1f}"), ("cache", "disk_bytes", n_slices)),
+        (
+            "  disk per slice (kB)",
+            lambda n: _f(
+                (get(n, "cache", "disk_bytes") or float("nan")) / 1e3 / (n_slices(n) or float("nan")), "{:.1f}"
+            ),
+            ("cache", "disk_bytes", n_slices),
+        ),
         ("  peak RSS (MB)", lambda n: _f(get(n, "cache", "peak_rss_mb"), "{:.0f}"), ("cache", "peak_rss_mb", None)),
         ("NIfTI stream at 320: index (s)", lambda n: _f(get(n, "stream", "index_s")), None),
-        ("  index per slice (ms)", lambda n: _f(per_slice_ms(n, "stream", "index_s", n_slices), "{:.2f}"), ("stream", "index_s", n_slices)),
+        (
+            "  index per slice (ms)",
+            lambda n: _f(per_slice_ms(n, "stream", "index_s", n_slices), "{:.2f}"),
+            ("stream", "index_s", n_slices),
+        ),
         ("  slices/s", lambda n: _f(get(n, "stream", "slices_per_s")), ("stream", "slices_per_s", None)),
         ("  peak RSS (MB)", lambda n: _f(get(n, "stream", "peak_rss_mb"), "{:.0f}"), ("stream", "peak_rss_mb", None)),
         ("demo preset, streamed: setup (s)", lambda n: _f(get(n, "demo", "setup_s")), None),
         ("  first epoch (s)", lambda n: _f(get(n, "demo", "epoch0_s")), None),
         ("  steady epoch (s)", lambda n: _f(get(n, "demo", "epoch1_s")), None),
-        ("  steady step, 2nd epoch past its first quarter (s)", lambda n: _f(get(n, "demo", "steady_step_s"), "{:.2f}"), None),
-        ("  steady per slice (ms)", lambda n: _f(per_slice_ms(n, "demo", "steady_step_s", demo_batch), "{:.1f}"), ("demo", "steady_step_s", demo_batch)),
+        (
+            "  steady step, 2nd epoch past its first quarter (s)",
+            lambda n: _f(get(n, "demo", "steady_step_s"), "{:.2f}"),
+            None,
+        ),
+        (
+            "  steady per slice (ms)",
+            lambda n: _f(per_slice_ms(n, "demo", "steady_step_s", demo_batch), "{:.1f}"),
+            ("demo", "steady_step_s", demo_batch),
+        ),
         ("  peak RSS (MB)", lambda n: _f(get(n, "demo", "peak_rss_mb"), "{:.0f}"), ("demo", "peak_rss_mb", None)),
-        ("  open files / threads, peak", lambda n: f"{get(n, 'demo', 'max_fds')} / {get(n, 'demo', 'max_threads')}", None),
+        (
+            "  open files / threads, peak",
+            lambda n: f"{get(n, 'demo', 'max_fds')} / {get(n, 'demo', 'max_threads')}",
+            None,
+        ),
         ("paper preset, cached (batch as stated): setup (s)", lambda n: _f(get(n, "paper", "setup_s")), None),
         ("  first epoch (s)", lambda n: _f(get(n, "paper", "epoch0_s")), None),
         ("  steady epoch (s)", lambda n: _f(get(n, "paper", "epoch1_s")), None),
         ("  steady step (s)", lambda n: _f(get(n, "paper", "steady_step_s"), "{:.1f}"), None),
-        ("  steady per slice (s)", lambda n: _f((per_slice_ms(n, "paper", "steady_step_s", paper_batch) or float("nan")) / 1000, "{:.2f}"), ("paper", "steady_step_s", paper_batch)),
+        (
+            "  steady per slice (s)",
+            lambda n: _f((per_slice_ms(n, "paper", "steady_step_s", paper_batch) or float("nan")) / 1000, "{:.2f}"),
+            ("paper", "steady_step_s", paper_batch),
+        ),
         ("  peak RSS (MB)", lambda n: _f(get(n, "paper", "peak_rss_mb"), "{:.0f}"), ("paper", "peak_rss_mb", None)),
-        ("  open files / threads, peak", lambda n: f"{get(n, 'paper', 'max_fds')} / {get(n, 'paper', 'max_threads')}", None),
+        (
+            "  open files / threads, peak",
+            lambda n: f"{get(n, 'paper', 'max_fds')} / {get(n, 'paper', 'max_threads')}",
+            None,
+        ),
     ]
     lits = [n for n in names if n.startswith("lits-")]
     first, last = (lits[0], lits[-1]) if len(lits) >= 2 else (None, None)
@@ -422,21 +531,28 @@ def projection(results: dict, names: list[str]) -> str:
     lits = [n for n in names if n.startswith("lits-")]
     p8 = next((results[n]["paper8"] for n in names if "paper8" in results.get(n, {})), None)
     if p8 and "steady_step_s" in p8:
-        lines.append(f"- Paper preset at its own batch 8 ({names[0]}): first epoch {p8['epoch0_s']:.0f} s "
-                     f"({p8['steps']} step(s) with tracing), steady step {p8['steady_step_s']:.0f} s = "
-                     f"{p8['steady_step_s'] / 8:.1f} s per slice, peak RSS {p8['peak_rss_mb']:.0f} MB, "
-                     f"open files / threads {p8['max_fds']} / {p8['max_threads']}.")
+        lines.append(
+            f"- Paper preset at its own batch 8 ({names[0]}): first epoch {p8['epoch0_s']:.0f} s "
+            f"({p8['steps']} step(s) with tracing), steady step {p8['steady_step_s']:.0f} s = "
+            f"{p8['steady_step_s'] / 8:.1f} s per slice, peak RSS {p8['peak_rss_mb']:.0f} MB, "
+            f"open files / threads {p8['max_fds']} / {p8['max_threads']}."
+        )
     big = results.get(lits[-1], {}) if lits else {}
     slices = big.get("stream", {}).get("epoch_slices")
     if slices and (p8 or big.get("paper")):
         train = slices * 93 / big["check"]["n_cases"]
-        per_slice = (p8["steady_step_s"] / 8) if p8 and "steady_step_s" in p8 else \
-            big["paper"]["steady_step_s"] / big["paper"]["batch"]
-        lines.append(f"- One LiTS epoch at the paper settings on this CPU: the {lits[-1]} dataset's epoch is "
-                     f"{slices:,} slices (organ slices + 10 % negatives); the paper split trains on 93 of 131 "
-                     f"volumes, ~{train:,.0f} slices = {train / 8:,.0f} steps of 8, at {per_slice:.1f} s per "
-                     f"slice: ~{train * per_slice / 3600:.0f} hours per epoch, ~{train * per_slice / 86400 * 100:.0f} "
-                     f"days for the preset's 100 epochs. On one GPU: not measured (no GPU machine in this run).")
+        per_slice = (
+            (p8["steady_step_s"] / 8)
+            if p8 and "steady_step_s" in p8
+            else big["paper"]["steady_step_s"] / big["paper"]["batch"]
+        )
+        lines.append(
+            f"- One LiTS epoch at the paper settings on this CPU: the {lits[-1]} dataset's epoch is "
+            f"{slices:,} slices (organ slices + 10 % negatives); the paper split trains on 93 of 131 "
+            f"volumes, ~{train:,.0f} slices = {train / 8:,.0f} steps of 8, at {per_slice:.1f} s per "
+            f"slice: ~{train * per_slice / 3600:.0f} hours per epoch, ~{train * per_slice / 86400 * 100:.0f} "
+            f"days for the preset's 100 epochs. On one GPU: not measured (no GPU machine in this run)."
+        )
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -444,9 +560,11 @@ def predict_table(results: dict) -> str:
     from _common import markdown_table
 
     rows = []
-    for name, label in (("litert", "LiteRT int8, streamed"),
-                        ("litert-whole", "LiteRT int8, whole-volume float32 reader (before)"),
-                        ("keras", "Keras fp32, paper decoder (fused), streamed")):
+    for name, label in (
+        ("litert", "LiteRT int8, streamed"),
+        ("litert-whole", "LiteRT int8, whole-volume float32 reader (before)"),
+        ("keras", "Keras fp32, paper decoder (fused), streamed"),
+    ):
         r = results.get(name)
         if not r:
             continue
@@ -456,12 +574,28 @@ def predict_table(results: dict) -> str:
             continue
         t = r.get("timings", {})
         per_slice = r["wall_s"] / r["slices"]
-        rows.append([label, f"{r['wall_s']:.0f}", f"{1 / per_slice:.2f}", f"{per_slice * 987 / 60:.0f}",
-                     f"{r['peak_rss_mb']:.0f}",
-                     " / ".join(f"{t.get(s, 0.0):.0f}" for s in ("read", "preprocess", "model", "postprocess", "write"))
-                     + f" (load {r['load_before']:.2f} -> {r['load_after']:.2f})"])
-    return markdown_table(["predict (.nii.gz, one process each)", "wall s", "slices/s", "987 slices at that rate (min)", "peak RSS MB",
-                           "read / preprocess / model / post / write s (load avg)"], rows)
+        rows.append(
+            [
+                label,
+                f"{r['wall_s']:.0f}",
+                f"{1 / per_slice:.2f}",
+                f"{per_slice * 987 / 60:.0f}",
+                f"{r['peak_rss_mb']:.0f}",
+                " / ".join(f"{t.get(s, 0.0):.0f}" for s in ("read", "preprocess", "model", "postprocess", "write"))
+                + f" (load {r['load_before']:.2f} -> {r['load_after']:.2f})",
+            ]
+        )
+    return markdown_table(
+        [
+            "predict (.nii.gz, one process each)",
+            "wall s",
+            "slices/s",
+            "987 slices at that rate (min)",
+            "peak RSS MB",
+            "read / preprocess / model / post / write s (load avg)",
+        ],
+        rows,
+    )
 
 
 def plot(results: dict, names: list[str], png: Path) -> None:
@@ -476,9 +610,13 @@ def plot(results: dict, names: list[str], png: Path) -> None:
     xs = [results[n]["check"]["n_cases"] for n in lits]
     slices = [results[n]["check"]["n_slices"] for n in lits]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    series = [("check-data", "check", "check_s", None), ("cache build", "cache", "build_s", None),
-              ("stream index", "stream", "index_s", None),
-              ("demo step / slice", "demo", "epoch1_s", "demo"), ("paper step / slice", "paper", "epoch1_s", "paper")]
+    series = [
+        ("check-data", "check", "check_s", None),
+        ("cache build", "cache", "build_s", None),
+        ("stream index", "stream", "index_s", None),
+        ("demo step / slice", "demo", "epoch1_s", "demo"),
+        ("paper step / slice", "paper", "epoch1_s", "paper"),
+    ]
     for label, stage, key, per in series:
         ys = []
         for n, s in zip(lits, slices):
@@ -495,8 +633,13 @@ def plot(results: dict, names: list[str], png: Path) -> None:
     a1.set_ylabel("ms per slice")
     a1.set_title("time per slice: flat in N", fontsize=10)
     a1.legend(fontsize=8)
-    for label, stage in (("check-data", "check"), ("cache build", "cache"), ("stream", "stream"),
-                         ("demo training", "demo"), ("paper training", "paper")):
+    for label, stage in (
+        ("check-data", "check"),
+        ("cache build", "cache"),
+        ("stream", "stream"),
+        ("demo training", "demo"),
+        ("paper training", "paper"),
+    ):
         ys = [results[n].get(stage, {}).get("peak_rss_mb", float("nan")) for n in lits]
         a2.plot(xs, ys, "o-", label=label)
     a2.set_xscale("log")
@@ -514,6 +657,7 @@ def plot(results: dict, names: list[str], png: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------
 
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="8,32,131", help="LiTS-shaped dataset sizes (cases)")
@@ -521,20 +665,36 @@ def main(argv=None) -> int:
     p.add_argument("--no-predict", dest="predict", action="store_false", help="leave out predict on 512x512x987")
     p.add_argument("--steps", type=int, default=40, help="demo-preset steps per epoch (batch 8)")
     p.add_argument("--paper-steps", type=int, default=3, help="paper-preset steps per epoch")
-    p.add_argument("--paper-batch", type=int, default=2,
-                   help="paper-preset batch for the comparison over N (default 2: batch 8 needs ~17 GB here)")
-    p.add_argument("--paper8-steps", type=int, default=1,
-                   help="steps per epoch of one paper run at its own batch 8, on the first dataset (0: none)")
+    p.add_argument(
+        "--paper-batch",
+        type=int,
+        default=2,
+        help="paper-preset batch for the comparison over N (default 2: batch 8 needs ~17 GB here)",
+    )
+    p.add_argument(
+        "--paper8-steps",
+        type=int,
+        default=1,
+        help="steps per epoch of one paper run at its own batch 8, on the first dataset (0: none)",
+    )
     p.add_argument("--stream-seconds", type=float, default=30.0, help="timing window of the NIfTI stream")
     p.add_argument("--stages", default="check,cache,stream,demo,paper", help="which per-dataset stages")
     p.add_argument("--work", type=Path, default=Path.home() / ".cache" / "keras-unet3plus" / "dataset-scale")
-    p.add_argument("--models", type=Path, default=Path.home() / ".cache" / "keras-unet3plus" / "volume-inference",
-                   help="the speed model and its exports (shared with volume_inference.py)")
+    p.add_argument(
+        "--models",
+        type=Path,
+        default=Path.home() / ".cache" / "keras-unet3plus" / "volume-inference",
+        help="the speed model and its exports (shared with volume_inference.py)",
+    )
     p.add_argument("--keep-cache", action="store_true", help="keep each dataset's slice cache (GBs) afterwards")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "dataset_scale")
     p.add_argument("--png", type=Path, default=ROOT / "docs" / "dataset_scale.png")
-    p.add_argument("--keras-slices", type=int, default=160,
-                   help="slices of the largest volume that the Keras path predicts (0: none; 987: all, ~80 min)")
+    p.add_argument(
+        "--keras-slices",
+        type=int,
+        default=160,
+        help="slices of the largest volume that the Keras path predicts (0: none; 987: all, ~80 min)",
+    )
     p.add_argument("--report", action="store_true", help="only redraw the table and plot from --out's JSON")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
@@ -562,9 +722,20 @@ def main(argv=None) -> int:
     def save() -> None:
         """The results so far (a long run that stops keeps what it measured; ``--report`` redraws)."""
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps({"machine": machine_line(), "cpu": cpu.summary(), "args": {
-            k: str(v) for k, v in vars(args).items()}, "names": names, "minutes": (time.perf_counter() - t_start) / 60,
-            "results": results}, indent=1, default=str))
+        json_path.write_text(
+            json.dumps(
+                {
+                    "machine": machine_line(),
+                    "cpu": cpu.summary(),
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "names": names,
+                    "minutes": (time.perf_counter() - t_start) / 60,
+                    "results": results,
+                },
+                indent=1,
+                default=str,
+            )
+        )
 
     if args.report:
         saved = json.loads(json_path.read_text())
@@ -583,30 +754,52 @@ def main(argv=None) -> int:
         if "check" in stages:
             res["check"] = run_stage("check", common, log)
             save()
-            log(f"{name} check: {res['check'].get('check_s', float('nan')):.0f} s, {res['check'].get('plan_summary', '')}")
+            log(
+                f"{name} check: {res['check'].get('check_s', float('nan')):.0f} s, "
+                f"{res['check'].get('plan_summary', '')}"
+            )
         if "cache" in stages or "paper" in stages:
             res["cache"] = run_stage("cache", {**common, "dtype": "float16"}, log)
             save()
-            log(f"{name} cache: {res['cache'].get('build_s', float('nan')):.0f} s, "
-                f"{res['cache'].get('disk_bytes', 0) / 1e9:.2f} GB")
+            log(
+                f"{name} cache: {res['cache'].get('build_s', float('nan')):.0f} s, "
+                f"{res['cache'].get('disk_bytes', 0) / 1e9:.2f} GB"
+            )
         if "stream" in stages:
             res["stream"] = run_stage("stream", {**common, "seconds": args.stream_seconds}, log)
             save()
-            log(f"{name} stream: {res['stream'].get('slices_per_s', float('nan')):.1f} slices/s, "
-                f"peak {res['stream'].get('peak_rss_mb', float('nan')):.0f} MB")
+            log(
+                f"{name} stream: {res['stream'].get('slices_per_s', float('nan')):.1f} slices/s, "
+                f"peak {res['stream'].get('peak_rss_mb', float('nan')):.0f} MB"
+            )
         if "demo" in stages:
-            res["demo"] = run_stage("train", {**common, "cache": None, "preset": "demo", "steps": args.steps,
-                                              "out": str(scratch / "run-demo")}, log)
+            res["demo"] = run_stage(
+                "train",
+                {**common, "cache": None, "preset": "demo", "steps": args.steps, "out": str(scratch / "run-demo")},
+                log,
+            )
             save()
             log(f"{name} demo: {res['demo']}")
         if "paper" in stages:
-            res["paper"] = run_stage("train", {**common, "preset": "paper", "steps": args.paper_steps,
-                                               "batch": args.paper_batch, "out": str(scratch / "run-paper")}, log)
+            res["paper"] = run_stage(
+                "train",
+                {
+                    **common,
+                    "preset": "paper",
+                    "steps": args.paper_steps,
+                    "batch": args.paper_batch,
+                    "out": str(scratch / "run-paper"),
+                },
+                log,
+            )
             save()
             log(f"{name} paper: {res['paper']}")
             if args.paper8_steps and len(names) == 1:
-                res["paper8"] = run_stage("train", {**common, "preset": "paper", "steps": args.paper8_steps,
-                                                    "out": str(scratch / "run-paper8")}, log)
+                res["paper8"] = run_stage(
+                    "train",
+                    {**common, "preset": "paper", "steps": args.paper8_steps, "out": str(scratch / "run-paper8")},
+                    log,
+                )
                 save()
                 log(f"{name} paper at batch 8: {res['paper8']}")
         if not args.keep_cache:
@@ -620,17 +813,20 @@ def main(argv=None) -> int:
 
 
 def write_report(args, results: dict, names: list[str], machine: str, cpu: str, minutes: float, log) -> None:
-    header = (f"# LiTS-sized work: cost of every stage against the number of cases (issue 28)\n\n"
-              f"Machine: {machine}; {cpu}. Load average (1 min) at the start of each stage "
-              f"in the JSON beside this file; the run took {minutes:.0f} min.\n"
-              f"Datasets: LiTS-shaped phantoms, 512x512, {len(LITS_UNIQUE)} unique volumes of "
-              f"{', '.join(str(u[0]) for u in LITS_UNIQUE)} slices hard-linked under N case names "
-              f"(case i = volume i mod {len(LITS_UNIQUE)}); MSD spleen-shaped: {len(SPLEEN_UNIQUE)} unique "
-              f"volumes of {', '.join(str(u[0]) for u in SPLEEN_UNIQUE)} slices. Demo preset: 96x96, 16..256, "
-              f"efficient decoder, batch 8, {args.steps} steps per epoch, streamed from the files; paper preset: "
-              f"320x320, 64..1024, paper decoder (trained fused), batch {args.paper_batch}, {args.paper_steps} steps per "
-              f"epoch, on the float16 cache (and once, on the first dataset, at the preset's batch 8). A whole epoch is not run (see the docstring): per-step and per-slice times "
-              f"over these fixed steps are compared.\n")
+    header = (
+        f"# LiTS-sized work: cost of every stage against the number of cases (issue 28)\n\n"
+        f"Machine: {machine}; {cpu}. Load average (1 min) at the start of each stage "
+        f"in the JSON beside this file; the run took {minutes:.0f} min.\n"
+        f"Datasets: LiTS-shaped phantoms, 512x512, {len(LITS_UNIQUE)} unique volumes of "
+        f"{', '.join(str(u[0]) for u in LITS_UNIQUE)} slices hard-linked under N case names "
+        f"(case i = volume i mod {len(LITS_UNIQUE)}); MSD spleen-shaped: {len(SPLEEN_UNIQUE)} unique "
+        f"volumes of {', '.join(str(u[0]) for u in SPLEEN_UNIQUE)} slices. Demo preset: 96x96, 16..256, "
+        f"efficient decoder, batch 8, {args.steps} steps per epoch, streamed from the files; paper preset: "
+        f"320x320, 64..1024, paper decoder (trained fused), batch {args.paper_batch}, "
+        f"{args.paper_steps} steps per epoch, on the float16 cache (and once, on the first dataset, at the "
+        f"preset's batch 8). A whole epoch is not run (see the docstring): per-step and per-slice times "
+        f"over these fixed steps are compared.\n"
+    )
     text = header + "\n" + table(results, names) + "\n" + projection(results, names) + "\n"
     if "predict" in results:
         text += "\n" + predict_table(results["predict"]) + "\n"
@@ -667,19 +863,33 @@ def predict_runs(args, log, save, out: dict) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="scale-predict-", dir=args.work))
     try:
         litert = vi.artefact(models, vi.PATHS["litert-int8"], log, 32)
-        runs = [("litert", str(litert), "tflite", False, image, n),
-                ("litert-whole", str(litert), "tflite", True, image, n)]
+        runs = [
+            ("litert", str(litert), "tflite", False, image, n),
+            ("litert-whole", str(litert), "tflite", True, image, n),
+        ]
         if args.keras_slices:
             k = min(args.keras_slices, n)
             runs.append(("keras", str(models["paper"]), "keras", False, cut_volume(image, k) if k < n else image, k))
         for name, model, kind, whole, path, slices in runs:
             log(f"predict {name} on 512x512x{slices} (load {load_average():.2f}) ...")
-            r = run_stage("predict", {"model": model, "kind": kind, "whole": whole, "input": str(path),
-                                      "output": str(scratch / f"{name}.nii.gz")}, log)
+            r = run_stage(
+                "predict",
+                {
+                    "model": model,
+                    "kind": kind,
+                    "whole": whole,
+                    "input": str(path),
+                    "output": str(scratch / f"{name}.nii.gz"),
+                },
+                log,
+            )
             r["slices"] = slices
             out[name] = r
             save()
-            log(f"predict {name}: {r.get('wall_s', float('nan')):.0f} s, peak {r.get('peak_rss_mb', float('nan')):.0f} MB")
+            log(
+                f"predict {name}: {r.get('wall_s', float('nan')):.0f} s, "
+                f"peak {r.get('peak_rss_mb', float('nan')):.0f} MB"
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -7,6 +7,7 @@ liver and spleen cases, same budget and seeds, mean +- std over seeds (see --par
     .venv/bin/python benchmarks/decoder_comparison.py --part speed --sizes 160 320 512
     .venv/bin/python benchmarks/decoder_comparison.py --part accuracy --seeds 0 1 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,21 +45,36 @@ def speed(sizes, batch: int, filters, cat_channels: int, repeats: int, train_siz
                 model.compile(optimizer=keras.optimizers.Adam(1e-4), **losses.for_model(model))
                 y = (x[..., :1] > 0.5).astype(np.float32)
                 targets = {name: y for name in model.output_names}
-                t_train = median(time_calls(lambda model=model, x=x, targets=targets: model.train_on_batch(x, targets), warmup=1, repeats=repeats))
+                t_train = median(
+                    time_calls(
+                        lambda model=model, x=x, targets=targets: model.train_on_batch(x, targets),
+                        warmup=1,
+                        repeats=repeats,
+                    )
+                )
             results[(size, decoder)] = (c, t_inf, t_train)
         for decoder in DECODERS:
             c, t_inf, t_train = results[(size, decoder)]
             base_inf, base_train = results[(size, "paper")][1:]
-            rows.append([
-                size, decoder, f"{c.trainable_params / 1e6:.2f}", f"{c.gflops:.1f}",
-                f"{batch / t_inf:.2f}", f"{base_inf / t_inf:.2f}x",
-                "-" if np.isnan(t_train) else f"{batch / t_train:.3f}",
-                "-" if np.isnan(t_train) else f"{base_train / t_train:.2f}x",
-            ])
-    header = (f"Decoder speed, batch {batch}, filters {tuple(filters)}, cat_channels {cat_channels}, "
-              f"deep supervision + CGM, hybrid loss for training; median of {repeats}. {machine_line()}\n\n")
+            rows.append(
+                [
+                    size,
+                    decoder,
+                    f"{c.trainable_params / 1e6:.2f}",
+                    f"{c.gflops:.1f}",
+                    f"{batch / t_inf:.2f}",
+                    f"{base_inf / t_inf:.2f}x",
+                    "-" if np.isnan(t_train) else f"{batch / t_train:.3f}",
+                    "-" if np.isnan(t_train) else f"{base_train / t_train:.2f}x",
+                ]
+            )
+    header = (
+        f"Decoder speed, batch {batch}, filters {tuple(filters)}, cat_channels {cat_channels}, "
+        f"deep supervision + CGM, hybrid loss for training; median of {repeats}. {machine_line()}\n\n"
+    )
     return header + markdown_table(
-        ["Size", "Decoder", "Params (M)", "GFLOPs/img", "Inference img/s", "vs paper", "Train img/s", "vs paper"], rows)
+        ["Size", "Decoder", "Params (M)", "GFLOPs/img", "Inference img/s", "vs paper", "Train img/s", "vs paper"], rows
+    )
 
 
 def accuracy(args) -> str:
@@ -73,9 +89,17 @@ def accuracy(args) -> str:
     for organ in ("liver", "spleen"):
         for decoder in DECODERS:
             for seed in args.seeds:
-                r = train_and_score(decoder, organ, sets[organ], work / "runs" / f"{organ}_{decoder}_s{seed}", seed,
-                                    dict(decoder=decoder, image_size=args.acc_size), args.epochs,
-                                    args.steps_per_epoch, args.n_test)
+                r = train_and_score(
+                    decoder,
+                    organ,
+                    sets[organ],
+                    work / "runs" / f"{organ}_{decoder}_s{seed}",
+                    seed,
+                    dict(decoder=decoder, image_size=args.acc_size),
+                    args.epochs,
+                    args.steps_per_epoch,
+                    args.n_test,
+                )
                 print(f"{organ} {decoder} seed {seed}: Dice {r.mean:.4f} ({r.train_seconds:.0f}s)", flush=True)
                 results.append(r)
     table = summarize(results)
@@ -83,21 +107,36 @@ def accuracy(args) -> str:
     for organ in ("liver", "spleen"):
         for decoder in DECODERS:
             e = table[(decoder, organ)]
-            rows.append([organ, decoder, f"{e['mean']:.4f} +- {e['std']:.4f}", f"{e['seed_std']:.4f}",
-                         f"{e['seconds'] / len(args.seeds):.0f}"])
-    return (f"Per-volume Dice, {args.n_test} held-out phantom cases per organ, seeds {args.seeds}, "
-            f"{args.epochs}x{args.steps_per_epoch} steps, small configuration at {args.acc_size}x{args.acc_size}. "
-            f"{machine_line()}\n\n"
-            + markdown_table(["Organ", "Decoder", "Dice (mean +- std over cases)", "std of seed means",
-                              "train s / run"], rows))
+            rows.append(
+                [
+                    organ,
+                    decoder,
+                    f"{e['mean']:.4f} +- {e['std']:.4f}",
+                    f"{e['seed_std']:.4f}",
+                    f"{e['seconds'] / len(args.seeds):.0f}",
+                ]
+            )
+    return (
+        f"Per-volume Dice, {args.n_test} held-out phantom cases per organ, seeds {args.seeds}, "
+        f"{args.epochs}x{args.steps_per_epoch} steps, small configuration at {args.acc_size}x{args.acc_size}. "
+        f"{machine_line()}\n\n"
+        + markdown_table(
+            ["Organ", "Decoder", "Dice (mean +- std over cases)", "std of seed means", "train s / run"], rows
+        )
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["speed", "accuracy"], default="speed")
     parser.add_argument("--sizes", type=int, nargs="+", default=[160, 320, 512])
-    parser.add_argument("--train-sizes", type=int, nargs="+", default=[160, 320],
-                        help="sizes at which a training step is timed too (512 takes minutes per step on 2 cores)")
+    parser.add_argument(
+        "--train-sizes",
+        type=int,
+        nargs="+",
+        default=[160, 320],
+        help="sizes at which a training step is timed too (512 takes minutes per step on 2 cores)",
+    )
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--filters", type=int, nargs=5, default=[64, 128, 256, 512, 1024])
     parser.add_argument("--cat-channels", type=int, default=64)

@@ -9,6 +9,7 @@ near-empty masks).
 Prints a markdown table: runtime, latency at batch 1 (median ms), throughput at batch 8 (img/s),
 speed-up of batch-1 latency vs Keras `predict`, and Dice of the runtime's masks vs Keras' masks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-RUNTIMES = ("keras", "savedmodel", "onnx", "tflite-fp32", "tflite-fp16", "tflite-int8-dynamic", "tflite-int8", "onnx-int8")
+RUNTIMES = (
+    "keras",
+    "savedmodel",
+    "onnx",
+    "tflite-fp32",
+    "tflite-fp16",
+    "tflite-int8-dynamic",
+    "tflite-int8",
+    "onnx-int8",
+)
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -69,7 +79,9 @@ def main(argv=None) -> int:
         filters = tuple(int(f) for f in args.filters.split(","))
         size = args.size
         keras.utils.set_random_seed(0)
-        model = ku.build((size, size, 3), filters=filters, cat_channels=args.cat_channels, deep_supervision=True, cgm=True)
+        model = ku.build(
+            (size, size, 3), filters=filters, cat_channels=args.cat_channels, deep_supervision=True, cgm=True
+        )
         cfg, _ = preprocess_config(None, size)
         info = ModelInfo(task="liver", preprocess=cfg.to_dict())
         desc = f"random-init UNet 3+ (DS + CGM), filters {filters}, cat_channels {args.cat_channels}"
@@ -87,36 +99,54 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             if name == "keras":
                 # what a Keras user runs: model.predict on the deploy model
-                run1 = lambda: keras_rt.model.predict(x1, verbose=0)            # noqa: E731
-                runb = lambda: keras_rt.model.predict(xb, verbose=0)            # noqa: E731
-                seg = lambda a: keras_rt.model.predict(a, verbose=0)["seg"]     # noqa: E731
+                run1 = lambda: keras_rt.model.predict(x1, verbose=0)  # noqa: E731
+                runb = lambda: keras_rt.model.predict(xb, verbose=0)  # noqa: E731
+                seg = lambda a: keras_rt.model.predict(a, verbose=0)["seg"]  # noqa: E731
             else:
                 target, _, precision = name.partition("-")
                 precision = precision or "fp32"
                 suffix = {"savedmodel": "", "onnx": ".onnx", "tflite": ".tflite"}[target]
                 out = tmp / f"{name}{suffix}"
-                export_model(model, target, precision, out=out, spec=spec, info=info, calibration=calib,
-                             check=False, log=lambda *_: None)
+                export_model(
+                    model,
+                    target,
+                    precision,
+                    out=out,
+                    spec=spec,
+                    info=info,
+                    calibration=calib,
+                    check=False,
+                    log=lambda *_: None,
+                )
                 rt = load_runtime(out, info=info)
-                run1 = lambda rt=rt: rt.predict(x1)                              # noqa: E731
-                runb = lambda rt=rt: rt.predict(xb)                              # noqa: E731
+                run1 = lambda rt=rt: rt.predict(x1)  # noqa: E731
+                runb = lambda rt=rt: rt.predict(xb)  # noqa: E731
                 seg = rt.predict
             export_s = time.perf_counter() - t0
             lat = _median_time(run1, args.repeats)
             thr = args.batch / _median_time(runb, max(1, args.repeats - 1))
-            masks = np.concatenate([to_mask(seg(x[i:i + args.batch])) for i in range(0, args.dice_slices, args.batch)])
+            masks = np.concatenate(
+                [to_mask(seg(x[i : i + args.batch])) for i in range(0, args.dice_slices, args.batch)]
+            )
             rows.append((name, lat * 1000, thr, dice(ref_mask, masks), export_s))
             print(f"  {name}: {lat * 1000:.1f} ms, {thr:.2f} img/s (export {export_s:.0f} s)", flush=True)
     keras_lat = next((r[1] for r in rows if r[0] == "keras"), None)
     print()
     print(f"Model: {desc}; input {size}x{size}x3; deploy form (gated `seg`).")
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; TF {tf.__version__}, "
-          f"Keras {keras.__version__}; median of {args.repeats} runs after a warm-up.")
+    print(
+        f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; TF {tf.__version__}, "
+        f"Keras {keras.__version__}; median of {args.repeats} runs after a warm-up."
+    )
     fg = float((ref_mask > 0).mean())
-    print(f"Keras mask foreground fraction on the {args.dice_slices} Dice slices: {fg:.4f}"
-          + (" (random-init model: Dice is not meaningful)" if not args.model else ""))
+    print(
+        f"Keras mask foreground fraction on the {args.dice_slices} Dice slices: {fg:.4f}"
+        + (" (random-init model: Dice is not meaningful)" if not args.model else "")
+    )
     print()
-    print(f"| runtime | latency b=1 (ms) | throughput b={args.batch} (img/s) | speed-up vs Keras predict (b=1) | Dice vs Keras |")
+    print(
+        f"| runtime | latency b=1 (ms) | throughput b={args.batch} (img/s) "
+        "| speed-up vs Keras predict (b=1) | Dice vs Keras |"
+    )
     print("|---|---:|---:|---:|---:|")
     for name, lat, thr, d, _ in rows:
         ratio = f"{keras_lat / lat:.2f}x" if keras_lat else "-"

@@ -45,6 +45,7 @@ Anchors (issue 27): NVIDIA's TF UNet 3+ (VGG19 backbone, 320x320) trains at 26 i
 in FP32 and at 53 img/s per GPU with AMP + XLA on eight; the limit on an H100 is ~425 img/s
 (790 / 1.85).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,10 +66,17 @@ PEAK_TFLOPS = {"H100": 790.0, "H200": 790.0}
 PRECISIONS = ("mixed_bfloat16", "float32")
 DECODERS = ("paper", "efficient")
 
-PAPER = dict(size=320, filters=(64, 128, 256, 512, 1024), cat_channels=64, batches=(8, 16, 32),
-             warmup=2, steps=10, infer_steps=10, jobs=12)
-SMOKE = dict(size=32, filters=(4, 8, 8, 8, 8), cat_channels=4, batches=(2,), warmup=1, steps=2, infer_steps=2,
-             jobs=2)
+PAPER = dict(
+    size=320,
+    filters=(64, 128, 256, 512, 1024),
+    cat_channels=64,
+    batches=(8, 16, 32),
+    warmup=2,
+    steps=10,
+    infer_steps=10,
+    jobs=12,
+)
+SMOKE = dict(size=32, filters=(4, 8, 8, 8, 8), cat_channels=4, batches=(2,), warmup=1, steps=2, infer_steps=2, jobs=2)
 
 
 # ------------------------------------------------------------------ the programs (in a child process)
@@ -80,7 +88,7 @@ def _is_oom(exc: BaseException) -> bool:
 def _peak_gib(device) -> float | None:
     try:
         stats = device.memory_stats()
-    except Exception:   # CPU devices have none
+    except Exception:  # CPU devices have none
         return None
     peak = (stats or {}).get("peak_bytes_in_use")
     return None if peak is None else peak / 2**30
@@ -114,12 +122,18 @@ class Programs:
         from keras_unet3plus.complexity import count
         from keras_unet3plus.fused_decoder import fuse_upsampled_convs
 
-        keras.backend.clear_session()            # (it also resets the dtype policy: set it after)
+        keras.backend.clear_session()  # (it also resets the dtype policy: set it after)
         keras.config.set_dtype_policy(precision)
         keras.utils.set_random_seed(0)
         size = cfg["size"]
-        model = ku.build((size, size, 3), filters=cfg["filters"], cat_channels=cfg["cat_channels"],
-                         decoder=decoder, deep_supervision=True, cgm=True)
+        model = ku.build(
+            (size, size, 3),
+            filters=cfg["filters"],
+            cat_channels=cfg["cat_channels"],
+            decoder=decoder,
+            deep_supervision=True,
+            cgm=True,
+        )
         compute = model.get_layer("dec1_fuse_conv").compute_dtype
         if compute != keras.DTypePolicy(precision).compute_dtype:
             raise RuntimeError(f"{precision}: the decoder computes in {compute}")
@@ -152,13 +166,17 @@ class Programs:
         self.infer = jax.jit(infer)
 
     def state(self):
-        return ([v.value for v in self.model.trainable_variables],
-                [v.value for v in self.model.non_trainable_variables],
-                [v.value for v in self.optimizer.variables])
+        return (
+            [v.value for v in self.model.trainable_variables],
+            [v.value for v in self.model.non_trainable_variables],
+            [v.value for v in self.optimizer.variables],
+        )
 
     def deploy_variables(self):
-        return ([v.value for v in self.deploy.trainable_variables],
-                [v.value for v in self.deploy.non_trainable_variables])
+        return (
+            [v.value for v in self.deploy.trainable_variables],
+            [v.value for v in self.deploy.non_trainable_variables],
+        )
 
     def compile(self, batch: int):
         """Both programs for ``batch``, compiled (from the cache when it has them): (train, infer, s)."""
@@ -194,7 +212,7 @@ def measure(decoder: str, precision: str, cfg: dict, deadline: float) -> dict:
         try:
             train, infer, row["compile_s"] = programs.compile(batch)
             x, mask = (jax.device_put(a) for a in _batch_data(batch, programs.size))
-            state = jax.tree.map(jax.numpy.copy, programs.state())   # donated: the model's own stay valid
+            state = jax.tree.map(jax.numpy.copy, programs.state())  # donated: the model's own stay valid
             for _ in range(cfg["warmup"]):
                 loss, state = train(state, x, mask)
             jax.block_until_ready(loss)
@@ -218,8 +236,13 @@ def measure(decoder: str, precision: str, cfg: dict, deadline: float) -> dict:
                 raise
             row["note"] = "out of memory"
             break
-    return {"rows": rows, "device": f"{device.platform}:{device.device_kind}", "jax": jax.__version__,
-            "keras": keras.__version__, "python": platform.python_version()}
+    return {
+        "rows": rows,
+        "device": f"{device.platform}:{device.device_kind}",
+        "jax": jax.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def child_main(spec: str) -> None:
@@ -241,14 +264,19 @@ def child_main(spec: str) -> None:
 def _child(spec: dict, env: dict, timeout: float) -> tuple[dict | None, str]:
     """Run one child; (its RESULT, '') or (None, why it failed)."""
     try:
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                              env=env, capture_output=True, text=True, timeout=max(30.0, timeout))
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=max(30.0, timeout),
+        )
     except subprocess.TimeoutExpired:
         return None, "timed out"
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         return None, f"exit {proc.returncode}: {proc.stderr[-4000:]}"
-    return json.loads(lines[-1][len("RESULT "):]), ""
+    return json.loads(lines[-1][len("RESULT ") :]), ""
 
 
 def _fmt(value, spec: str) -> str:
@@ -256,17 +284,34 @@ def _fmt(value, spec: str) -> str:
 
 
 def table(results: list[dict], peak_tflops: float | None) -> str:
-    head = ["decoder", "precision", "batch", "train img/s", "train TFLOP/s", "share of bf16 peak",
-            "infer img/s", "peak GPU memory GiB", "note"]
+    head = [
+        "decoder",
+        "precision",
+        "batch",
+        "train img/s",
+        "train TFLOP/s",
+        "share of bf16 peak",
+        "infer img/s",
+        "peak GPU memory GiB",
+        "note",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for result in results:
         for row in result["rows"]:
             speed = row.get("train_img_s")
             tflops = None if speed is None else speed * row["train_gflop"] / 1e3
             share = None if tflops is None or not peak_tflops else 100 * tflops / peak_tflops
-            cells = [row["decoder"], row["precision"], row["batch"], _fmt(speed, ".1f"), _fmt(tflops, ".1f"),
-                     "-" if share is None else f"{share:.1f} %", _fmt(row.get("infer_img_s"), ".1f"),
-                     _fmt(row.get("peak_gib"), ".1f"), row.get("note", "")]
+            cells = [
+                row["decoder"],
+                row["precision"],
+                row["batch"],
+                _fmt(speed, ".1f"),
+                _fmt(tflops, ".1f"),
+                "-" if share is None else f"{share:.1f} %",
+                _fmt(row.get("infer_img_s"), ".1f"),
+                _fmt(row.get("peak_gib"), ".1f"),
+                row.get("note", ""),
+            ]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -278,8 +323,9 @@ def _peak_for(device: str, given: float | None) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on the CPU (the same code path)")
     parser.add_argument("--decoders", nargs="+", default=list(DECODERS), choices=DECODERS)
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
@@ -305,47 +351,63 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps:
         cfg["steps"] = args.steps
     jobs = cfg["jobs"] if args.jobs is None else args.jobs
-    env = dict(os.environ, KERAS_BACKEND="jax",
-               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+    )
     if args.cpu_smoke:
         env["JAX_PLATFORMS"] = "cpu"
-        env.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")   # compile fast: nothing is timed for real
+        env.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")  # compile fast: nothing is timed for real
     else:
         env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
     start = time.time()
     deadline = start + args.budget_s
-    configs = [(d, p) for p in args.precisions for d in args.decoders]   # bf16 first: the headline
+    configs = [(d, p) for p in args.precisions for d in args.decoders]  # bf16 first: the headline
 
     # phase 1: every program compiled into the cache, in parallel, nothing measured
     compile_s = None
     if jobs > 0 and args.cache:
         compile_env = dict(env, XLA_PYTHON_CLIENT_PREALLOCATE="false")
-        specs = [{"phase": "compile", "decoder": d, "precision": p, "batch": b, "cfg": cfg, "cache": args.cache}
-                 for d, p in configs for b in cfg["batches"]]
-        print(f"[{time.time() - start:5.0f} s] compiling {len(specs)} configurations, {jobs} at a time ...",
-              file=sys.stderr, flush=True)
-        phase_end = start + 0.6 * args.budget_s   # the rest is the measuring's (it compiles what is missing)
+        specs = [
+            {"phase": "compile", "decoder": d, "precision": p, "batch": b, "cfg": cfg, "cache": args.cache}
+            for d, p in configs
+            for b in cfg["batches"]
+        ]
+        print(
+            f"[{time.time() - start:5.0f} s] compiling {len(specs)} configurations, {jobs} at a time ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        phase_end = start + 0.6 * args.budget_s  # the rest is the measuring's (it compiles what is missing)
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             done = list(pool.map(lambda s: _child(s, compile_env, phase_end - time.time()), specs))
         for spec, (_, why) in zip(specs, done):
-            if why:   # not fatal: the measuring process compiles it again, or reports why it cannot
-                print(f"compile {spec['decoder']} {spec['precision']} {spec['batch']}: {why[-600:]}",
-                      file=sys.stderr)
+            if why:  # not fatal: the measuring process compiles it again, or reports why it cannot
+                print(f"compile {spec['decoder']} {spec['precision']} {spec['batch']}: {why[-600:]}", file=sys.stderr)
         compile_s = time.time() - start
 
     # phase 2: one process per (decoder, precision), alone on the device
     results, failures = [], []
     for decoder, precision in configs:
+
         def rows(note, decoder=decoder, precision=precision):
-            return {"rows": [{"decoder": decoder, "precision": precision, "batch": b, "note": note}
-                             for b in cfg["batches"]]}
+            return {
+                "rows": [{"decoder": decoder, "precision": precision, "batch": b, "note": note} for b in cfg["batches"]]
+            }
 
         if time.time() > deadline:
             results.append(rows("skipped: time budget"))
             continue
         print(f"[{time.time() - start:5.0f} s] measuring {decoder} {precision} ...", file=sys.stderr, flush=True)
-        spec = {"phase": "measure", "decoder": decoder, "precision": precision, "cfg": cfg, "deadline": deadline,
-                "cache": args.cache}
+        spec = {
+            "phase": "measure",
+            "decoder": decoder,
+            "precision": precision,
+            "cfg": cfg,
+            "deadline": deadline,
+            "cache": args.cache,
+        }
         result, why = _child(spec, env, deadline - time.time() + 120.0)
         if result is None:
             failures.append(f"{decoder} {precision}: {why}")
@@ -356,19 +418,35 @@ def main(argv: list[str] | None = None) -> int:
     measured = [r for r in results if "device" in r]
     device = measured[0]["device"] if measured else "unknown device"
     peak = _peak_for(device, args.peak_tflops)
-    title = ("CPU smoke (tiny sizes: the figures mean nothing)" if args.cpu_smoke else
-             f"UNet 3+ paper configuration, {cfg['size']}x{cfg['size']}x3, DS + CGM, hybrid loss, Adam")
+    title = (
+        "CPU smoke (tiny sizes: the figures mean nothing)"
+        if args.cpu_smoke
+        else f"UNet 3+ paper configuration, {cfg['size']}x{cfg['size']}x3, DS + CGM, hybrid loss, Adam"
+    )
     print(f"\n{title}")
     if measured:
         m = measured[0]
-        print(f"{device}, JAX {m['jax']}, Keras {m['keras']}, Python {m['python']}; {cfg['steps']} timed "
-              f"training steps after {cfg['warmup']} and {cfg['infer_steps']} inference batches, device-resident; "
-              f"bf16 peak {f'{peak:g} TFLOP/s' if peak else 'unknown (--peak-tflops)'}; "
-              f"compile phase {_fmt(compile_s, '.0f')} s ({jobs} jobs), {time.time() - start:.0f} s in all")
+        print(
+            f"{device}, JAX {m['jax']}, Keras {m['keras']}, Python {m['python']}; {cfg['steps']} timed "
+            f"training steps after {cfg['warmup']} and {cfg['infer_steps']} inference batches, device-resident; "
+            f"bf16 peak {f'{peak:g} TFLOP/s' if peak else 'unknown (--peak-tflops)'}; "
+            f"compile phase {_fmt(compile_s, '.0f')} s ({jobs} jobs), {time.time() - start:.0f} s in all"
+        )
     print(table(results, peak))
     if args.out:
-        args.out.write_text(json.dumps({"device": device, "peak_tflops": peak, "cfg": cfg, "results": results,
-                                        "compile_phase_s": compile_s, "seconds": time.time() - start}, indent=1))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "device": device,
+                    "peak_tflops": peak,
+                    "cfg": cfg,
+                    "results": results,
+                    "compile_phase_s": compile_s,
+                    "seconds": time.time() - start,
+                },
+                indent=1,
+            )
+        )
     for failure in failures:
         print(f"\nFAILED {failure}", file=sys.stderr)
     return 1 if failures or not measured else 0

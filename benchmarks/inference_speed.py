@@ -15,6 +15,7 @@ shorter volume and extrapolates to `--extrapolate` slices (clearly labelled):
     python benchmarks/inference_speed.py --slices 200           # the real thing
     python benchmarks/inference_speed.py --size 128 --filters 16,32,64,128,256 --cat-channels 16
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,11 +38,15 @@ def main(argv=None) -> int:
     p.add_argument("--cat-channels", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--modes", default="off,on", help="overlap modes to run, in order (default off,on)")
-    p.add_argument("--gate", action="store_true",
-                   help="apply the CGM gate (off by default: with random weights it may call every slice "
-                        "empty, which would skip the resampling and understate the post-processing)")
-    p.add_argument("--extrapolate", type=int, default=200,
-                   help="also show the time extrapolated to this many slices (default 200)")
+    p.add_argument(
+        "--gate",
+        action="store_true",
+        help="apply the CGM gate (off by default: with random weights it may call every slice "
+        "empty, which would skip the resampling and understate the post-processing)",
+    )
+    p.add_argument(
+        "--extrapolate", type=int, default=200, help="also show the time extrapolated to this many slices (default 200)"
+    )
     args = p.parse_args(argv)
 
     import nibabel as nib
@@ -64,43 +69,60 @@ def main(argv=None) -> int:
     nib.save(nib.Nifti1Image(case.hu, case.affine), src)
     del case
 
-    model = build((args.size, args.size, 3), filters=filters, cat_channels=args.cat_channels,
-                  deep_supervision=True, cgm=True)
+    model = build(
+        (args.size, args.size, 3), filters=filters, cat_channels=args.cat_channels, deep_supervision=True, cgm=True
+    )
     gmac = count(model).gflops / 2
     cfg = PreprocessConfig(image_size=args.size).for_task("liver")
-    info = ModelInfo(task="liver", preprocess=cfg.to_dict(), num_classes=1, threshold=0.5,
-                     build={"input_shape": [args.size, args.size, 3], "filters": list(filters),
-                            "cat_channels": args.cat_channels})
+    info = ModelInfo(
+        task="liver",
+        preprocess=cfg.to_dict(),
+        num_classes=1,
+        threshold=0.5,
+        build={"input_shape": [args.size, args.size, 3], "filters": list(filters), "cat_channels": args.cat_channels},
+    )
     loaded = LoadedModel(model, info)
     # warm-up: trace the inference function for the full batch and a remainder batch
     warm = np.zeros((args.in_plane, args.in_plane, args.batch_size + 1), np.float32)
     predict_volume(model, warm, cfg, batch_size=args.batch_size)
 
-    print(f"# Inference speed: {args.in_plane}x{args.in_plane}x{args.slices} phantom (.nii.gz) -> mask, "
-          f"model {args.size}x{args.size}x3")
+    print(
+        f"# Inference speed: {args.in_plane}x{args.in_plane}x{args.slices} phantom (.nii.gz) -> mask, "
+        f"model {args.size}x{args.size}x3"
+    )
     print()
-    print(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"TensorFlow {tf.__version__}, Python {platform.python_version()}")
-    print(f"- model: UNet 3+ plain encoder filters {filters}, cat_channels {args.cat_channels}, deep supervision "
-          f"+ CGM; {model.count_params() / 1e6:.2f} M params, {gmac:.2f} GMAC per slice (training graph; "
-          f"inference skips the side heads)")
-    print(f"- batch size {args.batch_size}; CGM gate {'on' if args.gate else 'off (every slice resampled)'}; phantom generation {t_gen:.1f} s (not counted); "
-          f"input file {src.stat().st_size / 2**20:.1f} MiB")
+    print(
+        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"TensorFlow {tf.__version__}, Python {platform.python_version()}"
+    )
+    print(
+        f"- model: UNet 3+ plain encoder filters {filters}, cat_channels {args.cat_channels}, deep supervision "
+        f"+ CGM; {model.count_params() / 1e6:.2f} M params, {gmac:.2f} GMAC per slice (training graph; "
+        f"inference skips the side heads)"
+    )
+    print(
+        f"- batch size {args.batch_size}; CGM gate {'on' if args.gate else 'off (every slice resampled)'}; "
+        f"phantom generation {t_gen:.1f} s (not counted); "
+        f"input file {src.stat().st_size / 2**20:.1f} MiB"
+    )
     print()
-    print("| overlap | slices | total (s) | slices/s | read | preprocess | model | postprocess | write |"
-          + (f" extrapolated to {args.extrapolate} slices (s) |" if args.extrapolate != args.slices else ""))
+    print(
+        "| overlap | slices | total (s) | slices/s | read | preprocess | model | postprocess | write |"
+        + (f" extrapolated to {args.extrapolate} slices (s) |" if args.extrapolate != args.slices else "")
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.extrapolate != args.slices else ""))
     for mode in args.modes.split(","):
         overlap = mode.strip() == "on"
         timings: dict = {}
         out = tmp / f"mask-{mode}.nii.gz"
         t0 = time.perf_counter()
-        predict_file(loaded, src, out, batch_size=args.batch_size, overlap=overlap, timings=timings,
-                     gate=args.gate)
+        predict_file(loaded, src, out, batch_size=args.batch_size, overlap=overlap, timings=timings, gate=args.gate)
         total = time.perf_counter() - t0
-        row = (f"| {mode} | {args.slices} | {total:.1f} | {args.slices / total:.3f} | "
-               + " | ".join(f"{timings.get(k, 0.0):.1f}" for k in ("read", "preprocess", "model", "postprocess", "write"))
-               + " |")
+        row = (
+            f"| {mode} | {args.slices} | {total:.1f} | {args.slices / total:.3f} | "
+            + " | ".join(f"{timings.get(k, 0.0):.1f}" for k in ("read", "preprocess", "model", "postprocess", "write"))
+            + " |"
+        )
         if args.extrapolate != args.slices:
             row += f" {total * args.extrapolate / args.slices:.0f} (estimate: linear in slices) |"
         print(row, flush=True)

@@ -17,6 +17,7 @@ Quick run:
 
 Prints a markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -168,8 +169,7 @@ def main() -> None:
     share = (loss_times["hybrid+DS+CGM"] - loss_times["focal(seg)"]) / med["hybrid+DS+CGM"]
     print(
         f"\nLoss-only extra cost (hybrid+DS+CGM minus focal) = {100 * share:.1f} % of a hybrid training step. "
-        f"All step times (s): "
-        + "; ".join(f"{k}: " + ", ".join(f"{t:.3f}" for t in v) for k, v in step_times.items())
+        f"All step times (s): " + "; ".join(f"{k}: " + ", ".join(f"{t:.3f}" for t in v) for k, v in step_times.items())
     )
 
 

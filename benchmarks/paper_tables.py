@@ -13,6 +13,7 @@ GPU at the paper's size (320x320, filters 64..1024; a LiTS / MSD download instea
         --cat-channels 64 --batch-size 16 --epochs 100 --steps-per-epoch 1000 --cases 131 --n-test 28 \
         --liver-dir /data/LiTS --spleen-dir /data/Task09_Spleen
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,16 +44,25 @@ VARIANTS = {
 # The paper's Dice (liver, spleen). Table 2 rows are verified from the paper's figure (ResNet-101);
 # the Table 1 rows (VGG-16) come from secondary sources and could not be verified.
 PAPER_DICE = {
-    "UNet": (0.9206, 0.9023), "UNet++": (0.9278, 0.9230), "UNet 3+ w/o DS": (0.9489, 0.9437),
-    "UNet 3+": (0.9601, 0.9560), "UNet 3+ + hybrid loss": (0.9643, 0.9588),
+    "UNet": (0.9206, 0.9023),
+    "UNet++": (0.9278, 0.9230),
+    "UNet 3+ w/o DS": (0.9489, 0.9437),
+    "UNet 3+": (0.9601, 0.9560),
+    "UNet 3+ + hybrid loss": (0.9643, 0.9588),
     "UNet 3+ + hybrid loss + CGM": (0.9675, 0.9620),
 }
 
 
 #: the paper's claims as pairs (worse, better): each step of Table 2, and the headline
-ORDERINGS = [("UNet", "UNet++"), ("UNet++", "UNet 3+ w/o DS"), ("UNet 3+ w/o DS", "UNet 3+"),
-             ("UNet 3+", "UNet 3+ + hybrid loss"), ("UNet 3+ + hybrid loss", "UNet 3+ + hybrid loss + CGM"),
-             ("UNet", "UNet 3+ + hybrid loss + CGM"), ("UNet++", "UNet 3+ + hybrid loss + CGM")]
+ORDERINGS = [
+    ("UNet", "UNet++"),
+    ("UNet++", "UNet 3+ w/o DS"),
+    ("UNet 3+ w/o DS", "UNet 3+"),
+    ("UNet 3+", "UNet 3+ + hybrid loss"),
+    ("UNet 3+ + hybrid loss", "UNet 3+ + hybrid loss + CGM"),
+    ("UNet", "UNet 3+ + hybrid loss + CGM"),
+    ("UNet++", "UNet 3+ + hybrid loss + CGM"),
+]
 
 
 def orderings(results, organs, variants) -> list[list[str]]:
@@ -71,10 +81,23 @@ def orderings(results, organs, variants) -> list[list[str]]:
             gains = np.concatenate([np.subtract(b.dice, w.dice) for w, b in pairs])
             seed_wins = sum(b.mean > w.mean for w, b in pairs)
             volume_share = float((gains > 0).mean())
-            verdict = ("holds" if seed_wins == len(seeds) and volume_share > 0.5 else
-                       "reversed" if seed_wins == 0 and volume_share < 0.5 else "not resolved")
-            rows.append([organ, f"{worse} < {better}", f"{gains.mean():+.4f} +- {gains.std():.4f}",
-                         f"{seed_wins}/{len(seeds)}", f"{int((gains > 0).sum())}/{gains.size}", verdict])
+            verdict = (
+                "holds"
+                if seed_wins == len(seeds) and volume_share > 0.5
+                else "reversed"
+                if seed_wins == 0 and volume_share < 0.5
+                else "not resolved"
+            )
+            rows.append(
+                [
+                    organ,
+                    f"{worse} < {better}",
+                    f"{gains.mean():+.4f} +- {gains.std():.4f}",
+                    f"{seed_wins}/{len(seeds)}",
+                    f"{int((gains > 0).sum())}/{gains.size}",
+                    verdict,
+                ]
+            )
     return rows
 
 
@@ -106,15 +129,27 @@ def main(argv=None) -> int:
         sets["spleen"] = Path(a.spleen_dir)
     size = dict(image_size=a.image_size, filters=tuple(a.filters), cat_channels=a.cat_channels, batch_size=a.batch_size)
     results = []
-    for seed in a.seeds:   # seed by seed: an interrupted run leaves whole seeds (and resumes, see train_and_score)
+    for seed in a.seeds:  # seed by seed: an interrupted run leaves whole seeds (and resumes, see train_and_score)
         for organ in a.organs:
             for name in a.variants:
                 slug = "".join(c if c.isalnum() else "_" for c in name.replace("+", "p"))
                 run_dir = work / "runs" / f"{organ}_{slug}_s{seed}"
-                r = train_and_score(name, organ, sets[organ], run_dir, seed, {**VARIANTS[name], **size},
-                                    a.epochs, a.steps_per_epoch, a.n_test)
-                print(f"[{time.time() - t0:6.0f}s] {organ:6s} {name:28s} seed {seed}: Dice {r.mean:.4f} +- {r.std:.4f}"
-                      f" ({r.train_seconds:.0f}s)", flush=True)
+                r = train_and_score(
+                    name,
+                    organ,
+                    sets[organ],
+                    run_dir,
+                    seed,
+                    {**VARIANTS[name], **size},
+                    a.epochs,
+                    a.steps_per_epoch,
+                    a.n_test,
+                )
+                print(
+                    f"[{time.time() - t0:6.0f}s] {organ:6s} {name:28s} seed {seed}: Dice {r.mean:.4f} +- {r.std:.4f}"
+                    f" ({r.train_seconds:.0f}s)",
+                    flush=True,
+                )
                 results.append(r)
     table = summarize(results)
 
@@ -129,17 +164,35 @@ def main(argv=None) -> int:
         row.insert(1, f"{params / 1e6:.3f}")
         row += [f"{PAPER_DICE[name][0]:.4f}", f"{PAPER_DICE[name][1]:.4f}"]
         rows.append(row)
-    headers = (["Variant", "Params (M)"] + [f"Dice {o} (phantom): mean +- std over volumes (std of seed means)"
-                                            for o in a.organs] + ["Paper liver", "Paper spleen"])
-    print(f"\nPer-volume Dice on {a.n_test} held-out phantom cases per organ, seeds {a.seeds}, "
-          f"{a.epochs}x{a.steps_per_epoch} steps of batch {a.batch_size} at {a.image_size}x{a.image_size}, "
-          f"filters {tuple(a.filters)}, cat_channels {a.cat_channels}. {machine_line()}\n")
+    headers = (
+        ["Variant", "Params (M)"]
+        + [f"Dice {o} (phantom): mean +- std over volumes (std of seed means)" for o in a.organs]
+        + ["Paper liver", "Paper spleen"]
+    )
+    print(
+        f"\nPer-volume Dice on {a.n_test} held-out phantom cases per organ, seeds {a.seeds}, "
+        f"{a.epochs}x{a.steps_per_epoch} steps of batch {a.batch_size} at {a.image_size}x{a.image_size}, "
+        f"filters {tuple(a.filters)}, cat_channels {a.cat_channels}. {machine_line()}\n"
+    )
     print(markdown_table(headers, rows))
 
-    print("\nThe paper's orderings, paired by seed and held-out volume (gain = Dice of the second minus the "
-          "first; \"holds\" = higher mean Dice in every seed and higher on most volumes):\n")
-    print(markdown_table(["Organ", "Paper's ordering", "Gain (mean +- std over volumes)", "Seeds higher",
-                          "Volumes higher", "On the phantom"], orderings(results, a.organs, a.variants)))
+    print(
+        "\nThe paper's orderings, paired by seed and held-out volume (gain = Dice of the second minus the "
+        'first; "holds" = higher mean Dice in every seed and higher on most volumes):\n'
+    )
+    print(
+        markdown_table(
+            [
+                "Organ",
+                "Paper's ordering",
+                "Gain (mean +- std over volumes)",
+                "Seeds higher",
+                "Volumes higher",
+                "On the phantom",
+            ],
+            orderings(results, a.organs, a.variants),
+        )
+    )
 
     fp_rows = []
     for name in ("UNet 3+ + hybrid loss", "UNet 3+ + hybrid loss + CGM"):
@@ -148,12 +201,35 @@ def main(argv=None) -> int:
         for organ in a.organs:
             e = table[(name, organ)]
             cgm = VARIANTS[name]["cgm"]
-            fp_rows.append([name, organ, e["empty"], e["fp_su"], e["fp_vu"],
-                            e["fp_sg"] if cgm else "-", e["fp_vg"] if cgm else "-"])
+            fp_rows.append(
+                [
+                    name,
+                    organ,
+                    e["empty"],
+                    e["fp_su"],
+                    e["fp_vu"],
+                    e["fp_sg"] if cgm else "-",
+                    e["fp_vg"] if cgm else "-",
+                ]
+            )
     if fp_rows:
-        print("\nFalse positives on organ-free slices of the test volumes (slices with any predicted voxel / voxels):\n")
-        print(markdown_table(["Variant", "Organ", "Organ-free slices", "FP slices (no gate)", "FP voxels (no gate)",
-                              "FP slices (CGM gate)", "FP voxels (CGM gate)"], fp_rows))
+        print(
+            "\nFalse positives on organ-free slices of the test volumes (slices with any predicted voxel / voxels):\n"
+        )
+        print(
+            markdown_table(
+                [
+                    "Variant",
+                    "Organ",
+                    "Organ-free slices",
+                    "FP slices (no gate)",
+                    "FP voxels (no gate)",
+                    "FP slices (CGM gate)",
+                    "FP voxels (CGM gate)",
+                ],
+                fp_rows,
+            )
+        )
     out = work / "results.json"
     out.write_text(json.dumps({f"{k[0]}|{k[1]}": v for k, v in table.items()}, indent=2, default=float))
     print(f"\ntotal {time.time() - t0:.0f}s; raw results in {out}")

@@ -13,6 +13,7 @@ Prints, in order:
 The runtime section uses a small model (filters 16..256) at 320x320 unless --runtime-model names a
 trained one: eight runtimes at the paper's 600 GFLOP per image would take an hour on 2 cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,10 @@ def cpu_peak_gflops() -> tuple[float, str]:
     units = 2 if "avx512f" in flags else 2 if "fma" in flags else 1
     ghz = (mhz or 2000.0) / 1000
     peak = cores * ghz * lanes * 2 * units
-    how = (f"{cores} cores x {ghz:.2f} GHz (cpuinfo) x {lanes} fp32 lanes ({'AVX-512' if lanes == 16 else 'AVX2'}) "
-           f"x 2 (FMA) x {units} FMA units per core (assumed for this server part) = {peak:.0f} GFLOP/s")
+    how = (
+        f"{cores} cores x {ghz:.2f} GHz (cpuinfo) x {lanes} fp32 lanes ({'AVX-512' if lanes == 16 else 'AVX2'}) "
+        f"x 2 (FMA) x {units} FMA units per core (assumed for this server part) = {peak:.0f} GFLOP/s"
+    )
     return peak, how
 
 
@@ -62,12 +65,26 @@ def measured_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     start = time.perf_counter()
     for _ in range(repeats):
         tf.linalg.matmul(a, b).numpy()
-    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def measure(size: int, batch: int, mode: str, filters, cat_channels: int, repeats: int) -> dict:
-    cmd = [sys.executable, str(HERE / "_measure_one.py"), "--size", str(size), "--batch", str(batch), "--mode", mode,
-           "--filters", *map(str, filters), "--cat-channels", str(cat_channels), "--repeats", str(repeats)]
+    cmd = [
+        sys.executable,
+        str(HERE / "_measure_one.py"),
+        "--size",
+        str(size),
+        "--batch",
+        str(batch),
+        "--mode",
+        mode,
+        "--filters",
+        *map(str, filters),
+        "--cat-channels",
+        str(cat_channels),
+        "--repeats",
+        str(repeats),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
 
@@ -97,11 +114,17 @@ def plot(points: list[dict], path: Path) -> None:
         for size in sorted({p["size"] for p in points if p["mode"] == mode}):
             sel = sorted((p for p in points if p["mode"] == mode and p["size"] == size), key=lambda p: p["batch"])
             if len(sel) >= 2:
-                axes[2].plot([p["batch"] for p in sel], [p["images_per_s"] for p in sel], marker=marker,
-                             label=f"{mode}, {size}x{size}")
-    for ax, title, ylabel, xlabel in ((axes[0], "time per image", "seconds", "input size"),
-                                      (axes[1], "peak memory (process RSS)", "MiB", "input size"),
-                                      (axes[2], "throughput vs batch", "images / s", "batch size")):
+                axes[2].plot(
+                    [p["batch"] for p in sel],
+                    [p["images_per_s"] for p in sel],
+                    marker=marker,
+                    label=f"{mode}, {size}x{size}",
+                )
+    for ax, title, ylabel, xlabel in (
+        (axes[0], "time per image", "seconds", "input size"),
+        (axes[1], "peak memory (process RSS)", "MiB", "input size"),
+        (axes[2], "throughput vs batch", "images / s", "batch size"),
+    ):
         ax.set_title(title), ax.set_ylabel(ylabel), ax.set_xlabel(xlabel), ax.grid(alpha=0.3), ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -124,13 +147,30 @@ def main(argv=None) -> int:
     filters = QUICK_FILTERS if a.quick else PAPER_FILTERS
     cat = 16 if a.quick else 64
     t0 = time.time()
-    print(f"# Performance report\n\n{machine_line()}; UNet 3+ plain encoder, filters {tuple(filters)}, "
-          f"cat_channels {cat}, deep supervision + CGM.\n")
+    print(
+        f"# Performance report\n\n{machine_line()}; UNet 3+ plain encoder, filters {tuple(filters)}, "
+        f"cat_channels {cat}, deep supervision + CGM.\n"
+    )
 
     if "peer" not in a.skip:
         print("## 1. Training throughput: ours vs keras-unet-collection\n")
-        print(run_script([str(HERE / "training_throughput.py"), "--sizes", *map(str, a.peer_sizes), "--xla", "off",
-                          "--warmup", "1", "--steps", "2"]) + "\n", flush=True)
+        print(
+            run_script(
+                [
+                    str(HERE / "training_throughput.py"),
+                    "--sizes",
+                    *map(str, a.peer_sizes),
+                    "--xla",
+                    "off",
+                    "--warmup",
+                    "1",
+                    "--steps",
+                    "2",
+                ]
+            )
+            + "\n",
+            flush=True,
+        )
 
     points = []
     if "scaling" not in a.skip:
@@ -143,21 +183,57 @@ def main(argv=None) -> int:
     peak, how = cpu_peak_gflops()
     matmul = measured_matmul_gflops()
     print("## 2. FLOPs and achieved FLOP/s\n")
-    print(f"Peak: {how}. A 2048x2048 fp32 matmul through TF/oneDNN reaches {matmul:.0f} GFLOP/s "
-          f"({100 * matmul / peak:.0f} % of peak) on this machine. Training FLOPs = 3 x forward (the usual estimate).\n")
-    rows = [[p_["mode"], p_["size"], p_["batch"], f"{p_['flops'] / p_['batch'] / 1e9:.1f}", f"{p_['seconds']:.2f}",
-             f"{p_['images_per_s']:.2f}", f"{p_['achieved_gflops']:.1f}", f"{100 * p_['achieved_gflops'] / peak:.1f} %",
-             f"{p_['peak_rss_mib']:.0f}"] for p_ in points]
-    print(markdown_table(["Mode", "Size", "Batch", "GFLOP / image", "s / batch", "images / s", "GFLOP/s",
-                          "share of peak", "peak RSS (MiB)"], rows) + "\n", flush=True)
+    print(
+        f"Peak: {how}. A 2048x2048 fp32 matmul through TF/oneDNN reaches {matmul:.0f} GFLOP/s "
+        f"({100 * matmul / peak:.0f} % of peak) on this machine. Training FLOPs = 3 x forward (the usual estimate).\n"
+    )
+    rows = [
+        [
+            p_["mode"],
+            p_["size"],
+            p_["batch"],
+            f"{p_['flops'] / p_['batch'] / 1e9:.1f}",
+            f"{p_['seconds']:.2f}",
+            f"{p_['images_per_s']:.2f}",
+            f"{p_['achieved_gflops']:.1f}",
+            f"{100 * p_['achieved_gflops'] / peak:.1f} %",
+            f"{p_['peak_rss_mib']:.0f}",
+        ]
+        for p_ in points
+    ]
+    print(
+        markdown_table(
+            [
+                "Mode",
+                "Size",
+                "Batch",
+                "GFLOP / image",
+                "s / batch",
+                "images / s",
+                "GFLOP/s",
+                "share of peak",
+                "peak RSS (MiB)",
+            ],
+            rows,
+        )
+        + "\n",
+        flush=True,
+    )
     if points:
         plot(points, Path(a.plots))
         print(f"Plots: {a.plots}\n")
 
     if "runtimes" not in a.skip:
         print("## 3. Inference latency per runtime\n")
-        extra = ["--model", a.runtime_model] if a.runtime_model else ["--filters", "16,32,64,128,256", "--cat-channels", "16"]
-        print(run_script([str(HERE / "export_latency.py"), "--size", str(a.runtime_size), "--repeats", "3", *extra]) + "\n")
+        extra = (
+            ["--model", a.runtime_model]
+            if a.runtime_model
+            else ["--filters", "16,32,64,128,256", "--cat-channels", "16"]
+        )
+        print(
+            run_script([str(HERE / "export_latency.py"), "--size", str(a.runtime_size), "--repeats", "3", *extra])
+            + "\n"
+        )
     print(f"(report took {time.time() - t0:.0f}s)")
     return 0
 

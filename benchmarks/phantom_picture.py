@@ -6,6 +6,7 @@ random acquisition; its rows show the level where its spleen is largest and one 
 
     python benchmarks/phantom_picture.py --reference-scan ../shared/realct --out docs/phantom_vs_real.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-WINDOW = (-160.0, 240.0)   # W400 / L40
+WINDOW = (-160.0, 240.0)  # W400 / L40
 
 
 def _axial(volume: np.ndarray, k: int) -> np.ndarray:
@@ -30,6 +31,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -55,8 +57,9 @@ def main(argv=None) -> None:
             ax.imshow(np.clip(img, *WINDOW), cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1])
             ax.set_title(f"{head}\n{sub}" if i == 0 else sub, fontsize=8)
             ax.axis("off")
-    fig.suptitle("Window W400/L40, radiological view (patient right on the left). Left: real CT; right: phantom",
-                 fontsize=9)
+    fig.suptitle(
+        "Window W400/L40, radiological view (patient right on the left). Left: real CT; right: phantom", fontsize=9
+    )
     fig.tight_layout()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(a.out, dpi=80)

@@ -15,6 +15,7 @@ Writes LiTS-sized phantom volumes (512 x 512 in-plane, int16 .nii.gz), then meas
 Usage: python benchmarks/pipeline_throughput.py [--cases 3 --copies 4 --slices 64 --size 320]
 Goal (issue 4): pipeline rate >= 5x the consumption rate with 2 cores; bounded memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,10 +59,19 @@ def make_data(root: Path, n_distinct: int, copies: int, in_plane: int, slices: i
     src = root / f"distinct_{n_distinct}_{in_plane}_{slices}"
     if not (src / f"volume-{n_distinct - 1}.nii.gz").exists():
         t = time.perf_counter()
-        phantom.write_dataset(src, n_distinct, layout="lits", task="liver",
-                              shape=(in_plane, in_plane, slices), spacing=(0.75, 0.75, 2.5), seed=0)
-        print(f"# wrote {n_distinct} phantom cases {in_plane}x{in_plane}x{slices} in "
-              f"{time.perf_counter() - t:.1f} s", flush=True)
+        phantom.write_dataset(
+            src,
+            n_distinct,
+            layout="lits",
+            task="liver",
+            shape=(in_plane, in_plane, slices),
+            spacing=(0.75, 0.75, 2.5),
+            seed=0,
+        )
+        print(
+            f"# wrote {n_distinct} phantom cases {in_plane}x{in_plane}x{slices} in {time.perf_counter() - t:.1f} s",
+            flush=True,
+        )
     dst = root / f"folder_{n_distinct * copies}"
     if not dst.exists():
         dst.mkdir()
@@ -86,9 +96,17 @@ def pipeline_worker(args: argparse.Namespace) -> dict:
     cases = find_cases(args.folder)
     cfg = PreprocessConfig(image_size=args.size)
     t0 = time.perf_counter()
-    ds, info = build_dataset(cases, "liver", cfg, batch_size=args.batch, training=True,
-                             negative_fraction=0.1, augment=args.augment,
-                             cache_dir=args.cache_dir, cycle_length=args.cycle_length)
+    ds, info = build_dataset(
+        cases,
+        "liver",
+        cfg,
+        batch_size=args.batch,
+        training=True,
+        negative_fraction=0.1,
+        augment=args.augment,
+        cache_dir=args.cache_dir,
+        cycle_length=args.cycle_length,
+    )
     setup = time.perf_counter() - t0
     it = iter(ds.repeat())  # epochs of small phantom folders are short: time across epochs
     next(it)  # warm-up: graph building, first cases opened
@@ -99,9 +117,16 @@ def pipeline_worker(args: argparse.Namespace) -> dict:
         if time.perf_counter() > deadline:
             break
     dt = time.perf_counter() - t
-    return {"cases": len(cases), "slices_per_s": n / dt, "slices": n, "setup_s": setup,
-            "peak_rss_mb": _rss_mb(), "base_rss_mb": base, "cached": args.cache_dir is not None,
-            "epoch_slices": info.n_slices}
+    return {
+        "cases": len(cases),
+        "slices_per_s": n / dt,
+        "slices": n,
+        "setup_s": setup,
+        "peak_rss_mb": _rss_mb(),
+        "base_rss_mb": base,
+        "cached": args.cache_dir is not None,
+        "epoch_slices": info.n_slices,
+    }
 
 
 def consumer(args: argparse.Namespace) -> dict:
@@ -117,8 +142,9 @@ def consumer(args: argparse.Namespace) -> dict:
         return {"error": f"model not available: {exc}"}
     filters = (64, 128, 256, 512, 1024) if args.model == "paper" else (16, 32, 64, 128, 256)
     cat = 64 if args.model == "paper" else 16
-    model = build((args.size, args.size, 3), num_classes=1, filters=filters, cat_channels=cat,
-                  deep_supervision=True, cgm=True)
+    model = build(
+        (args.size, args.size, 3), num_classes=1, filters=filters, cat_channels=cat, deep_supervision=True, cgm=True
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-4), **for_model(model))
     rng = np.random.default_rng(0)
     x = rng.random((args.train_batch, args.size, args.size, 3), dtype=np.float32)
@@ -133,8 +159,15 @@ def consumer(args: argparse.Namespace) -> dict:
         model.train_on_batch(x, targets)
         times.append(time.perf_counter() - t)
     step = float(np.median(times))
-    return {"model": args.model, "filters": filters, "cat_channels": cat, "params": model.count_params(),
-            "step_s": step, "first_step_s": first, "slices_per_s": args.train_batch / step}
+    return {
+        "model": args.model,
+        "filters": filters,
+        "cat_channels": cat,
+        "params": model.count_params(),
+        "step_s": step,
+        "first_step_s": first,
+        "slices_per_s": args.train_batch / step,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,10 +207,25 @@ def main(argv: list[str] | None = None) -> None:
         runs += [("cache", large, str(tmp / "cache")), ("cache", large, str(tmp / "cache"))]
     rows = []
     for kind, folder, cache_dir in runs:
-        cmd = [sys.executable, __file__, "--worker", "--folder", str(folder), "--size", str(args.size),
-               "--batch", str(args.batch), "--seconds", str(args.seconds),
-               "--cycle-length", str(args.cycle_length)] + (["--augment"] if args.augment else []) \
+        cmd = (
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                "--folder",
+                str(folder),
+                "--size",
+                str(args.size),
+                "--batch",
+                str(args.batch),
+                "--seconds",
+                str(args.seconds),
+                "--cycle-length",
+                str(args.cycle_length),
+            ]
+            + (["--augment"] if args.augment else [])
             + (["--cache-dir", cache_dir] if cache_dir else [])
+        )
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -187,8 +235,11 @@ def main(argv: list[str] | None = None) -> None:
         r = json.loads(line[0][7:])
         r["kind"] = kind
         rows.append(r)
-        print(f"# {kind:6s} {r['cases']:3d} cases: {r['slices_per_s']:.1f} slices/s, "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB (setup {r['setup_s']:.1f} s)", flush=True)
+        print(
+            f"# {kind:6s} {r['cases']:3d} cases: {r['slices_per_s']:.1f} slices/s, "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB (setup {r['setup_s']:.1f} s)",
+            flush=True,
+        )
 
     cons = None
     if not args.skip_train:
@@ -198,20 +249,26 @@ def main(argv: list[str] | None = None) -> None:
             cons = None
 
     print()
-    print(f"| source | cases in folder | slices/s at {args.size}x{args.size} | peak RSS (MB) | "
-          f"RSS after TF import (MB) | setup (s) | x consumption |")
+    print(
+        f"| source | cases in folder | slices/s at {args.size}x{args.size} | peak RSS (MB) | "
+        f"RSS after TF import (MB) | setup (s) | x consumption |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ratio = f"{r['slices_per_s'] / cons['slices_per_s']:.1f}x" if cons else "n/a"
         src = "NIfTI stream" if r["kind"] == "stream" else "slice cache"
-        print(f"| {src} | {r['cases']} | {r['slices_per_s']:.1f} | {r['peak_rss_mb']:.0f} | "
-              f"{r['base_rss_mb']:.0f} | {r['setup_s']:.1f} | {ratio} |")
+        print(
+            f"| {src} | {r['cases']} | {r['slices_per_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['base_rss_mb']:.0f} | {r['setup_s']:.1f} | {ratio} |"
+        )
     if cons:
-        print(f"\nconsumer: UNet 3+ train step ({cons['model']} config: filters {cons['filters']}, "
-              f"cat_channels {cons['cat_channels']}, {cons['params'] / 1e6:.1f} M params, deep "
-              f"supervision + CGM, hybrid loss) at {args.size}x{args.size}, batch {args.train_batch}: "
-              f"{cons['step_s']:.2f} s/step (first step incl. tracing {cons['first_step_s']:.1f} s) = "
-              f"{cons['slices_per_s']:.2f} slices/s")
+        print(
+            f"\nconsumer: UNet 3+ train step ({cons['model']} config: filters {cons['filters']}, "
+            f"cat_channels {cons['cat_channels']}, {cons['params'] / 1e6:.1f} M params, deep "
+            f"supervision + CGM, hybrid loss) at {args.size}x{args.size}, batch {args.train_batch}: "
+            f"{cons['step_s']:.2f} s/step (first step incl. tracing {cons['first_step_s']:.1f} s) = "
+            f"{cons['slices_per_s']:.2f} slices/s"
+        )
         worst = min(r["slices_per_s"] for r in rows) / cons["slices_per_s"]
         print(f"pipeline / consumption (worst run): {worst:.1f}x  (goal >= 5x)")
     if args.workdir is None:

@@ -20,6 +20,7 @@ both see the same machine load, and images/s = batch / median step time.
 
 Prints a markdown table (ratio = ours / peer).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,9 +52,13 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--xla", choices=("both", "on", "off"), default="both")
     ap.add_argument("--no-xla", dest="xla", action="store_const", const="off")
     ap.add_argument("--no-peer", dest="peer", action="store_false", help="measure ours only")
-    ap.add_argument("--decoder", choices=("paper", "paper-unfused", "efficient", "all"), default="all",
-                    help="our full-scale decoder: paper (trained fused, as the trainer does), paper-unfused (as "
-                         "built), efficient (same parameters, convolves deeper maps first) or all (default)")
+    ap.add_argument(
+        "--decoder",
+        choices=("paper", "paper-unfused", "efficient", "all"),
+        default="all",
+        help="our full-scale decoder: paper (trained fused, as the trainer does), paper-unfused (as "
+        "built), efficient (same parameters, convolves deeper maps first) or all (default)",
+    )
     ap.add_argument("--one", nargs=2, metavar=("SIZE", "XLA"), help=argparse.SUPPRESS)  # internal: one cell
     return ap.parse_args()
 
@@ -62,8 +67,9 @@ def ours(size: int, decoder: str = "paper") -> tuple[keras.Model, dict]:
     from keras_unet3plus import build
     from keras_unet3plus.losses import for_model
 
-    model = build((size, size, 3), filters=PAPER_FILTERS, cat_channels=64, deep_supervision=True, cgm=True,
-                  decoder=decoder)
+    model = build(
+        (size, size, 3), filters=PAPER_FILTERS, cat_channels=64, deep_supervision=True, cgm=True, decoder=decoder
+    )
     spec = for_model(model)
     return model, {name: (spec["loss"][name], spec["loss_weights"][name]) for name in model.output_names}
 
@@ -73,11 +79,23 @@ def peer(size: int) -> tuple[keras.Model, dict]:
     from keras_unet3plus.losses import HybridLoss
 
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its output names
-        model = models.unet_3plus_2d((size, size, 3), n_labels=1, filter_num_down=PAPER_FILTERS,
-                                     filter_num_skip=[64, 64, 64, 64], filter_num_aggregate=320,
-                                     stack_num_down=2, stack_num_up=1, activation="ReLU",
-                                     output_activation="Sigmoid", batch_norm=True, pool="max", unpool="bilinear",
-                                     deep_supervision=True, backbone=None, name="unet3plus")
+        model = models.unet_3plus_2d(
+            (size, size, 3),
+            n_labels=1,
+            filter_num_down=PAPER_FILTERS,
+            filter_num_skip=[64, 64, 64, 64],
+            filter_num_aggregate=320,
+            stack_num_down=2,
+            stack_num_up=1,
+            activation="ReLU",
+            output_activation="Sigmoid",
+            batch_norm=True,
+            pool="max",
+            unpool="bilinear",
+            deep_supervision=True,
+            backbone=None,
+            name="unet3plus",
+        )
     return model, {name: (HybridLoss(), 1.0) for name in model.output_names}
 
 
@@ -158,8 +176,21 @@ def run_cell(size: int, jit: bool, args) -> dict:
     import json
     import subprocess
 
-    cmd = [sys.executable, __file__, "--one", str(size), "1" if jit else "0", "--batch", str(args.batch),
-           "--warmup", str(args.warmup), "--steps", str(args.steps), "--decoder", args.decoder] + ([] if args.peer else ["--no-peer"])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--one",
+        str(size),
+        "1" if jit else "0",
+        "--batch",
+        str(args.batch),
+        "--warmup",
+        str(args.warmup),
+        "--steps",
+        str(args.steps),
+        "--decoder",
+        args.decoder,
+    ] + ([] if args.peer else ["--no-peer"])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -175,13 +206,17 @@ def main() -> int:
     args = parse()
     if args.one:  # child process: measure one (size, XLA) cell, print it as JSON
         import json
+
         row = measure(int(args.one[0]), args.one[1] == "1", args)
         print("RESULT " + json.dumps(row), flush=True)
         return 0
     xla = {"both": [False, True], "on": [True], "off": [False]}[args.xla]
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPU threads, GPUs: {len(tf.config.list_physical_devices('GPU'))}; "
-          f"batch {args.batch}, {args.warmup} warm-up + {args.steps} timed steps per model", flush=True)
+    print(
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPU threads, GPUs: {len(tf.config.list_physical_devices('GPU'))}; "
+        f"batch {args.batch}, {args.warmup} warm-up + {args.steps} timed steps per model",
+        flush=True,
+    )
     rows = []
     for size in args.sizes:
         for jit in xla:  # one process per cell: memory (XLA compiles of the 320 model) is returned each time
@@ -206,10 +241,14 @@ def main() -> int:
         r = rows[0][2]
         for n in names + (["peer"] if "peer_params" in r else []):
             if f"{n}_params" in r:
-                print(f"{n}: {r[n + '_params'] / 1e6:.2f} M parameters, {r[n + '_gflops']:.1f} GFLOP per "
-                      f"{rows[0][0]}x{rows[0][0]} image (forward)")
-        print("The peer's unet_3plus_2d fuses 4 branches per decoder node, not the paper's 5 (it leaves out one "
-              "full-scale skip), hence its fewer parameters and FLOPs; ours includes the CGM.")
+                print(
+                    f"{n}: {r[n + '_params'] / 1e6:.2f} M parameters, {r[n + '_gflops']:.1f} GFLOP per "
+                    f"{rows[0][0]}x{rows[0][0]} image (forward)"
+                )
+        print(
+            "The peer's unet_3plus_2d fuses 4 branches per decoder node, not the paper's 5 (it leaves out one "
+            "full-scale skip), hence its fewer parameters and FLOPs; ours includes the CGM."
+        )
     return 0
 
 

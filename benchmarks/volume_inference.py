@@ -24,6 +24,7 @@ first run takes longer than the next ones.
     python benchmarks/volume_inference.py                  # 512x512x200
     python benchmarks/volume_inference.py --paths keras-paper,onnx-fp32
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,12 +58,12 @@ class Path_:
     """One deployment path: which artefact, which runtime settings."""
 
     name: str
-    kind: str                 # keras | onnx | tflite | nnunet
+    kind: str  # keras | onnx | tflite | nnunet
     precision: str = "fp32"
     decoder: str = "paper"
     skip_absent: bool = False
-    tta: bool = True          # nnU-Net only
-    fused: bool = True        # Keras: the paper decoder in its exact fused form (exports always are)
+    tta: bool = True  # nnU-Net only
+    fused: bool = True  # Keras: the paper decoder in its exact fused form (exports always are)
 
     @property
     def label(self) -> str:
@@ -73,28 +74,31 @@ class Path_:
         return f"{runtime} {self.precision} {self.decoder} decoder{extra}"
 
 
-PATHS = {p.name: p for p in (
-    Path_("keras-paper-unfused", "keras", fused=False),              # the path as filed: the baseline
-    Path_("keras-paper", "keras"),
-    Path_("keras-paper-skip", "keras", skip_absent=True),
-    Path_("keras-paper-bf16", "keras", precision="bf16"),
-    Path_("keras-paper-bf16-skip", "keras", precision="bf16", skip_absent=True),
-    Path_("keras-efficient", "keras", decoder="efficient"),
-    Path_("keras-efficient-skip", "keras", decoder="efficient", skip_absent=True),
-    Path_("onnx-fp32", "onnx"),
-    Path_("onnx-fp16", "onnx", precision="fp16"),
-    Path_("onnx-int8", "onnx", precision="int8"),
-    Path_("onnx-fp32-skip", "onnx", skip_absent=True),
-    Path_("onnx-int8-skip", "onnx", precision="int8", skip_absent=True),
-    Path_("onnx-efficient-fp32", "onnx", decoder="efficient"),
-    Path_("onnx-efficient-skip", "onnx", decoder="efficient", skip_absent=True),
-    Path_("onnx-efficient-int8-skip", "onnx", precision="int8", decoder="efficient", skip_absent=True),
-    Path_("litert-fp32", "tflite"),
-    Path_("litert-int8", "tflite", precision="int8"),
-    Path_("litert-int8-skip", "tflite", precision="int8", skip_absent=True),
-    Path_("nnunet-2d", "nnunet"),
-    Path_("nnunet-2d-notta", "nnunet", tta=False),
-)}
+PATHS = {
+    p.name: p
+    for p in (
+        Path_("keras-paper-unfused", "keras", fused=False),  # the path as filed: the baseline
+        Path_("keras-paper", "keras"),
+        Path_("keras-paper-skip", "keras", skip_absent=True),
+        Path_("keras-paper-bf16", "keras", precision="bf16"),
+        Path_("keras-paper-bf16-skip", "keras", precision="bf16", skip_absent=True),
+        Path_("keras-efficient", "keras", decoder="efficient"),
+        Path_("keras-efficient-skip", "keras", decoder="efficient", skip_absent=True),
+        Path_("onnx-fp32", "onnx"),
+        Path_("onnx-fp16", "onnx", precision="fp16"),
+        Path_("onnx-int8", "onnx", precision="int8"),
+        Path_("onnx-fp32-skip", "onnx", skip_absent=True),
+        Path_("onnx-int8-skip", "onnx", precision="int8", skip_absent=True),
+        Path_("onnx-efficient-fp32", "onnx", decoder="efficient"),
+        Path_("onnx-efficient-skip", "onnx", decoder="efficient", skip_absent=True),
+        Path_("onnx-efficient-int8-skip", "onnx", precision="int8", decoder="efficient", skip_absent=True),
+        Path_("litert-fp32", "tflite"),
+        Path_("litert-int8", "tflite", precision="int8"),
+        Path_("litert-int8-skip", "tflite", precision="int8", skip_absent=True),
+        Path_("nnunet-2d", "nnunet"),
+        Path_("nnunet-2d-notta", "nnunet", tta=False),
+    )
+}
 BASELINE = "keras-paper-unfused"
 #: --quick leaves out three efficient-decoder rows (another network; its fastest row stays)
 QUICK_PATHS = [n for n in PATHS if n not in ("keras-efficient-skip", "onnx-efficient-fp32", "onnx-efficient-skip")]
@@ -106,21 +110,38 @@ EXPORT_GRAPH = "fused-decoder-1"
 # models and artefacts (cached)
 # ---------------------------------------------------------------------------------------------
 
+
 def _info(family: dict):
     from keras_unet3plus.data.preprocess import PreprocessConfig
     from keras_unet3plus.modelinfo import ModelInfo
 
     cfg = PreprocessConfig(image_size=family["size"]).for_task("liver")
-    return ModelInfo(task="liver", preprocess=cfg.to_dict(), num_classes=1, threshold=0.5,
-                     build={"input_shape": [family["size"], family["size"], 3], "filters": list(family["filters"]),
-                            "cat_channels": family["cat_channels"], "deep_supervision": True, "cgm": True})
+    return ModelInfo(
+        task="liver",
+        preprocess=cfg.to_dict(),
+        num_classes=1,
+        threshold=0.5,
+        build={
+            "input_shape": [family["size"], family["size"], 3],
+            "filters": list(family["filters"]),
+            "cat_channels": family["cat_channels"],
+            "deep_supervision": True,
+            "cgm": True,
+        },
+    )
 
 
 def _build(family: dict, decoder: str = "paper"):
     from keras_unet3plus import build
 
-    return build((family["size"], family["size"], 3), filters=family["filters"],
-                 cat_channels=family["cat_channels"], deep_supervision=True, cgm=True, decoder=decoder)
+    return build(
+        (family["size"], family["size"], 3),
+        filters=family["filters"],
+        cat_channels=family["cat_channels"],
+        deep_supervision=True,
+        cgm=True,
+        decoder=decoder,
+    )
 
 
 def _efficient_copy(model, family: dict):
@@ -177,7 +198,7 @@ def agreement_models(cache: Path, log, given: Path | None = None) -> dict[str, P
             return out
         out["paper"].parent.mkdir(parents=True, exist_ok=True)
         for p in out["paper"].parent.glob("*"):
-            p.unlink()      # exports of another agreement model must not be reused
+            p.unlink()  # exports of another agreement model must not be reused
         shutil.copy(given, out["paper"])
         shutil.copy(sidecar_path(given), sidecar_path(out["paper"]))
         model = keras.saving.load_model(given, compile=False)
@@ -212,8 +233,10 @@ def agreement_models(cache: Path, log, given: Path | None = None) -> dict[str, P
         inter, den = keras.ops.sum(yt * yp), keras.ops.sum(yt) + keras.ops.sum(yp)
         return keras.ops.mean(keras.losses.binary_crossentropy(yt, yp)) + 1 - (2 * inter + 1) / (den + 1)
 
-    model.compile(optimizer=keras.optimizers.Adam(2e-3),
-                  loss={k: ("binary_crossentropy" if k == "cls" else bce_dice) for k in model.output})
+    model.compile(
+        optimizer=keras.optimizers.Adam(2e-3),
+        loss={k: ("binary_crossentropy" if k == "cls" else bce_dice) for k in model.output},
+    )
     targets = {k: y for k in model.output if k != "cls"}
     targets["cls"] = np.stack([1 - present, present], axis=1)
     model.fit(x, targets, batch_size=16, epochs=5, verbose=0, shuffle=True)
@@ -233,8 +256,12 @@ def artefact(models: dict[str, Path], path: Path_, log, calib_slices: int) -> Pa
         return src
     out = default_output(src, path.kind, path.precision)
     made_by = out.parent / f"{out.name}.graph"
-    if (out.exists() and all(p.is_file() for p in part_paths(out))     # every model here has a CGM: a pair
-            and made_by.is_file() and made_by.read_text() == EXPORT_GRAPH):
+    if (
+        out.exists()
+        and all(p.is_file() for p in part_paths(out))  # every model here has a CGM: a pair
+        and made_by.is_file()
+        and made_by.read_text() == EXPORT_GRAPH
+    ):
         return out
     log(f"exporting {src.name} -> {out.name} (cached) ...")
     from keras_unet3plus.modelinfo import load_info
@@ -242,8 +269,17 @@ def artefact(models: dict[str, Path], path: Path_, log, calib_slices: int) -> Pa
     info = load_info(src)
     calibration = phantom_slices(info, n=calib_slices, seed=99) if path.precision == "int8" else None
     # speed only here: the agreement column measures the masks on the trained model
-    export_model(src, path.kind, path.precision, out=out, info=info, model_path=src, check=False,
-                 calibration=calibration, log=lambda *_: None)
+    export_model(
+        src,
+        path.kind,
+        path.precision,
+        out=out,
+        info=info,
+        model_path=src,
+        check=False,
+        calibration=calibration,
+        log=lambda *_: None,
+    )
     made_by.write_text(EXPORT_GRAPH)
     return out
 
@@ -265,13 +301,20 @@ def open_predictor(model: str | Path, kind: str, precision: str, fused: bool = T
 # one path in a fresh process
 # ---------------------------------------------------------------------------------------------
 
+
 def child(spec: dict) -> dict:
     """Run one path on one volume as `unet3plus predict` would; stage seconds and peak RSS."""
     import numpy as np
 
     t0 = time.perf_counter()
-    predictor = open_predictor(spec["model"], spec["kind"], spec["precision"], spec["fused"],
-                               batch_size=spec["batch_size"], skip_absent=spec["skip_absent"])
+    predictor = open_predictor(
+        spec["model"],
+        spec["kind"],
+        spec["precision"],
+        spec["fused"],
+        batch_size=spec["batch_size"],
+        skip_absent=spec["skip_absent"],
+    )
     if spec.get("present"):
         _decode_only(predictor.runtime, np.load(spec["present"]))
     load = time.perf_counter() - t0
@@ -299,7 +342,7 @@ def _decode_only(runtime, present) -> None:
     own = runtime.segment_present
 
     def segment_present(batch):
-        rows = present[position[0]:position[0] + len(batch)]
+        rows = present[position[0] : position[0] + len(batch)]
         position[0] += len(batch)
         seg, _ = own(batch, present=rows)
         cls = np.zeros((len(batch), 2), np.float32)
@@ -342,7 +385,7 @@ def run_child(spec: dict) -> dict:
     if proc.returncode != 0 or line is None:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
         return {"error": f"exit {proc.returncode}: {tail}", "wall": wall}
-    out = json.loads(line[len("RESULT "):])
+    out = json.loads(line[len("RESULT ") :])
     out["wall"] = wall
     return out
 
@@ -351,8 +394,10 @@ def run_child(spec: dict) -> dict:
 # agreement: the trained model through each path, in this process
 # ---------------------------------------------------------------------------------------------
 
-def agreement(paths: list[Path_], models: dict[str, Path], volume_path: Path, work: Path, log,
-              calib_slices: int) -> tuple[dict[str, float], object]:
+
+def agreement(
+    paths: list[Path_], models: dict[str, Path], volume_path: Path, work: Path, log, calib_slices: int
+) -> tuple[dict[str, float], object]:
     """Dice of each path's mask against the Keras fp32 mask of the trained model; and the per-slice
     CGM decisions of that model (what skip-absent decodes)."""
     import numpy as np
@@ -366,8 +411,10 @@ def agreement(paths: list[Path_], models: dict[str, Path], volume_path: Path, wo
     ref_mask = reference.predict_volume(volume.image)
     # the efficient decoder is another network (it needs its own training): its paths are held to
     # its own Keras fp32 mask; its Dice against the paper model says only that it is another model
-    refs = {"paper": ref_mask, "efficient": open_predictor(models["efficient"], "keras", "fp32", batch_size=8)
-            .predict_volume(volume.image)}
+    refs = {
+        "paper": ref_mask,
+        "efficient": open_predictor(models["efficient"], "keras", "fp32", batch_size=8).predict_volume(volume.image),
+    }
     # the CGM's per-slice decisions (gate: zeroes absent slices; we want the decisions themselves)
     probe = Predictor(reference.runtime, reference.info, batch_size=8, skip_absent=True)
     decisions = []
@@ -389,21 +436,25 @@ def agreement(paths: list[Path_], models: dict[str, Path], volume_path: Path, wo
             continue
         try:
             art = artefact(models, path, log, calib_slices)
-            pred = open_predictor(art, path.kind, path.precision, path.fused, batch_size=8,
-                                  skip_absent=path.skip_absent)
+            pred = open_predictor(
+                art, path.kind, path.precision, path.fused, batch_size=8, skip_absent=path.skip_absent
+            )
             scores[path.name] = float(dice(pred.predict_volume(volume.image), refs[path.decoder]))
         except Exception as exc:  # noqa: BLE001 - one path failing must not hide the others
             log(f"agreement {path.name}: {type(exc).__name__}: {exc}")
             scores[path.name] = float("nan")
     scores["efficient-vs-paper"] = float(dice(refs["efficient"], ref_mask))
-    log(f"agreement model: liver on {int(ref_mask.any(axis=(0, 1)).sum())} of {ref_mask.shape[2]} slices, "
-        f"CGM present on {int(present.sum())}")
+    log(
+        f"agreement model: liver on {int(ref_mask.any(axis=(0, 1)).sum())} of {ref_mask.shape[2]} slices, "
+        f"CGM present on {int(present.sum())}"
+    )
     return scores, present
 
 
 # ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
+
 
 def table(results: dict[str, dict], paths: list[Path_], n_slices: int, agree: dict[str, float]) -> str:
     from _common import markdown_table
@@ -413,18 +464,39 @@ def table(results: dict[str, dict], paths: list[Path_], n_slices: int, agree: di
     for p in paths:
         r = results[p.name]
         if "error" in r or "skipped" in r:
-            rows.append([p.name, p.label, "-", "-", "-", "-", "-", r.get("skipped") or r["error"].splitlines()[-1][:120]])
+            rows.append(
+                [p.name, p.label, "-", "-", "-", "-", "-", r.get("skipped") or r["error"].splitlines()[-1][:120]]
+            )
             continue
         t = r.get("timings") or {}
         total = sum(t.get(s, 0.0) for s in STAGES) or 1.0
         shares = " / ".join(f"{100 * t.get(s, 0.0) / total:.0f}" for s in STAGES) if t else "n/a"
         dice = agree.get(p.name)
-        rows.append([p.name, p.label, f"{r['wall']:.1f}", f"{n_slices / r['wall']:.2f}",
-                     f"{base / r['wall']:.2f}x" if base else "-", shares,
-                     f"{r.get('peak_rss_mib', float('nan')):.0f}",
-                     "n/a (other model)" if p.kind == "nnunet" else (f"{dice:.4f}" if dice is not None else "-")])
-    return markdown_table(["path", "what", "wall s", "slices/s", f"vs {BASELINE}",
-                           "read/pre/model/post/write %", "peak RSS MiB", "Dice vs Keras fp32 (same decoder)"], rows)
+        rows.append(
+            [
+                p.name,
+                p.label,
+                f"{r['wall']:.1f}",
+                f"{n_slices / r['wall']:.2f}",
+                f"{base / r['wall']:.2f}x" if base else "-",
+                shares,
+                f"{r.get('peak_rss_mib', float('nan')):.0f}",
+                "n/a (other model)" if p.kind == "nnunet" else (f"{dice:.4f}" if dice is not None else "-"),
+            ]
+        )
+    return markdown_table(
+        [
+            "path",
+            "what",
+            "wall s",
+            "slices/s",
+            f"vs {BASELINE}",
+            "read/pre/model/post/write %",
+            "peak RSS MiB",
+            "Dice vs Keras fp32 (same decoder)",
+        ],
+        rows,
+    )
 
 
 def chart(results: dict[str, dict], paths: list[Path_], png: Path, title: str) -> None:
@@ -433,8 +505,11 @@ def chart(results: dict[str, dict], paths: list[Path_], png: Path, title: str) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [p for p in paths if "wall" in results[p.name] and "error" not in results[p.name]
-            and "skipped" not in results[p.name]]
+    done = [
+        p
+        for p in paths
+        if "wall" in results[p.name] and "error" not in results[p.name] and "skipped" not in results[p.name]
+    ]
     if not done:
         return
     fig, ax = plt.subplots(figsize=(8, 0.42 * len(done) + 1.2))
@@ -455,21 +530,38 @@ def chart(results: dict[str, dict], paths: list[Path_], png: Path, title: str) -
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help=f"512x512x{QUICK_SLICES} instead of 512x512x{FULL_SLICES}")
-    p.add_argument("--slices", type=int, default=None, help=f"axial slices (default {FULL_SLICES}, --quick {QUICK_SLICES})")
-    p.add_argument("--paths", default=None, help=f"comma-separated, from: {', '.join(PATHS)} (default: all; "
-                                                  f"--quick: all but {', '.join(sorted(set(PATHS) - set(QUICK_PATHS)))})")
+    p.add_argument(
+        "--slices", type=int, default=None, help=f"axial slices (default {FULL_SLICES}, --quick {QUICK_SLICES})"
+    )
+    p.add_argument(
+        "--paths",
+        default=None,
+        help=f"comma-separated, from: {', '.join(PATHS)} (default: all; "
+        f"--quick: all but {', '.join(sorted(set(PATHS) - set(QUICK_PATHS)))})",
+    )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--calib-slices", type=int, default=32, help="int8 calibration slices (phantom)")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "keras-unet3plus" / "volume-inference")
     p.add_argument("--png", type=Path, default=HERE.parent / "docs" / "volume_inference.png")
-    p.add_argument("--agreement-model", type=Path, default=None,
-                   help="a trained .keras model (with its info) for the Dice column, e.g. unet3plus-demo/model.keras "
-                        "(default: train a small one on the phantom once)")
-    p.add_argument("--agreement-only", action="store_true",
-                   help="only the Dice column: the agreement model through every path (no timed runs)")
+    p.add_argument(
+        "--agreement-model",
+        type=Path,
+        default=None,
+        help="a trained .keras model (with its info) for the Dice column, e.g. unet3plus-demo/model.keras "
+        "(default: train a small one on the phantom once)",
+    )
+    p.add_argument(
+        "--agreement-only",
+        action="store_true",
+        help="only the Dice column: the agreement model through every path (no timed runs)",
+    )
     p.add_argument("--nnunet-venv", default=None, help="venv with nnunetv2 (default: see _nnunet.py)")
-    p.add_argument("--no-baseline", dest="baseline", action="store_false",
-                   help=f"leave out {BASELINE} (its ~7 s per slice), e.g. to compare with nnU-Net on a whole scan")
+    p.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help=f"leave out {BASELINE} (its ~7 s per slice), e.g. to compare with nnU-Net on a whole scan",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -494,7 +586,7 @@ def main(argv=None) -> int:
     n_slices = args.slices or (QUICK_SLICES if args.quick else FULL_SLICES)
     cache = args.cache
     work = Path(tempfile.mkdtemp(prefix="unet3plus-volinf-"))
-    atexit.register(shutil.rmtree, work, True)      # the volume and every path's mask: GBs at 200 slices
+    atexit.register(shutil.rmtree, work, True)  # the volume and every path's mask: GBs at 200 slices
     t_start = time.perf_counter()
 
     import nibabel as nib
@@ -506,9 +598,10 @@ def main(argv=None) -> int:
     # the full volume's extent (200 slices of SPACING[2]) at n_slices: --quick keeps the share of
     # organ-free slices of a whole abdominal CT, which is what --skip-absent saves
     extent = SPACING[2] * FULL_SLICES
-    every = -(-8 // n_slices)    # the phantom draws at least 8 slices: fewer are every k-th of 8+
-    case = phantom.generate_case(2024, shape=(512, 512, n_slices * every),
-                                 spacing=(*SPACING[:2], extent / (n_slices * every)))
+    every = -(-8 // n_slices)  # the phantom draws at least 8 slices: fewer are every k-th of 8+
+    case = phantom.generate_case(
+        2024, shape=(512, 512, n_slices * every), spacing=(*SPACING[:2], extent / (n_slices * every))
+    )
     affine = case.affine.copy()
     affine[:3, 2] *= every
     (work / "ct").mkdir()
@@ -519,18 +612,26 @@ def main(argv=None) -> int:
     from keras_unet3plus.modelinfo import load_info
 
     b = load_info(agree_models["paper"]).build
-    agree_label = (f"{'the given' if args.agreement_model else 'a'} model {b['filters'][0]}..{b['filters'][-1]} at "
-                   f"{b['input_shape'][0]}x{b['input_shape'][1]}, {b.get('decoder', 'paper')} decoder, trained on the phantom"
-                   + (f" ({args.agreement_model})" if args.agreement_model else ""))
+    agree_label = (
+        f"{'the given' if args.agreement_model else 'a'} model {b['filters'][0]}..{b['filters'][-1]} at "
+        f"{b['input_shape'][0]}x{b['input_shape'][1]}, {b.get('decoder', 'paper')} decoder, trained on the phantom"
+        + (f" ({args.agreement_model})" if args.agreement_model else "")
+    )
     agree, present = agreement(paths, agree_models, volume_path, work, log, args.calib_slices)
     if args.agreement_only:
         from _common import markdown_table
 
-        print(f"# Mask agreement through each path: phantom CT 512x512x{n_slices}\n\nMachine: {machine_line()}; "
-              f"{cpu_info().summary()}.\nModel: {agree_label}; {int(present.size)} slices, "
-              f"CGM present on {int(present.sum())}; Dice against its Keras fp32 mask as filed (unfused).\n")
-        print(markdown_table(["path", "what", "Dice vs Keras fp32"],
-                             [[pp.name, pp.label, f"{agree[pp.name]:.4f}"] for pp in paths if pp.name in agree]))
+        print(
+            f"# Mask agreement through each path: phantom CT 512x512x{n_slices}\n\nMachine: {machine_line()}; "
+            f"{cpu_info().summary()}.\nModel: {agree_label}; {int(present.size)} slices, "
+            f"CGM present on {int(present.sum())}; Dice against its Keras fp32 mask as filed (unfused).\n"
+        )
+        print(
+            markdown_table(
+                ["path", "what", "Dice vs Keras fp32"],
+                [[pp.name, pp.label, f"{agree[pp.name]:.4f}"] for pp in paths if pp.name in agree],
+            )
+        )
         return 0
     present_file = work / "present.npy"
     np.save(present_file, present)
@@ -551,11 +652,19 @@ def main(argv=None) -> int:
             continue
         log(f"running {path.name} ...")
         note = onnx_transposes(art) if path.kind == "onnx" else ""
-        results[path.name] = run_child({
-            "model": str(art), "kind": path.kind, "fused": path.fused, "precision": path.precision,
-            "batch_size": args.batch_size, "skip_absent": path.skip_absent,
-            "present": str(present_file) if path.skip_absent else None,
-            "input": str(volume_path), "output": str(work / f"{path.name}.nii.gz")})
+        results[path.name] = run_child(
+            {
+                "model": str(art),
+                "kind": path.kind,
+                "fused": path.fused,
+                "precision": path.precision,
+                "batch_size": args.batch_size,
+                "skip_absent": path.skip_absent,
+                "present": str(present_file) if path.skip_absent else None,
+                "input": str(volume_path),
+                "output": str(work / f"{path.name}.nii.gz"),
+            }
+        )
         results[path.name].setdefault("note", note)
         if "error" in results[path.name]:
             log(f"{path.name} failed: {results[path.name]['error']}")
@@ -564,13 +673,15 @@ def main(argv=None) -> int:
     if nn_paths:
         run_nnunet(nn_paths, results, volume_path, work, cache, args.nnunet_venv, log)
 
-    header = (f"# Whole-volume CPU inference: phantom CT 512x512x{n_slices} (.nii.gz) -> mask, end to end\n\n"
-              f"Machine: {machine_line()}; {cpu.summary()}.\n"
-              f"Speed model: paper-size UNet 3+ (64..1024, 320x320x3, DS + CGM, random weights, CGM 'present'), "
-              f"batch {args.batch_size}. Dice: {agree_label}, "
-              f"same paths, same volume, against its Keras fp32 mask as filed (unfused; efficient rows: against the Keras fp32 mask of "
-              f"the efficient decoder carrying the same weights); skip-absent rows decode the slices its "
-              f"CGM calls present ({int(present.sum())} of {len(present)}).")
+    header = (
+        f"# Whole-volume CPU inference: phantom CT 512x512x{n_slices} (.nii.gz) -> mask, end to end\n\n"
+        f"Machine: {machine_line()}; {cpu.summary()}.\n"
+        f"Speed model: paper-size UNet 3+ (64..1024, 320x320x3, DS + CGM, random weights, CGM 'present'), "
+        f"batch {args.batch_size}. Dice: {agree_label}, "
+        "same paths, same volume, against its Keras fp32 mask as filed (unfused; efficient rows: "
+        "against the Keras fp32 mask of the efficient decoder carrying the same weights); skip-absent "
+        f"rows decode the slices its CGM calls present ({int(present.sum())} of {len(present)})."
+    )
     text = table(results, paths, n_slices, agree)
     print(header + "\n\n" + text + "\n")
     for pp in paths:
@@ -578,24 +689,41 @@ def main(argv=None) -> int:
         if note:
             print(f"- {pp.name}: {note}")
     chart(results, paths, args.png, f"512x512x{n_slices} phantom CT, {cpu.name}, {cpu.cores} cores")
-    ours = [pp for pp in paths if pp.kind != "nnunet" and pp.decoder == "paper" and "wall" in results[pp.name]
-            and "error" not in results[pp.name] and pp.name != BASELINE]
+    ours = [
+        pp
+        for pp in paths
+        if pp.kind != "nnunet"
+        and pp.decoder == "paper"
+        and "wall" in results[pp.name]
+        and "error" not in results[pp.name]
+        and pp.name != BASELINE
+    ]
     base = results.get(BASELINE, {}).get("wall")
     if base and ours:
         best = min(ours, key=lambda pp: results[pp.name]["wall"])
-        print(f"best path: {best.name}, {base / results[best.name]['wall']:.1f}x vs Keras, "
-              f"Dice {agree.get(best.name, float('nan')):.3f}")
+        print(
+            f"best path: {best.name}, {base / results[best.name]['wall']:.1f}x vs Keras, "
+            f"Dice {agree.get(best.name, float('nan')):.3f}"
+        )
         kept = [pp for pp in ours if agree.get(pp.name, 0.0) >= 0.99]
         if kept and best not in kept:
             good = min(kept, key=lambda pp: results[pp.name]["wall"])
-            print(f"best path with Dice >= 0.99: {good.name}, {base / results[good.name]['wall']:.1f}x vs Keras, "
-                  f"Dice {agree[good.name]:.3f}")
-    eff = [pp for pp in paths if pp.decoder == "efficient" and "wall" in results[pp.name] and "error" not in results[pp.name]]
+            print(
+                f"best path with Dice >= 0.99: {good.name}, {base / results[good.name]['wall']:.1f}x vs Keras, "
+                f"Dice {agree[good.name]:.3f}"
+            )
+    eff = [
+        pp
+        for pp in paths
+        if pp.decoder == "efficient" and "wall" in results[pp.name] and "error" not in results[pp.name]
+    ]
     if base and eff:
         fastest = min(eff, key=lambda pp: results[pp.name]["wall"])
-        print(f"efficient decoder (another network, to be trained as such): {fastest.name}, "
-              f"{base / results[fastest.name]['wall']:.1f}x vs Keras; the paper weights run through it give "
-              f"Dice {agree.get('efficient-vs-paper', float('nan')):.3f} against the paper model's mask")
+        print(
+            f"efficient decoder (another network, to be trained as such): {fastest.name}, "
+            f"{base / results[fastest.name]['wall']:.1f}x vs Keras; the paper weights run through it give "
+            f"Dice {agree.get('efficient-vs-paper', float('nan')):.3f} against the paper model's mask"
+        )
     print(f"(benchmark wall {time.perf_counter() - t_start:.0f} s; chart: {args.png})")
     return 0
 
@@ -624,9 +752,12 @@ def run_nnunet(paths: list[Path_], results: dict, volume_path: Path, work: Path,
             results[pp.name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
         tiles = _nnunet.tiles_per_slice(model, volume_path)
-        results[pp.name] = {"wall": r["seconds"], "peak_rss_mib": r["peak_pss_mib"],
-                            "note": f"{model.describe()}; {tiles * (4 if pp.tta else 1)} network runs per slice; "
-                                    f"peak memory is PSS over its worker processes"}
+        results[pp.name] = {
+            "wall": r["seconds"],
+            "peak_rss_mib": r["peak_pss_mib"],
+            "note": f"{model.describe()}; {tiles * (4 if pp.tta else 1)} network runs per slice; "
+            f"peak memory is PSS over its worker processes",
+        }
 
 
 def _nnunet_training_cases(folder: Path) -> list[tuple[Path, Path]]:

@@ -9,6 +9,7 @@ when :mod:`keras_unet3plus.layers` is imported (by ``build``, ``deploy_model`` a
 the package); when Keras is already imported, importing the package registers them at once, so
 ``keras.models.load_model(path, safe_mode=True)`` keeps working after ``import keras_unet3plus``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -26,8 +27,13 @@ if _os.environ.get("UNET3PLUS_QUIET_START", "") not in ("", "0"):
     quiet_start()
 
 #: public name -> the module of this package that defines it
-_WHERE = {"build": "model", "deploy_model": "model", "available_backbones": "encoders",
-          "ClassGate": "layers", "Binarize": "layers"}
+_WHERE = {
+    "build": "model",
+    "deploy_model": "model",
+    "available_backbones": "encoders",
+    "ClassGate": "layers",
+    "Binarize": "layers",
+}
 
 __all__ = sorted(_WHERE) + ["__version__"]
 

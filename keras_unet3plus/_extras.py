@@ -1,4 +1,5 @@
 """Import helpers for optional extras: a missing extra names the pip command that fixes it."""
+
 from __future__ import annotations
 
 import importlib

@@ -6,6 +6,7 @@ it onto the target (atomic on POSIX within one file system); on any exception th
 removed and the previous target, if any, is left untouched. An OSError (a full disk, an I/O error)
 is re-raised naming the target and saying the previous file is intact.
 """
+
 from __future__ import annotations
 
 import errno as errno_mod
@@ -43,8 +44,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
         if str(path) in str(exc):
             raise
-        raise WriteError(exc.errno, f"{path}: could not write it ({_reason(exc)}); "
-                                    "the previous file, if any, is unchanged") from exc
+        raise WriteError(
+            exc.errno, f"{path}: could not write it ({_reason(exc)}); the previous file, if any, is unchanged"
+        ) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -58,8 +60,12 @@ class WriteError(OSError):
 
 
 def _reason(exc: OSError) -> str:
-    names = {errno_mod.ENOSPC: "no space left on the device", errno_mod.EIO: "input/output error",
-             errno_mod.EDQUOT: "disk quota exceeded", errno_mod.EROFS: "read-only file system"}
+    names = {
+        errno_mod.ENOSPC: "no space left on the device",
+        errno_mod.EIO: "input/output error",
+        errno_mod.EDQUOT: "disk quota exceeded",
+        errno_mod.EROFS: "read-only file system",
+    }
     return names.get(exc.errno, exc.strerror or str(exc)) + (f": {exc}" if exc.errno not in names else "")
 
 

@@ -1,4 +1,5 @@
 """Small building blocks shared by every encoder and decoder (UNet, UNet++, UNet 3+)."""
+
 from __future__ import annotations
 
 from keras import layers
@@ -37,4 +38,3 @@ def maxpool(x, factor: int, name: str):
 def transposed_up(x, filters: int, name: str):
     """The official UNet/UNet++ up-sampling: ConvTranspose 4x4, stride 2."""
     return layers.Conv2DTranspose(filters, 4, strides=2, padding="same", kernel_initializer="he_normal", name=name)(x)
-

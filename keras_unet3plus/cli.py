@@ -6,6 +6,7 @@ imported, so `--help`, `--version` and a bad flag answer at once. Errors end as 
 `error: <file>: <problem>`, with exit code 1 (2 for bad flags); `--debug` or `UNET3PLUS_DEBUG=1`
 shows the traceback as well.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,14 +37,16 @@ def _module(command: str) -> str:
 
 #: A Python exception re-raised by TensorFlow (tf.data reading a bad file inside a training step)
 #: carries the original "ExceptionName: message" in its text; this finds it.
-_WRAPPED = re.compile(r"(?:DataError|DataFileNotFoundError|ValueError|OSError|FileNotFoundError|"
-                      r"EOFError|RuntimeError|BadGzipFile|ImageFileError): (.+)")
+_WRAPPED = re.compile(
+    r"(?:DataError|DataFileNotFoundError|ValueError|OSError|FileNotFoundError|"
+    r"EOFError|RuntimeError|BadGzipFile|ImageFileError): (.+)"
+)
 
 
 def error_line(exc: BaseException) -> str:
     """The one line a person needs: the problem and the file, without TensorFlow's wrapping."""
     text = str(exc).strip()
-    tf = sys.modules.get("tensorflow")   # not loaded: nothing can have wrapped the error
+    tf = sys.modules.get("tensorflow")  # not loaded: nothing can have wrapped the error
     try:
         wrapped = tf is not None and isinstance(exc, tf.errors.OpError)
     except AttributeError:  # a TensorFlow still loading has no errors module yet
@@ -59,8 +62,12 @@ def error_line(exc: BaseException) -> str:
 
 
 def _debug_flag(parser: argparse.ArgumentParser, default) -> None:
-    parser.add_argument("--debug", action="store_true", default=default,
-                        help="show the Python traceback of an error (also UNET3PLUS_DEBUG=1)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="show the Python traceback of an error (also UNET3PLUS_DEBUG=1)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,12 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     from .native_log import debug_asked, quiet_start, warn_if_gpu_unusable
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    quiet_start(argv)   # TensorFlow's start-up lines out, before any command loads it
+    quiet_start(argv)  # TensorFlow's start-up lines out, before any command loads it
     version = dict(action="version", version=f"unet3plus {__version__}", help="print the version and exit")
     early = argparse.ArgumentParser(prog="unet3plus", add_help=False, allow_abbrev=False)
     early.add_argument("--version", **version)
-    early.parse_known_args(argv)   # --version answers here, before any command module is imported
-    parser = argparse.ArgumentParser(prog="unet3plus", description="UNet 3+ for CT segmentation: train, predict, evaluate, export.")
+    early.parse_known_args(argv)  # --version answers here, before any command module is imported
+    parser = argparse.ArgumentParser(
+        prog="unet3plus", description="UNet 3+ for CT segmentation: train, predict, evaluate, export."
+    )
     parser.add_argument("--version", **version)
     _debug_flag(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     named = _named(argv)
     for name in _available():
         if named and name != named:
-            sub.add_parser(name)   # a name in the usage line; its module is imported only to list or run it
+            sub.add_parser(name)  # a name in the usage line; its module is imported only to list or run it
             continue
         module = importlib.import_module(_module(name))
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)

@@ -5,6 +5,7 @@ convolutions, transposed convolutions and dense layers, FLOPs = 2 x MACs (the co
 papers' tables and of thop/ptflops). Element-wise work (BN, ReLU, pooling, resizing) is left out;
 it is well under 1 % of a UNet's compute.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ def count(model: keras.Model) -> Complexity:
 
     The model must have a static input size; nested models are walked recursively.
     """
+
     def walk(m) -> int:
         total = 0
         for layer in m.layers:

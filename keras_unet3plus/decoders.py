@@ -4,6 +4,7 @@ Every decoder takes the encoder maps E1..E5 (each half the resolution of the pre
 maps the heads read, as `{output_name: (tensor, stride_relative_to_E1)}`:
 `seg` (the finest decoder node) and the deep-supervision sources `side_2`..`side_5`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -4,6 +4,7 @@ Every encoder returns five feature maps E1..E5, each half the resolution of the 
 stride of E1 relative to the input (1 for the plain encoder and VGG, 2 for ResNet/DenseNet/EfficientNet,
 whose first feature map is already downsampled). Decoders only rely on that contract.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,30 +34,62 @@ _TORCH_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _TORCH_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "vgg16": BackboneSpec(keras.applications.VGG16,
-                          ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3"),
-                          1, "caffe", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "vgg19": BackboneSpec(keras.applications.VGG19,
-                          ("block1_conv2", "block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4"),
-                          1, "caffe", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "resnet50": BackboneSpec(keras.applications.ResNet50,
-                             ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
-                             2, "caffe", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "resnet101": BackboneSpec(keras.applications.ResNet101,
-                              ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block23_out", "conv5_block3_out"),
-                              2, "caffe", "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "resnet152": BackboneSpec(keras.applications.ResNet152,
-                              ("conv1_relu", "conv2_block3_out", "conv3_block8_out", "conv4_block36_out", "conv5_block3_out"),
-                              2, "caffe", "resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "densenet121": BackboneSpec(keras.applications.DenseNet121,
-                                ("conv1_relu", "pool2_relu", "pool3_relu", "pool4_relu", "relu"),
-                                2, "torch", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "efficientnetv2b0": BackboneSpec(keras.applications.EfficientNetV2B0,
-                                     ("block1a_project_activation", "block2b_add", "block3b_add", "block5e_add", "top_activation"),
-                                     2, "raw255", "efficientnetv2-b0_notop.h5"),
-    "efficientnetv2s": BackboneSpec(keras.applications.EfficientNetV2S,
-                                    ("block1b_add", "block2d_add", "block3d_add", "block5i_add", "top_activation"),
-                                    2, "raw255", "efficientnetv2-s_notop.h5"),
+    "vgg16": BackboneSpec(
+        keras.applications.VGG16,
+        ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3"),
+        1,
+        "caffe",
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "vgg19": BackboneSpec(
+        keras.applications.VGG19,
+        ("block1_conv2", "block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4"),
+        1,
+        "caffe",
+        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "resnet50": BackboneSpec(
+        keras.applications.ResNet50,
+        ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
+        2,
+        "caffe",
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "resnet101": BackboneSpec(
+        keras.applications.ResNet101,
+        ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block23_out", "conv5_block3_out"),
+        2,
+        "caffe",
+        "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "resnet152": BackboneSpec(
+        keras.applications.ResNet152,
+        ("conv1_relu", "conv2_block3_out", "conv3_block8_out", "conv4_block36_out", "conv5_block3_out"),
+        2,
+        "caffe",
+        "resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "densenet121": BackboneSpec(
+        keras.applications.DenseNet121,
+        ("conv1_relu", "pool2_relu", "pool3_relu", "pool4_relu", "relu"),
+        2,
+        "torch",
+        "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "efficientnetv2b0": BackboneSpec(
+        keras.applications.EfficientNetV2B0,
+        ("block1a_project_activation", "block2b_add", "block3b_add", "block5e_add", "top_activation"),
+        2,
+        "raw255",
+        "efficientnetv2-b0_notop.h5",
+    ),
+    "efficientnetv2s": BackboneSpec(
+        keras.applications.EfficientNetV2S,
+        ("block1b_add", "block2d_add", "block3d_add", "block5i_add", "top_activation"),
+        2,
+        "raw255",
+        "efficientnetv2-s_notop.h5",
+    ),
 }
 
 PLAIN = "unet"

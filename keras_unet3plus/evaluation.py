@@ -15,6 +15,7 @@ Structures: binary tasks evaluate the organ (label > 0); ``liver_tumour`` evalua
 This module scores masks that exist and runs no model; predicting a dataset first and then scoring
 it is a workflow, :func:`keras_unet3plus.workflows.evaluate.evaluate_model`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,7 +27,8 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -35,8 +37,20 @@ from .data.volume import DataError, DataFileNotFoundError, check_same_grid
 from .data.tasks import TaskSpec, get_task
 from .modelinfo import atomic_write_text
 
-__all__ = ["METRICS", "CaseEvaluation", "EvaluationReport", "structures", "pair_cases", "evaluate_pair",
-           "evaluate_folders", "evaluate_pairs", "summarize_cases", "summarize_folds", "write_reports", "case_number"]
+__all__ = [
+    "METRICS",
+    "CaseEvaluation",
+    "EvaluationReport",
+    "structures",
+    "pair_cases",
+    "evaluate_pair",
+    "evaluate_folders",
+    "evaluate_pairs",
+    "summarize_cases",
+    "summarize_folds",
+    "write_reports",
+    "case_number",
+]
 
 #: per-case metrics in report order (metrics.volume.evaluate_case computes them)
 METRICS = ("dice", "voe", "rvd", "assd", "hd95", "mssd")
@@ -91,6 +105,7 @@ class EvaluationReport:
 # pairing
 # ------------------------------------------------------------------------------------------------
 
+
 def case_number(name: str) -> int | None:
     """The case number in a file name: the last integer of its stem (``segmentation-12`` -> 12,
     ``spleen_3`` -> 3), or None."""
@@ -135,9 +150,9 @@ def _match(gt: Path, candidates: Sequence[Path], *names: str) -> Path | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def pair_cases(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike,
-               images_dir: str | os.PathLike | None = None
-               ) -> tuple[list[tuple[str, Path | None, Path, Path | None]], list[Path]]:
+def pair_cases(
+    pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, images_dir: str | os.PathLike | None = None
+) -> tuple[list[tuple[str, Path | None, Path, Path | None]], list[Path]]:
     """Pair prediction files with ground truths; returns ``([(case_id, pred or None, gt, image or
     None)], unmatched prediction files)``. A ground truth without prediction gets ``pred=None``."""
     pred_dir = Path(pred_dir)
@@ -160,10 +175,19 @@ def pair_cases(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike,
 # one case
 # ------------------------------------------------------------------------------------------------
 
-def evaluate_pair(pred_path: str | os.PathLike, gt_path: str | os.PathLike, task: str | TaskSpec = "liver",
-                  *, case_id: str | None = None, image_path: str | os.PathLike | None = None,
-                  overlay_dir: str | os.PathLike | None = None, overlay_slices: int = 0,
-                  connectivity: int | None = None, empty_distance: float = float("inf")) -> CaseEvaluation:
+
+def evaluate_pair(
+    pred_path: str | os.PathLike,
+    gt_path: str | os.PathLike,
+    task: str | TaskSpec = "liver",
+    *,
+    case_id: str | None = None,
+    image_path: str | os.PathLike | None = None,
+    overlay_dir: str | os.PathLike | None = None,
+    overlay_slices: int = 0,
+    connectivity: int | None = None,
+    empty_distance: float = float("inf"),
+) -> CaseEvaluation:
     """Metrics of one prediction file against its ground truth (raises DataError on bad input).
 
     Both must share the voxel grid (shape and affine, any orientation as long as it is the same);
@@ -178,32 +202,43 @@ def evaluate_pair(pred_path: str | os.PathLike, gt_path: str | os.PathLike, task
     check_same_grid(gscan, pscan, what="prediction", of="ground truth")
     gt, pred = gscan.label(spec), pscan.label(spec)
     spacing = gscan.spacing
-    result = CaseEvaluation(case_id or case_name(gt_path), pred_path, gt_path,
-                            Path(image_path) if image_path else None)
+    result = CaseEvaluation(case_id or case_name(gt_path), pred_path, gt_path, Path(image_path) if image_path else None)
     for name, to_mask in structures(spec).items():
-        result.metrics[name] = evaluate_case(to_mask(pred), to_mask(gt), spacing,
-                                             connectivity=connectivity, empty_distance=empty_distance)
+        result.metrics[name] = evaluate_case(
+            to_mask(pred), to_mask(gt), spacing, connectivity=connectivity, empty_distance=empty_distance
+        )
     if overlay_dir is not None and overlay_slices > 0:
         result.overlay = _write_overlay(result, gt, pred, spec, Path(overlay_dir), overlay_slices)
     return result
 
 
-def _write_overlay(result: CaseEvaluation, gt: np.ndarray, pred: np.ndarray, spec: TaskSpec,
-                   out_dir: Path, n: int) -> Path:
+def _write_overlay(
+    result: CaseEvaluation, gt: np.ndarray, pred: np.ndarray, spec: TaskSpec, out_dir: Path, n: int
+) -> Path:
     from .overlays import save_case_montage
 
     if result.image_path is not None:
         ct = read_volume(result.image_path).image
         if ct.shape != gt.shape:
-            raise DataError(f"{result.image_path}: image shape {ct.shape} does not match ground truth "
-                            f"{result.gt_path} shape {gt.shape}")
+            raise DataError(
+                f"{result.image_path}: image shape {ct.shape} does not match ground truth "
+                f"{result.gt_path} shape {gt.shape}"
+            )
     else:  # no CT known: overlay on black
         ct = np.full(gt.shape, spec.hu_window[0], dtype=np.float32)
     organ_gt, organ_pred = gt > 0, pred > 0
     d = result.metrics[next(iter(result.metrics))]["dice"]
     path = out_dir / f"{result.case_id}.png"
-    save_case_montage(ct, organ_gt, organ_pred, path, n_slices=n, window=spec.hu_window,
-                      title=f"{result.case_id}  {spec.organ} Dice {d:.4f}", slice_dir=out_dir / result.case_id)
+    save_case_montage(
+        ct,
+        organ_gt,
+        organ_pred,
+        path,
+        n_slices=n,
+        window=spec.hu_window,
+        title=f"{result.case_id}  {spec.organ} Dice {d:.4f}",
+        slice_dir=out_dir / result.case_id,
+    )
     return path
 
 
@@ -211,10 +246,17 @@ def _write_overlay(result: CaseEvaluation, gt: np.ndarray, pred: np.ndarray, spe
 # many cases
 # ------------------------------------------------------------------------------------------------
 
-def evaluate_pairs(pairs: Iterable[tuple[str, Path | None, Path, Path | None]], task: str | TaskSpec = "liver",
-                   *, overlay_dir: str | os.PathLike | None = None, overlay_slices: int = 0,
-                   progress: bool = False, errors: dict[str, str] | None = None,
-                   empty_distance: float = float("inf")) -> list[CaseEvaluation]:
+
+def evaluate_pairs(
+    pairs: Iterable[tuple[str, Path | None, Path, Path | None]],
+    task: str | TaskSpec = "liver",
+    *,
+    overlay_dir: str | os.PathLike | None = None,
+    overlay_slices: int = 0,
+    progress: bool = False,
+    errors: dict[str, str] | None = None,
+    empty_distance: float = float("inf"),
+) -> list[CaseEvaluation]:
     """Evaluate ``(case_id, pred, gt, image)`` tuples; a failure becomes a row with its error.
     ``errors`` maps case ids to an error known beforehand (e.g. a failed prediction)."""
     pairs = list(pairs)
@@ -222,6 +264,7 @@ def evaluate_pairs(pairs: Iterable[tuple[str, Path | None, Path, Path | None]], 
     it: Iterable = pairs
     if progress:
         from tqdm.auto import tqdm
+
         it = tqdm(pairs, unit="case", desc="evaluate", dynamic_ncols=True)
     rows = []
     for case_id, pred, gt, image in it:
@@ -229,13 +272,23 @@ def evaluate_pairs(pairs: Iterable[tuple[str, Path | None, Path, Path | None]], 
             rows.append(CaseEvaluation(case_id, pred, gt, image, error=errors[case_id]))
             continue
         if pred is None:
-            rows.append(CaseEvaluation(case_id, None, gt, image,
-                                       error=f"{gt}: no prediction file found for case '{case_id}'"))
+            rows.append(
+                CaseEvaluation(case_id, None, gt, image, error=f"{gt}: no prediction file found for case '{case_id}'")
+            )
             continue
         try:
-            rows.append(evaluate_pair(pred, gt, task, case_id=case_id, image_path=image,
-                                      overlay_dir=overlay_dir, overlay_slices=overlay_slices,
-                                      empty_distance=empty_distance))
+            rows.append(
+                evaluate_pair(
+                    pred,
+                    gt,
+                    task,
+                    case_id=case_id,
+                    image_path=image,
+                    overlay_dir=overlay_dir,
+                    overlay_slices=overlay_slices,
+                    empty_distance=empty_distance,
+                )
+            )
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - one bad case must not stop the others
@@ -251,18 +304,23 @@ def summarize_cases(cases: Sequence[CaseEvaluation], task: str | TaskSpec) -> di
     from .metrics.volume import summarize
 
     ok = [c for c in cases if c.ok]
-    out: dict[str, Any] = {"task": get_task(task).name, "n_cases": len(cases), "n_ok": len(ok),
-                           "n_failed": len(cases) - len(ok),
-                           "failed": [{"case": c.case_id, "error": c.error} for c in cases if not c.ok],
-                           "structures": {}}
+    out: dict[str, Any] = {
+        "task": get_task(task).name,
+        "n_cases": len(cases),
+        "n_ok": len(ok),
+        "n_failed": len(cases) - len(ok),
+        "failed": [{"case": c.case_id, "error": c.error} for c in cases if not c.ok],
+        "structures": {},
+    }
     for name in structures(task):
         if ok:
             out["structures"][name] = summarize([c.metrics[name] for c in ok])
     return out
 
 
-def summarize_folds(cases: Sequence[CaseEvaluation], folds: dict[str, str],
-                    task: str | TaskSpec) -> list[dict[str, Any]]:
+def summarize_folds(
+    cases: Sequence[CaseEvaluation], folds: dict[str, str], task: str | TaskSpec
+) -> list[dict[str, Any]]:
     """Per fold of a cross-validation: its held-out cases summarised as :func:`summarize_cases` does."""
     out = []
     for fold in sorted(set(folds.values()), key=lambda f: (len(f), f)):
@@ -273,16 +331,24 @@ def summarize_folds(cases: Sequence[CaseEvaluation], folds: dict[str, str],
     return out
 
 
-def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, task: str | TaskSpec = "liver",
-                     out_dir: str | os.PathLike | None = None, *, images_dir: str | os.PathLike | None = None,
-                     overlays: int = 0, progress: bool = False,
-                     empty_distance: float = float("inf")) -> EvaluationReport:
+def evaluate_folders(
+    pred_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    task: str | TaskSpec = "liver",
+    out_dir: str | os.PathLike | None = None,
+    *,
+    images_dir: str | os.PathLike | None = None,
+    overlays: int = 0,
+    progress: bool = False,
+    empty_distance: float = float("inf"),
+) -> EvaluationReport:
     """Evaluate a folder of predictions against a folder of ground truths (a LiTS / MSD dataset
     folder, or a flat folder of label files); writes the reports to ``out_dir`` when given."""
     pairs, unmatched = pair_cases(pred_dir, gt_dir, images_dir)
     overlay_dir = Path(out_dir) / "overlays" if (out_dir is not None and overlays > 0) else None
-    cases = evaluate_pairs(pairs, task, overlay_dir=overlay_dir, overlay_slices=overlays,
-                           progress=progress, empty_distance=empty_distance)
+    cases = evaluate_pairs(
+        pairs, task, overlay_dir=overlay_dir, overlay_slices=overlays, progress=progress, empty_distance=empty_distance
+    )
     report = EvaluationReport(get_task(task).name, cases, summarize_cases(cases, task), unmatched)
     report.summary["unmatched_predictions"] = [str(p) for p in unmatched]
     if out_dir is not None:
@@ -293,6 +359,7 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, tas
 # ------------------------------------------------------------------------------------------------
 # reports
 # ------------------------------------------------------------------------------------------------
+
 
 def _columns(task: str) -> list[tuple[str, str, str]]:
     """(column name, structure, metric) for the per-case table."""
@@ -337,20 +404,34 @@ def per_case_csv(report: EvaluationReport) -> str:
     w.writerow(["case"] + fold + ["status"] + [c for c, _, _ in cols] + ["prediction", "ground_truth", "error"])
     for c in report.cases:
         vals = [_fmt(c.metrics[s][m], 6) if c.ok else "" for _, s, m in cols]
-        w.writerow([c.case_id] + ([report.folds.get(c.case_id, "")] if fold else []) + ["ok" if c.ok else "error"]
-                   + vals + [c.pred_path or "", c.gt_path or "", c.error])
+        w.writerow(
+            [c.case_id]
+            + ([report.folds.get(c.case_id, "")] if fold else [])
+            + ["ok" if c.ok else "error"]
+            + vals
+            + [c.pred_path or "", c.gt_path or "", c.error]
+        )
     return buf.getvalue()
 
 
 def report_markdown(report: EvaluationReport) -> str:
     names = list(structures(report.task))
     prefix = len(names) > 1
-    lines = [f"# Evaluation: task `{report.task}`", "",
-             f"{report.summary['n_ok']} of {report.summary['n_cases']} cases evaluated"
-             + (f", {report.summary['n_failed']} failed" if report.summary["n_failed"] else "") + ".",
-             "", "Dice, VOE, RVD unitless; ASSD, HD95, MSSD in mm (voxel spacing of the ground truth). "
-             "RVD signed: > 0 over-segmentation.", "", "## Summary", "",
-             "| Structure | Metric | Mean | Std | n | non-finite |", "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        f"# Evaluation: task `{report.task}`",
+        "",
+        f"{report.summary['n_ok']} of {report.summary['n_cases']} cases evaluated"
+        + (f", {report.summary['n_failed']} failed" if report.summary["n_failed"] else "")
+        + ".",
+        "",
+        "Dice, VOE, RVD unitless; ASSD, HD95, MSSD in mm (voxel spacing of the ground truth). "
+        "RVD signed: > 0 over-segmentation.",
+        "",
+        "## Summary",
+        "",
+        "| Structure | Metric | Mean | Std | n | non-finite |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for s in names:
         summ = report.summary["structures"].get(s)
         if not summ:
@@ -361,16 +442,30 @@ def report_markdown(report: EvaluationReport) -> str:
         lines.append(f"| {s} | global dice | {_fmt(summ.get('global_dice'))} | | | |")
     head = [f"{s} {m}" if prefix else m for s in names for m in METRICS]
     if report.summary.get("folds"):
-        lines += ["", "## Per fold", "", "Mean of each fold's held-out cases.", "",
-                  "| Fold | Cases | " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(head)]
+        lines += [
+            "",
+            "## Per fold",
+            "",
+            "Mean of each fold's held-out cases.",
+            "",
+            "| Fold | Cases | " + " | ".join(head) + " |",
+            "|---|---:|" + "---:|" * len(head),
+        ]
         for row in report.summary["folds"]:
             st = row["structures"]
-            lines.append(f"| {row['fold']} | {row['n_ok']} | "
-                         + " | ".join(_fmt(st[s][m]["mean"]) if s in st else "" for s in names for m in METRICS)
-                         + " |")
+            lines.append(
+                f"| {row['fold']} | {row['n_ok']} | "
+                + " | ".join(_fmt(st[s][m]["mean"]) if s in st else "" for s in names for m in METRICS)
+                + " |"
+            )
     fold_col = ("| Fold ", "---|") if report.folds else ("", "")
-    lines += ["", "## Per case", "", "| Case " + fold_col[0] + "| " + " | ".join(head) + " |",
-              "|---|" + fold_col[1] + "---:|" * len(head)]
+    lines += [
+        "",
+        "## Per case",
+        "",
+        "| Case " + fold_col[0] + "| " + " | ".join(head) + " |",
+        "|---|" + fold_col[1] + "---:|" * len(head),
+    ]
     for c in report.cases:
         key = f"| {c.case_id} " + (f"| {report.folds.get(c.case_id, '')} " if report.folds else "")
         if c.ok:
@@ -395,10 +490,18 @@ def write_reports(report: EvaluationReport, out_dir: str | os.PathLike) -> dict[
     files = {"csv": out / "per_case.csv", "json": out / "summary.json", "markdown": out / "report.md"}
     atomic_write_text(files["csv"], per_case_csv(report))
     summary = dict(report.summary)
-    summary["cases"] = [{"case": c.case_id, "status": "ok" if c.ok else "error", "error": c.error,
-                         "prediction": c.pred_path, "ground_truth": c.gt_path, "metrics": c.metrics}
-                        | ({"fold": report.folds.get(c.case_id)} if report.folds else {})
-                        for c in report.cases]
+    summary["cases"] = [
+        {
+            "case": c.case_id,
+            "status": "ok" if c.ok else "error",
+            "error": c.error,
+            "prediction": c.pred_path,
+            "ground_truth": c.gt_path,
+            "metrics": c.metrics,
+        }
+        | ({"fold": report.folds.get(c.case_id)} if report.folds else {})
+        for c in report.cases
+    ]
     atomic_write_text(files["json"], json.dumps(_json_safe(summary), indent=2))
     atomic_write_text(files["markdown"], report_markdown(report))
     report.files = files

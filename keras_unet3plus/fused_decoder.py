@@ -14,6 +14,7 @@ the optimizer and the saved model are the paper model's; a train step costs abou
 confused with ``decoder="efficient"``, another network (convolve first, upsample after, not exact
 for a 3x3 kernel); this is the paper network, computed cheaper.
 """
+
 from __future__ import annotations
 
 import keras
@@ -39,9 +40,15 @@ def _fusible(layer) -> bool:
     # installed, whatever the backend
     if type(layer) is not keras.layers.Conv2D:
         return False
-    return (tuple(layer.kernel_size) == (3, 3) and tuple(layer.strides) == (1, 1) and layer.padding == "same"
-            and tuple(layer.dilation_rate) == (1, 1) and layer.groups == 1
-            and layer.activation is keras.activations.linear and layer.data_format == "channels_last")
+    return (
+        tuple(layer.kernel_size) == (3, 3)
+        and tuple(layer.strides) == (1, 1)
+        and layer.padding == "same"
+        and tuple(layer.dilation_rate) == (1, 1)
+        and layer.groups == 1
+        and layer.activation is keras.activations.linear
+        and layer.data_format == "channels_last"
+    )
 
 
 def fuse_upsampled_convs(model, share_weights: bool = False):
@@ -57,18 +64,23 @@ def fuse_upsampled_convs(model, share_weights: bool = False):
 
     def clone(layer):
         if layer.name in pairs:
-            fused[layer.name] = UpsampledConv(layer.filters, pairs[layer.name], use_bias=layer.use_bias,
-                                              source=layer if share_weights else None,
-                                              dtype=layer.dtype_policy, name=layer.name)
+            fused[layer.name] = UpsampledConv(
+                layer.filters,
+                pairs[layer.name],
+                use_bias=layer.use_bias,
+                source=layer if share_weights else None,
+                dtype=layer.dtype_policy,
+                name=layer.name,
+            )
             return fused[layer.name]
         return layer
 
     def call(layer, *args, **kwargs):
         if isinstance(layer, BilinearUpsample) and any(n.operation.name in pairs for n in layer._outbound_nodes):
-            return args[0]   # the UpsampledConv reading it upsamples
+            return args[0]  # the UpsampledConv reading it upsamples
         return layer(*args, **kwargs)
 
-    view = keras.Model(model.inputs, model.output, name=model.name)   # uncompiled: clone_model recompiles
+    view = keras.Model(model.inputs, model.output, name=model.name)  # uncompiled: clone_model recompiles
     out = keras.models.clone_model(view, clone_function=clone, call_function=call)
     if not share_weights:
         for name, layer in fused.items():

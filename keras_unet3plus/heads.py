@@ -1,4 +1,5 @@
 """Output heads: segmentation / deep-supervision heads and the Classification-Guided Module (CGM)."""
+
 from __future__ import annotations
 
 from keras import layers

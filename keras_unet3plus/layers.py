@@ -10,6 +10,7 @@ list) are traced from it under the TensorFlow backend: `Binarize`'s argmax, `Bil
 unknown (None) sizes (only a TensorFlow trace has those) and the `UpsampledConv` graph. Under JAX
 and PyTorch a layer is always called on concrete sizes, so the `keras.ops` form is enough there.
 """
+
 from __future__ import annotations
 
 import keras
@@ -86,7 +87,7 @@ class BilinearUpsample(keras.layers.Layer):
 
     def call(self, x):
         h, w = x.shape[1], x.shape[2]
-        if h is None or w is None:   # a TensorFlow trace of a fully convolutional model (exports)
+        if h is None or w is None:  # a TensorFlow trace of a fully convolutional model (exports)
             import tensorflow as tf
 
             size = tf.shape(x)[1:3] * self.factor
@@ -129,8 +130,9 @@ class UpsampledConv(keras.layers.Layer):
     def build(self, input_shape):
         if self.source is not None:
             return
-        self.kernel = self.add_weight(name="kernel", shape=(3, 3, int(input_shape[-1]), self.filters),
-                                      initializer="he_normal")
+        self.kernel = self.add_weight(
+            name="kernel", shape=(3, 3, int(input_shape[-1]), self.filters), initializer="he_normal"
+        )
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
 
     def _weights(self):
@@ -141,7 +143,7 @@ class UpsampledConv(keras.layers.Layer):
     def call(self, x):
         if not _tensorflow():
             return self._call_ops(x)
-        import tensorflow as tf   # the graph every export of a paper-decoder model is traced from
+        import tensorflow as tf  # the graph every export of a paper-decoder model is traced from
 
         kernel, bias = self._weights()
         f, cin = self.filters, kernel.shape[2]
@@ -189,7 +191,7 @@ class UpsampledConv(keras.layers.Layer):
             index = [slice(None)] * 4
             index[axis] = slice(d, d + size)
             index[3] = slice(d * blocks, (d + 1) * blocks)
-            part = padded[tuple(index)]   # out[p] += x[p + d - 1]
+            part = padded[tuple(index)]  # out[p] += x[p + d - 1]
             out = part if out is None else out + part
         return out
 
@@ -212,7 +214,7 @@ class UpsampledConv(keras.layers.Layer):
         for d in range(3):
             begin, length = [0, 0, 0, d * blocks], [-1, -1, -1, blocks]
             begin[axis], length[axis] = d, size
-            part = tf.slice(padded, begin, length)   # out[p] += x[p + d - 1]
+            part = tf.slice(padded, begin, length)  # out[p] += x[p + d - 1]
             out = part if out is None else out + part
         return out
 
@@ -222,6 +224,8 @@ class UpsampledConv(keras.layers.Layer):
 
     def get_config(self):
         if self.source is not None:
-            raise TypeError(f"{self.name} computes with {self.source.name}'s variables (a training view); "
-                            "save the model it was made from")
+            raise TypeError(
+                f"{self.name} computes with {self.source.name}'s variables (a training view); "
+                "save the model it was made from"
+            )
         return {**super().get_config(), "filters": self.filters, "factor": self.factor, "use_bias": self.use_bias}

@@ -39,6 +39,7 @@ Choices the paper does not fix (documented here once):
 Written on `keras.ops`: the same code trains under TensorFlow, JAX and PyTorch, and importing this
 module imports no TensorFlow under JAX or PyTorch.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -460,18 +461,28 @@ class CrossEntropyLoss(keras.losses.Loss):
 #: The terms a :class:`HybridLoss` can hold: name -> loss class (each one value per sample on
 #: ``(mask, probabilities)``, with a ``get_config``). Adding a term is one class plus one line here
 #: (or :func:`register_term`); it is then serialised by name like the paper's three.
-HYBRID_TERMS: dict[str, type] = {"focal": FocalLoss, "ms_ssim": MSSSIMLoss, "iou": IoULoss,
-                                  "dice": DiceLoss, "ce": CrossEntropyLoss}
+HYBRID_TERMS: dict[str, type] = {
+    "focal": FocalLoss,
+    "ms_ssim": MSSSIMLoss,
+    "iou": IoULoss,
+    "dice": DiceLoss,
+    "ce": CrossEntropyLoss,
+}
 #: the paper's hybrid loss, in the order its terms are summed
 PAPER_TERMS = ("focal", "ms_ssim", "iou")
 
 #: Options of the paper terms that may be given to :class:`HybridLoss` directly (the form of older
 #: saved files and of ``for_model``): name -> (term, the term's own parameter).
 HYBRID_PART_OPTIONS = {
-    "alpha": ("focal", "alpha"), "gamma": ("focal", "gamma"),
-    "power_factors": ("ms_ssim", "power_factors"), "filter_size": ("ms_ssim", "filter_size"),
-    "filter_sigma": ("ms_ssim", "filter_sigma"), "k1": ("ms_ssim", "k1"), "k2": ("ms_ssim", "k2"),
-    "ms_ssim_eps": ("ms_ssim", "eps"), "iou_smooth": ("iou", "smooth"),
+    "alpha": ("focal", "alpha"),
+    "gamma": ("focal", "gamma"),
+    "power_factors": ("ms_ssim", "power_factors"),
+    "filter_size": ("ms_ssim", "filter_size"),
+    "filter_sigma": ("ms_ssim", "filter_sigma"),
+    "k1": ("ms_ssim", "k1"),
+    "k2": ("ms_ssim", "k2"),
+    "ms_ssim_eps": ("ms_ssim", "eps"),
+    "iou_smooth": ("iou", "smooth"),
 }
 
 
@@ -510,8 +521,10 @@ class HybridLoss(keras.losses.Loss):
         allowed = {n for n in names} | {f"{n}_weight" for n in names}
         unknown = sorted(set(by_name) - set(options) - allowed)
         if unknown:
-            raise TypeError(f"HybridLoss got unexpected option(s) {unknown}; the parts' options are "
-                            f"{sorted(HYBRID_PART_OPTIONS)}, the terms {names}")
+            raise TypeError(
+                f"HybridLoss got unexpected option(s) {unknown}; the parts' options are "
+                f"{sorted(HYBRID_PART_OPTIONS)}, the terms {names}"
+            )
         routed: dict[str, dict[str, Any]] = {n: {} for n in names}
         for key, value in options.items():
             term, param = HYBRID_PART_OPTIONS[key]
@@ -519,7 +532,7 @@ class HybridLoss(keras.losses.Loss):
                 raise TypeError(f"HybridLoss: option '{key}' is for the '{term}' term, which is not among {names}")
             routed[term][param] = value
         built = []
-        for item in (PAPER_TERMS if terms is None else terms):
+        for item in PAPER_TERMS if terms is None else terms:
             if isinstance(item, str):
                 term, weight, given = item, by_name.get(f"{item}_weight", 1.0), by_name.get(item)
             else:
@@ -560,8 +573,10 @@ class HybridLoss(keras.losses.Loss):
 def _check_term_names(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in HYBRID_TERMS]
     if unknown:
-        raise ValueError(f"HybridLoss: unknown term(s) {unknown}; registered terms: {sorted(HYBRID_TERMS)} "
-                         f"(keras_unet3plus.losses.register_term adds one)")
+        raise ValueError(
+            f"HybridLoss: unknown term(s) {unknown}; registered terms: {sorted(HYBRID_TERMS)} "
+            f"(keras_unet3plus.losses.register_term adds one)"
+        )
     if len(set(names)) != len(names):
         raise ValueError(f"HybridLoss: a term appears twice in {list(names)}")
 
@@ -690,23 +705,33 @@ LOSSES: dict[str, Callable[..., dict[str, dict[str, Any]]]] = {}
 
 def register_loss(name: str) -> Callable:
     """Decorator: register a model-loss builder under ``name`` (see :data:`LOSSES`)."""
+
     def add(builder: Callable) -> Callable:
         LOSSES[name] = builder
         return builder
+
     return add
 
 
 def get_loss(name: str) -> Callable[..., dict[str, dict[str, Any]]]:
     """The registered model-loss builder ``name``; a ValueError lists the registered ones."""
     if name not in LOSSES:
-        raise ValueError(f"unknown loss '{name}': registered losses are {', '.join(sorted(LOSSES))} "
-                         f"(keras_unet3plus.losses.register_loss adds one)")
+        raise ValueError(
+            f"unknown loss '{name}': registered losses are {', '.join(sorted(LOSSES))} "
+            f"(keras_unet3plus.losses.register_loss adds one)"
+        )
     return LOSSES[name]
 
 
-def _model_losses(model: keras.Model, make_seg_loss: Callable[[str], keras.losses.Loss], *, seg_weight: float,
-                  side_weights: float | Sequence[float] | Mapping[str, float], cls_weight: float,
-                  who: str) -> dict[str, dict[str, Any]]:
+def _model_losses(
+    model: keras.Model,
+    make_seg_loss: Callable[[str], keras.losses.Loss],
+    *,
+    seg_weight: float,
+    side_weights: float | Sequence[float] | Mapping[str, float],
+    cls_weight: float,
+    who: str,
+) -> dict[str, dict[str, Any]]:
     """``{"loss", "loss_weights"}`` for every output of ``model``: ``make_seg_loss(name)`` on `seg`
     and each `side_*` (deep supervision), :class:`CGMLoss` on `cls`; shapes checked."""
     names = _output_names(model)
@@ -767,10 +792,22 @@ def for_model(
     and `cls_weight`. Channel counts are read from `model.outputs` and checked. Registered as the
     ``hybrid`` loss (the trainer's default).
     """
-    hybrid_kwargs: dict[str, Any] = dict(focal_weight=focal_weight, ms_ssim_weight=ms_ssim_weight,
-                                         iou_weight=iou_weight, alpha=alpha, gamma=gamma, iou_smooth=iou_smooth)
-    return _model_losses(model, lambda name: HybridLoss(name=f"{name}_hybrid", **hybrid_kwargs),
-                         seg_weight=seg_weight, side_weights=side_weights, cls_weight=cls_weight, who="for_model")
+    hybrid_kwargs: dict[str, Any] = dict(
+        focal_weight=focal_weight,
+        ms_ssim_weight=ms_ssim_weight,
+        iou_weight=iou_weight,
+        alpha=alpha,
+        gamma=gamma,
+        iou_smooth=iou_smooth,
+    )
+    return _model_losses(
+        model,
+        lambda name: HybridLoss(name=f"{name}_hybrid", **hybrid_kwargs),
+        seg_weight=seg_weight,
+        side_weights=side_weights,
+        cls_weight=cls_weight,
+        who="for_model",
+    )
 
 
 @register_loss("dice_ce")
@@ -790,8 +827,15 @@ def dice_ce_for_model(
     given = {"focal_weight": focal_weight, "ms_ssim_weight": ms_ssim_weight, "iou_weight": iou_weight}
     unused = sorted(k for k, v in given.items() if float(v) != 1.0)
     if unused:
-        raise ValueError(f"the dice_ce loss has no focal / MS-SSIM / IoU term: {', '.join(unused)} would be "
-                         f"ignored (leave them at 1, or use loss: hybrid)")
-    return _model_losses(model, lambda name: HybridLoss(terms=["dice", "ce"], name=f"{name}_dice_ce"),
-                         seg_weight=seg_weight, side_weights=side_weights, cls_weight=cls_weight,
-                         who="dice_ce_for_model")
+        raise ValueError(
+            f"the dice_ce loss has no focal / MS-SSIM / IoU term: {', '.join(unused)} would be "
+            f"ignored (leave them at 1, or use loss: hybrid)"
+        )
+    return _model_losses(
+        model,
+        lambda name: HybridLoss(terms=["dice", "ce"], name=f"{name}_dice_ce"),
+        seg_weight=seg_weight,
+        side_weights=side_weights,
+        cls_weight=cls_weight,
+        who="dice_ce_for_model",
+    )

@@ -1,4 +1,5 @@
 """`build()`: UNet 3+ and its UNet / UNet++ baselines as plain functional Keras models."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,9 +12,13 @@ from .layers import Binarize, ClassGate
 from .output_names import CLS, SEG
 
 ARCHITECTURES = {
-    "unet3plus": "unet3plus", "unet3+": "unet3plus", "unet_3plus": "unet3plus",
+    "unet3plus": "unet3plus",
+    "unet3+": "unet3plus",
+    "unet_3plus": "unet3plus",
     "unet": "unet",
-    "unet++": "unetplusplus", "unetplusplus": "unetplusplus", "unet2plus": "unetplusplus",
+    "unet++": "unetplusplus",
+    "unetplusplus": "unetplusplus",
+    "unet2plus": "unetplusplus",
 }
 
 
@@ -89,7 +94,9 @@ def deploy_model(
     """
     outs = dict(zip(model.output_names, model.outputs)) if not isinstance(model.output, dict) else dict(model.output)
     if SEG not in outs:
-        raise ValueError(f"model has no '{SEG}' output (outputs: {sorted(outs)}); build it with keras_unet3plus.build()")
+        raise ValueError(
+            f"model has no '{SEG}' output (outputs: {sorted(outs)}); build it with keras_unet3plus.build()"
+        )
     seg = outs[SEG]
     if gate and CLS in outs:
         seg = ClassGate(name="seg_gated")([seg, outs[CLS]])
@@ -126,9 +133,13 @@ def _check_arguments(input_shape, num_classes, backbone, weights, filters, cat_c
     if not isinstance(channels, int) or channels < 1:
         raise ValueError(f"input channels must be a positive int (1 slice or 3 adjacent slices), got {channels!r}")
     if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an int >= 1 (1: binary sigmoid; K: softmax incl. background), got {num_classes!r}")
+        raise ValueError(
+            f"num_classes must be an int >= 1 (1: binary sigmoid; K: softmax incl. background), got {num_classes!r}"
+        )
     if backbone == PLAIN and weights is not None:
-        raise ValueError("the plain 'unet' encoder has no pretrained weights; use weights=None or a keras.applications backbone")
+        raise ValueError(
+            "the plain 'unet' encoder has no pretrained weights; use weights=None or a keras.applications backbone"
+        )
     if len(filters) != 5 or any((not isinstance(f, int)) or f < 1 for f in filters):
         raise ValueError(f"filters must be 5 positive ints (E1..E5), got {tuple(filters)!r}")
     if not isinstance(cat_channels, int) or cat_channels < 1:

@@ -12,6 +12,7 @@ typed :class:`ExportRecord` (graph form, source model, the parity and speed chec
 the identity of the skip-absent pair). It is read and written here only, so `export` and the
 runtimes (`--runtime auto`, `--skip-absent`) share one contract instead of raw JSON keys.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,9 +25,23 @@ from typing import Any
 
 from .atomic import atomic_write_text
 
-__all__ = ["ModelInfo", "sidecar_path", "save_info", "load_info", "atomic_write_text", "ExportRecord",
-           "ArtefactCheck", "ParityRecord", "SpeedRecord", "SourceRecord", "PartRecord", "PairIdentity",
-           "PART_NAMES", "file_sha256", "load_export_record"]
+__all__ = [
+    "ModelInfo",
+    "sidecar_path",
+    "save_info",
+    "load_info",
+    "atomic_write_text",
+    "ExportRecord",
+    "ArtefactCheck",
+    "ParityRecord",
+    "SpeedRecord",
+    "SourceRecord",
+    "PartRecord",
+    "PairIdentity",
+    "PART_NAMES",
+    "file_sha256",
+    "load_export_record",
+]
 
 SIDECAR_SUFFIX = ".unet3plus.json"
 SIDECAR_IN_DIR = "unet3plus.json"
@@ -37,8 +52,8 @@ FORMAT_VERSION = 1
 class ModelInfo:
     """What a model file needs beside its weights to be used correctly."""
 
-    task: str                     # "liver", "liver_tumour", "spleen" (keras_unet3plus.data.get_task)
-    preprocess: dict[str, Any]    # keras_unet3plus.data.preprocess.PreprocessConfig.to_dict()
+    task: str  # "liver", "liver_tumour", "spleen" (keras_unet3plus.data.get_task)
+    preprocess: dict[str, Any]  # keras_unet3plus.data.preprocess.PreprocessConfig.to_dict()
     num_classes: int = 1
     threshold: float = 0.5
     build: dict[str, Any] = field(default_factory=dict)  # keyword arguments given to build()
@@ -204,12 +219,19 @@ class ArtefactCheck:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> ArtefactCheck:
-        parity = ParityRecord(str(data.get("runtime", "?")), bool(data.get("passed", False)),
-                              _number(data, "dice", source), _number(data, "max_abs_diff", source))
+        parity = ParityRecord(
+            str(data.get("runtime", "?")),
+            bool(data.get("passed", False)),
+            _number(data, "dice", source),
+            _number(data, "max_abs_diff", source),
+        )
         speed = None
         if "seconds_per_slice" in data and "keras_seconds_per_slice" in data:
-            speed = SpeedRecord(_number(data, "seconds_per_slice", source),
-                                _number(data, "keras_seconds_per_slice", source), str(data.get("cpu", "?")))
+            speed = SpeedRecord(
+                _number(data, "seconds_per_slice", source),
+                _number(data, "keras_seconds_per_slice", source),
+                str(data.get("cpu", "?")),
+            )
         return cls(parity, speed)
 
 
@@ -231,8 +253,9 @@ class PairIdentity:
     decoder: PartRecord
 
     @classmethod
-    def of(cls, paths: tuple[str | os.PathLike, str | os.PathLike],
-           names: tuple[str, str] | None = None) -> PairIdentity:
+    def of(
+        cls, paths: tuple[str | os.PathLike, str | os.PathLike], names: tuple[str, str] | None = None
+    ) -> PairIdentity:
         """The identity of the files at ``paths`` (recorded under ``names``, default their own)."""
         encoder, decoder = paths
         first, second = names or (Path(encoder).name, Path(decoder).name)
@@ -266,14 +289,19 @@ class ExportRecord:
     outputs: str = "deploy"
     threshold_in_graph: float | None = None
     gated: bool = True
-    opset: int | None = None                   # the ONNX opset (targets made through ONNX)
+    opset: int | None = None  # the ONNX opset (targets made through ONNX)
     source: SourceRecord | None = None
-    checks: dict[str, ArtefactCheck] = field(default_factory=dict)   # by artefact file name
-    pair: PairIdentity | None = None           # the skip-absent pair written beside the graph
+    checks: dict[str, ArtefactCheck] = field(default_factory=dict)  # by artefact file name
+    pair: PairIdentity | None = None  # the skip-absent pair written beside the graph
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"target": self.target, "precision": self.precision, "outputs": self.outputs,
-                                "threshold_in_graph": self.threshold_in_graph, "gated": self.gated}
+        data: dict[str, Any] = {
+            "target": self.target,
+            "precision": self.precision,
+            "outputs": self.outputs,
+            "threshold_in_graph": self.threshold_in_graph,
+            "gated": self.gated,
+        }
         if self.opset is not None:
             data["opset"] = self.opset
         if self.source is not None:
@@ -290,12 +318,16 @@ class ExportRecord:
             raise ValueError(f"{source}: the export record is not a JSON object")
         src = data.get("source") or None
         return cls(
-            target=str(data.get("target", "?")), precision=str(data.get("precision", "fp32")),
-            outputs=str(data.get("outputs", "deploy")), threshold_in_graph=data.get("threshold_in_graph"),
-            gated=bool(data.get("gated", True)), opset=data.get("opset"),
+            target=str(data.get("target", "?")),
+            precision=str(data.get("precision", "fp32")),
+            outputs=str(data.get("outputs", "deploy")),
+            threshold_in_graph=data.get("threshold_in_graph"),
+            gated=bool(data.get("gated", True)),
+            opset=data.get("opset"),
             source=SourceRecord(str(src.get("name", "?")), str(src.get("sha256", ""))) if src else None,
             checks={str(k): ArtefactCheck.from_dict(v, source) for k, v in (data.get("checks") or {}).items()},
-            pair=PairIdentity.from_dict(data[PAIR_KEY], source) if data.get(PAIR_KEY) else None)
+            pair=PairIdentity.from_dict(data[PAIR_KEY], source) if data.get(PAIR_KEY) else None,
+        )
 
 
 def load_export_record(artefact: str | os.PathLike) -> ExportRecord | None:

@@ -14,6 +14,7 @@ What matters is still said, once, in one line (:func:`warn_once`): a GPU this pr
 line becomes the warning) or it quietly registered no GPU (:func:`warn_if_gpu_unusable`, below
 ``TF_CPP_MIN_LOG_LEVEL``'s reach). Any line the filter does not know passes.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -28,7 +29,8 @@ NOISE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     rb"|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] .*"
     rb"|E\d{4} [\d:.]+ +\d+ cuda_\w+\.cc:\d+\] failed call to cuInit.*"
-    rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.)\r?$")
+    rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.)\r?$"
+)
 #: Beginnings that may still become a noise line: held back until their line is complete.
 _MAYBE = (b"W", b"I", b"E", b"T")
 #: A dropped line that means "no GPU for TensorFlow": noise on a machine without one, news on one with.
@@ -93,8 +95,10 @@ def _gpu_message(reason: str) -> str | None:
     device = nvidia_device()
     if device is None:
         return None
-    return (f"{device} is an NVIDIA GPU, but TensorFlow cannot use it ({reason}); running on the CPU "
-            f"(--debug shows TensorFlow's own lines)")
+    return (
+        f"{device} is an NVIDIA GPU, but TensorFlow cannot use it ({reason}); running on the CPU "
+        f"(--debug shows TensorFlow's own lines)"
+    )
 
 
 def warn_if_gpu_unusable() -> None:
@@ -107,9 +111,11 @@ def warn_if_gpu_unusable() -> None:
 
     if tf.config.list_physical_devices("GPU"):
         return
-    message = _gpu_message("this TensorFlow is built without CUDA" if not tf.test.is_built_with_cuda() else
-                           "CUDA libraries missing or the driver failing; pip install 'tensorflow[and-cuda]' "
-                           "brings the libraries")
+    message = _gpu_message(
+        "this TensorFlow is built without CUDA"
+        if not tf.test.is_built_with_cuda()
+        else "CUDA libraries missing or the driver failing; pip install 'tensorflow[and-cuda]' brings the libraries"
+    )
     if message:
         warn_once("gpu", message)
 
@@ -181,7 +187,7 @@ def filter_native_startup_lines() -> None:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
-        os.dup2(real, 2)      # the pipe's last writer in this process is gone: the pump sees EOF
+        os.dup2(real, 2)  # the pipe's last writer in this process is gone: the pump sees EOF
         thread.join(timeout=2.0)
 
     atexit.register(restore)

@@ -5,6 +5,7 @@ and bounds are derived from it (:class:`~keras_unet3plus.training.TrainConfig`,
 
 Standard library only, so a command builds its flags without loading TensorFlow.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,21 +18,47 @@ __all__ = ["option", "spec", "add_flags", "values_from_args", "coerce", "check",
 _MISSING = dataclasses.MISSING
 
 
-def option(default: Any, help: str, *, type: type = str, choices: tuple | None = None,
-           nargs: int | str | None = None, metavar: Any = None, none: str | None = None,
-           min: float | None = None, zero_is_none: bool = True, flag: str | None = None, negate: bool = False,
-           cli_default: Any = _MISSING, from_flag: Callable[[Any], Any] | None = None, **extra: Any) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    type: type = str,
+    choices: tuple | None = None,
+    nargs: int | str | None = None,
+    metavar: Any = None,
+    none: str | None = None,
+    min: float | None = None,
+    zero_is_none: bool = True,
+    flag: str | None = None,
+    negate: bool = False,
+    cli_default: Any = _MISSING,
+    from_flag: Callable[[Any], Any] | None = None,
+    **extra: Any,
+) -> Any:
     """A dataclass field with its flag's facts in ``metadata``.
 
     ``type``: the value's (or each element's, with ``nargs``) type; ``none``: what None means (the
-    field may be None, the flag accepts ``none``, and ``0`` too unless ``zero_is_none=False``); ``min``: the smallest allowed value; ``flag``:
-    the flag's name when it is not ``--field-name``; ``negate``: a boolean flag that sets False
-    (``--quiet`` for ``progress``); ``cli_default``/``from_flag``: where the command line's
-    default or form differs from Python's, declared here with the field (and nowhere else).
+    field may be None, the flag accepts ``none``, and ``0`` too unless ``zero_is_none=False``);
+    ``min``: the smallest allowed value; ``flag``: the flag's name when it is not ``--field-name``;
+    ``negate``: a boolean flag that sets False (``--quiet`` for ``progress``);
+    ``cli_default``/``from_flag``: where the command line's default or form differs from Python's,
+    declared here with the field (and nowhere else).
     """
-    meta = dict(help=help, type=type, choices=choices, nargs=nargs, metavar=metavar, none=none, min=min,
-                zero_is_none=zero_is_none,
-                flag=flag, negate=negate, cli_default=cli_default, from_flag=from_flag, **extra)
+    meta = dict(
+        help=help,
+        type=type,
+        choices=choices,
+        nargs=nargs,
+        metavar=metavar,
+        none=none,
+        min=min,
+        zero_is_none=zero_is_none,
+        flag=flag,
+        negate=negate,
+        cli_default=cli_default,
+        from_flag=from_flag,
+        **extra,
+    )
     if isinstance(default, (list, dict, set)):
         raise TypeError("option(): use a tuple (immutable) default")
     return dataclasses.field(default=default, metadata=meta)
@@ -59,6 +86,7 @@ def _parse_optional(typ: type, zero: bool) -> Callable[[str], Any]:
         if text.lower() in words and typ is not str:
             return None
         return typ(text)
+
     parse.__name__ = typ.__name__
     return parse
 
@@ -69,8 +97,14 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def add_flags(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = (), suppress: bool = False,
-              parser_choices: bool = True) -> None:
+def add_flags(
+    parser: argparse.ArgumentParser,
+    cls,
+    *,
+    skip: tuple[str, ...] = (),
+    suppress: bool = False,
+    parser_choices: bool = True,
+) -> None:
     """One flag per field of the dataclass ``cls``.
 
     ``suppress``: absent flags stay out of the namespace (a config file or preset decides, as for
@@ -91,8 +125,9 @@ def add_flags(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = (
             if m["negate"]:
                 parser.add_argument(_flag_name(f), action="store_false", help=text, **kw)
             else:
-                parser.add_argument(_flag_name(f), action=argparse.BooleanOptionalAction,
-                                    help=f"{text} (default {default})", **kw)
+                parser.add_argument(
+                    _flag_name(f), action=argparse.BooleanOptionalAction, help=f"{text} (default {default})", **kw
+                )
             continue
         if m["nargs"] is not None:
             kw.update(nargs=m["nargs"], type=m["type"])
@@ -136,8 +171,10 @@ def coerce(cls, name: str, value: Any, source: str = "") -> Any:
         return _scalar(typ, value)
     except (TypeError, ValueError):
         where = f" in {source}" if source else ""
-        raise ValueError(f"setting '{name}'{where}: cannot use {value!r} (expected {typ.__name__}"
-                         f"{' values' if nargs is not None else ''})") from None
+        raise ValueError(
+            f"setting '{name}'{where}: cannot use {value!r} (expected {typ.__name__}"
+            f"{' values' if nargs is not None else ''})"
+        ) from None
 
 
 def _scalar(typ: type, value: Any) -> Any:

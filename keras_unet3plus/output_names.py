@@ -4,6 +4,7 @@ They name the Keras outputs, the losses' dict keys, the exported graphs' outputs
 results, so a saved or exported model keeps them: change none of them. Standard library only: the
 lowest layer, which every module may import.
 """
+
 from __future__ import annotations
 
 #: the final segmentation (from De1, full input size)
@@ -25,11 +26,11 @@ SIDE_OUTPUTS = tuple(side(k) for k in SIDE_LEVELS)
 
 def is_side(name: str) -> bool:
     """Whether ``name`` is a deep-supervision side output (``side_<int>``)."""
-    return name.startswith(SIDE_PREFIX) and name[len(SIDE_PREFIX):].isdigit()
+    return name.startswith(SIDE_PREFIX) and name[len(SIDE_PREFIX) :].isdigit()
 
 
 def side_level(name: str) -> int:
     """The decoder level of a side output's name (``side_3`` -> 3)."""
     if not is_side(name):
         raise ValueError(f"'{name}' is not a side output name ({SIDE_PREFIX}<level>)")
-    return int(name[len(SIDE_PREFIX):])
+    return int(name[len(SIDE_PREFIX) :])

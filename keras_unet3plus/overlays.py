@@ -9,6 +9,7 @@ looking at (most ground-truth or error voxels).
 Arrays are canonical RAS slices ``volume[:, :, z]`` (rows = X, columns = Y); :func:`to_display`
 turns one into the radiological view (anterior up, the patient's right on the viewer's left).
 """
+
 from __future__ import annotations
 
 import os
@@ -19,13 +20,23 @@ import numpy as np
 
 from .atomic import atomic_path
 
-__all__ = ["TP_COLOUR", "FN_COLOUR", "FP_COLOUR", "DEFAULT_ALPHA", "overlay_slice", "to_display",
-           "choose_slices", "save_overlay_png", "save_case_montage", "blend_colour"]
+__all__ = [
+    "TP_COLOUR",
+    "FN_COLOUR",
+    "FP_COLOUR",
+    "DEFAULT_ALPHA",
+    "overlay_slice",
+    "to_display",
+    "choose_slices",
+    "save_overlay_png",
+    "save_case_montage",
+    "blend_colour",
+]
 
 #: colours (RGB in [0, 1]) of the paper's overlays
-TP_COLOUR = (0.8, 0.3, 0.8)   # pink / purple: organ found
-FN_COLOUR = (1.0, 1.0, 0.0)   # yellow: organ missed
-FP_COLOUR = (0.0, 1.0, 0.0)   # green: background called organ
+TP_COLOUR = (0.8, 0.3, 0.8)  # pink / purple: organ found
+FN_COLOUR = (1.0, 1.0, 0.0)  # yellow: organ missed
+FP_COLOUR = (0.0, 1.0, 0.0)  # green: background called organ
 DEFAULT_ALPHA = 0.5
 
 
@@ -42,16 +53,22 @@ def blend_colour(gray: float, colour: Sequence[float], alpha: float = DEFAULT_AL
     return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def overlay_slice(ct_slice_hu: np.ndarray, gt: np.ndarray, pred: np.ndarray,
-                  window: Sequence[float] = (-200.0, 250.0), alpha: float = DEFAULT_ALPHA) -> np.ndarray:
+def overlay_slice(
+    ct_slice_hu: np.ndarray,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    window: Sequence[float] = (-200.0, 250.0),
+    alpha: float = DEFAULT_ALPHA,
+) -> np.ndarray:
     """RGB uint8 ``(H, W, 3)``: the windowed CT in gray with TP / FN / FP pixels alpha-blended in
     :data:`TP_COLOUR` / :data:`FN_COLOUR` / :data:`FP_COLOUR`. Masks: any non-zero is foreground."""
     ct = np.asarray(ct_slice_hu)
     gt = np.asarray(gt) > 0
     pred = np.asarray(pred) > 0
     if ct.ndim != 2 or gt.shape != ct.shape or pred.shape != ct.shape:
-        raise ValueError(f"overlay_slice needs 2-D arrays of one shape, got ct {ct.shape}, "
-                         f"gt {gt.shape}, pred {pred.shape}")
+        raise ValueError(
+            f"overlay_slice needs 2-D arrays of one shape, got ct {ct.shape}, gt {gt.shape}, pred {pred.shape}"
+        )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     gray = _window_gray(ct, window)
@@ -66,8 +83,8 @@ def to_display(slice_2d: np.ndarray) -> np.ndarray:
     """Canonical RAS axial slice (rows X, columns Y) -> radiological view (rows: anterior at the
     top; columns: the patient's right on the left). Works on (H, W) and (H, W, C)."""
     a = np.asarray(slice_2d)
-    a = np.swapaxes(a, 0, 1)        # rows = Y, columns = X
-    return a[::-1, ::-1]            # anterior up, right (max X) on the left
+    a = np.swapaxes(a, 0, 1)  # rows = Y, columns = X
+    return a[::-1, ::-1]  # anterior up, right (max X) on the left
 
 
 def choose_slices(gt: np.ndarray, pred: np.ndarray, n: int = 4) -> list[int]:
@@ -111,11 +128,20 @@ def save_overlay_png(rgb: np.ndarray, path: str | os.PathLike) -> Path:
     return _atomic_png(Path(path), lambda tmp: imsave(tmp, rgb, format="png"))
 
 
-def save_case_montage(ct_hu: np.ndarray, gt: np.ndarray, pred: np.ndarray, path: str | os.PathLike,
-                      slices: Sequence[int] | None = None, n_slices: int = 4,
-                      window: Sequence[float] = (-200.0, 250.0), title: str | None = None,
-                      alpha: float = DEFAULT_ALPHA, slice_dir: str | os.PathLike | None = None,
-                      radiological: bool = True, dpi: int = 100) -> list[int]:
+def save_case_montage(
+    ct_hu: np.ndarray,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    path: str | os.PathLike,
+    slices: Sequence[int] | None = None,
+    n_slices: int = 4,
+    window: Sequence[float] = (-200.0, 250.0),
+    title: str | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    slice_dir: str | os.PathLike | None = None,
+    radiological: bool = True,
+    dpi: int = 100,
+) -> list[int]:
     """A PNG montage of overlays of ``n_slices`` chosen axial slices of one case (canonical arrays
     ``(X, Y, Z)``); returns the slice indices shown. With ``slice_dir`` every shown slice is also
     written at full resolution as ``slice_ZZZ.png``. A legend names the colours."""
@@ -127,8 +153,9 @@ def save_case_montage(ct_hu: np.ndarray, gt: np.ndarray, pred: np.ndarray, path:
     gt = np.asarray(gt)
     pred = np.asarray(pred)
     if ct_hu.ndim != 3 or gt.shape != ct_hu.shape or pred.shape != ct_hu.shape:
-        raise ValueError(f"save_case_montage needs 3-D arrays of one shape, got ct {ct_hu.shape}, "
-                         f"gt {gt.shape}, pred {pred.shape}")
+        raise ValueError(
+            f"save_case_montage needs 3-D arrays of one shape, got ct {ct_hu.shape}, gt {gt.shape}, pred {pred.shape}"
+        )
     zs = list(slices) if slices is not None else choose_slices(gt, pred, n_slices)
     view = to_display if radiological else (lambda a: a)
     images = []
@@ -151,8 +178,11 @@ def save_case_montage(ct_hu: np.ndarray, gt: np.ndarray, pred: np.ndarray, path:
         d = 1.0 if denom == 0 else 2.0 * int((g & p).sum()) / denom
         ax.set_title(f"z={z}  Dice {d:.3f}", fontsize=8)
         ax.set_axis_off()
-    handles = [Patch(color=TP_COLOUR, label="true positive"), Patch(color=FN_COLOUR, label="false negative"),
-               Patch(color=FP_COLOUR, label="false positive")]
+    handles = [
+        Patch(color=TP_COLOUR, label="true positive"),
+        Patch(color=FN_COLOUR, label="false negative"),
+        Patch(color=FP_COLOUR, label="false positive"),
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)

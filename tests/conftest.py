@@ -7,6 +7,7 @@ set after training (short runs otherwise leave the moving averages near their in
 is what made the old fixture CPU-dependent), and the fixture itself fails, with the Dice it reached,
 if the model did not learn.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,10 +37,20 @@ def phantom_lits(tmp_path_factory) -> Path:
     Read-only for tests: copy it (shutil.copytree) before changing anything.
     """
     root = tmp_path_factory.mktemp("lits")
-    phantom.write_dataset(root, 3, layout="lits", task="liver", shape=SMALL_SHAPE, seed=0,
-                          orientations=["RAS", "LPS", "PLS"])
-    phantom.write_dataset(root, 1, layout="lits", task="liver", shape=SMALL_SHAPE, seed=0,
-                          orientations=["LAS"], compress=False, start_index=3)
+    phantom.write_dataset(
+        root, 3, layout="lits", task="liver", shape=SMALL_SHAPE, seed=0, orientations=["RAS", "LPS", "PLS"]
+    )
+    phantom.write_dataset(
+        root,
+        1,
+        layout="lits",
+        task="liver",
+        shape=SMALL_SHAPE,
+        seed=0,
+        orientations=["LAS"],
+        compress=False,
+        start_index=3,
+    )
     return root
 
 
@@ -109,8 +120,11 @@ def _train_tiny(folder: Path) -> TrainedModel:
         inter, den = keras.ops.sum(yt * yp), keras.ops.sum(yt) + keras.ops.sum(yp)
         return keras.ops.mean(keras.losses.binary_crossentropy(yt, yp)) + 1 - (2 * inter + 1) / (den + 1)
 
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=False,
-                  loss={k: ("binary_crossentropy" if k == "cls" else bce_dice) for k in model.output})
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        jit_compile=False,
+        loss={k: ("binary_crossentropy" if k == "cls" else bce_dice) for k in model.output},
+    )
     targets = {k: y for k in model.output if k != "cls"}
     targets["cls"] = np.stack([1 - present, present], axis=1)
     model.fit(x, targets, batch_size=16, epochs=12, verbose=0, shuffle=True)
@@ -122,14 +136,24 @@ def _train_tiny(folder: Path) -> TrainedModel:
     checks = [phantom.generate_case(s, shape=(64, 64, 24)) for s in (5, 6)]
     heldout = float(np.mean([dice(predict_volume(model, c.hu, cfg), c.label_for("liver")) for c in checks]))
     if heldout < TINY_MIN_DICE:
-        pytest.fail(f"the tiny model fixture did not learn: held-out phantom Dice {heldout:.3f} "
-                    f"< {TINY_MIN_DICE} (tests/conftest.py::_train_tiny)", pytrace=False)
+        pytest.fail(
+            f"the tiny model fixture did not learn: held-out phantom Dice {heldout:.3f} "
+            f"< {TINY_MIN_DICE} (tests/conftest.py::_train_tiny)",
+            pytrace=False,
+        )
 
     path = folder / "model.keras"
     model.save(path)
-    info = ModelInfo(task="liver", preprocess=cfg.to_dict(), num_classes=1, threshold=0.5,
-                     build={"input_shape": [TINY_SIZE, TINY_SIZE, 3],
-                            **{k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()}})
+    info = ModelInfo(
+        task="liver",
+        preprocess=cfg.to_dict(),
+        num_classes=1,
+        threshold=0.5,
+        build={
+            "input_shape": [TINY_SIZE, TINY_SIZE, 3],
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
+        },
+    )
     save_info(path, info)
     return TrainedModel(model, path, info, heldout)
 

@@ -1,4 +1,5 @@
 """Helpers shared by test modules (not fixtures: those live in conftest.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path

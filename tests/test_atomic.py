@@ -1,4 +1,5 @@
 """atomic_path: the target is replaced only by a complete file; failures leave no trace."""
+
 import os
 
 import pytest

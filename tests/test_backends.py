@@ -8,6 +8,7 @@ pytest command, so the JAX run is started from inside it: :func:`test_backend_in
 JAX tests need ``jax`` (in the ``[dev]`` extra); PyTorch tests need ``torch`` (the ``[torch]`` extra,
 not in CI: see README "Backends") and skip with that reason where it is missing.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -50,19 +51,32 @@ def _needs(backend: str):
 def backend_env(backend: str) -> dict[str, str]:
     """The environment of a subprocess on ``backend``: this checkout first on the path, TensorFlow
     quiet, JAX on the CPU with its cheapest compile (tests check results, not speed)."""
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), str(TESTS), os.environ.get("PYTHONPATH")) if p))
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=backend,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), str(TESTS), os.environ.get("PYTHONPATH")) if p),
+    )
     env["XLA_FLAGS"] = " ".join(f for f in (env.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0") if f)
     return env
 
 
 def run_on(backend: str, code: str, timeout: int = 300, env: dict | None = None) -> str:
     """Run ``code`` (Python) on ``backend`` in a subprocess; its stdout, or a failure with its output."""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                          env=env or backend_env(backend), timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env or backend_env(backend),
+        timeout=timeout,
+    )
     if proc.returncode != 0:
-        pytest.fail(f"{backend} subprocess failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                    f"{proc.stderr[-6000:]}", pytrace=False)
+        pytest.fail(
+            f"{backend} subprocess failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}",
+            pytrace=False,
+        )
     return proc.stdout
 
 
@@ -97,8 +111,8 @@ def _gate_first_of_two(model, x) -> None:
     gate sits near 0.5 and would flip between backends."""
     conv = model.get_layer("cgm_conv")
     kernel, bias = conv.get_weights()
-    kernel[..., 0] = 0.0                       # "absent" logit: 0
-    kernel[..., 1] = np.abs(kernel[..., 1])    # "present" logit: max over pixels of E5 . |k| >= 0
+    kernel[..., 0] = 0.0  # "absent" logit: 0
+    kernel[..., 1] = np.abs(kernel[..., 1])  # "present" logit: max over pixels of E5 . |k| >= 0
     conv.set_weights([kernel, np.zeros_like(bias)])
     p = keras.ops.convert_to_numpy(model(x, training=False)["cls"])[:, 1]
     present = np.log(p / (1 - p))
@@ -124,11 +138,11 @@ def reference_outputs(folder: str) -> dict[str, np.ndarray]:
             out[f"{name}/{key}"] = keras.ops.convert_to_numpy(value)
         out[f"{name}/deploy"] = keras.ops.convert_to_numpy(ku.deploy_model(model)(x, training=False)["seg"])
         out[f"{name}/mask"] = keras.ops.convert_to_numpy(
-            ku.deploy_model(model, threshold=0.5)(x, training=False)["seg"])
+            ku.deploy_model(model, threshold=0.5)(x, training=False)["seg"]
+        )
         out[f"{name}/fused"] = keras.ops.convert_to_numpy(fuse_upsampled_convs(model)(x, training=False)["seg"])
         y = np.load(folder / f"{name}_y.npy")
-        logs = model.evaluate(x, {k: y for k in model.output_names}, batch_size=len(x), verbose=0,
-                              return_dict=True)
+        logs = model.evaluate(x, {k: y for k in model.output_names}, batch_size=len(x), verbose=0, return_dict=True)
         for key, value in logs.items():
             out[f"{name}/logs/{key}"] = np.asarray(value, np.float64)
     return out
@@ -145,12 +159,13 @@ def save_models(folder: str) -> None:
     folder = Path(folder)
     rng = np.random.default_rng(0)
     x = rng.random((2, SIZE, SIZE, 3), dtype=np.float32)
-    x[1] = 0.0                                         # the image the CGM calls absent
+    x[1] = 0.0  # the image the CGM calls absent
     keras.utils.set_random_seed(1)
     model = ku.build((SIZE, SIZE, 3), num_classes=3, decoder="paper", **SMALL)
     _gate_first_of_two(model, x)
-    model.compile(keras.optimizers.Adam(1e-3), **losses.for_model(model),
-                  metrics={"seg": [metrics.DiceScore(num_classes=3)]})
+    model.compile(
+        keras.optimizers.Adam(1e-3), **losses.for_model(model), metrics={"seg": [metrics.DiceScore(num_classes=3)]}
+    )
     model.save(folder / "model.keras")
     np.save(folder / "model_y.npy", rng.integers(0, 3, (2, SIZE, SIZE, 1)).astype("float32"))
     np.save(folder / "x.npy", x)
@@ -169,7 +184,7 @@ def assert_same_outputs(expected: dict, got: dict, what: str) -> None:
             else:
                 top2 = np.sort(probs, axis=-1)[..., -2:]
                 clear = top2[..., 1] - top2[..., 0] > 1e-4
-            clear |= probs.max(axis=-1) == 0          # gated off: label 0 on every backend
+            clear |= probs.max(axis=-1) == 0  # gated off: label 0 on every backend
             assert clear.mean() > 0.9, f"{what} {key}: too few clear decisions to compare"
             np.testing.assert_array_equal(have[..., 0][clear], want[..., 0][clear], err_msg=f"{what} {key}")
         elif "/logs/" in key and "dice" in key:
@@ -185,15 +200,18 @@ def assert_same_outputs(expected: dict, got: dict, what: str) -> None:
 
 
 _SAVE = "import test_backends as t; t.save_models({folder!r}); print('SAVED')"
-_CHECK = ("import sys, numpy as np, test_backends as t; r = t.reference_outputs({folder!r}); "
-          "np.savez({out!r}, **r); assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'; "
-          "print('CHECKED')")
+_CHECK = (
+    "import sys, numpy as np, test_backends as t; r = t.reference_outputs({folder!r}); "
+    "np.savez({out!r}, **r); assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'; "
+    "print('CHECKED')"
+)
 
 PAIRS = [("tensorflow", "jax"), ("jax", "tensorflow"), ("tensorflow", "torch"), ("torch", "tensorflow")]
 
 
-@pytest.mark.parametrize("source,target", [
-    pytest.param(s, t, marks=[_needs(s), _needs(t)], id=f"{s}-to-{t}") for s, t in PAIRS])
+@pytest.mark.parametrize(
+    "source,target", [pytest.param(s, t, marks=[_needs(s), _needs(t)], id=f"{s}-to-{t}") for s, t in PAIRS]
+)
 def test_keras_file_moves_between_backends(tmp_path, source, target):
     """A `.keras` file saved under one backend loads under another (safe mode) and computes the same
     outputs, deploy form (CGM gate, masks), fused decoder view and compiled losses/metrics."""
@@ -221,11 +239,22 @@ MODULES = ("tests/test_model.py", "tests/test_losses.py", "tests/test_metrics.py
 DESELECT = {
     # keras.applications backbones are Keras' own code (its CI runs them on every backend); the
     # plain encoder and VGG16 stay in, where the package's own decoders and taps are exercised
-    **{f"tests/test_model.py::test_output_names_and_shapes_every_architecture_and_backbone[{a}-{b}]":
-       "keras.applications backbone" for a, b in (
-           ("unet3plus", "vgg19"), ("unet3plus", "resnet50"), ("unet3plus", "resnet101"),
-           ("unet3plus", "resnet152"), ("unet3plus", "densenet121"), ("unet3plus", "efficientnetv2b0"),
-           ("unet3plus", "efficientnetv2s"), ("unet", "efficientnetv2b0"), ("unet++", "efficientnetv2b0"))},
+    **{
+        f"tests/test_model.py::test_output_names_and_shapes_every_architecture_and_backbone[{a}-{b}]": (
+            "keras.applications backbone"
+        )
+        for a, b in (
+            ("unet3plus", "vgg19"),
+            ("unet3plus", "resnet50"),
+            ("unet3plus", "resnet101"),
+            ("unet3plus", "resnet152"),
+            ("unet3plus", "densenet121"),
+            ("unet3plus", "efficientnetv2b0"),
+            ("unet3plus", "efficientnetv2s"),
+            ("unet", "efficientnetv2b0"),
+            ("unet++", "efficientnetv2b0"),
+        )
+    },
     # five full-size builds (27-47 M parameters initialised op by op: ~40 s under JAX); the count is
     # Keras' graph construction, and test_efficient_decoder_same_parameters_fewer_flops builds the
     # paper-size model under JAX all the same
@@ -242,8 +271,20 @@ MIN_PASSED = 100
 def test_backend_independent_modules_under(backend):
     """The model, loss and metric test modules pass under KERAS_BACKEND=jax (CI's second backend;
     ~150 s on 2 cores) and, where PyTorch is installed, under torch (~170 s; not in CI)."""
-    args = [sys.executable, "-m", "pytest", *MODULES, "-q", "-o", "addopts=", "-p", "no:cacheprovider",
-            "-W", "ignore::DeprecationWarning", *[f"--deselect={t}" for t in DESELECT]]
+    args = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *MODULES,
+        "-q",
+        "-o",
+        "addopts=",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "ignore::DeprecationWarning",
+        *[f"--deselect={t}" for t in DESELECT],
+    ]
     proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=backend_env(backend), timeout=900)
     tail = proc.stdout[-6000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, f"the {backend} run failed:\n{tail}"
@@ -260,15 +301,33 @@ def test_gpu_check_cpu_smoke(tmp_path):
     both decoders and precisions, is a minute more): the compile phase fills a cache, the measuring
     process loads from it, trains, infers and prints the table."""
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--decoders", "paper",
-                           "--precisions", "float32", "--jobs", "1", "--cache", str(tmp_path / "cache"),
-                           "--out", str(out)], capture_output=True, text=True, cwd=REPO,
-                          env=backend_env("jax"), timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/gpu_check.py",
+            "--cpu-smoke",
+            "--decoders",
+            "paper",
+            "--precisions",
+            "float32",
+            "--jobs",
+            "1",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=backend_env("jax"),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert "| paper | float32 | 2 |" in proc.stdout
     row = json.loads(out.read_text())["results"][0]["rows"][0]
     assert row["train_img_s"] > 0 and row["infer_img_s"] > 0 and np.isfinite(row["loss"])
-    assert 0 < row["train_gflop"] < 1   # 3 x 2 x the forward's MACs of the tiny model
+    assert 0 < row["train_gflop"] < 1  # 3 x 2 x the forward's MACs of the tiny model
 
 
 # ------------------------------------------------------------------ 4. fit on a PyDataset, DataParallel
@@ -289,9 +348,16 @@ def slice_dataset(folder: str, outputs, batch_size: int = 8, shuffle: bool = Tru
     from keras_unet3plus.data.pydataset import SliceDataset
     from keras_unet3plus.data.tasks import get_task
 
-    return SliceDataset(find_cases(Path(folder) / "data"), task="liver", hu_window=get_task("liver").hu_window,
-                        image_size=PHANTOM_SHAPE[0], outputs=outputs, batch_size=batch_size, shuffle=shuffle,
-                        seed=0)
+    return SliceDataset(
+        find_cases(Path(folder) / "data"),
+        task="liver",
+        hu_window=get_task("liver").hu_window,
+        image_size=PHANTOM_SHAPE[0],
+        outputs=outputs,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=0,
+    )
 
 
 def fit_on_phantom(folder: str) -> dict:
@@ -350,23 +416,37 @@ def test_slice_dataset_equals_preprocess():
         x, y = volume_slices(case.hu, case.label_for("liver"), cfg.window(), size, cfg.context, mode)
         np.testing.assert_allclose(x, volume_to_slices(case.hu, cfg), atol=1e-6, err_msg=mode)
         np.testing.assert_array_equal(y, label_to_slices(case.label_for("liver"), cfg), err_msg=mode)
-    data = SliceDataset([(case.hu, case.label_for("liver"))], hu_window=cfg.window(), image_size=32,
-                        outputs=["seg", "cls"], batch_size=5, seed=3)
-    assert len(data) == 2                                  # 12 slices, the last partial batch dropped
+    data = SliceDataset(
+        [(case.hu, case.label_for("liver"))],
+        hu_window=cfg.window(),
+        image_size=32,
+        outputs=["seg", "cls"],
+        batch_size=5,
+        seed=3,
+    )
+    assert len(data) == 2  # 12 slices, the last partial batch dropped
     image, targets = data[0]
     assert image.shape == (5, 32, 32, 3) and targets["seg"] is targets["cls"] and targets["seg"].dtype == np.float32
     first = data._order.copy()
     data.on_epoch_end()
-    again = SliceDataset([(case.hu, case.label_for("liver"))], hu_window=cfg.window(), image_size=32,
-                         outputs=["seg"], batch_size=5, seed=3)
-    assert np.array_equal(again._order, first) and not np.array_equal(data._order, first)   # f(seed, epoch)
+    again = SliceDataset(
+        [(case.hu, case.label_for("liver"))],
+        hu_window=cfg.window(),
+        image_size=32,
+        outputs=["seg"],
+        batch_size=5,
+        seed=3,
+    )
+    assert np.array_equal(again._order, first) and not np.array_equal(data._order, first)  # f(seed, epoch)
 
 
 @slow
-@pytest.mark.xfail(reason="not reached: JAX 0.735 vs TensorFlow 0.878 held-out Dice after 108 steps from the same "
-                          "weights and batches; the gradients of one step already differ by 1.7 % between the "
-                          "backends (TF with / without oneDNN: 0.02 %), not yet explained (README 'Backends')",
-                   strict=False)
+@pytest.mark.xfail(
+    reason="not reached: JAX 0.735 vs TensorFlow 0.878 held-out Dice after 108 steps from the same "
+    "weights and batches; the gradients of one step already differ by 1.7 % between the "
+    "backends (TF with / without oneDNN: 0.02 %), not yet explained (README 'Backends')",
+    strict=False,
+)
 @pytest.mark.parametrize("backend", [pytest.param(b, marks=_needs(b)) for b in OTHER_BACKENDS])
 def test_fit_on_pydataset_matches_tensorflow(tmp_path, backend):
     """Under JAX (PyTorch where installed), compile(**for_model) + fit on phantom slices read by the
@@ -423,7 +503,7 @@ def data_parallel_weights(folder: str, mode: str) -> dict[str, np.ndarray]:
             model.fit(_Reversed(data) if mode == "reversed" else data, epochs=1, steps_per_epoch=2, verbose=0)
         if mode == "data_parallel":
             kernel = model.get_layer("enc1_1_conv").kernel.value
-            assert len(kernel.sharding.device_set) == 2, kernel.sharding   # replicated on both devices
+            assert len(kernel.sharding.device_set) == 2, kernel.sharding  # replicated on both devices
         return {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
     finally:
         keras.distribution.set_distribution(None)

@@ -1,6 +1,7 @@
 """The command line as a person meets it: bad inputs end in one `error:` line naming the file and
 the problem, exit code 1 (2 for bad flags), nothing half-made left behind; `--debug` shows the
 traceback."""
+
 from __future__ import annotations
 
 import gzip
@@ -15,9 +16,31 @@ import pytest
 
 from keras_unet3plus import cli
 
-TINY_RUN = ["--image-size", "32", "--filters", "2", "4", "8", "16", "32", "--cat-channels", "2",
-            "--batch-size", "2", "--steps-per-epoch", "1", "--epochs", "1", "--n-test", "1",
-            "--val-fraction", "0.3", "--no-augment", "--verbose", "0"]
+TINY_RUN = [
+    "--image-size",
+    "32",
+    "--filters",
+    "2",
+    "4",
+    "8",
+    "16",
+    "32",
+    "--cat-channels",
+    "2",
+    "--batch-size",
+    "2",
+    "--steps-per-epoch",
+    "1",
+    "--epochs",
+    "1",
+    "--n-test",
+    "1",
+    "--val-fraction",
+    "0.3",
+    "--no-augment",
+    "--verbose",
+    "0",
+]
 
 
 def _train(data: Path, out: Path, *extra: str) -> int:
@@ -71,7 +94,7 @@ def test_train_nan_voxels(lits, tmp_path, capsys):
         a[10:20, 10:20, 5] = np.nan
         return a
 
-    for k in range(4):   # every case, so whichever the split puts in training hits it
+    for k in range(4):  # every case, so whichever the split puts in training hits it
         name = f"volume-{k}.nii.gz" if (lits / f"volume-{k}.nii.gz").exists() else f"volume-{k}.nii"
         _rewrite(lits / name, nan_inside)
     out = tmp_path / "run"
@@ -105,7 +128,7 @@ def test_train_header_problems_are_reported_together(lits, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "2 problem(s)" in err
     assert "segmentation-2.nii.gz" in err and "segmentation-0.nii.gz" in err and "| what to do |" in err
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]   # only what it had before
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # only what it had before
 
 
 def test_train_empty_folder_and_missing_folder(tmp_path, capsys):
@@ -138,8 +161,18 @@ def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
 
 
 def test_predict_and_evaluate_bad_inputs(tmp_path, capsys):
-    assert cli.main(["predict", str(tmp_path / "no_model.keras"), str(tmp_path / "x.nii.gz"),
-                     "-o", str(tmp_path / "out.nii.gz")]) == 1
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(tmp_path / "no_model.keras"),
+                str(tmp_path / "x.nii.gz"),
+                "-o",
+                str(tmp_path / "out.nii.gz"),
+            ]
+        )
+        == 1
+    )
     assert "no_model.keras" in _one_error_line(capsys)
     assert cli.main(["evaluate", "--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "g")]) == 1
     assert str(tmp_path / "p") in _one_error_line(capsys) or str(tmp_path / "g") in capsys.readouterr().err
@@ -179,14 +212,16 @@ def test_native_startup_lines_are_filtered_and_everything_else_passes():
     real errors pass, in order."""
     from keras_unet3plus.native_log import _filtered
 
-    noise = (b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
-             b"I0000 00:00:1796618532.382577   18576 port.cc:153] oneDNN custom operations are on.\n"
-             b"E0000 00:00:1796614544.662630    2130 cuda_platform.cc:52] failed call to cuInit: INTERNAL: x\n"
-             b"To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with "
-             b"the appropriate compiler flags.\n")
+    noise = (
+        b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        b"I0000 00:00:1796618532.382577   18576 port.cc:153] oneDNN custom operations are on.\n"
+        b"E0000 00:00:1796614544.662630    2130 cuda_platform.cc:52] failed call to cuInit: INTERNAL: x\n"
+        b"To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with "
+        b"the appropriate compiler flags.\n"
+    )
     out, held = _filtered(noise + b"error: a.nii.gz: truncated\n\r 40%|####  | 4/10", b"")
     assert out == b"error: a.nii.gz: truncated\n\r 40%|####  | 4/10" and held == b""
-    out, held = _filtered(b"I0000 00:00:17 1 port.cc:1", b"")           # a noise line cut in two
+    out, held = _filtered(b"I0000 00:00:17 1 port.cc:1", b"")  # a noise line cut in two
     assert out == b"" and held
     out, held = _filtered(b"53] oneDNN\nE0000 00:00:1 2 other.cc:9] a real native error\n", held)
     assert out == b"E0000 00:00:1 2 other.cc:9] a real native error\n" and held == b""
@@ -221,7 +256,9 @@ def test_train_errors_end_in_the_one_boundary(lits, tmp_path, capsys):
     assert _train(images, out, "--layout", "images") == 1
     line = _one_error_line(capsys)
     assert str(images) in line and "without a label" in line and not out.exists()
-    assert cli.main(["--debug", "train", "--data-dir", str(tmp_path / "no-such-folder"), "--out-dir", str(out),
-                     *TINY_RUN]) == 1
+    assert (
+        cli.main(["--debug", "train", "--data-dir", str(tmp_path / "no-such-folder"), "--out-dir", str(out), *TINY_RUN])
+        == 1
+    )
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ")

@@ -1,6 +1,7 @@
 """The command line's front door (issue 30): `--help` and `--version` load no TensorFlow, the version
 is declared once, TensorFlow's start-up noise is dropped while what matters (a GPU TensorFlow cannot
 use, a missing extra, any line the filter does not know) is said in one line, once."""
+
 from __future__ import annotations
 
 import os
@@ -27,12 +28,14 @@ assert not heavy, f"{sys.argv[1:]} imported {heavy}"
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"]] + [[c, "--help"] for c in COMMANDS],
-                         ids=lambda a: " ".join(a))
+@pytest.mark.parametrize(
+    "args", [["--help"], ["--version"]] + [[c, "--help"] for c in COMMANDS], ids=lambda a: " ".join(a)
+)
 def test_help_and_version_import_no_tensorflow(args):
     """Each in a fresh process, as a person runs it (timings: benchmarks/cli_startup.py)."""
-    res = subprocess.run([sys.executable, "-c", HELP_LOADS_NOTHING, *args], capture_output=True, text=True,
-                         timeout=120, cwd=REPO)
+    res = subprocess.run(
+        [sys.executable, "-c", HELP_LOADS_NOTHING, *args], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "usage: unet3plus" in res.stdout or res.stdout.startswith("unet3plus "), res.stdout[:500]
 
@@ -47,10 +50,11 @@ def test_version_is_declared_once(capsys):
     assert exit.value.code == 0
     assert capsys.readouterr().out == f"unet3plus {_version.__version__}\n"
     assert keras_unet3plus.__version__ == _version.__version__
-    setup = subprocess.run([sys.executable, "setup.py", "--version"], cwd=REPO, capture_output=True, text=True,
-                           timeout=120)
+    setup = subprocess.run(
+        [sys.executable, "setup.py", "--version"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert setup.stdout.strip().splitlines()[-1] == _version.__version__, setup.stderr[-1000:]
-    assert "version=\"" not in (REPO / "setup.py").read_text()
+    assert 'version="' not in (REPO / "setup.py").read_text()
 
 
 def test_package_names_load_on_first_use():
@@ -101,8 +105,10 @@ def fresh_warnings(monkeypatch):
 
 def test_unknown_warning_lines_pass_the_filter():
     """The filter drops only what it knows: TensorFlow's warning that it skips the GPU passes."""
-    line = (b"W0000 00:00:1796614544.7 2130 gpu_device.cc:2344] Cannot dlopen some GPU libraries. "
-            b"Skipping registering GPU devices...\n")
+    line = (
+        b"W0000 00:00:1796614544.7 2130 gpu_device.cc:2344] Cannot dlopen some GPU libraries. "
+        b"Skipping registering GPU devices...\n"
+    )
     assert native_log._filtered(line, b"", native_log._on_drop) == (line, b"")
 
 
@@ -117,8 +123,10 @@ def test_cuda_probe_failure_on_a_gpu_machine_is_one_warning_once(monkeypatch, fr
     out, held = native_log._filtered(CUINIT + b"next\n" + CUINIT, b"", native_log._on_drop)
     lines = out.decode().splitlines()
     assert held == b"" and len(lines) == 2 and lines[1] == "next", lines
-    assert lines[0].startswith("warning: /dev/nvidia0 is an NVIDIA GPU, but TensorFlow cannot use it "
-                               "(failed call to cuInit: INTERNAL: CUDA error)"), lines[0]
+    assert lines[0].startswith(
+        "warning: /dev/nvidia0 is an NVIDIA GPU, but TensorFlow cannot use it "
+        "(failed call to cuInit: INTERNAL: CUDA error)"
+    ), lines[0]
     assert native_log._filtered(CUINIT, b"", native_log._on_drop) == (b"", b"")
 
 

@@ -1,4 +1,5 @@
 """Reading real files: layouts, orientation, spacing, and every kind of bad input."""
+
 from __future__ import annotations
 
 import gzip
@@ -10,8 +11,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from keras_unet3plus.data import (Case, DataError, DataFileNotFoundError, detect_layout, find_cases,
-                                  get_task, load_case, load_image, phantom)
+from keras_unet3plus.data import (
+    Case,
+    DataError,
+    DataFileNotFoundError,
+    detect_layout,
+    find_cases,
+    get_task,
+    load_case,
+    load_image,
+    phantom,
+)
 from keras_unet3plus.data.nifti import to_canonical, to_original_orientation
 
 SHAPE = (64, 64, 32)
@@ -24,6 +34,7 @@ def _save(path, data, affine=None):
 
 
 # ---------------------------------------------------------------------------------- layouts
+
 
 def test_lits_layout_nii_and_niigz(phantom_lits):
     cases = find_cases(phantom_lits)
@@ -69,8 +80,10 @@ def test_generic_folders_and_images(phantom_msd, tmp_path):
 
 # ------------------------------------------------------------------------------ orientation
 
-@pytest.mark.parametrize("index,codes", [(0, ("R", "A", "S")), (1, ("L", "P", "S")), (2, ("P", "L", "S")),
-                                         (3, ("L", "A", "S"))])
+
+@pytest.mark.parametrize(
+    "index,codes", [(0, ("R", "A", "S")), (1, ("L", "P", "S")), (2, ("P", "L", "S")), (3, ("L", "A", "S"))]
+)
 def test_canonical_orientation_round_trip_and_spacing(phantom_lits, index, codes):
     case = find_cases(phantom_lits)[index]
     raw = nib.load(case.image_path)
@@ -79,7 +92,7 @@ def test_canonical_orientation_round_trip_and_spacing(phantom_lits, index, codes
     assert nib.aff2axcodes(vol.affine) == ("R", "A", "S")
     assert vol.image.dtype == np.float32 and vol.label.dtype == np.uint8
     ras = phantom.generate_case(phantom.case_seed(0, index), shape=SHAPE, organ="liver")
-    assert vol.spacing == pytest.approx(ras.spacing)   # the RAS phantom's, whatever axis order the file has
+    assert vol.spacing == pytest.approx(ras.spacing)  # the RAS phantom's, whatever axis order the file has
     np.testing.assert_array_equal(vol.image, ras.hu.astype(np.float32))
     np.testing.assert_array_equal(vol.label, ras.label)
     np.testing.assert_array_equal(vol.to_original(vol.image), np.asarray(raw.dataobj))
@@ -113,6 +126,7 @@ def test_to_canonical_inverse_random_affine():
 
 # ------------------------------------------------------------------------------- bad input
 
+
 @pytest.fixture()
 def lits_copy(phantom_lits, tmp_path):
     root = tmp_path / "lits"
@@ -127,8 +141,11 @@ def _case(root, n=0):
 
 
 def test_shape_mismatch(lits_copy):
-    _save(lits_copy / "segmentation-0.nii.gz", np.zeros((64, 64, 30), np.uint8),
-          nib.load(lits_copy / "volume-0.nii.gz").affine)
+    _save(
+        lits_copy / "segmentation-0.nii.gz",
+        np.zeros((64, 64, 30), np.uint8),
+        nib.load(lits_copy / "volume-0.nii.gz").affine,
+    )
     with pytest.raises(DataError, match=r"segmentation-0\.nii\.gz.*shape"):
         load_case(_case(lits_copy), "liver")
 

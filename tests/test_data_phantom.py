@@ -1,5 +1,6 @@
 """The synthetic CT phantom: determinism, anatomy in RAS, contrast phases, acquisition geometry,
 difficulty, files on disk (LiTS, MSD, nnU-Net layouts)."""
+
 from __future__ import annotations
 
 import json
@@ -95,17 +96,17 @@ def test_anatomy_in_ras(mm_cases):
         liver, spleen = c.label > 0, c.spleen > 0
         assert liver.any() and spleen.any()
         cl, cs = _centroid_mm(liver, c.affine), _centroid_mm(spleen, c.affine)
-        assert cl[0] > 30, cl                       # right
-        assert cs[0] < -50, cs                      # left
-        assert cs[1] < cl[1] + 10                   # spleen is posterior (not in front of the liver)
+        assert cl[0] > 30, cl  # right
+        assert cs[0] < -50, cs  # left
+        assert cs[1] < cl[1] + 10  # spleen is posterior (not in front of the liver)
         # some axial level has liver on both sides of the midline (the left lobe)
         x_mm = c.affine[0, 3] + c.affine[0, 0] * np.arange(c.hu.shape[0])
         left_side = liver[x_mm < -15].any(axis=(0, 1))
         assert left_side.any(), "the left lobe never crosses the midline"
         zl = _world_z(c.affine, np.flatnonzero(liver.any((0, 1))))
         zs = _world_z(c.affine, np.flatnonzero(spleen.any((0, 1))))
-        assert zl.max() > zs.min() + 40                  # liver dome well above the spleen tip
-        assert 100 < zl.max() - zl.min() < 260            # 10-26 cm craniocaudal
+        assert zl.max() > zs.min() + 40  # liver dome well above the spleen tip
+        assert 100 < zl.max() - zl.min() < 260  # 10-26 cm craniocaudal
         tissue = c.info["tissue"]
         kid = np.isin(tissue, (A.KCORTEX, A.KMEDULLA))
         zk = _world_z(c.affine, np.flatnonzero(kid.any((0, 1))))
@@ -115,7 +116,7 @@ def test_anatomy_in_ras(mm_cases):
         vol_ml = liver.sum() * np.prod(c.spacing) / 1000
         assert 900 < vol_ml < 3500, vol_ml
         sp_ml = spleen.sum() * np.prod(c.spacing) / 1000
-        assert 40 < sp_ml < 1300, sp_ml          # splenomegaly included
+        assert 40 < sp_ml < 1300, sp_ml  # splenomegaly included
 
 
 def test_spine_bulges_into_the_cavity_between_the_gutters(mm_cases):
@@ -142,6 +143,7 @@ def test_neighbours_touch_the_liver(mm_cases):
         t = c.info["tissue"]
         liver = c.label > 0
         from scipy import ndimage
+
         ring = ndimage.binary_dilation(liver, iterations=1) & ~liver
         touching |= set(np.unique(t[ring]).tolist())
     assert {A.GIWALL, A.MUSCLE, A.KCORTEX} & touching
@@ -179,7 +181,7 @@ def test_lesions_are_inside_the_liver_and_optional():
     assert any((c.label == 2).any() for c in with_lesions)
     none = phantom.generate_case(2, shape=(48, 48, 24), spacing=(7.0, 7.0, 8.0), lesions=False)
     assert not (none.label == 2).any() and (none.label == 1).any()
-    same = [c for c in with_lesions if c.seed == 2][0]   # lesions do not move the rest of the anatomy
+    same = [c for c in with_lesions if c.seed == 2][0]  # lesions do not move the rest of the anatomy
     np.testing.assert_array_equal(none.spleen, same.spleen)
 
 
@@ -214,7 +216,7 @@ def test_noise_is_correlated_not_white():
         n = Q.render(g.tissue, g, acq, np.random.default_rng(seed + 10))
         n = n - n.mean()
         r1 = float((n[:-1] * n[1:]).mean() / n.var())
-        assert 0.08 < r1 < 0.95, r1          # white noise: ~0.00
+        assert 0.08 < r1 < 0.95, r1  # white noise: ~0.00
         assert 0.2 * acq.noise_sd < n.std() < 1.6 * acq.noise_sd, (n.std(), acq.noise_sd)
 
 
@@ -249,9 +251,16 @@ def test_bad_arguments():
 
 def test_write_lits_layout(phantom_lits):
     names = sorted(p.name for p in phantom_lits.iterdir() if not p.name.startswith("."))
-    assert names == ["segmentation-0.nii.gz", "segmentation-1.nii.gz", "segmentation-2.nii.gz",
-                     "segmentation-3.nii", "volume-0.nii.gz", "volume-1.nii.gz", "volume-2.nii.gz",
-                     "volume-3.nii"]
+    assert names == [
+        "segmentation-0.nii.gz",
+        "segmentation-1.nii.gz",
+        "segmentation-2.nii.gz",
+        "segmentation-3.nii",
+        "volume-0.nii.gz",
+        "volume-1.nii.gz",
+        "volume-2.nii.gz",
+        "volume-3.nii",
+    ]
     img = nib.load(phantom_lits / "volume-1.nii.gz")
     seg = nib.load(phantom_lits / "segmentation-1.nii.gz")
     assert img.get_data_dtype() == np.int16 and seg.get_data_dtype() == np.uint8
@@ -265,8 +274,20 @@ def test_write_lits_layout(phantom_lits):
 
 def test_write_msd_layout_like_task09(phantom_msd):
     meta = json.loads((phantom_msd / "dataset.json").read_text())
-    for key in ("name", "description", "reference", "licence", "release", "tensorImageSize",
-                "modality", "labels", "numTraining", "numTest", "training", "test"):
+    for key in (
+        "name",
+        "description",
+        "reference",
+        "licence",
+        "release",
+        "tensorImageSize",
+        "modality",
+        "labels",
+        "numTraining",
+        "numTest",
+        "training",
+        "test",
+    ):
         assert key in meta
     assert meta["labels"] == {"0": "background", "1": "spleen"}
     assert meta["modality"] == {"0": "CT"} and meta["numTraining"] == 3
@@ -276,8 +297,9 @@ def test_write_msd_layout_like_task09(phantom_msd):
     assert not list(phantom_msd.rglob("*.tmp*")), "temporary files left behind"
 
 
-@pytest.mark.parametrize("task,labels", [("liver", {"background": 0, "liver": 1, "tumor": 2}),
-                                         ("spleen", {"background": 0, "spleen": 1})])
+@pytest.mark.parametrize(
+    "task,labels", [("liver", {"background": 0, "liver": 1, "tumor": 2}), ("spleen", {"background": 0, "spleen": 1})]
+)
 def test_write_nnunet_layout(tmp_path, task, labels):
     root = tmp_path / f"Dataset001_{task}"
     paths = phantom.write_dataset(root, 2, layout="nnunet", task=task, shape=(32, 32, 12), seed=4)
@@ -313,18 +335,21 @@ def test_a_data_set_case_always_shows_its_organ():
 def test_cropped_field_of_view_is_the_same_scan_cut_to_the_patient():
     """crop_fov keeps a centred, non-square part of the same reconstruction: the voxels equal the
     uncropped case's, and the affine puts them at the same place in the patient."""
-    cropped = [s for s in range(12) if phantom.generate_case(s, shape=(40, 40, 8), organ="liver",
-                                                             crop_fov=True).hu.shape[:2] != (40, 40)]
-    assert 2 <= len(cropped) <= 8, cropped                     # about a third of the scans
+    cropped = [
+        s
+        for s in range(12)
+        if phantom.generate_case(s, shape=(40, 40, 8), organ="liver", crop_fov=True).hu.shape[:2] != (40, 40)
+    ]
+    assert 2 <= len(cropped) <= 8, cropped  # about a third of the scans
     seed = cropped[0]
     full = phantom.generate_case(seed, shape=(40, 40, 8), organ="liver")
     cut = phantom.generate_case(seed, shape=(40, 40, 8), organ="liver", crop_fov=True)
     nx, ny = cut.hu.shape[:2]
-    assert ny < nx <= 40 and cut.hu.shape[2] == 8           # wider than deep, as the body is
+    assert ny < nx <= 40 and cut.hu.shape[2] == 8  # wider than deep, as the body is
     i0, j0 = np.rint(np.linalg.solve(full.affine, cut.affine @ [0, 0, 0, 1])[:2]).astype(int)
     assert (i0, j0) == ((40 - nx) // 2, (40 - ny) // 2)
     for a, b in ((cut.hu, full.hu), (cut.label, full.label), (cut.spleen, full.spleen)):
-        np.testing.assert_array_equal(a, b[i0:i0 + nx, j0:j0 + ny])
+        np.testing.assert_array_equal(a, b[i0 : i0 + nx, j0 : j0 + ny])
     assert phantom.generate_case(seed, shape=(40, 40, 8), organ="liver").hu.shape == (40, 40, 8)  # opt-in
 
 
@@ -334,14 +359,13 @@ def _right_kidney_touches_liver(seed: int) -> bool:
 
     tissue = c.info["tissue"]
     kidney = ndimage.binary_dilation(np.isin(tissue, (A.KCORTEX, A.KMEDULLA)), iterations=1)
-    return bool((kidney & (c.label > 0))[c.hu.shape[0] // 2:].any())   # x > 0: the patient's right
+    return bool((kidney & (c.label > 0))[c.hu.shape[0] // 2 :].any())  # x > 0: the patient's right
 
 
 def test_kidney_meets_the_liver_without_a_fat_plane_in_thin_patients():
     """Perirenal fat grows with habitus: thin patients' right kidneys touch the liver (the boundary
     a model must learn from enhancement and shape), obese patients keep a fat plane."""
-    habitus = {s: A.Anatomy(np.random.default_rng(np.random.SeedSequence(s).spawn(3)[0])).habitus
-               for s in range(40)}
+    habitus = {s: A.Anatomy(np.random.default_rng(np.random.SeedSequence(s).spawn(3)[0])).habitus for s in range(40)}
     thin = sorted(habitus, key=habitus.get)[:3]
     obese = sorted(habitus, key=habitus.get)[-3:]
     assert sum(_right_kidney_touches_liver(s) for s in thin) >= 2

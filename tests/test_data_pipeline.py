@@ -1,4 +1,5 @@
 """The streaming 2.5D tf.data pipeline: sampling, equivalence with inference, cache, sharding."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_unet3plus.data import (AugmentConfig, DataError, PreprocessConfig, SliceCache, augment_sample,
-                                  build_dataset, find_cases, load_case, make_dataset, volume_to_slices)
+from keras_unet3plus.data import (
+    AugmentConfig,
+    DataError,
+    PreprocessConfig,
+    SliceCache,
+    augment_sample,
+    build_dataset,
+    find_cases,
+    load_case,
+    make_dataset,
+    volume_to_slices,
+)
 from keras_unet3plus.data import preprocess as pp
 from keras_unet3plus.data import cache as cache_module
 from keras_unet3plus.data.cache import settings_key
@@ -62,8 +73,7 @@ def test_training_redraws_negatives_each_epoch(phantom_lits):
     cases = sorted(index, key=lambda c: len(index[c].positives) - index[c].n_slices)[:2]
     drawn = negatives_per_case([index[c] for c in cases], 0.3)
     assert all(0 < d < index[c].n_slices - len(index[c].positives) for d, c in zip(drawn, cases)), drawn
-    ds, info = build_dataset(cases, "liver", EXACT, batch_size=4, training=True, negative_fraction=0.3,
-                             seed=1)
+    ds, info = build_dataset(cases, "liver", EXACT, batch_size=4, training=True, negative_fraction=0.3, seed=1)
     epochs = [_collect(ds) for _ in range(2)]
     for x, y in epochs:
         assert len(x) == info.steps_per_epoch * 4
@@ -75,8 +85,11 @@ def test_training_redraws_negatives_each_epoch(phantom_lits):
 
 
 def test_negative_apportioning():
-    idx = [CaseIndex("a", 10, (4, 4), (2, 3, 4, 5), (1, 1, 1)), CaseIndex("b", 20, (4, 4), (1,), (1, 1, 1)),
-           CaseIndex("c", 5, (4, 4), (), (1, 1, 1))]
+    idx = [
+        CaseIndex("a", 10, (4, 4), (2, 3, 4, 5), (1, 1, 1)),
+        CaseIndex("b", 20, (4, 4), (1,), (1, 1, 1)),
+        CaseIndex("c", 5, (4, 4), (), (1, 1, 1)),
+    ]
     counts = negatives_per_case(idx, 0.5)  # 5 positives -> 5 negatives over 6 + 19 + 5 available
     assert sum(counts) == 5 and all(c <= a for c, a in zip(counts, (6, 19, 5)))
     assert negatives_per_case(idx, None) == [6, 19, 5] and negatives_per_case(idx, 0.0) == [0, 0, 0]
@@ -90,12 +103,20 @@ def test_negative_apportioning():
 def test_pipeline_equals_inference_preprocessing(phantom_lits, tmp_path, cached):
     case = find_cases(phantom_lits)[2]  # PLS on disk
     cfg = PreprocessConfig(image_size=48).for_task("liver")
-    ds = make_dataset([case], "liver_tumour", cfg, batch_size=8, training=False, negative_fraction=None,
-                      cache_dir=str(tmp_path) if cached else None, cycle_length=1)
+    ds = make_dataset(
+        [case],
+        "liver_tumour",
+        cfg,
+        batch_size=8,
+        training=False,
+        negative_fraction=None,
+        cache_dir=str(tmp_path) if cached else None,
+        cycle_length=1,
+    )
     x, y = _collect(ds)
     vol = load_case(case, "liver_tumour")
     ref = volume_to_slices(vol.image, cfg)
-    np.testing.assert_allclose(x, ref, atol=1e-3 if cached else 0)   # streamed: bit for bit
+    np.testing.assert_allclose(x, ref, atol=1e-3 if cached else 0)  # streamed: bit for bit
     assert y.dtype == np.int32
     np.testing.assert_array_equal(y, pp.label_to_slices(vol.label, cfg).astype(np.int32))
 
@@ -113,12 +134,22 @@ def test_pipeline_keeps_the_aspect_ratio_of_non_square_slices(tmp_path, cached):
     nib.save(nib.Nifti1Image(c.label, c.affine), folder / "segmentation-0.nii.gz")
     case = find_cases(folder)[0]
     cfg = PreprocessConfig(image_size=32).for_task("liver")
-    x, y = _collect(make_dataset([case], "liver", cfg, batch_size=4, training=False, negative_fraction=None,
-                                 cache_dir=str(tmp_path / "cache") if cached else None, cycle_length=1))
+    x, y = _collect(
+        make_dataset(
+            [case],
+            "liver",
+            cfg,
+            batch_size=4,
+            training=False,
+            negative_fraction=None,
+            cache_dir=str(tmp_path / "cache") if cached else None,
+            cycle_length=1,
+        )
+    )
     vol = load_case(case, "liver")
     np.testing.assert_allclose(x, volume_to_slices(vol.image, cfg), atol=1e-3 if cached else 1e-6)
     np.testing.assert_array_equal(y, (pp.label_to_slices(vol.label, cfg) > 0).astype(np.float32))
-    assert np.all(x[:, :, :3] == 0) and np.all(x[:, :, -3:] == 0)   # the air pad: 8 of 56 px per side
+    assert np.all(x[:, :, :3] == 0) and np.all(x[:, :, -3:] == 0)  # the air pad: 8 of 56 px per side
 
 
 def test_cache_is_keyed_by_settings_and_source(phantom_lits, tmp_path):
@@ -161,7 +192,7 @@ def test_cache_write_is_atomic(phantom_lits, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pp, "resize_images", flaky)
-    monkeypatch.setattr(cache_module, "SLAB", 8)   # several slabs: the failure comes mid-build
+    monkeypatch.setattr(cache_module, "SLAB", 8)  # several slabs: the failure comes mid-build
     cache = SliceCache(tmp_path, "liver", PreprocessConfig(image_size=32))
     with pytest.raises(RuntimeError, match="disk full"):
         cache.build(case)
@@ -197,8 +228,16 @@ def test_augmentation():
     assert a1.shape == img.shape and m1.dtype == tf.uint8 and set(np.unique(m1)) <= {0, 1}
     assert 0.0 <= float(tf.reduce_min(a1)) and float(tf.reduce_max(a1)) <= 1.0
     assert not np.allclose(a1, img)
-    none = AugmentConfig(rotation_deg=0, scale=(1, 1), translate=0, intensity_shift=0, intensity_scale=0,
-                         noise_std=0, blur_prob=0, resample=(0, 1))
+    none = AugmentConfig(
+        rotation_deg=0,
+        scale=(1, 1),
+        translate=0,
+        intensity_shift=0,
+        intensity_scale=0,
+        noise_std=0,
+        blur_prob=0,
+        resample=(0, 1),
+    )
     a0, m0 = augment_sample(img, mask, seed, none)
     np.testing.assert_allclose(a0, img, atol=1e-6)
     np.testing.assert_array_equal(m0, mask)
@@ -207,8 +246,9 @@ def test_augmentation():
 
 def test_pipeline_with_augmentation_runs(phantom_msd):
     cases = find_cases(phantom_msd)
-    ds, info = build_dataset(cases, "spleen", PreprocessConfig(image_size=48), batch_size=4,
-                             augment=True, negative_fraction=0.2)
+    ds, info = build_dataset(
+        cases, "spleen", PreprocessConfig(image_size=48), batch_size=4, augment=True, negative_fraction=0.2
+    )
     x, y = next(iter(ds))
     assert x.shape == (4, 48, 48, 3) and y.shape == (4, 48, 48, 1) and y.dtype == tf.float32
 
@@ -265,8 +305,16 @@ def test_two_workers_build_the_cache_once(phantom_lits, tmp_path):
     script.write_text(SHARED_CACHE_SCRIPT)
     cache_dir = tmp_path / "cache"
     env = dict(__import__("os").environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    procs = [subprocess.Popen([sys.executable, str(script), str(phantom_lits), str(cache_dir), str(r)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for r in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(phantom_lits), str(cache_dir), str(r)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for r in (0, 1)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, e) in zip(procs, outs):
         assert p.returncode == 0, e[-2000:]

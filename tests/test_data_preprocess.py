@@ -1,4 +1,5 @@
 """2.5D preprocessing (shared by training and inference) and case splits."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_unet3plus.data import (Case, PreprocessConfig, label_to_slices, slices_to_volume,
-                                  split_cases, volume_to_slices)
+from keras_unet3plus.data import (
+    Case,
+    PreprocessConfig,
+    label_to_slices,
+    slices_to_volume,
+    split_cases,
+    volume_to_slices,
+)
 from keras_unet3plus.data.preprocess import context_indices, window_hu
 from keras_unet3plus.data.splits import default_test_size
 
@@ -51,8 +58,7 @@ def test_channels_are_neighbouring_slices_with_edges_replicated():
         for ch, src in enumerate((max(z - 1, 0), z, min(z + 1, 5))):
             np.testing.assert_array_equal(x[z, :, 2:38, ch], w[:, :, src])
     np.testing.assert_array_equal(context_indices([0, 5], 6, 2), [[0, 0, 0, 1, 2], [3, 4, 5, 5, 5]])
-    x5 = volume_to_slices(vol, PreprocessConfig(hu_window=(-200, 250), image_size=40, context=2,
-                                                resize_mode="crop"))
+    x5 = volume_to_slices(vol, PreprocessConfig(hu_window=(-200, 250), image_size=40, context=2, resize_mode="crop"))
     assert x5.shape[-1] == 5
 
 
@@ -85,8 +91,8 @@ def test_resize_mode_and_inverse():
 
 
 def _disc(shape, centre, radius):
-    x, y = np.ogrid[:shape[0], :shape[1]]
-    return ((x - centre[0]) ** 2 + (y - centre[1]) ** 2 <= radius ** 2)
+    x, y = np.ogrid[: shape[0], : shape[1]]
+    return (x - centre[0]) ** 2 + (y - centre[1]) ** 2 <= radius**2
 
 
 def _extent(mask2d):
@@ -102,30 +108,31 @@ def test_pad_mode_keeps_the_aspect_ratio_and_inverts_exactly():
     disc = np.repeat(_disc(shape, (44, 30), 15)[..., None], 3, axis=2)
     hu = np.where(disc, 100, -50).astype(np.int16)
     pad = PreprocessConfig(image_size=40).for_task("liver")
-    assert PreprocessConfig().resize_mode == "pad"           # the default for new models
+    assert PreprocessConfig().resize_mode == "pad"  # the default for new models
     m = label_to_slices(disc.astype(np.uint8), pad)[1, ..., 0]
     w, h = _extent(m)
-    assert abs(w - h) <= 1 and abs(w - 31 * 40 / 80) <= 1.5   # round, scaled by S / max(X, Y)
+    assert abs(w - h) <= 1 and abs(w - 31 * 40 / 80) <= 1.5  # round, scaled by S / max(X, Y)
     stretched = label_to_slices(disc.astype(np.uint8), PreprocessConfig(image_size=40, resize_mode="resize"))
     w2, h2 = _extent(stretched[1, ..., 0])
-    assert h2 / w2 > 1.3                                      # the old mode distorts by ~80/56
+    assert h2 / w2 > 1.3  # the old mode distorts by ~80/56
     x = volume_to_slices(hu, pad)
     assert np.all(x[:, :, :5] == 0) and np.all(x[:, :, -5:] == 0)  # 12 padded columns each side -> 6 at 40/80
-    assert x[1, 20, 20, 1] > 0.5                             # the body is there
+    assert x[1, 20, 20, 1] > 0.5  # the body is there
     for in_plane in [(80, 56), (51, 64), (64, 64)]:
         lab = np.repeat(_disc(in_plane + (1,), (in_plane[0] // 2, in_plane[1] // 3), 12)[..., None], 2, axis=2)
         back = slices_to_volume(label_to_slices(lab.astype(np.uint8), pad).astype(np.float32), in_plane, pad)
         assert back.shape == in_plane + (2, 1)
         rec = back[..., 0] > 0.5
-        assert ((rec == lab).mean()) > 0.985, in_plane          # only the rim differs (2x down and up)
+        assert ((rec == lab).mean()) > 0.985, in_plane  # only the rim differs (2x down and up)
         # the same as padding by hand and resizing a square: the way back cuts off the same pad
         side, top, left = max(in_plane), (max(in_plane) - in_plane[0]) // 2, (max(in_plane) - in_plane[1]) // 2
         square = np.zeros((side, side, 2), np.uint8)
-        square[top:top + in_plane[0], left:left + in_plane[1]] = lab
+        square[top : top + in_plane[0], left : left + in_plane[1]] = lab
         stretch = PreprocessConfig(image_size=40, resize_mode="resize")
         by_hand = slices_to_volume(label_to_slices(square, stretch).astype(np.float32), (side, side), stretch)
-        np.testing.assert_array_equal(back, by_hand[top:top + in_plane[0], left:left + in_plane[1]])
+        np.testing.assert_array_equal(back, by_hand[top : top + in_plane[0], left : left + in_plane[1]])
     from keras_unet3plus.inference.postprocess import resize_labels
+
     labels = resize_labels(label_to_slices(lab.astype(np.uint8), pad)[..., 0], in_plane, pad)
     assert labels.shape == in_plane + (2,) and (labels.astype(bool) == lab).mean() > 0.99
 
@@ -166,7 +173,7 @@ def test_planes_resized_once_equal_stacks_resized_whole(context, mode):
     from keras_unet3plus.data.preprocess import resize_images, stack_context
 
     rng = np.random.default_rng(context)
-    hu = rng.normal(0, 400, (70, 90, 37)).astype(np.int16)   # 37 slices: chunks of 16 plus a rest
+    hu = rng.normal(0, 400, (70, 90, 37)).astype(np.int16)  # 37 slices: chunks of 16 plus a rest
     cfg = PreprocessConfig(image_size=64, context=context, resize_mode=mode).for_task("liver")
     stacks = window_hu(stack_context(hu, np.arange(hu.shape[2]), context), cfg.window())
     expected = resize_images(stacks, cfg).numpy()

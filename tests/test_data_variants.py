@@ -1,12 +1,19 @@
 """Acquisition variants of a labelled scan (3 mm voxels, a cropped field of view, more noise)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from keras_unet3plus.data.phantom import generate_case
-from keras_unet3plus.data.variants import (STANDARD_VARIANTS, LabelledScan, add_noise, crop_fov, resample,
-                                           standard_variants)
+from keras_unet3plus.data.variants import (
+    STANDARD_VARIANTS,
+    LabelledScan,
+    add_noise,
+    crop_fov,
+    resample,
+    standard_variants,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +51,9 @@ def test_crop_is_centred_on_the_body_and_sized_in_mm(scan):
     # the cut is the centre of the body's box: find it in the original by its position
     i0 = int(round((xs[0] + xs[-1]) / 2 - 60))
     j0 = int(round((ys[0] + ys[-1]) / 2 - 45))
-    np.testing.assert_array_equal(cut.hu, scan.hu[i0:i0 + 120, j0:j0 + 90])
-    np.testing.assert_array_equal(cut.labels, scan.labels[i0:i0 + 120, j0:j0 + 90])
-    assert crop_fov(scan, (400.0, 400.0)).hu.shape == scan.hu.shape   # larger than the scan: unchanged
+    np.testing.assert_array_equal(cut.hu, scan.hu[i0 : i0 + 120, j0 : j0 + 90])
+    np.testing.assert_array_equal(cut.labels, scan.labels[i0 : i0 + 120, j0 : j0 + 90])
+    assert crop_fov(scan, (400.0, 400.0)).hu.shape == scan.hu.shape  # larger than the scan: unchanged
 
 
 def test_noise_has_the_asked_standard_deviation_and_is_seeded(scan):

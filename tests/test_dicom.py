@@ -1,4 +1,5 @@
 """DICOM CT series reader: geometry round trips, the errors of broken series, and a real CT."""
+
 from __future__ import annotations
 
 import subprocess
@@ -51,6 +52,7 @@ def _message(exc_info) -> str:
 # round trips
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
 def test_round_trip_gives_source_grid_and_hu(case, tmp_path, orientation):
     hu, affine = case
@@ -65,8 +67,11 @@ def test_round_trip_gives_source_grid_and_hu(case, tmp_path, orientation):
     # the (column, row, slice) grid: to_original gives back the stored slices pixel for pixel
     series: DicomSeries = vol.source
     original = vol.to_original(vol.image)
-    assert original.shape == vol.original_shape == (int(series.headers[0].Columns),
-                                                    int(series.headers[0].Rows), len(series))
+    assert (
+        original.shape
+        == vol.original_shape
+        == (int(series.headers[0].Columns), int(series.headers[0].Rows), len(series))
+    )
     rng = np.random.default_rng(0)
     for _ in range(5):
         k = int(rng.integers(len(series)))
@@ -75,8 +80,7 @@ def test_round_trip_gives_source_grid_and_hu(case, tmp_path, orientation):
         np.testing.assert_array_equal(original[:, :, k], hu_slice.T)
         # world coordinates of a pixel: DICOM's definition == the reader's original affine
         r, c = int(rng.integers(ds.Rows)), int(rng.integers(ds.Columns))
-        np.testing.assert_allclose(vol.original_affine @ [c, r, k, 1], [*_world_from_dicom(ds, r, c), 1],
-                                   atol=1e-4)
+        np.testing.assert_allclose(vol.original_affine @ [c, r, k, 1], [*_world_from_dicom(ds, r, c), 1], atol=1e-4)
 
 
 def test_signed_pixels_and_ordered_names(case, tmp_path):
@@ -123,8 +127,7 @@ def test_stripped_uids_are_filled_in_deterministically(case, tmp_path):
     assert len(first) == 1 and first[0].uid == second[0].uid and first[0].uid
     assert any("no SeriesInstanceUID" in note for note in first[0].notes)
     vol = read_dicom_series(first[0])
-    metas = {pydicom.dcmread(p, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID
-             for p in files}
+    metas = {pydicom.dcmread(p, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID for p in files}
     assert set(vol.source.sop_instance_uids) == metas
 
 
@@ -132,10 +135,17 @@ def test_stripped_uids_are_filled_in_deterministically(case, tmp_path):
 # finding series
 # --------------------------------------------------------------------------------------------
 
+
 def test_two_series_in_one_folder(case, tmp_path):
     _write(case, tmp_path, series_number=2, series_description="Abdomen 2.0 / venous*")
-    _write(case, tmp_path, series_number=3, series_description="Abdomen 2.0 / venous*",
-           orientation="axial_flipped_rows", seed=1)
+    _write(
+        case,
+        tmp_path,
+        series_number=3,
+        series_description="Abdomen 2.0 / venous*",
+        orientation="axial_flipped_rows",
+        seed=1,
+    )
     found = find_dicom_series(tmp_path)
     assert [s.name for s in found] == ["002_Abdomen_2.0_venous", "003_Abdomen_2.0_venous"]
     assert all(len(s) == SHAPE[2] for s in found)
@@ -227,6 +237,7 @@ def test_empty_and_missing_folders(tmp_path):
 # broken series
 # --------------------------------------------------------------------------------------------
 
+
 def _edit(path: Path, **attributes) -> None:
     ds = pydicom.dcmread(path)
     for keyword, value in attributes.items():
@@ -260,10 +271,14 @@ def _slice_3_two_rows_short(case, folder: Path) -> None:
     ds.save_as(files[2], enforce_file_format=True)
 
 
-@pytest.mark.parametrize("damage, problem, culprit", [
-    (_copy_of_slice_4, "duplicate slice position", "copy_of_slice_4"),
-    (_slice_3_two_rows_short, "mixes image sizes", "IM00003.dcm"),
-], ids=["duplicate_position", "mixed_image_sizes"])
+@pytest.mark.parametrize(
+    "damage, problem, culprit",
+    [
+        (_copy_of_slice_4, "duplicate slice position", "copy_of_slice_4"),
+        (_slice_3_two_rows_short, "mixes image sizes", "IM00003.dcm"),
+    ],
+    ids=["duplicate_position", "mixed_image_sizes"],
+)
 def test_damaged_slice_is_named(case, tmp_path, damage, problem, culprit):
     """One bad file in a series: the error names the folder, the problem and the file."""
     damage(case, tmp_path)
@@ -325,11 +340,13 @@ def test_missing_position(case, tmp_path):
 
 def test_without_the_extra_the_package_imports_and_the_error_names_pip_install(tmp_path):
     # (nibabel imports pydicom itself when it is installed, so block it rather than look for it)
-    code = ("import sys; sys.modules['pydicom'] = sys.modules['highdicom'] = None\n"
-            "import keras_unet3plus.data as d\n"
-            "from keras_unet3plus.data import dicom_seg, phantom_dicom\n"
-            "try:\n    d.read_dicom_series(sys.argv[1])\n"
-            "except ImportError as exc:\n    print(exc)\n")
+    code = (
+        "import sys; sys.modules['pydicom'] = sys.modules['highdicom'] = None\n"
+        "import keras_unet3plus.data as d\n"
+        "from keras_unet3plus.data import dicom_seg, phantom_dicom\n"
+        "try:\n    d.read_dicom_series(sys.argv[1])\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pip install 'keras-unet3plus[dicom]'" in out.stdout
@@ -338,6 +355,7 @@ def test_without_the_extra_the_package_imports_and_the_error_names_pip_install(t
 # --------------------------------------------------------------------------------------------
 # the real CT
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def real_ct():

@@ -5,6 +5,7 @@ a DICOMDIR. Each reads to the right HU and grid, or is skipped with a note, or f
 Series are tiny (40 x 32 pixels, 5 slices) and made of a synthetic HU volume, not the phantom, so
 every stored value, padding and bit depth is under the test's control.
 """
+
 from __future__ import annotations
 
 import runpy
@@ -55,9 +56,13 @@ def _edit(path: Path, **attributes) -> None:
 # compressed pixel data: every syntax the [dicom] extra promises, unsigned and signed
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
-@pytest.mark.parametrize("syntax", [ts for ts in TRANSFER_SYNTAXES if ts != "1.2.840.10008.1.2.1"],
-                         ids=lambda ts: pydicom.uid.UID(ts).keyword or ts)
+@pytest.mark.parametrize(
+    "syntax",
+    [ts for ts in TRANSFER_SYNTAXES if ts != "1.2.840.10008.1.2.1"],
+    ids=lambda ts: pydicom.uid.UID(ts).keyword or ts,
+)
 def test_compressed_series_reads_the_same_hu(hu, tmp_path, syntax, signed):
     files = write_dicom_series(hu, AFFINE, tmp_path, transfer_syntax=syntax, signed=signed)
     assert pydicom.dcmread(files[0], stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
@@ -73,10 +78,14 @@ def test_without_a_decoder_the_error_names_the_extra_and_never_a_gpl_package(hu,
     decode JPEG Lossless; the hint names the extra, which brings python-gdcm."""
     import pydicom.pixels
 
-    files = write_dicom_series(hu, AFFINE, tmp_path, transfer_syntax="1.2.840.10008.1.2.4.70",
-                               shuffle_names=False)
-    missing = SimpleNamespace(is_available=False, missing_dependencies=[
-        "gdcm - requires gdcm>=3.0.10", "pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1"])
+    files = write_dicom_series(hu, AFFINE, tmp_path, transfer_syntax="1.2.840.10008.1.2.4.70", shuffle_names=False)
+    missing = SimpleNamespace(
+        is_available=False,
+        missing_dependencies=[
+            "gdcm - requires gdcm>=3.0.10",
+            "pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1",
+        ],
+    )
     monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda uid: missing)
     with pytest.raises(DataError) as err:
         read_dicom_series(tmp_path)
@@ -116,8 +125,16 @@ def test_the_dicom_extra_brings_permissive_decoders_only(monkeypatch):
     named = " ".join(r for reqs in extras.values() for r in reqs)
     assert "libjpeg" not in named and "gpl" not in named.lower()
     gdcm_licence = metadata.metadata("python-gdcm")
-    text = " ".join(filter(None, [gdcm_licence.get("License-Expression"), gdcm_licence.get("License"),
-                                  *gdcm_licence.get_all("Classifier", [])]))
+    text = " ".join(
+        filter(
+            None,
+            [
+                gdcm_licence.get("License-Expression"),
+                gdcm_licence.get("License"),
+                *gdcm_licence.get_all("Classifier", []),
+            ],
+        )
+    )
     assert "Apache" in text or "BSD" in text, text
     assert "GPL" not in text
 
@@ -125,6 +142,7 @@ def test_the_dicom_extra_brings_permissive_decoders_only(monkeypatch):
 # --------------------------------------------------------------------------------------------
 # messy folders
 # --------------------------------------------------------------------------------------------
+
 
 def _dose_report_sr(path: Path) -> None:
     """An X-Ray Radiation Dose SR, as CT scanners send beside the images (no pixel data)."""
@@ -151,8 +169,9 @@ def test_dose_reports_and_secondary_captures_beside_the_ct_are_left_out(hu, tmp_
     # a CT-class "patient protocol" series: DERIVED\SECONDARY, another size, no position
     protocol = write_dicom_series(np.zeros((24, 16, 2)), AFFINE, tmp_path / "protocol", series_number=999, seed=2)
     for path in protocol:
-        _edit(path, ImageType=["DERIVED", "SECONDARY", "OTHER"], ImagePositionPatient=None,
-              ImageOrientationPatient=None)
+        _edit(
+            path, ImageType=["DERIVED", "SECONDARY", "OTHER"], ImagePositionPatient=None, ImageOrientationPatient=None
+        )
     # a dose screen inside the CT series itself: same series UID, DERIVED\SECONDARY, another size
     uid = pydicom.dcmread(ct[0]).SeriesInstanceUID
     extra = write_dicom_series(np.zeros((24, 16, 2)), AFFINE, tmp_path / "ct_extra", series_uid=uid, seed=3)
@@ -180,8 +199,14 @@ def test_localizer_in_the_ct_series_is_left_out_with_a_note(hu, tmp_path):
     ct = write_dicom_series(hu, AFFINE, tmp_path / "ct")
     uid = pydicom.dcmread(ct[0]).SeriesInstanceUID
     # a coronal topogram of another size in the same series, as some scanners file it
-    scout = write_dicom_series(np.zeros((64, 1, 48)), np.diag([2.0, 2.0, 2.0, 1]), tmp_path / "scout",
-                               series_uid=uid, orientation="coronal", seed=4)
+    scout = write_dicom_series(
+        np.zeros((64, 1, 48)),
+        np.diag([2.0, 2.0, 2.0, 1]),
+        tmp_path / "scout",
+        series_uid=uid,
+        orientation="coronal",
+        seed=4,
+    )
     assert len(scout) == 1
     _edit(scout[0], ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"])
     found = find_dicom_series(tmp_path)
@@ -198,15 +223,19 @@ def test_missing_slice_thickness_reads_with_the_spacing_of_the_positions(hu, tmp
     np.testing.assert_array_equal(vol.image, _expected(hu, False))
 
 
-@pytest.mark.parametrize("signed, padding, range_limit", [
-    (False, 65535, None),     # beyond 12 BitsStored: pydicom would make it 4095 = 3071 HU, bright bone
-    (False, 4095, None),      # the top of the 12-bit range
-    (True, -2000, None),      # GE style: -2000 + intercept = -3024 HU
-    (True, -2500, (-3000, -2000)),  # PixelPaddingValue .. PixelPaddingRangeLimit
-], ids=["unsigned_65535", "unsigned_4095", "signed_-2000", "signed_range"])
+@pytest.mark.parametrize(
+    "signed, padding, range_limit",
+    [
+        (False, 65535, None),  # beyond 12 BitsStored: pydicom would make it 4095 = 3071 HU, bright bone
+        (False, 4095, None),  # the top of the 12-bit range
+        (True, -2000, None),  # GE style: -2000 + intercept = -3024 HU
+        (True, -2500, (-3000, -2000)),  # PixelPaddingValue .. PixelPaddingRangeLimit
+    ],
+    ids=["unsigned_65535", "unsigned_4095", "signed_-2000", "signed_range"],
+)
 def test_padded_pixels_become_air(hu, tmp_path, signed, padding, range_limit):
     outside = np.zeros(SHAPE, dtype=bool)
-    outside[:6], outside[:, -5:] = True, True      # the corners of a round field of view, roughly
+    outside[:6], outside[:, -5:] = True, True  # the corners of a round field of view, roughly
     data = np.where(outside, np.nan, np.clip(hu, -1000, 3000))  # no real voxel is a padding value
     files = write_dicom_series(data, AFFINE, tmp_path, signed=signed, padding_value=padding)
     if range_limit is not None:
@@ -261,8 +290,10 @@ def test_dicomdir_at_the_root_is_skipped_with_a_note(hu, tmp_path):
     fileset.write(tmp_path / "cd")  # DICOMDIR + PT000000/ST000000/SE000000/IM00000n, as on a disc
     found = find_dicom_series(tmp_path / "cd")
     assert len(found) == 1 and len(found[0]) == SHAPE[2]
-    assert found.skipped == [f"{tmp_path / 'cd' / 'DICOMDIR'}: a DICOMDIR index (the table of contents of a "
-                             "disc or export), skipped; the images it lists are found by searching the folder"]
+    assert found.skipped == [
+        f"{tmp_path / 'cd' / 'DICOMDIR'}: a DICOMDIR index (the table of contents of a "
+        "disc or export), skipped; the images it lists are found by searching the folder"
+    ]
     np.testing.assert_array_equal(read_dicom_series(tmp_path / "cd").image, _expected(hu, False))
     with pytest.raises(DataError, match="got a file; give the folder it is in"):
         read_dicom_series(tmp_path / "cd" / "DICOMDIR")

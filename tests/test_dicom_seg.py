@@ -1,4 +1,5 @@
 """DICOM SEG writer: references to the source series, coded segments, voxel-exact read back."""
+
 from __future__ import annotations
 
 import time
@@ -121,8 +122,7 @@ def test_spleen_task_and_explicit_label_values(series, phantom, tmp_path):
     spleen = np.asarray(case.label_for("spleen"), dtype=np.uint8)
     path = write_dicom_seg(series, spleen, tmp_path / "spleen.dcm", "spleen")
     np.testing.assert_array_equal(read_dicom_seg_labels(path, series), spleen)
-    assert _code(pydicom.dcmread(path).SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0]) == \
-        ("78961009", "SCT")
+    assert _code(pydicom.dcmread(path).SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0]) == ("78961009", "SCT")
     # label values need not be 1..K: segment numbers follow the sorted values
     tagged = np.where(labels > 0, 5, 0).astype(np.uint8)
     path = write_dicom_seg(series, tagged, tmp_path / "tagged.dcm", [(5, "liver")])
@@ -174,8 +174,10 @@ def test_real_ct_seg_with_the_reference_liver(tmp_path):
     start = time.perf_counter()
     path = write_dicom_seg(volume, liver, tmp_path / "liver.dcm", "liver")
     write_seconds = time.perf_counter() - start
-    print(f"\nreal CT: series read {read_seconds:.2f} s, SEG write {write_seconds:.2f} s "
-          f"({path.stat().st_size / 1e6:.2f} MB, {int(pydicom.dcmread(path).NumberOfFrames)} frames)")
+    print(
+        f"\nreal CT: series read {read_seconds:.2f} s, SEG write {write_seconds:.2f} s "
+        f"({path.stat().st_size / 1e6:.2f} MB, {int(pydicom.dcmread(path).NumberOfFrames)} frames)"
+    )
     np.testing.assert_array_equal(read_dicom_seg_labels(path, volume), liver)
     ds = pydicom.dcmread(path)
     assert ds.FrameOfReferenceUID == volume.source.headers[0].FrameOfReferenceUID
@@ -185,6 +187,7 @@ def test_real_ct_seg_with_the_reference_liver(tmp_path):
 # --------------------------------------------------------------------------------------------
 # series as hospitals send them: headers stripped or odd
 # --------------------------------------------------------------------------------------------
+
 
 def _small_series(folder: Path, **kw):
     """A 40 x 32 x 5 series with a box of 'organ' in it, and that box as labels on its grid."""
@@ -213,14 +216,23 @@ def test_seg_from_a_series_without_type2_attributes(tmp_path):
     path = write_dicom_seg(volume, labels, tmp_path / "seg.dcm", "liver")
     np.testing.assert_array_equal(read_dicom_seg_labels(path, volume), labels)
     seg = hd.seg.segread(path)
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                    "ReferringPhysicianName", "AccessionNumber", "StudyID"):
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "ReferringPhysicianName",
+        "AccessionNumber",
+        "StudyID",
+    ):
         assert keyword in TYPE2_ATTRIBUTES and keyword in seg and str(seg.get(keyword)) == "", keyword
     measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
     assert float(measures.SliceThickness) == pytest.approx(2.5)  # the slice spacing stands in
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == volume.source.uid
     assert "PatientBirthDate" not in first and "SliceThickness" not in first  # headers untouched
-    assert _digest(tmp_path / "ct") == before                                # files untouched
+    assert _digest(tmp_path / "ct") == before  # files untouched
 
 
 def test_seg_from_headers_with_values_highdicom_refuses(tmp_path):
@@ -229,7 +241,7 @@ def test_seg_from_headers_with_values_highdicom_refuses(tmp_path):
     volume, labels = _small_series(tmp_path / "ct", shuffle_names=False)
     for path in sorted((tmp_path / "ct").iterdir()):
         ds = pydicom.dcmread(path)
-        ds.SpecificCharacterSet = "ISO IR 100"   # should be ISO_IR 100; pydicom reads it as Latin-1
+        ds.SpecificCharacterSet = "ISO IR 100"  # should be ISO_IR 100; pydicom reads it as Latin-1
         ds.PatientName = "Müller^Jörg"
         ds.PatientSex, ds.StudyTime = "U", "ANON"
         ds.save_as(path, enforce_file_format=True)
@@ -241,10 +253,14 @@ def test_seg_from_headers_with_values_highdicom_refuses(tmp_path):
     np.testing.assert_array_equal(read_dicom_seg_labels(path, volume), labels)
 
 
-@pytest.mark.parametrize("damage, problem", [
-    ({"FrameOfReferenceUID": None}, "no FrameOfReferenceUID, which a DICOM SEG needs"),
-    ({"FrameOfReferenceUID": "1.2.3.4"}, "the slices disagree on FrameOfReferenceUID"),
-], ids=["missing_frame_of_reference", "mixed_frames_of_reference"])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        ({"FrameOfReferenceUID": None}, "no FrameOfReferenceUID, which a DICOM SEG needs"),
+        ({"FrameOfReferenceUID": "1.2.3.4"}, "the slices disagree on FrameOfReferenceUID"),
+    ],
+    ids=["missing_frame_of_reference", "mixed_frames_of_reference"],
+)
 def test_seg_needs_type1_attributes_and_names_the_file(tmp_path, damage, problem):
     volume, labels = _small_series(tmp_path / "ct", shuffle_names=False)
     ds = pydicom.dcmread(tmp_path / "ct" / "IM00003.dcm")

@@ -11,6 +11,7 @@ other guides predict with, export and resume: it is trained once per module.
 (c) Every --flag the docs name on a `unet3plus <command>` line exists in that command's parser.
 Also: docs/reference/cli.md and config.md equal what docs/reference/make_cli.py makes now.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -53,8 +53,15 @@ def blocks(page: Path) -> list[dict]:
         j = i + 1
         while j < len(lines) and not FENCE.match(lines[j]):
             j += 1
-        found.append(dict(lang=m.group(2), text="\n".join(lines[i + 1:j]), line=i + 2,
-                          mark=mark.group(1) if mark else None, arg=mark.group(2) if mark else None))
+        found.append(
+            dict(
+                lang=m.group(2),
+                text="\n".join(lines[i + 1 : j]),
+                line=i + 2,
+                mark=mark.group(1) if mark else None,
+                arg=mark.group(2) if mark else None,
+            )
+        )
         i = j + 1
     return found
 
@@ -80,9 +87,9 @@ def run_unet3plus(argv: list[str]) -> tuple[int, str]:
     with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
         try:
             rc = cli.main(argv)
-        except SystemExit as exc:   # --version, --help
+        except SystemExit as exc:  # --version, --help
             rc = exc.code or 0
-        finally:   # what a command sets for its process (TF_CPP_MIN_LOG_LEVEL) stays out of the next test
+        finally:  # what a command sets for its process (TF_CPP_MIN_LOG_LEVEL) stays out of the next test
             os.environ.clear()
             os.environ.update(environ)
     return rc, buffer.getvalue()
@@ -199,7 +206,7 @@ def github_anchors(page: Path) -> set[str]:
         m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
         if not m:
             continue
-        text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", m.group(1))   # a link's text stays
+        text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", m.group(1))  # a link's text stays
         text = re.sub(r"<[^>]+>", "", text).replace("`", "").strip().lower()
         slug = re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
         n = seen.get(slug, 0)
@@ -212,7 +219,7 @@ def broken_links(page: Path) -> list[str]:
     """Each relative link or #anchor of ``page`` that does not resolve, with why."""
     bad = []
     for target in LINK.findall(_prose(page.read_text(encoding="utf-8"))):
-        if re.match(r"^[a-z]+:", target):   # https:, mailto:
+        if re.match(r"^[a-z]+:", target):  # https:, mailto:
             continue
         path, _, anchor = target.partition("#")
         dest = (page.parent / path).resolve() if path else page
@@ -232,10 +239,14 @@ def test_links_and_anchors_resolve():
 def test_link_check_catches_a_broken_link(tmp_path):
     (tmp_path / "other.md").write_text("# Other page\n\n## A section\n")
     page = tmp_path / "page.md"
-    page.write_text("# Page\n\n[ok](other.md#a-section) [ok](#page) [gone](missing.md) "
-                    "[no anchor](other.md#b-section) `[code](missing.md)`\n\n```bash\n[x](y.md)\n```\n")
+    page.write_text(
+        "# Page\n\n[ok](other.md#a-section) [ok](#page) [gone](missing.md) "
+        "[no anchor](other.md#b-section) `[code](missing.md)`\n\n```bash\n[x](y.md)\n```\n"
+    )
     assert [line.split(": ", 2)[-1] for line in broken_links(page)] == [
-        "missing.md does not exist", "no heading #b-section in " + str(tmp_path / "other.md")]
+        "missing.md does not exist",
+        "no heading #b-section in " + str(tmp_path / "other.md"),
+    ]
 
 
 def test_anchor_rules():
@@ -247,6 +258,7 @@ def test_anchor_rules():
 
 
 # --- (c) flags, and the generated reference ------------------------------------------------
+
 
 def _make_cli():
     spec = importlib.util.spec_from_file_location("make_cli", DOCS / "reference" / "make_cli.py")
@@ -272,7 +284,7 @@ def named_flags(page: Path) -> list[tuple[str, str, str]]:
     found = []
     for snippet, where in snippets:
         for m in COMMAND.finditer(snippet):
-            rest = re.split(r"\s#|;|&&|\s\|\s", snippet[m.end():])[0]
+            rest = re.split(r"\s#|;|&&|\s\|\s", snippet[m.end() :])[0]
             found += [(m.group(1), flag, where) for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", rest)]
     return found
 
@@ -281,13 +293,14 @@ def test_docs_name_only_flags_that_exist():
     from keras_unet3plus import cli
 
     make_cli = _make_cli()
-    known = {name: {s for a in make_cli.command_parser(name)[0]._actions for s in a.option_strings}
-             for name in cli.COMMANDS}
+    known = {
+        name: {s for a in make_cli.command_parser(name)[0]._actions for s in a.option_strings} for name in cli.COMMANDS
+    }
     checked, bad = 0, []
     for page in ALL_PAGES:
         for command, flag, where in named_flags(page):
             if command not in known:
-                continue   # `unet3plus --version`, or a word such as "unet3plus demo's"
+                continue  # `unet3plus --version`, or a word such as "unet3plus demo's"
             checked += 1
             if flag not in known[command]:
                 bad.append(f"{where}: unet3plus {command} has no {flag}")
@@ -297,8 +310,10 @@ def test_docs_name_only_flags_that_exist():
 
 def test_flag_scan_catches_a_wrong_flag(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("Run `unet3plus train --data-dir D --epoch 3`.\n\n```bash\n"
-                    "unet3plus predict m.keras x -o y --skip-absnet  # not --this\n```\n")
+    page.write_text(
+        "Run `unet3plus train --data-dir D --epoch 3`.\n\n```bash\n"
+        "unet3plus predict m.keras x -o y --skip-absnet  # not --this\n```\n"
+    )
     found = {(c, f) for c, f, _ in named_flags(page)}
     assert found == {("train", "--data-dir"), ("train", "--epoch"), ("predict", "--skip-absnet")}
 
@@ -307,5 +322,6 @@ def test_cli_reference_is_generated_from_the_parser():
     make_cli = _make_cli()
     for name, render in make_cli.PAGES.items():
         committed = (DOCS / "reference" / name).read_text(encoding="utf-8")
-        assert committed == render(), (f"docs/reference/{name} differs from the code: run "
-                                       f".venv/bin/python docs/reference/make_cli.py")
+        assert committed == render(), (
+            f"docs/reference/{name} differs from the code: run .venv/bin/python docs/reference/make_cli.py"
+        )

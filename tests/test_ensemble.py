@@ -3,6 +3,7 @@ predictor path, mismatched models refused, probabilities saved and averaged late
 
 Tiny untrained models (32 x 32, filters 4..64, different seeds) are enough: what is tested is the
 arithmetic of the average and that the ensemble is the same path as one model."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,15 @@ def _model(folder: Path, seed: int, size: int = SIZE, num_classes: int = 1, task
     model = build((size, size, 3), num_classes=num_classes, **TINY)
     path = folder / f"m{seed}_{size}_{num_classes}.keras"
     model.save(path)
-    save_info(path, ModelInfo(task=task, preprocess=PreprocessConfig(image_size=size).for_task(task).to_dict(),
-                              num_classes=num_classes, build=dict(TINY, input_shape=[size, size, 3])))
+    save_info(
+        path,
+        ModelInfo(
+            task=task,
+            preprocess=PreprocessConfig(image_size=size).for_task(task).to_dict(),
+            num_classes=num_classes,
+            build=dict(TINY, input_shape=[size, size, 3]),
+        ),
+    )
     return path
 
 
@@ -45,7 +53,7 @@ def scan(tmp_path_factory):
 
     case = generate_case(7, shape=(48, 40, 10))
     path = tmp_path_factory.mktemp("scan") / "ct.nii.gz"
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])   # stored LPS: the canonical grid differs from the file's
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])  # stored LPS: the canonical grid differs from the file's
     nib.save(nib.Nifti1Image(case.hu[::-1, ::-1].astype(np.int16), flip @ case.affine), path)
     return case.hu, path
 
@@ -62,7 +70,7 @@ def test_an_ensemble_of_one_model_is_that_model(models, scan):
     assert ens.runtime.kind == "ensemble"
     np.testing.assert_array_equal(ens.predict_volume(hu), Predictor(rt).predict_volume(hu))
     lab, one = Predictor(rt, gate=False).predict_volume(hu, probability_map=True)
-    assert 0 < lab.sum() < lab.size                  # a mask with both classes: the equality means something
+    assert 0 < lab.sum() < lab.size  # a mask with both classes: the equality means something
     _, ens_map = Predictor([rt], gate=False).predict_volume(hu, probability_map=True)
     np.testing.assert_array_equal(ens_map.probabilities, one.probabilities)
     np.testing.assert_array_equal(ens_map.cls, one.cls)
@@ -81,14 +89,14 @@ def test_an_ensemble_averages_probabilities_and_cls(models, scan):
     seg, cls = EnsembleRuntime([r1, r2]).segment(batch)
     np.testing.assert_array_equal(seg, (s1 + s2) / np.float32(2))
     np.testing.assert_array_equal(cls, (c1 + c2) / np.float32(2))
-    assert not np.allclose(s1, s2)                   # two different models
+    assert not np.allclose(s1, s2)  # two different models
 
     maps = [Predictor(r).predict_volume(hu, probability_map=True)[1] for r in (r1, r2)]
     labels, ens = Predictor([r1, r2]).predict_volume(hu, probability_map=True)
     np.testing.assert_allclose(ens.probabilities, (maps[0].probabilities + maps[1].probabilities) / 2, atol=1e-6)
     np.testing.assert_allclose(ens.cls, (maps[0].cls + maps[1].cls) / 2, atol=1e-7)
     mean = ProbabilityMap((maps[0].probabilities + maps[1].probabilities) / 2, (maps[0].cls + maps[1].cls) / 2)
-    assert (mean.labels() != labels).mean() < 1e-3   # gated by the averaged cls, then thresholded
+    assert (mean.labels() != labels).mean() < 1e-3  # gated by the averaged cls, then thresholded
     np.testing.assert_array_equal(Predictor([r1, r2], skip_absent=True).predict_volume(hu), labels)
 
 
@@ -143,13 +151,18 @@ def test_probabilities_round_trip_and_ensemble_later(models, scan, tmp_path, cap
     folders = [tmp_path / f"fold_{k}" for k in range(2)]
     for model, folder in zip(models, folders):
         folder.mkdir()
-        assert cli.main(["predict", str(model), str(ct), "-o", str(folder / "ct.nii.gz"), "--quiet",
-                         "--save-probabilities"]) == 0
+        assert (
+            cli.main(
+                ["predict", str(model), str(ct), "-o", str(folder / "ct.nii.gz"), "--quiet", "--save-probabilities"]
+            )
+            == 0
+        )
     assert "ct.npz" in capsys.readouterr().out
     saved = ProbabilityMap.load(folders[0] / "ct.npz")
     assert saved.probabilities.dtype == np.float16 and saved.cls.shape == (10, 2)
-    _, fresh = Predictor.from_path(models[0]).predict_volume(np.asarray(nib.load(ct).dataobj)[::-1, ::-1],
-                                                             probability_map=True)
+    _, fresh = Predictor.from_path(models[0]).predict_volume(
+        np.asarray(nib.load(ct).dataobj)[::-1, ::-1], probability_map=True
+    )
     np.testing.assert_allclose(saved.probabilities.astype(np.float32), fresh.probabilities, atol=1e-3)
     np.testing.assert_array_equal(saved.cls, fresh.cls)
     assert saved.threshold == 0.5 and saved.task == "liver" and saved.models == [str(models[0])]
@@ -167,8 +180,10 @@ def test_probabilities_round_trip_and_ensemble_later(models, scan, tmp_path, cap
     # foreign and damaged files: one line naming them
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     capsys.readouterr()
-    assert cli.main(["ensemble", str(folders[0] / "ct.npz"), str(tmp_path / "bad.npz"), "-o",
-                     str(tmp_path / "x.nii.gz")]) == 1
+    assert (
+        cli.main(["ensemble", str(folders[0] / "ct.npz"), str(tmp_path / "bad.npz"), "-o", str(tmp_path / "x.nii.gz")])
+        == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.npz" in err[0], err
 
@@ -183,8 +198,23 @@ def test_an_ensemble_reads_a_dicom_series_and_writes_a_seg(models, tmp_path):
     case = generate_case(7, shape=(48, 40, 10))
     series = tmp_path / "series"
     write_dicom_series(case.hu, case.affine, series)
-    assert cli.main(["predict", *map(str, models), str(series), "-o", str(tmp_path / "out"), "--format", "both",
-                     "--no-gate", "--quiet", "--save-probabilities"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                *map(str, models),
+                str(series),
+                "-o",
+                str(tmp_path / "out"),
+                "--format",
+                "both",
+                "--no-gate",
+                "--quiet",
+                "--save-probabilities",
+            ]
+        )
+        == 0
+    )
     out = next((tmp_path / "out").glob("*.nii.gz"))
     import nibabel as nib
 

@@ -1,5 +1,6 @@
 """Evaluation (`keras_unet3plus.evaluation`, `unet3plus evaluate`) and overlays on hand-built masks
 whose metrics are known."""
+
 from __future__ import annotations
 
 import csv
@@ -11,8 +12,16 @@ import numpy as np
 import pytest
 
 from keras_unet3plus.evaluation import evaluate_folders, pair_cases
-from keras_unet3plus.overlays import (FN_COLOUR, FP_COLOUR, TP_COLOUR, blend_colour, choose_slices,
-                                      overlay_slice, save_case_montage, to_display)
+from keras_unet3plus.overlays import (
+    FN_COLOUR,
+    FP_COLOUR,
+    TP_COLOUR,
+    blend_colour,
+    choose_slices,
+    overlay_slice,
+    save_case_montage,
+    to_display,
+)
 
 SHAPE = (24, 20, 16)
 SPACING = (0.8, 0.8, 2.5)
@@ -30,7 +39,7 @@ def _save(path: Path, data: np.ndarray, spacing=SPACING, axcodes="RAS") -> Path:
 
 def _cube(lo=(4, 4, 4), hi=(14, 14, 14), shape=SHAPE) -> np.ndarray:
     a = np.zeros(shape, np.uint8)
-    a[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = 1
+    a[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = 1
     return a
 
 
@@ -41,7 +50,7 @@ def folders(tmp_path):
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     full = _cube()
     half = _cube(hi=(14, 14, 9))
-    _save(gt / "segmentation-0.nii.gz", full * 2)          # LiTS lesion label 2 counts as liver
+    _save(gt / "segmentation-0.nii.gz", full * 2)  # LiTS lesion label 2 counts as liver
     _save(pred / "volume-0.nii.gz", half)
     _save(gt / "segmentation-1.nii.gz", full, axcodes="LPS")
     _save(pred / "volume-1.nii.gz", full, axcodes="LPS")
@@ -56,7 +65,10 @@ def test_evaluate_known_dice_and_reports(folders, tmp_path):
     report = evaluate_folders(pred, gt, "liver", out)
     by_id = {c.case_id: c for c in report.cases}
     assert set(by_id) == {"volume-0", "volume-1", "volume-2"} or set(by_id) == {
-        "segmentation-0", "segmentation-1", "segmentation-2"}
+        "segmentation-0",
+        "segmentation-1",
+        "segmentation-2",
+    }
     c0, c1, c2 = (report.cases[i] for i in range(3))
     assert c0.metrics["liver"]["dice"] == pytest.approx(1000 / 1500)
     assert c0.metrics["liver"]["voe"] == pytest.approx(0.5)
@@ -104,9 +116,9 @@ def test_pairing_across_naming_schemes(tmp_path):
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     for i in (1, 3, 12):
         _save(gt / f"spleen_{i}.nii.gz", _cube())
-    _save(pred / "spleen_12.nii.gz", _cube())      # same name
-    _save(pred / "case-3.nii.gz", _cube())         # case number
-    _save(pred / "other_99.nii.gz", _cube())       # no ground truth
+    _save(pred / "spleen_12.nii.gz", _cube())  # same name
+    _save(pred / "case-3.nii.gz", _cube())  # case number
+    _save(pred / "other_99.nii.gz", _cube())  # no ground truth
     pairs, unmatched = pair_cases(pred, gt)
     got = {cid: (p.name if p else None) for cid, p, _, _ in pairs}
     assert got == {"spleen_1": None, "spleen_3": "case-3.nii.gz", "spleen_12": "spleen_12.nii.gz"}
@@ -145,13 +157,14 @@ def test_label_values_outside_the_task_name_the_file(tmp_path):
 # overlays
 # ------------------------------------------------------------------------------------------------
 
+
 def test_overlay_colours_at_tp_fn_fp_pixels():
-    ct = np.full((6, 6), 25.0, np.float32)            # window (-200, 250): gray 0.5
+    ct = np.full((6, 6), 25.0, np.float32)  # window (-200, 250): gray 0.5
     gt = np.zeros((6, 6), np.uint8)
     pred = np.zeros((6, 6), np.uint8)
-    gt[0, 0] = pred[0, 0] = 1                          # TP
-    gt[1, 1] = 1                                       # FN
-    pred[2, 2] = 1                                     # FP
+    gt[0, 0] = pred[0, 0] = 1  # TP
+    gt[1, 1] = 1  # FN
+    pred[2, 2] = 1  # FP
     rgb = overlay_slice(ct, gt, pred, window=(-200, 250), alpha=0.5)
     assert rgb.dtype == np.uint8 and rgb.shape == (6, 6, 3)
     np.testing.assert_array_equal(rgb[0, 0], blend_colour(0.5, TP_COLOUR, 0.5))
@@ -161,11 +174,11 @@ def test_overlay_colours_at_tp_fn_fp_pixels():
     # the documented colours: TP pink/purple, FN yellow, FP green
     np.testing.assert_array_equal(rgb[0, 0], np.round((0.25 + 0.5 * np.array([0.8, 0.3, 0.8])) * 255))
     r, g, b = rgb[1, 1].astype(int)
-    assert r == g > b                                  # yellow
+    assert r == g > b  # yellow
     r, g, b = rgb[2, 2].astype(int)
-    assert g > r == b                                  # green
+    assert g > r == b  # green
     r, g, b = rgb[0, 0].astype(int)
-    assert r == b > g                                  # pink/purple
+    assert r == b > g  # pink/purple
     with pytest.raises(ValueError, match="one shape"):
         overlay_slice(ct, gt[:5], pred)
 
@@ -174,13 +187,13 @@ def test_choose_slices_and_display():
     gt = np.zeros((8, 8, 30), np.uint8)
     gt[2:6, 2:6, 10:20] = 1
     pred = gt.copy()
-    pred[:, :, 25] = 1                                 # an error-only slice
+    pred[:, :, 25] = 1  # an error-only slice
     zs = choose_slices(gt, pred, 3)
     assert len(zs) == 3 and 25 in zs and all(10 <= z < 20 for z in zs if z != 25)
     assert choose_slices(np.zeros_like(gt), np.zeros_like(gt), 3) == [15]
-    a = np.arange(6).reshape(3, 2)                     # rows X (R->), columns Y (A->)
+    a = np.arange(6).reshape(3, 2)  # rows X (R->), columns Y (A->)
     assert to_display(a).shape == (2, 3)
-    assert to_display(a)[0, 0] == a[2, 1]              # top-left: most anterior, patient's right
+    assert to_display(a)[0, 0] == a[2, 1]  # top-left: most anterior, patient's right
 
 
 def test_overlays_written_by_evaluate(phantom_lits, tmp_path):
@@ -209,10 +222,10 @@ def test_overlays_written_by_evaluate(phantom_lits, tmp_path):
     pix = (imread(str(slices[0]))[..., :3] * 255).round().astype(int).reshape(-1, 3)
     colours = {tuple(c) for c in pix}
     gray_values = {c for c in colours if c[0] == c[1] == c[2]}
-    assert len(gray_values) > 10                       # the CT is underneath
-    assert any(r == b > g for r, g, b in colours - gray_values)   # TP pink/purple
-    assert any(r == g > b for r, g, b in colours - gray_values)   # FN yellow
-    assert any(g > r == b for r, g, b in colours - gray_values)   # FP green
+    assert len(gray_values) > 10  # the CT is underneath
+    assert any(r == b > g for r, g, b in colours - gray_values)  # TP pink/purple
+    assert any(r == g > b for r, g, b in colours - gray_values)  # FN yellow
+    assert any(g > r == b for r, g, b in colours - gray_values)  # FP green
     assert "overlays/volume-0.png" in (out / "report.md").read_text()
 
 
@@ -228,6 +241,7 @@ def test_save_case_montage_returns_slices(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # predict then evaluate
 # ------------------------------------------------------------------------------------------------
+
 
 def test_evaluate_with_model_and_data_dir(phantom_msd, tmp_path):
     """`unet3plus evaluate --model M --data-dir D` on an MSD spleen folder (untrained tiny model:
@@ -245,8 +259,22 @@ def test_evaluate_with_model_and_data_dir(phantom_msd, tmp_path):
     model.save(path)
     save_info(path, ModelInfo(task="spleen", preprocess=PreprocessConfig(image_size=64).for_task("spleen").to_dict()))
     out = tmp_path / "eval"
-    rc = main(["evaluate", "--model", str(path), "--data-dir", str(phantom_msd), "--out", str(out),
-               "--overlays", "1", "--quiet", "--batch-size", "16"])
+    rc = main(
+        [
+            "evaluate",
+            "--model",
+            str(path),
+            "--data-dir",
+            str(phantom_msd),
+            "--out",
+            str(out),
+            "--overlays",
+            "1",
+            "--quiet",
+            "--batch-size",
+            "16",
+        ]
+    )
     assert rc == 0
     rows = list(csv.DictReader((out / "per_case.csv").open()))
     assert [r["case"] for r in rows] == ["spleen_0", "spleen_1", "spleen_2"]
@@ -280,13 +308,14 @@ def test_reference_scan_measure_scores_the_organ_and_names_bad_folders(trained_t
     folder = _reference_folder(tmp_path / "ref", case)
     real = measure_on_reference_scan(model_path, folder, overlay=tmp_path / "o.png")
     assert real.organ == "liver" and real.reference_voxels == int((case.label_for("liver") > 0).sum())
-    assert real.dice > 0.6 and (tmp_path / "o.png").stat().st_size > 0      # the tiny model finds the liver
+    assert real.dice > 0.6 and (tmp_path / "o.png").stat().st_size > 0  # the tiny model finds the liver
     spleen = measure_on_reference_scan(model_path, folder, organ="spleen")  # a liver model scored on spleen
     assert spleen.reference_voxels == int((case.label_for("spleen") > 0).sum()) and spleen.dice < 0.2
 
     with pytest.raises(DataError, match="reference_labels.nii.gz: grid"):
-        measure_on_reference_scan(model_path, _reference_folder(tmp_path / "bad", case,
-                                                                labels=np.zeros((64, 64, 31), np.int16)))
+        measure_on_reference_scan(
+            model_path, _reference_folder(tmp_path / "bad", case, labels=np.zeros((64, 64, 31), np.int16))
+        )
     with pytest.raises(DataError, match="no scan in it"):
         (tmp_path / "empty").mkdir()
         measure_on_reference_scan(model_path, tmp_path / "empty")
@@ -317,7 +346,7 @@ def test_acquisition_variants_of_the_real_ct(trained_tiny, real_ct, tmp_path):
     assert by_name["3 mm"].grid.startswith("167x167x13, 3.00 x 3.00 x 3.00 mm")
     assert by_name["cropped 360x300 mm"].grid.startswith("369x307x20")
     assert by_name["3 mm, cropped"].grid.startswith("120x100x13")
-    fine = by_name["as acquired"].reference_voxels * 0.977 ** 2 * 2.0
+    fine = by_name["as acquired"].reference_voxels * 0.977**2 * 2.0
     assert abs(by_name["3 mm"].reference_voxels * 27.0 / fine - 1) < 0.1
     assert by_name["low dose"].reference_voxels == by_name["as acquired"].reference_voxels
     worst = min(measures, key=lambda m: m.dice)
@@ -332,10 +361,20 @@ def test_demo_reports_the_reference_scan(tmp_path):
 
     folder = _reference_folder(tmp_path / "ref", phantom.generate_case(78, shape=(48, 48, 16)))
     lines = []
-    tiny = dict(image_size=32, filters=(4, 8, 16, 32, 64), cat_channels=4, epochs=1, steps_per_epoch=4,
-                batch_size=4, verbose=0)
-    res = run_demo(tmp_path / "demo", minutes=3, n_cases=5, n_test=1, shape=(48, 48, 16), overrides=tiny,
-                   export=False, reference_scan=folder, printer=lines.append)
+    tiny = dict(
+        image_size=32, filters=(4, 8, 16, 32, 64), cat_channels=4, epochs=1, steps_per_epoch=4, batch_size=4, verbose=0
+    )
+    res = run_demo(
+        tmp_path / "demo",
+        minutes=3,
+        n_cases=5,
+        n_test=1,
+        shape=(48, 48, 16),
+        overrides=tiny,
+        export=False,
+        reference_scan=folder,
+        printer=lines.append,
+    )
     real = json.loads(res.metrics_path.read_text())["reference_scan"]
     assert real["organ"] == "liver" and 0.0 <= real["dice"] <= 1.0 and len(real["per_slice_dice"]) == 16
     assert [v["variant"] for v in real["variants"]][:2] == ["as acquired", "3 mm"] and len(real["variants"]) == 5
@@ -347,6 +386,7 @@ def test_demo_reports_the_reference_scan(tmp_path):
     assert any(line.strip().startswith("3 mm, cropped") for line in lines)
 
     from keras_unet3plus.workflows.demo import measure_reference_scan
+
     lines.clear()
     assert measure_reference_scan(res.model_path, tmp_path / "absent", tmp_path, lines.append) is None
     assert "no reference scan at" in lines[0]

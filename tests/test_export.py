@@ -1,5 +1,6 @@
 """Export to SavedModel / ONNX / LiteRT / TensorRT graphs, each verified against the Keras model on
 phantom slices; static TensorRT operator check; atomic artefacts; missing-extra messages."""
+
 from __future__ import annotations
 
 import importlib
@@ -23,8 +24,11 @@ TINY = dict(filters=(4, 8, 16, 32, 64), cat_channels=4)
 
 def _info():
     from keras_unet3plus.data.preprocess import PreprocessConfig
+
     cfg = PreprocessConfig(image_size=SIZE).for_task("liver")
-    return ModelInfo(task="liver", preprocess=cfg.to_dict(), num_classes=1, build={"input_shape": [SIZE, SIZE, 3], **TINY})
+    return ModelInfo(
+        task="liver", preprocess=cfg.to_dict(), num_classes=1, build={"input_shape": [SIZE, SIZE, 3], **TINY}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -40,10 +44,21 @@ def calibration():
 def _export(trained_tiny, tmp_path, target, precision="fp32", spec=GraphSpec(), slices=None, calibration=None, **kw):
     model, path, _ = trained_tiny
     from keras_unet3plus.export import default_output
+
     out = tmp_path / default_output(path, target, precision).name
-    kw.setdefault("skip_absent_pair", target != "tflite")   # the LiteRT pair has its own test (test_fast_inference)
-    res = export_model(model, target, precision, out=out, spec=spec, info=load_info(path), slices=slices,
-                       calibration=calibration, log=lambda *_: None, **kw)
+    kw.setdefault("skip_absent_pair", target != "tflite")  # the LiteRT pair has its own test (test_fast_inference)
+    res = export_model(
+        model,
+        target,
+        precision,
+        out=out,
+        spec=spec,
+        info=load_info(path),
+        slices=slices,
+        calibration=calibration,
+        log=lambda *_: None,
+        **kw,
+    )
     print("\n" + res.table())
     return res, out
 
@@ -57,8 +72,9 @@ def _export(trained_tiny, tmp_path, target, precision="fp32", spec=GraphSpec(), 
 INT8_TINY_MAX_LOSS = 10.0
 
 
-def _export_int8_aware(trained_tiny, tmp_path, target, precision, slices, calibration,
-                       max_loss: float | None = INT8_TINY_MAX_LOSS):
+def _export_int8_aware(
+    trained_tiny, tmp_path, target, precision, slices, calibration, max_loss: float | None = INT8_TINY_MAX_LOSS
+):
     try:
         return _export(trained_tiny, tmp_path, target, precision, slices=slices, calibration=calibration)
     except ParityError as exc:
@@ -86,8 +102,9 @@ def test_savedmodel_fp32_parity_signature_and_dynamic_batch(trained_tiny, tmp_pa
     assert (out / "saved_model.pb").is_file() and (out / "unet3plus.json").is_file()
     assert load_info(out).extra["export"]["target"] == "savedmodel"
     import tensorflow as tf
+
     sig = tf.saved_model.load(str(out)).signatures["serving_default"]
-    (name, spec), = sig.structured_input_signature[1].items()
+    ((name, spec),) = sig.structured_input_signature[1].items()
     assert name == "image" and spec.shape.as_list() == [None, SIZE, SIZE, 3]
     assert list(sig.structured_outputs) == ["seg"]
     rt = runtimes.load_runtime(out)
@@ -138,7 +155,7 @@ def test_litert(trained_tiny, tmp_path, slices, calibration, precision):
     rt = runtimes.load_runtime(out)
     if precision == "int8":
         assert rt.input_dtype == np.int8
-    assert rt.predict(slices[:3]).shape == (3, SIZE, SIZE, 1)   # batch resized on the fly
+    assert rt.predict(slices[:3]).shape == (3, SIZE, SIZE, 1)  # batch resized on the fly
     assert rt.predict(slices[:1]).shape == (1, SIZE, SIZE, 1)
 
 
@@ -151,7 +168,7 @@ def test_tensorrt_ready_onnx_graphs(trained_tiny, tmp_path, slices, calibration,
     res, out = _export_int8_aware(trained_tiny, tmp_path, "onnx", precision, slices, calibration, max_loss=None)
     if res is not None:
         assert res.passed and res.rows[0].dice_loss_points <= 0.5, res.table()
-    if precision == "int8":   # `--to onnx` int8 is ONNX Runtime's CPU form; TensorRT's graph is made so:
+    if precision == "int8":  # `--to onnx` int8 is ONNX Runtime's CPU form; TensorRT's graph is made so:
         from keras_unet3plus.export.onnx import export_onnx, quantize_qdq
 
         model, _, info = trained_tiny
@@ -159,7 +176,7 @@ def test_tensorrt_ready_onnx_graphs(trained_tiny, tmp_path, slices, calibration,
         work.mkdir()
         export_onnx(model, work / "fp32.onnx", GraphSpec(), info=info)
         if out is not None:
-            assert check_operators(onnx.load(str(out))) != []     # uint8 zero points: not TensorRT's
+            assert check_operators(onnx.load(str(out))) != []  # uint8 zero points: not TensorRT's
         out = work / "int8.onnx"
         quantize_qdq(work / "fp32.onnx", out, calibration, info=info, for_tensorrt=True, keep_float=True)
     m = onnx.load(str(out))
@@ -169,18 +186,22 @@ def test_tensorrt_ready_onnx_graphs(trained_tiny, tmp_path, slices, calibration,
     else:
         assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in m.graph.initializer)
         assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    assert check_operators(m) == []   # incl. zero points == 0
+    assert check_operators(m) == []  # incl. zero points == 0
 
 
 def test_static_tensorrt_check_rejects_unknown_ops():
     pytest.importorskip("onnx")
     from onnx import TensorProto, helper
+
     table = operator_table()
     assert "Conv" in table.supported and "Resize" in table.supported and table.tensorrt_version.startswith("10")
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("FrobnicateX", ["r"], ["u"]),
-             helper.make_node("Unique", ["u"], ["y"])]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("FrobnicateX", ["r"], ["u"]),
+        helper.make_node("Unique", ["u"], ["y"]),
+    ]
     m = helper.make_model(helper.make_graph(nodes, "g", [x], [y]))
     assert check_operators(m) == ["FrobnicateX", "Unique"]
     with pytest.raises(ValueError, match="FrobnicateX"):
@@ -200,8 +221,9 @@ def test_tensorrt_engine_build(trained_tiny, tmp_path, slices, calibration):
         import tensorrt  # noqa: F401
     except ImportError:
         pytest.skip("tensorrt is not installed (needs an NVIDIA GPU machine: pip install 'keras-unet3plus[tensorrt]')")
-    res, out = _export(trained_tiny, tmp_path, "tensorrt", "fp16", slices=slices, calibration=calibration,
-                       batch_range=(1, 4, 8))
+    res, out = _export(
+        trained_tiny, tmp_path, "tensorrt", "fp16", slices=slices, calibration=calibration, batch_range=(1, 4, 8)
+    )
     assert res.passed and out.is_file()
     assert any("TensorRT build path" in n for n in res.notes)
 
@@ -221,10 +243,11 @@ def test_missing_extra_names_pip_install(trained_tiny, tmp_path, monkeypatch, ca
     with pytest.raises(MissingExtraError, match=r"keras-unet3plus\[litert\]"):
         export_model(model, "tflite", out=tmp_path / "m.tflite")
     from keras_unet3plus import cli
+
     assert cli.main(["export", str(path), "--to", "tensorrt", "-o", str(tmp_path / "m.engine")]) == 1
     err = capsys.readouterr().err
     assert "pip install 'keras-unet3plus[tensorrt]'" in err and "need no GPU" in err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")     # one line, the CLI's boundary
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")  # one line, the CLI's boundary
     with pytest.raises(SystemExit) as bad_flag:
         cli.main(["export", str(path), "--to", "tensorrt", "--batch-range", "8,1,4"])
     assert bad_flag.value.code == 2 and "MIN <= OPT <= MAX" in capsys.readouterr().err
@@ -233,9 +256,10 @@ def test_missing_extra_names_pip_install(trained_tiny, tmp_path, monkeypatch, ca
 
 def test_failed_parity_leaves_nothing_and_cli_fails(trained_tiny, tmp_path, monkeypatch, capsys):
     _, path, _ = trained_tiny
-    monkeypatch.setattr(V, "FP32_MAX_ABS", -1.0)   # impossible tolerance: every fp32 check fails
+    monkeypatch.setattr(V, "FP32_MAX_ABS", -1.0)  # impossible tolerance: every fp32 check fails
     out = tmp_path / "out.onnx"
     from keras_unet3plus import cli
+
     rc = cli.main(["export", str(path), "--to", "onnx", "-o", str(out), "--verify-slices", "4"])
     captured = capsys.readouterr()
     assert rc == 1 and "FAIL" in captured.out and "parity" in captured.err
@@ -251,6 +275,7 @@ def test_cli_export_prints_table(trained_tiny, tmp_path, capsys):
     pytest.importorskip("onnx")
     _, path, _ = trained_tiny
     from keras_unet3plus import cli
+
     out = tmp_path / "tiny.onnx"
     assert cli.main(["export", str(path), "--to", "onnx", "-o", str(out), "--verify-slices", "8"]) == 0
     text = capsys.readouterr().out
@@ -267,8 +292,16 @@ def test_efficient_decoder_exports_with_parity(trained_tiny, tmp_path, slices, t
     for layer in efficient.layers:  # same layer names and weight shapes: the weights carry over as they are
         if layer.weights:
             layer.set_weights(model.get_layer(layer.name).get_weights())
-    out = tmp_path / f"efficient.{ 'onnx' if target == 'onnx' else 'tflite'}"
-    res = export_model(efficient, target, "fp32", out=out, info=load_info(path), slices=slices, log=lambda *_: None,
-                       skip_absent_pair=target != "tflite")
+    out = tmp_path / f"efficient.{'onnx' if target == 'onnx' else 'tflite'}"
+    res = export_model(
+        efficient,
+        target,
+        "fp32",
+        out=out,
+        info=load_info(path),
+        slices=slices,
+        log=lambda *_: None,
+        skip_absent_pair=target != "tflite",
+    )
     assert res.passed and res.rows[0].max_abs_diff <= 1e-4, res.table()
     assert out.exists() and sidecar_path(out).is_file()

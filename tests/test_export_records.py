@@ -1,6 +1,7 @@
 """The export's typed records (modelinfo.ExportRecord) and the export's doors: one module per
 target listed in one registry, one pair identity checked the same way for ONNX and LiteRT, the
 CLI's export flags without TensorFlow."""
+
 from __future__ import annotations
 
 import ast
@@ -15,21 +16,42 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_unet3plus.modelinfo import (ArtefactCheck, ExportRecord, ModelInfo, PairIdentity, ParityRecord, PartRecord,
-                                       SourceRecord, SpeedRecord, load_export_record, load_info, save_info,
-                                       sidecar_path)
+from keras_unet3plus.modelinfo import (
+    ArtefactCheck,
+    ExportRecord,
+    ModelInfo,
+    PairIdentity,
+    ParityRecord,
+    PartRecord,
+    SourceRecord,
+    SpeedRecord,
+    load_export_record,
+    load_info,
+    save_info,
+    sidecar_path,
+)
 
 PACKAGE = Path(__file__).resolve().parents[1] / "keras_unet3plus"
 
 
 def _record() -> ExportRecord:
     return ExportRecord(
-        target="onnx", precision="int8", outputs="deploy", threshold_in_graph=0.5, gated=True, opset=17,
+        target="onnx",
+        precision="int8",
+        outputs="deploy",
+        threshold_in_graph=0.5,
+        gated=True,
+        opset=17,
         source=SourceRecord("model.keras", "ab" * 32),
-        checks={"model_int8.onnx": ArtefactCheck(ParityRecord("onnxruntime", True, 0.998, 0.03),
-                                                 SpeedRecord(0.01, 0.04, "Some CPU (2 cores, avx2)"))},
-        pair=PairIdentity(PartRecord("model_int8.encoder.onnx", "cd" * 32),
-                          PartRecord("model_int8.decoder.onnx", "ef" * 32)))
+        checks={
+            "model_int8.onnx": ArtefactCheck(
+                ParityRecord("onnxruntime", True, 0.998, 0.03), SpeedRecord(0.01, 0.04, "Some CPU (2 cores, avx2)")
+            )
+        },
+        pair=PairIdentity(
+            PartRecord("model_int8.encoder.onnx", "cd" * 32), PartRecord("model_int8.decoder.onnx", "ef" * 32)
+        ),
+    )
 
 
 def test_export_record_round_trips_through_a_sidecar(tmp_path):
@@ -40,19 +62,36 @@ def test_export_record_round_trips_through_a_sidecar(tmp_path):
     save_info(artefact, info)
     loaded = load_info(artefact)
     assert loaded.export_record() == _record() == load_export_record(artefact)
-    assert loaded.extra["epochs"] == 3                        # the rest of `extra` is left as it was
+    assert loaded.extra["epochs"] == 3  # the rest of `extra` is left as it was
     assert loaded.export_record().checks["model_int8.onnx"].speed.speedup == pytest.approx(4.0)
-    assert load_export_record(tmp_path / "other.onnx") is None   # no sidecar: no record
+    assert load_export_record(tmp_path / "other.onnx") is None  # no sidecar: no record
 
 
 def test_a_sidecar_written_before_the_records_reads_the_same(tmp_path):
     """The JSON keys exports have written since the first parity records (a LiteRT one with its pair)."""
-    old = {"target": "tflite", "precision": "fp16", "outputs": "deploy", "threshold_in_graph": None, "gated": True,
-           "source": {"name": "model.keras", "sha256": "12" * 32},
-           "checks": {"m_fp16.tflite": {"runtime": "litert", "passed": True, "dice": 1.0, "max_abs_diff": 0.002,
-                                        "seconds_per_slice": 0.02, "keras_seconds_per_slice": 0.05, "cpu": "x"}},
-           "skip_absent_pair": {"encoder": {"name": "m_fp16.encoder.tflite", "sha256": "34" * 32},
-                                "decoder": {"name": "m_fp16.decoder.tflite", "sha256": "56" * 32}}}
+    old = {
+        "target": "tflite",
+        "precision": "fp16",
+        "outputs": "deploy",
+        "threshold_in_graph": None,
+        "gated": True,
+        "source": {"name": "model.keras", "sha256": "12" * 32},
+        "checks": {
+            "m_fp16.tflite": {
+                "runtime": "litert",
+                "passed": True,
+                "dice": 1.0,
+                "max_abs_diff": 0.002,
+                "seconds_per_slice": 0.02,
+                "keras_seconds_per_slice": 0.05,
+                "cpu": "x",
+            }
+        },
+        "skip_absent_pair": {
+            "encoder": {"name": "m_fp16.encoder.tflite", "sha256": "34" * 32},
+            "decoder": {"name": "m_fp16.decoder.tflite", "sha256": "56" * 32},
+        },
+    }
     artefact = tmp_path / "m_fp16.tflite"
     sidecar_path(artefact).write_text(json.dumps({"task": "liver", "preprocess": {}, "extra": {"export": old}}))
     record = load_export_record(artefact)
@@ -60,7 +99,7 @@ def test_a_sidecar_written_before_the_records_reads_the_same(tmp_path):
     check = record.checks["m_fp16.tflite"]
     assert check.parity == ParityRecord("litert", True, 1.0, 0.002) and check.speed.speedup == pytest.approx(2.5)
     assert record.pair.decoder == PartRecord("m_fp16.decoder.tflite", "56" * 32)
-    assert record.to_dict() == old                            # written back with the same keys
+    assert record.to_dict() == old  # written back with the same keys
     old["checks"]["m_fp16.tflite"]["dice"] = "high"
     sidecar_path(artefact).write_text(json.dumps({"task": "liver", "preprocess": {}, "extra": {"export": old}}))
     with pytest.raises(ValueError, match=r"m_fp16\.tflite\.unet3plus\.json: export record field 'dice'"):
@@ -82,8 +121,10 @@ def _target_modules() -> list[str]:
     names = []
     for path in sorted((PACKAGE / "export").glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        if any(isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TARGET" for t in node.targets)
-               for node in tree.body):
+        if any(
+            isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TARGET" for t in node.targets)
+            for node in tree.body
+        ):
             names.append(path.stem)
     return names
 
@@ -95,8 +136,9 @@ def test_registry_lists_every_target_module_and_each_declares_its_parts(tmp_path
     extras = re.findall(r'^    "(\w+)": \[', (PACKAGE.parent / "setup.py").read_text(), flags=re.M)
     modules = _target_modules()
     assert len(modules) == 4
-    assert sorted(REGISTRY) == sorted(importlib.import_module(f"keras_unet3plus.export.{m}").TARGET.name
-                                      for m in modules)
+    assert sorted(REGISTRY) == sorted(
+        importlib.import_module(f"keras_unet3plus.export.{m}").TARGET.name for m in modules
+    )
     for name, target in REGISTRY.items():
         assert isinstance(target, ExportTarget) and target.name == name and target.precisions
         assert callable(target.write) and target.write.__module__.startswith("keras_unet3plus.export.")
@@ -109,7 +151,7 @@ def test_registry_lists_every_target_module_and_each_declares_its_parts(tmp_path
             if target.suffix:
                 out.write_bytes(b"")
                 assert target.suffix in runtime.suffixes
-            else:   # a folder artefact
+            else:  # a folder artefact
                 out.mkdir(exist_ok=True)
                 (out / "saved_model.pb").write_bytes(b"")
             assert runtimes.runtime_kind(out) == runtime.kind, (name, precision)
@@ -129,14 +171,16 @@ def test_no_module_imports_another_modules_private_names():
 def test_export_flags_load_no_tensorflow():
     """`unet3plus export --help` lists the targets without TensorFlow (the package root is stood in
     for, so the check holds whatever the root imports)."""
-    code = ("import argparse, sys, types\n"
-            f"root = types.ModuleType('keras_unet3plus'); root.__path__ = [{str(PACKAGE)!r}]\n"
-            "sys.modules['keras_unet3plus'] = root\n"
-            "from keras_unet3plus.commands import export\n"
-            "parser = argparse.ArgumentParser(); export.add_arguments(parser)\n"
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'onnx', 'tf2onnx'))\n"
-            "assert not heavy, heavy\n"
-            "print(parser.format_help())\n")
+    code = (
+        "import argparse, sys, types\n"
+        f"root = types.ModuleType('keras_unet3plus'); root.__path__ = [{str(PACKAGE)!r}]\n"
+        "sys.modules['keras_unet3plus'] = root\n"
+        "from keras_unet3plus.commands import export\n"
+        "parser = argparse.ArgumentParser(); export.add_arguments(parser)\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'onnx', 'tf2onnx'))\n"
+        "assert not heavy, heavy\n"
+        "print(parser.format_help())\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "{savedmodel,onnx,tflite,tensorrt}" in done.stdout
@@ -176,13 +220,13 @@ def test_a_pair_of_another_identity_is_refused_in_one_line_naming_both_files(tra
 
     out, (encoder, decoder) = _pair_export(trained_tiny, tmp_path / "a", target)
     rt = load_runtime(out)
-    assert type(rt).pair_parts is Runtime.pair_parts           # one check, whatever the target
+    assert type(rt).pair_parts is Runtime.pair_parts  # one check, whatever the target
     assert rt.can_skip_absent and len(rt.pair_parts()) == 2
     x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
     seg, _ = rt.segment_present(x)
     np.testing.assert_allclose(seg, rt.predict(x), atol=1e-4)  # the pair computes the gated graph's seg
 
-    shutil.copyfile(encoder, decoder)                          # a part that is not this export's
+    shutil.copyfile(encoder, decoder)  # a part that is not this export's
     rt = load_runtime(out)
     assert not rt.can_skip_absent
     with pytest.raises(ValueError) as refused:
@@ -230,15 +274,22 @@ def test_tensorrt_target_stages_its_graph_beside_the_engine(trained_tiny, tmp_pa
     def fake_build(onnx_path, engine_path, input_hwc, precision, batch_range, **kw):
         built.update(onnx=Path(onnx_path), hwc=tuple(input_hwc), batch_range=tuple(batch_range), **kw)
         Path(engine_path).write_bytes(b"engine")
-        return trt_target.EngineBuild(Path(engine_path), Path(onnx_path), precision, "10.9", "fake build path",
-                                      f"trtexec --onnx={onnx_path} --saveEngine={engine_path}")
+        return trt_target.EngineBuild(
+            Path(engine_path),
+            Path(onnx_path),
+            precision,
+            "10.9",
+            "fake build path",
+            f"trtexec --onnx={onnx_path} --saveEngine={engine_path}",
+        )
 
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
     monkeypatch.setattr(trt_target, "build_engine", fake_build)
     model, _, info = trained_tiny
     out = tmp_path / "model_fp32.engine"
-    result = export_model(model, "tensorrt", out=out, info=info, check=False, batch_range=(1, 2, 4),
-                          log=lambda *_: None)
+    result = export_model(
+        model, "tensorrt", out=out, info=info, check=False, batch_range=(1, 2, 4), log=lambda *_: None
+    )
     graph = tmp_path / "model_fp32.onnx"
     assert result.artefacts == [graph, out] and out.read_bytes() == b"engine"
     assert built["hwc"] == (64, 64, 3) and built["batch_range"] == (1, 2, 4)
@@ -251,4 +302,5 @@ def test_tensorrt_target_stages_its_graph_beside_the_engine(trained_tiny, tmp_pa
         record = load_export_record(artefact)
         assert record.target == "tensorrt" and record.opset == 17 and record.pair is None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["model_fp32.engine", "model_fp32.engine.unet3plus.json", "model_fp32.onnx", "model_fp32.onnx.unet3plus.json"])
+        ["model_fp32.engine", "model_fp32.engine.unet3plus.json", "model_fp32.onnx", "model_fp32.onnx.unet3plus.json"]
+    )

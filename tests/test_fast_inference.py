@@ -5,6 +5,7 @@ form, the decoder skipped where the CGM calls the organ absent, bf16 compute,
 the export-time speed/parity record and ``--runtime auto`` choosing from it. No test times
 anything: the choice is tested on records, the records on their content.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,7 @@ def test_blank_slices_run_once_and_land_in_place():
     batch = np.zeros((6, 4, 4, 3), np.float32)
     batch[[1, 4]] = np.arange(48, dtype=np.float32).reshape(1, 4, 4, 3) * np.array([1, 2]).reshape(2, 1, 1, 1)
     out, cls = run_once_per_blank(run, batch)
-    assert calls == [3] and cls is None                       # two non-blank + one blank
+    assert calls == [3] and cls is None  # two non-blank + one blank
     np.testing.assert_array_equal(out, run(batch)[0])
 
 
@@ -53,8 +54,14 @@ def _with_random_bn_statistics(model, seed=0):
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([gamma * rng.uniform(0.5, 1.5, gamma.shape), beta + rng.normal(0, 0.1, beta.shape),
-                               mean + rng.normal(0, 0.1, mean.shape), var * rng.uniform(0.5, 2.0, var.shape)])
+            layer.set_weights(
+                [
+                    gamma * rng.uniform(0.5, 1.5, gamma.shape),
+                    beta + rng.normal(0, 0.1, beta.shape),
+                    mean + rng.normal(0, 0.1, mean.shape),
+                    var * rng.uniform(0.5, 2.0, var.shape),
+                ]
+            )
     return model
 
 
@@ -63,15 +70,16 @@ def test_fused_decoder_computes_the_paper_decoder_exactly(size):
     from keras_unet3plus.fused_decoder import fuse_upsampled_convs, fusible_pairs
     from keras_unet3plus.layers import UpsampledConv
 
-    model = _with_random_bn_statistics(build(size, filters=(4, 8, 16, 32, 64), cat_channels=4,
-                                             deep_supervision=True, cgm=True))
+    model = _with_random_bn_statistics(
+        build(size, filters=(4, 8, 16, 32, 64), cat_channels=4, deep_supervision=True, cgm=True)
+    )
     pairs = fusible_pairs(model)
     # every deeper-to-shallower branch of De4..De1: 1 + 2 + 3 + 4, factors 2..16
     assert len(pairs) == 10 and sorted(set(pairs.values())) == [2, 4, 8, 16]
     fused = fuse_upsampled_convs(model)
     assert sum(isinstance(layer, UpsampledConv) for layer in fused.layers) == 10 and not fusible_pairs(fused)
     rng = np.random.default_rng(1)
-    for shape in ([(2, 64, 64, 3)] if size[0] else [(2, 64, 64, 3), (1, 48, 80, 3)]):
+    for shape in [(2, 64, 64, 3)] if size[0] else [(2, 64, 64, 3), (1, 48, 80, 3)]:
         x = rng.normal(size=shape).astype(np.float32)
         want, got = model(x, training=False), fused(x, training=False)
         for name in want:
@@ -92,8 +100,9 @@ def test_training_view_shares_the_variables_and_gives_the_same_gradients(tmp_pat
     from keras_unet3plus.fused_decoder import fuse_upsampled_convs, fusible_pairs
     from keras_unet3plus.layers import UpsampledConv
 
-    model = _with_random_bn_statistics(build((64, 64, 3), filters=(4, 8, 16, 32, 64), cat_channels=4,
-                                             deep_supervision=True, cgm=True, cgm_dropout=0.0))  # deterministic
+    model = _with_random_bn_statistics(
+        build((64, 64, 3), filters=(4, 8, 16, 32, 64), cat_channels=4, deep_supervision=True, cgm=True, cgm_dropout=0.0)
+    )  # deterministic
     view = fuse_upsampled_convs(model, share_weights=True)
     assert {id(v) for v in view.trainable_variables} == {id(v) for v in model.trainable_variables}
     rng = np.random.default_rng(3)
@@ -103,20 +112,21 @@ def test_training_view_shares_the_variables_and_gives_the_same_gradients(tmp_pat
     def loss_and_grads(net):
         with tf.GradientTape() as tape:
             outs = net(x, training=True)
-            loss = tf.add_n([tf.reduce_mean(keras.losses.binary_crossentropy(y, v))
-                             for k, v in outs.items() if k != "cls"])
+            loss = tf.add_n(
+                [tf.reduce_mean(keras.losses.binary_crossentropy(y, v)) for k, v in outs.items() if k != "cls"]
+            )
             loss += tf.reduce_mean(keras.losses.categorical_crossentropy(tf.one_hot([0, 1], 2), outs["cls"]))
         return loss, tape.gradient(loss, model.trainable_variables)
 
     (loss_a, grads_a), (loss_b, grads_b) = loss_and_grads(model), loss_and_grads(view)
     np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-5)
     assert all(g is not None for g in grads_b)
-    scale = max(float(np.abs(a).max()) for a in grads_a)   # biases before BN have ~0 gradients: rounding only
+    scale = max(float(np.abs(a).max()) for a in grads_a)  # biases before BN have ~0 gradients: rounding only
     for v, a, b in zip(model.trainable_variables, grads_a, grads_b):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-4 * scale, err_msg=v.path)
     with pytest.raises(TypeError, match="training view"):
         view.get_layer(next(iter(fusible_pairs(model)))).get_config()
-    model.save(tmp_path / "m.keras")                  # the model itself saves as the paper graph
+    model.save(tmp_path / "m.keras")  # the model itself saves as the paper graph
     assert not any(isinstance(layer, UpsampledConv) for layer in keras.models.load_model(tmp_path / "m.keras").layers)
 
 
@@ -127,21 +137,22 @@ def test_keras_runtime_fuses_a_model_it_loads_not_one_it_is_given(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded, given = KerasRuntime(tmp_path / "m.keras"), KerasRuntime(model)
     assert loaded.fused_decoder and not given.fused_decoder
-    assert loaded._fast is None                  # fused on first use, not at construction
+    assert loaded._fast is None  # fused on first use, not at construction
     assert any(isinstance(layer, UpsampledConv) for layer in loaded.fast_model.layers)
     assert given.fast_model is model
     x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype(np.float32)
     (seg_f, cls_f), (seg, cls) = loaded.segment(x), given.segment(x)
     np.testing.assert_allclose(seg_f, seg, atol=2e-5)
     np.testing.assert_allclose(cls_f, cls, atol=1e-6)
-    features, _ = loaded.encode(x)           # the skip-absent split runs the fused decoder too
+    features, _ = loaded.encode(x)  # the skip-absent split runs the fused decoder too
     np.testing.assert_allclose(loaded.decode(features), seg, atol=2e-5)
 
 
 @pytest.mark.parametrize("decoder", ["paper", "efficient"])
 def test_split_at_classifier_is_exact(decoder):
-    model = build((64, 64, 3), filters=(4, 8, 16, 32, 64), cat_channels=4, deep_supervision=True,
-                  cgm=True, decoder=decoder)
+    model = build(
+        (64, 64, 3), filters=(4, 8, 16, 32, 64), cat_channels=4, deep_supervision=True, cgm=True, decoder=decoder
+    )
     encoder, dec = split_at_classifier(model)
     x = np.random.default_rng(0).random((3, 64, 64, 3)).astype(np.float32)
     whole = model(x, training=False)
@@ -169,7 +180,7 @@ def test_skip_absent_gives_the_gated_mask_with_less_decoding(trained_tiny, volum
     rt.segment_present = counting
     fast = skipping.predict_volume(volume.hu)
     assert plain.any() and dice(fast, plain) >= 0.999
-    assert 0 < sum(decoded) < volume.hu.shape[2]                 # some slices were not decoded
+    assert 0 < sum(decoded) < volume.hu.shape[2]  # some slices were not decoded
     assert dice(fast, volume.label_for("liver")) > 0.6
 
 
@@ -205,8 +216,10 @@ def test_runtime_says_what_it_computes_in():
 
 
 def test_cpu_flags_decide_what_is_fast():
-    name, flags = _parse_cpuinfo("processor : 0\nmodel name : Some CPU\nflags : fpu avx2 avx512f avx512_bf16\n"
-                                 "processor : 1\nmodel name : Some CPU\nflags : fpu avx2\n")
+    name, flags = _parse_cpuinfo(
+        "processor : 0\nmodel name : Some CPU\nflags : fpu avx2 avx512f avx512_bf16\n"
+        "processor : 1\nmodel name : Some CPU\nflags : fpu avx2\n"
+    )
     info = CpuInfo(name, 2, flags)
     assert name == "Some CPU" and info.fast_bf16 and not info.fast_int8 and info.vector == "avx512"
     assert precision_note("bf16", info) == "" and "VNNI" in precision_note("int8", info)
@@ -233,7 +246,7 @@ def test_onnx_skip_absent_pair_gives_the_gated_mask(exported, volume):
     _, onnx = exported
     encoder, decoder = part_paths(onnx)
     assert encoder.is_file() and decoder.is_file()
-    assert not sidecar_path(encoder).exists() and not sidecar_path(decoder).exists()   # parts, not models
+    assert not sidecar_path(encoder).exists() and not sidecar_path(decoder).exists()  # parts, not models
     gated = Predictor(onnx).predict_volume(volume.hu)
     skipping = Predictor(onnx, skip_absent=True)
     rt = skipping.runtime
@@ -242,7 +255,7 @@ def test_onnx_skip_absent_pair_gives_the_gated_mask(exported, volume):
     rt.decode = lambda features: decoded.append(len(features[0])) or original(features)
     fast = skipping.predict_volume(volume.hu)
     assert gated.any() and dice(fast, gated) >= 0.999
-    assert 0 < sum(decoded) < volume.hu.shape[2]          # organ-free slices were not decoded
+    assert 0 < sum(decoded) < volume.hu.shape[2]  # organ-free slices were not decoded
 
 
 def test_litert_skip_absent_pair_gives_the_gated_mask_and_a_foreign_pair_is_refused(trained_tiny, volume, tmp_path):
@@ -270,9 +283,9 @@ def test_litert_skip_absent_pair_gives_the_gated_mask_and_a_foreign_pair_is_refu
     skipping.runtime.decode = lambda features: decoded.append(len(features[0])) or original(features)
     fast = skipping.predict_volume(volume.hu)
     assert gated.any() and dice(fast, gated) >= 0.99
-    assert 0 < sum(decoded) < volume.hu.shape[2]          # organ-free slices were not decoded
+    assert 0 < sum(decoded) < volume.hu.shape[2]  # organ-free slices were not decoded
     assert load_runtime(out).can_skip_absent
-    data = bytearray(decoder.read_bytes())                # same size, another model: refused
+    data = bytearray(decoder.read_bytes())  # same size, another model: refused
     data[-1] ^= 1
     decoder.write_bytes(bytes(data))
     assert not load_runtime(out).can_skip_absent
@@ -280,8 +293,13 @@ def test_litert_skip_absent_pair_gives_the_gated_mask_and_a_foreign_pair_is_refu
     # int8: the decoder is calibrated on the encoder's features, one int8 input per feature map
     work = tmp_path / "int8"
     work.mkdir()
-    paths = export_tflite_pair(model, (work / "e.tflite", work / "d.tflite"), work, precision="int8",
-                               calibration=phantom_slices(info, n=8, seed=5))
+    paths = export_tflite_pair(
+        model,
+        (work / "e.tflite", work / "d.tflite"),
+        work,
+        precision="int8",
+        calibration=phantom_slices(info, n=8, seed=5),
+    )
     inputs = _Signature(paths[1], 1).inputs
     assert sorted(inputs) == [f"feature_{i}" for i in range(len(inputs))] and len(inputs) >= 4
     assert all(d["dtype"] == np.int8 and d["quantization"][0] > 0 for d in inputs.values())
@@ -314,10 +332,9 @@ def test_runtime_auto_picks_the_fastest_passed_current_export(exported, volume, 
     rt = open_runtime(model, runtime="auto", notes=notes)
     assert rt.kind == "onnxruntime" and "model.onnx" in notes[-1] and "3.0x" in notes[-1]
     info = rt.info
-    assert dice(Predictor(rt, info).predict_volume(volume.hu),
-                Predictor(model, info).predict_volume(volume.hu)) >= 0.99
+    assert dice(Predictor(rt, info).predict_volume(volume.hu), Predictor(model, info).predict_volume(volume.hu)) >= 0.99
 
-    _edit_record(onnx, check={"seconds_per_slice": 0.05})           # slower than Keras: Keras runs
+    _edit_record(onnx, check={"seconds_per_slice": 0.05})  # slower than Keras: Keras runs
     assert open_runtime(model, runtime="auto").kind == "keras"
     _edit_record(onnx, check={"seconds_per_slice": 0.01, "passed": False})
     notes = []
@@ -337,17 +354,19 @@ def test_cli_predict_says_which_runtime_ran_and_rejects_misused_flags(exported, 
     model, onnx = exported
     src = tmp_path / "ct.nii.gz"
     nib.save(nib.Nifti1Image(volume.hu, volume.affine), src)
-    assert cli.main(["predict", str(model), str(src), "-o", str(tmp_path / "m.nii.gz"), "--runtime", "auto",
-                     "--quiet"]) == 0
+    assert (
+        cli.main(["predict", str(model), str(src), "-o", str(tmp_path / "m.nii.gz"), "--runtime", "auto", "--quiet"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "runtime auto: model." in out
     # every run says which runtime and precision ran, on which CPU (what the speed depends on)
-    assert re.search(r"running: (Keras|ONNX Runtime) fp32 \(model\.(keras|onnx)\) on " + re.escape(cpu_info().summary()),
-                     out), out
+    assert re.search(
+        r"running: (Keras|ONNX Runtime) fp32 \(model\.(keras|onnx)\) on " + re.escape(cpu_info().summary()), out
+    ), out
     assert cli.main(["predict", str(onnx), str(src), "-o", str(tmp_path / "n.nii.gz"), "--precision", "bf16"]) == 1
     assert "applies to .keras models" in capsys.readouterr().err
-    assert cli.main(["predict", str(onnx), str(src), "-o", str(tmp_path / "n.nii.gz"), "--skip-absent",
-                     "--quiet"]) == 0
+    assert cli.main(["predict", str(onnx), str(src), "-o", str(tmp_path / "n.nii.gz"), "--skip-absent", "--quiet"]) == 0
     assert f"running: ONNX Runtime fp32 (model.onnx), skip-absent on {cpu_info().summary()}" in capsys.readouterr().out
     (tmp_path / "n.nii.gz").unlink()
     from keras_unet3plus.runtimes.onnx import part_paths
@@ -355,14 +374,14 @@ def test_cli_predict_says_which_runtime_ran_and_rejects_misused_flags(exported, 
     encoder, decoder = part_paths(onnx)
     import onnx as onnx_lib
 
-    proto = onnx_lib.load(str(encoder))                       # a pair from another export: refused
+    proto = onnx_lib.load(str(encoder))  # a pair from another export: refused
     entry = next(e for e in proto.metadata_props if e.key == "unet3plus_info")
     assert '"sha256": "' in entry.value
     entry.value = entry.value.replace('"sha256": "', '"sha256": "0')
     onnx_lib.save(proto, str(encoder))
     assert cli.main(["predict", str(onnx), str(src), "-o", str(tmp_path / "n.nii.gz"), "--skip-absent"]) == 1
     assert "skip-absent needs" in capsys.readouterr().err
-    encoder.unlink()                                          # no pair at all: refused
+    encoder.unlink()  # no pair at all: refused
     assert cli.main(["predict", str(onnx), str(src), "-o", str(tmp_path / "n.nii.gz"), "--skip-absent"]) == 1
     assert "skip-absent needs" in capsys.readouterr().err
     assert not (tmp_path / "n.nii.gz").exists()

@@ -1,5 +1,6 @@
 """Cross-validation folds: one seeded case table per data set (nnU-Net's splits_final.json), made
 once and reused by every fold, a table written by hand respected, and a fold run on the phantom."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from keras_unet3plus.data.layouts import Case
-from keras_unet3plus.data.splits import (SPLITS_FILE, cross_validation_split, fold_split, make_folds,
-                                         read_folds)
+from keras_unet3plus.data.splits import SPLITS_FILE, cross_validation_split, fold_split, make_folds, read_folds
 from keras_unet3plus.training.config import TrainConfig
 
 
@@ -23,14 +23,14 @@ def test_folds_are_disjoint_and_hold_out_every_case_once(n, k):
     folds = make_folds(ids, k, seed=3)
     assert len(folds) == k
     held_out = [i for f in folds for i in f["val"]]
-    assert sorted(held_out) == sorted(ids)                       # every case exactly once
+    assert sorted(held_out) == sorted(ids)  # every case exactly once
     for f in folds:
         assert not set(f["train"]) & set(f["val"])
         assert sorted(f["train"] + f["val"]) == sorted(ids)
         assert len(f["val"]) in (n // k, n // k + 1)
-    assert make_folds(list(reversed(ids)), k, seed=3) == folds     # the set of ids decides, not their order
+    assert make_folds(list(reversed(ids)), k, seed=3) == folds  # the set of ids decides, not their order
     if n > 2:
-        assert make_folds(ids, k, seed=4) != folds                   # the seed decides
+        assert make_folds(ids, k, seed=4) != folds  # the seed decides
     with pytest.raises(ValueError, match="folds"):
         make_folds(ids, n + 1)
 
@@ -61,14 +61,16 @@ def test_a_test_set_stays_out_of_every_fold(tmp_path):
 
 def test_a_split_written_by_hand_is_respected(tmp_path):
     cases, path = _cases(6), tmp_path / "mine.json"
-    mine = [{"train": ["case_00", "case_01", "case_02"], "val": ["case_03"]},
-            {"train": ["case_03", "case_01", "case_02"], "val": ["case_00", "case_05"]}]
+    mine = [
+        {"train": ["case_00", "case_01", "case_02"], "val": ["case_03"]},
+        {"train": ["case_03", "case_01", "case_02"], "val": ["case_00", "case_05"]},
+    ]
     path.write_text(json.dumps(mine))
     split = cross_validation_split(cases, 2, 1, path, seed=0)
     assert [c.case_id for c in split.val] == ["case_00", "case_05"]
     assert [c.case_id for c in split.train] == ["case_01", "case_02", "case_03"]
-    assert [c.case_id for c in split.test] == ["case_04"]                       # named by no fold
-    assert json.loads(path.read_text()) == mine                                  # never rewritten
+    assert [c.case_id for c in split.test] == ["case_04"]  # named by no fold
+    assert json.loads(path.read_text()) == mine  # never rewritten
     path.write_text(json.dumps([{"train": ["case_00"], "val": ["case_77"]}]))
     with pytest.raises(ValueError, match=r"mine.json.*case_77"):
         fold_split(cases, read_folds(path), 0, source=str(path))
@@ -100,10 +102,20 @@ def cv_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cv")
     data, out = root / "lits", root / "runs"
     write_dataset(data, 4, layout="lits", task="liver", shape=(32, 32, 8), seed=6)
-    preset = dict(task="liver", layout="lits", image_size=32, filters=(4, 8, 16, 32, 64), cat_channels=4,
-                  deep_supervision=False, batch_size=2, steps_per_epoch=1, epochs=1, augment=False, verbose=0)
-    assert main(preset, "test", ["--data-dir", str(data), "--out-dir", str(out), "--folds", "2",
-                                 "--n-test", "0"]) == 0
+    preset = dict(
+        task="liver",
+        layout="lits",
+        image_size=32,
+        filters=(4, 8, 16, 32, 64),
+        cat_channels=4,
+        deep_supervision=False,
+        batch_size=2,
+        steps_per_epoch=1,
+        epochs=1,
+        augment=False,
+        verbose=0,
+    )
+    assert main(preset, "test", ["--data-dir", str(data), "--out-dir", str(out), "--folds", "2", "--n-test", "0"]) == 0
     return data, out
 
 
@@ -124,16 +136,44 @@ def test_a_resumed_fold_refuses_another_split(cv_runs, capsys):
 
     data, out = cv_runs
     run = out / "fold_0"
-    base = ["train", "--data-dir", str(data), "--layout", "lits", "--image-size", "32", "--filters", "4", "8", "16",
-            "32", "64", "--cat-channels", "4", "--batch-size", "2", "--steps-per-epoch", "1", "--no-augment",
-            "--no-deep-supervision", "--verbose", "0", "--folds", "2", "--n-test", "0", "--out-dir", str(run)]
+    base = [
+        "train",
+        "--data-dir",
+        str(data),
+        "--layout",
+        "lits",
+        "--image-size",
+        "32",
+        "--filters",
+        "4",
+        "8",
+        "16",
+        "32",
+        "64",
+        "--cat-channels",
+        "4",
+        "--batch-size",
+        "2",
+        "--steps-per-epoch",
+        "1",
+        "--no-augment",
+        "--no-deep-supervision",
+        "--verbose",
+        "0",
+        "--folds",
+        "2",
+        "--n-test",
+        "0",
+        "--out-dir",
+        str(run),
+    ]
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     capsys.readouterr()
     assert cli.main(base + ["--fold", "1", "--epochs", "2"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "another split" in err[0], err
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
-    assert cli.main(base + ["--epochs", "2"]) == 1                        # folds without a fold
+    assert cli.main(base + ["--epochs", "2"]) == 1  # folds without a fold
     assert "without fold" in capsys.readouterr().err
 
 

@@ -1,5 +1,6 @@
 """Inference: predict_volume / predict_file / predict_folder / `unet3plus predict`, on phantom NIfTI
 files with the tiny model trained once per session (conftest.trained_tiny) (so masks mean something)."""
+
 from __future__ import annotations
 
 import gzip
@@ -32,6 +33,7 @@ def test_case():
 # predict_volume
 # ------------------------------------------------------------------------------------------------
 
+
 def test_predict_volume_segments_the_liver(trained_tiny, test_case):
     from keras_unet3plus.inference import predict_volume
 
@@ -55,8 +57,10 @@ def test_predict_volume_matches_whole_volume_reference(trained_tiny, test_case):
     seg = out["seg"] * (np.argmax(out["cls"], 1) == 1)[:, None, None, None]
     ref = (slices_to_volume(seg, test_case.hu.shape[:2], cfg)[..., 0] > 0.5).astype(np.uint8)  # 80 x 72: padded
     timings: dict = {}
-    got = [predict_volume(model, test_case.hu, cfg, batch_size=b, overlap=o, timings=timings)
-           for b, o in ((1, False), (5, True), (8, True), (64, False))]
+    got = [
+        predict_volume(model, test_case.hu, cfg, batch_size=b, overlap=o, timings=timings)
+        for b, o in ((1, False), (5, True), (8, True), (64, False))
+    ]
     for g in got:
         assert (g != ref).mean() < 1e-4
         np.testing.assert_array_equal(g, got[0])
@@ -73,8 +77,9 @@ def test_gate_zeroes_slices_the_cgm_calls_absent(trained_tiny, test_case):
     model, _, _ = trained_tiny
     cfg = _cfg()
     # air slices at both ends: no organ there
-    hu = np.concatenate([np.full((80, 72, 4), -1000, np.float32), test_case.hu,
-                         np.full((80, 72, 4), -1000, np.float32)], axis=2)
+    hu = np.concatenate(
+        [np.full((80, 72, 4), -1000, np.float32), test_case.hu, np.full((80, 72, 4), -1000, np.float32)], axis=2
+    )
     cls = model.predict(volume_to_slices(hu, cfg), verbose=0)["cls"]
     absent = np.argmax(cls, 1) == 0
     assert absent.any() and (~absent).any()
@@ -102,10 +107,12 @@ def test_gate_with_controlled_cls():
 
     cfg = _cfg()
     hu = np.zeros((40, 40, 10), np.float32)
-    hu[:, :, ::2] = 200.0          # even slices bright, odd slices mid gray
+    hu[:, :, ::2] = 200.0  # even slices bright, odd slices mid gray
     present_fn = lambda b: b[..., 1].mean(axis=(1, 2)) > 0.8  # noqa: E731 - middle channel only
-    pred = _fake_predictor(lambda b: np.ones((*b.shape[:3], 1), np.float32),
-                           lambda b: np.stack([~present_fn(b), present_fn(b)], 1).astype(np.float32))
+    pred = _fake_predictor(
+        lambda b: np.ones((*b.shape[:3], 1), np.float32),
+        lambda b: np.stack([~present_fn(b), present_fn(b)], 1).astype(np.float32),
+    )
     labels = predict_volume(pred, hu, cfg, batch_size=3)
     assert labels[:, :, ::2].all() and not labels[:, :, 1::2].any()
     assert predict_volume(pred, hu, cfg, gate=False).all()
@@ -119,8 +126,8 @@ def test_largest_component_removes_a_spurious_blob():
 
     def seg(batch):
         out = np.zeros((*batch.shape[:3], 1), np.float32)
-        out[:, 10:40, 10:40] = 0.9   # the organ
-        out[:, 52:56, 52:56] = 0.9   # a small false blob
+        out[:, 10:40, 10:40] = 0.9  # the organ
+        out[:, 52:56, 52:56] = 0.9  # a small false blob
         return out
 
     pred = _fake_predictor(seg)
@@ -148,13 +155,17 @@ def test_predict_volume_bad_inputs(trained_tiny):
     with pytest.raises(ValueError, match="64x64 inputs but its preprocessing makes 32x32"):
         predict_volume(model, np.zeros((40, 40, 4), np.float32), PreprocessConfig(image_size=32).for_task("liver"))
     with pytest.raises(ValueError, match="3-channel inputs .* 5 channels"):
-        predict_volume(model, np.zeros((40, 40, 4), np.float32),
-                       PreprocessConfig(image_size=IMAGE_SIZE, context=2).for_task("liver"))
+        predict_volume(
+            model,
+            np.zeros((40, 40, 4), np.float32),
+            PreprocessConfig(image_size=IMAGE_SIZE, context=2).for_task("liver"),
+        )
 
 
 # ------------------------------------------------------------------------------------------------
 # files, folders, CLI
 # ------------------------------------------------------------------------------------------------
+
 
 def test_predict_file_keeps_grid_and_orientation(trained_tiny, phantom_lits, tmp_path):
     """RAS, LPS, PLS (.nii.gz) and LAS (.nii) inputs: the mask has the input's shape, affine and
@@ -179,7 +190,9 @@ def test_predict_file_keeps_grid_and_orientation(trained_tiny, phantom_lits, tmp
         np.testing.assert_array_equal(arr, vol.to_original(predict_volume(model, vol.image, _cfg())))
         assert dice(arr, gt) > 0.4, (src.name, nib.aff2axcodes(img.affine))
     assert {nib.aff2axcodes(nib.load(str(p)).affine) for p in phantom_lits.glob("volume-*")} >= {
-        ("R", "A", "S"), ("L", "P", "S")}
+        ("R", "A", "S"),
+        ("L", "P", "S"),
+    }
 
 
 def test_predict_file_bad_inputs(trained_tiny, tmp_path):
@@ -240,7 +253,7 @@ def test_cli_folder_mode_reports_bad_case_and_finishes_others(trained_tiny, phan
     for k in (0, 1):
         shutil.copy(phantom_lits / f"volume-{k}.nii.gz", src)
     data = (phantom_lits / "volume-2.nii.gz").read_bytes()
-    (src / "volume-2.nii.gz").write_bytes(data[: len(data) // 2])   # truncated download
+    (src / "volume-2.nii.gz").write_bytes(data[: len(data) // 2])  # truncated download
     (src / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
     rc = main(["predict", str(path), "-i", str(src), "-o", str(out), "--quiet"])
@@ -259,8 +272,20 @@ def test_cli_single_file(trained_tiny, phantom_lits, tmp_path, capsys):
 
     _, path, _ = trained_tiny
     out = tmp_path / "seg.nii.gz"
-    assert main(["predict", str(path), str(phantom_lits / "volume-1.nii.gz"), "-o", str(out), "--quiet",
-                 "--largest-component"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(path),
+                str(phantom_lits / "volume-1.nii.gz"),
+                "-o",
+                str(out),
+                "--quiet",
+                "--largest-component",
+            ]
+        )
+        == 0
+    )
     assert nib.load(str(out)).shape == nib.load(str(phantom_lits / "volume-1.nii.gz")).shape
     assert main(["predict", str(path), str(tmp_path / "missing.nii.gz"), "-o", str(out), "--quiet"]) == 1
     assert "missing.nii.gz" in capsys.readouterr().err

@@ -4,6 +4,7 @@ Backend-independent except where marked `tensorflow_only`: tests/test_backends.p
 under JAX too. TensorFlow stays a test dependency on every backend (tf.image.ssim_multiscale is the
 reference MS-SSIM; tf.data feeds `fit`, which Keras accepts on any backend).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -71,8 +72,21 @@ def test_ms_ssim_config_paper_size_is_unchanged():
 
 @pytest.mark.parametrize(
     "side, filt, n",
-    [(160, 11, 4), (81, 11, 4), (80, 11, 3), (64, 11, 3), (41, 11, 3), (40, 11, 2), (21, 11, 2), (20, 11, 1),
-     (11, 11, 1), (10, 9, 1), (9, 9, 1), (8, 7, 1), (1, 1, 1)],
+    [
+        (160, 11, 4),
+        (81, 11, 4),
+        (80, 11, 3),
+        (64, 11, 3),
+        (41, 11, 3),
+        (40, 11, 2),
+        (21, 11, 2),
+        (20, 11, 1),
+        (11, 11, 1),
+        (10, 9, 1),
+        (9, 9, 1),
+        (8, 7, 1),
+        (1, 1, 1),
+    ],
 )
 def test_ms_ssim_config_drops_coarse_scales_then_shrinks_filter(side, filt, n):
     f, factors = L.ms_ssim_config(side, side + 7)
@@ -121,7 +135,7 @@ def test_ms_ssim_identical_is_one():
     np.testing.assert_allclose(_np(L.ms_ssim(x, x)), 1.0, atol=1e-6)
 
 
-@tensorflow_only   # only a TensorFlow trace has unknown sizes; JAX and PyTorch always see concrete ones
+@tensorflow_only  # only a TensorFlow trace has unknown sizes; JAX and PyTorch always see concrete ones
 def test_ms_ssim_needs_static_size():
     fn = tf.function(lambda a: L.ms_ssim(a, a), input_signature=[tf.TensorSpec((None, None, None, 1))])
     with pytest.raises(ValueError, match="statically"):
@@ -219,9 +233,7 @@ def test_hybrid_is_weighted_sum_and_zero_for_perfect_prediction():
     rng = _rng(5)
     mask = (rng.random((2, 32, 32, 1)) > 0.5).astype("float32")
     prob = rng.uniform(0.01, 0.99, (2, 32, 32, 1)).astype("float32")
-    parts = [
-        _np(cls(reduction=None)(mask, prob)) for cls in (L.FocalLoss, L.MSSSIMLoss, L.IoULoss)
-    ]
+    parts = [_np(cls(reduction=None)(mask, prob)) for cls in (L.FocalLoss, L.MSSSIMLoss, L.IoULoss)]
     hybrid = L.HybridLoss(focal_weight=2.0, ms_ssim_weight=0.5, iou_weight=3.0, reduction=None)(mask, prob)
     np.testing.assert_allclose(_np(hybrid), 2 * parts[0] + 0.5 * parts[1] + 3 * parts[2], rtol=1e-5)
     assert float(L.HybridLoss()(mask, mask)) < 1e-4
@@ -303,7 +315,9 @@ def test_for_model_structure_and_weights():
 
 def test_for_model_rejects_unknown_output():
     inp = keras.Input((8, 8, 1))
-    model = keras.Model(inp, {"seg": keras.layers.Identity(name="seg")(inp), "other": keras.layers.Identity(name="other")(inp)})
+    model = keras.Model(
+        inp, {"seg": keras.layers.Identity(name="seg")(inp), "other": keras.layers.Identity(name="other")(inp)}
+    )
     with pytest.raises(ValueError, match="other"):
         L.for_model(model)
 
@@ -345,8 +359,12 @@ def test_compiled_model_trains_saves_and_reloads(tmp_path, channels):
 @pytest.mark.skipif(not hasattr(keras_unet3plus, "build"), reason="keras_unet3plus.build not available yet")
 def test_build_end_to_end_two_steps():
     model = keras_unet3plus.build(
-        input_shape=(64, 64, 3), num_classes=1, filters=(8, 16, 32, 64, 128), cat_channels=8,
-        deep_supervision=True, cgm=True,
+        input_shape=(64, 64, 3),
+        num_classes=1,
+        filters=(8, 16, 32, 64, 128),
+        cat_channels=8,
+        deep_supervision=True,
+        cgm=True,
     )
     assert {"seg", "side_2", "side_5", "cls"} <= set(model.output_names)
     model.compile(keras.optimizers.Adam(1e-3), **L.for_model(model))
@@ -366,10 +384,22 @@ def test_hybrid_loss_is_composed_and_old_flat_configs_load():
     config of files saved before (alpha=, iou_smooth=, ... beside the weights) still loads."""
     import keras
 
-    old = {"name": "seg_hybrid", "reduction": "sum_over_batch_size", "focal_weight": 0.5, "ms_ssim_weight": 1.0,
-           "iou_weight": 1.0, "alpha": [0.2, 0.3, 0.5], "gamma": 2.0, "iou_smooth": 2.0,
-           "power_factors": list(L.MSSSIM_POWER_FACTORS), "filter_size": 11, "filter_sigma": 1.5,
-           "k1": 0.01, "k2": 0.03, "ms_ssim_eps": 1e-6}
+    old = {
+        "name": "seg_hybrid",
+        "reduction": "sum_over_batch_size",
+        "focal_weight": 0.5,
+        "ms_ssim_weight": 1.0,
+        "iou_weight": 1.0,
+        "alpha": [0.2, 0.3, 0.5],
+        "gamma": 2.0,
+        "iou_smooth": 2.0,
+        "power_factors": list(L.MSSSIM_POWER_FACTORS),
+        "filter_size": 11,
+        "filter_sigma": 1.5,
+        "k1": 0.01,
+        "k2": 0.03,
+        "ms_ssim_eps": 1e-6,
+    }
     loaded = L.HybridLoss.from_config(old)
     assert loaded.focal.alpha == [0.2, 0.3, 0.5] and loaded.iou.smooth == 2.0 and loaded.ms_ssim.eps == 1e-6
     config = loaded.get_config()
@@ -450,8 +480,9 @@ def test_dice_and_cross_entropy_terms_against_their_formulas():
     labels = rng.integers(0, 3, (2, 16, 16, 1)).astype("float32")
     probs = rng.dirichlet(np.ones(3), (2, 16, 16)).astype("float32")
     onehot = np.eye(3, dtype="float32")[labels[..., 0].astype(int)]
-    fg = (2 * (onehot * probs)[..., 1:].sum(axis=(1, 2)) + 1) / (onehot[..., 1:].sum(axis=(1, 2))
-                                                                   + probs[..., 1:].sum(axis=(1, 2)) + 1)
+    fg = (2 * (onehot * probs)[..., 1:].sum(axis=(1, 2)) + 1) / (
+        onehot[..., 1:].sum(axis=(1, 2)) + probs[..., 1:].sum(axis=(1, 2)) + 1
+    )
     np.testing.assert_allclose(_np(L.DiceLoss(reduction=None)(labels, probs)), 1 - fg.mean(axis=-1), rtol=1e-5)
     cce = -(onehot * np.log(probs)).sum(axis=-1).mean(axis=(1, 2))
     np.testing.assert_allclose(_np(L.CrossEntropyLoss(reduction=None)(labels, probs)), cce, rtol=1e-5)

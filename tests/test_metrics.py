@@ -1,4 +1,5 @@
 """Tests for keras_unet3plus.metrics: streaming Dice/IoU and the per-volume LiTS metrics."""
+
 from __future__ import annotations
 
 import os
@@ -30,9 +31,11 @@ def _pooled_dice(trues, preds):
 
 def test_dice_iou_stream_pooled_sums_not_batch_average():
     # Batch 1: tiny object, missed. Batch 2: large object, found. Pooled Dice != mean of the two.
-    t1 = np.zeros((1, 8, 8, 1), "float32"); t1[0, 0, 0] = 1
+    t1 = np.zeros((1, 8, 8, 1), "float32")
+    t1[0, 0, 0] = 1
     p1 = np.zeros_like(t1)
-    t2 = np.zeros((1, 8, 8, 1), "float32"); t2[0, :4, :4] = 1
+    t2 = np.zeros((1, 8, 8, 1), "float32")
+    t2[0, :4, :4] = 1
     p2 = t2 * 0.9
     dice, iou = M.DiceScore(), M.IoUScore()
     for t, p in ((t1, p1), (t2, p2)):
@@ -84,8 +87,10 @@ def test_multiclass_argmax_per_class_and_mean():
 
 
 def test_sample_weight_and_channel_check():
-    t = np.zeros((2, 4, 4, 1), "float32"); t[:, :2] = 1
-    p = np.zeros_like(t); p[0] = t[0]  # sample 0 perfect, sample 1 empty prediction
+    t = np.zeros((2, 4, 4, 1), "float32")
+    t[:, :2] = 1
+    p = np.zeros_like(t)
+    p[0] = t[0]  # sample 0 perfect, sample 1 empty prediction
     m = M.DiceScore()
     m.update_state(t, p, sample_weight=np.array([1.0, 0.0], "float32"))
     assert float(m.result()) == pytest.approx(1.0)
@@ -134,10 +139,12 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
 
 @tensorflow_only
 def test_streaming_metrics_exact_under_mirrored_strategy():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", _DISTRIBUTED_SCRIPT], capture_output=True, text=True,
-                          env=env, timeout=300)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), TF_CPP_MIN_LOG_LEVEL="3"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _DISTRIBUTED_SCRIPT], capture_output=True, text=True, env=env, timeout=300
+    )
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert line, proc.stdout + proc.stderr
     _, n, dice, dice_ref, iou, iou_ref = line[0].split()
@@ -195,14 +202,17 @@ def test_two_cubes_offset_by_k(k, spacing):
 
 
 def test_single_voxels_offset_anisotropic_by_hand():
-    gt = np.zeros((5, 5, 5), bool); gt[1, 2, 2] = True
-    pred = np.zeros_like(gt); pred[4, 2, 2] = True
+    gt = np.zeros((5, 5, 5), bool)
+    gt[1, 2, 2] = True
+    pred = np.zeros_like(gt)
+    pred[4, 2, 2] = True
     row = V.evaluate_case(pred, gt, spacing=(2.5, 0.8, 0.8))
     # Every surface distance is 3 voxels * 2.5 mm.
     assert row["assd"] == row["mssd"] == row["hd95"] == pytest.approx(7.5)
     assert row["dice"] == 0.0 and row["voe"] == 1.0 and row["rvd"] == 0.0
     # Shift along a 0.8 mm axis instead, diagonal neighbour: sqrt((1*2.5)^2 + (2*0.8)^2).
-    pred2 = np.zeros_like(gt); pred2[2, 4, 2] = True
+    pred2 = np.zeros_like(gt)
+    pred2[2, 4, 2] = True
     assert V.mssd(pred2, gt, (2.5, 0.8, 0.8)) == pytest.approx(np.hypot(2.5, 1.6))
 
 
@@ -265,18 +275,19 @@ def test_input_validation():
 
 
 def test_two_dimensional_masks_work():
-    gt = np.zeros((10, 10), bool); gt[2:6, 2:6] = True
+    gt = np.zeros((10, 10), bool)
+    gt[2:6, 2:6] = True
     pred = np.roll(gt, 2, axis=1)
     assert V.mssd(pred, gt, spacing=(1.0, 0.5)) == pytest.approx(1.0)
     assert V.dice(pred, gt) == pytest.approx(0.5)
 
 
 def test_global_dice_and_summarize_by_hand():
-    a_gt = _cube((8, 8, 8), (0, 0, 0), 2)            # 8 voxels
-    a_pr = _cube((8, 8, 8), (0, 0, 0), 2)            # perfect: tp 8
-    b_gt = _cube((8, 8, 8), (0, 0, 0), 4)            # 64 voxels
-    b_pr = _cube((8, 8, 8), (2, 0, 0), 4)            # tp 32, fp 32, fn 32
-    c_gt = np.zeros((8, 8, 8), bool)                 # empty gt, empty pred
+    a_gt = _cube((8, 8, 8), (0, 0, 0), 2)  # 8 voxels
+    a_pr = _cube((8, 8, 8), (0, 0, 0), 2)  # perfect: tp 8
+    b_gt = _cube((8, 8, 8), (0, 0, 0), 4)  # 64 voxels
+    b_pr = _cube((8, 8, 8), (2, 0, 0), 4)  # tp 32, fp 32, fn 32
+    c_gt = np.zeros((8, 8, 8), bool)  # empty gt, empty pred
     c_pr = np.zeros((8, 8, 8), bool)
     pairs = [(a_pr, a_gt), (b_pr, b_gt), (c_pr, c_gt)]
     expected_global = 2 * 40 / (2 * 40 + 32 + 32)

@@ -1,4 +1,5 @@
 """build(): architectures x backbones, deep supervision, CGM gate, save/load, bad arguments."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,11 @@ from keras_unet3plus.encoders import BACKBONES
 
 TINY = dict(filters=(4, 8, 16, 32, 64), cat_channels=4)
 ARCHS = ("unet3plus", "unet", "unet++")
-SIDES = {"unet3plus": ["side_2", "side_3", "side_4", "side_5"], "unet": ["side_2", "side_3", "side_4", "side_5"],
-         "unet++": ["side_2", "side_3", "side_4"]}
+SIDES = {
+    "unet3plus": ["side_2", "side_3", "side_4", "side_5"],
+    "unet": ["side_2", "side_3", "side_4", "side_5"],
+    "unet++": ["side_2", "side_3", "side_4"],
+}
 
 
 def _image(batch=2, size=64, channels=3, seed=0):
@@ -21,8 +25,9 @@ def _image(batch=2, size=64, channels=3, seed=0):
 
 # every backbone under UNet 3+, and every architecture over the plain encoder and over two
 # backbones of different families (the decoders meet backbones only through their feature list)
-ARCH_BACKBONE = ([("unet3plus", b) for b in ("unet", *BACKBONES)]
-                 + [(a, b) for a in ARCHS if a != "unet3plus" for b in ("unet", "vgg16", "efficientnetv2b0")])
+ARCH_BACKBONE = [("unet3plus", b) for b in ("unet", *BACKBONES)] + [
+    (a, b) for a in ARCHS if a != "unet3plus" for b in ("unet", "vgg16", "efficientnetv2b0")
+]
 
 
 @pytest.mark.parametrize("arch,backbone", ARCH_BACKBONE)
@@ -100,8 +105,9 @@ def test_save_load_round_trip_safe_mode(tmp_path):
     x = _image()
     loaded = assert_save_reload_same(model, x, tmp_path / "m.keras")
     reloaded = assert_save_reload_same(ku.deploy_model(loaded, threshold=0.5), x, tmp_path / "d.keras")
-    np.testing.assert_array_equal(reloaded.predict(x, verbose=0)["seg"],
-                                  ku.deploy_model(model, threshold=0.5).predict(x, verbose=0)["seg"])
+    np.testing.assert_array_equal(
+        reloaded.predict(x, verbose=0)["seg"], ku.deploy_model(model, threshold=0.5).predict(x, verbose=0)["seg"]
+    )
 
 
 def test_trains_with_fit():

@@ -1,4 +1,5 @@
 """nnU-Net v2 raw datasets: discovery, labels looked up by name, clear refusals, and training from one."""
+
 from __future__ import annotations
 
 import json
@@ -60,18 +61,22 @@ def test_label_values_remapped_when_loading(nnunet_liver, tmp_path):
     img = nib.load(str(case.label_path))
     orig = np.asarray(img.dataobj)
     assert (orig > 0).any()
-    nib.save(nib.Nifti1Image(np.select([orig == 1, orig == 2], [5, 7], 0).astype(np.uint8), img.affine),
-             str(case.label_path))
+    nib.save(
+        nib.Nifti1Image(np.select([orig == 1, orig == 2], [5, 7], 0).astype(np.uint8), img.affine), str(case.label_path)
+    )
     spec = task_for_dataset(root, "liver")
     vol = load_case(case, spec)
     assert vol.label.max() == 1 and (vol.label > 0).sum() == (orig > 0).sum()
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda m: m.update(channel_names={"0": "CT", "1": "PET"}), "2 input channels"),
-    (lambda m: m.update(channel_names={"0": "T2"}), "not CT"),
-    (lambda m: m.update(labels={"background": 0, "kidney": 1}), "no 'liver' label"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.update(channel_names={"0": "CT", "1": "PET"}), "2 input channels"),
+        (lambda m: m.update(channel_names={"0": "T2"}), "not CT"),
+        (lambda m: m.update(labels={"background": 0, "kidney": 1}), "no 'liver' label"),
+    ],
+)
 def test_refusals_name_the_file(nnunet_liver, tmp_path, change, message):
     root = tmp_path / "bad"
     shutil.copytree(nnunet_liver, root)
@@ -98,10 +103,36 @@ def test_train_cli_on_an_nnunet_dataset(nnunet_liver, tmp_path):
     from keras_unet3plus.modelinfo import load_info
 
     out = tmp_path / "run"
-    argv = ["train", "--data-dir", str(nnunet_liver), "--out-dir", str(out), "--image-size", "32",
-            "--filters", "2", "4", "8", "16", "32", "--cat-channels", "2", "--batch-size", "2",
-            "--steps-per-epoch", "1", "--epochs", "1", "--n-test", "1", "--val-fraction", "0.3",
-            "--no-augment", "--verbose", "0"]
+    argv = [
+        "train",
+        "--data-dir",
+        str(nnunet_liver),
+        "--out-dir",
+        str(out),
+        "--image-size",
+        "32",
+        "--filters",
+        "2",
+        "4",
+        "8",
+        "16",
+        "32",
+        "--cat-channels",
+        "2",
+        "--batch-size",
+        "2",
+        "--steps-per-epoch",
+        "1",
+        "--epochs",
+        "1",
+        "--n-test",
+        "1",
+        "--val-fraction",
+        "0.3",
+        "--no-augment",
+        "--verbose",
+        "0",
+    ]
     assert cli.main(argv) == 0
     assert load_info(out / "model.keras").task == "liver"
     split = json.loads((out / "split.json").read_text())
@@ -117,10 +148,15 @@ def test_train_cli_on_an_nnunet_dataset(nnunet_liver, tmp_path):
     for case in find_cases(other):
         img = nib.load(str(case.label_path))
         a = np.asarray(img.dataobj)
-        nib.save(nib.Nifti1Image(np.select([a == 1, a == 2], [5, 7], 0).astype(np.uint8), img.affine),
-                 str(case.label_path))
+        nib.save(
+            nib.Nifti1Image(np.select([a == 1, a == 2], [5, 7], 0).astype(np.uint8), img.affine), str(case.label_path)
+        )
     report = tmp_path / "eval"
-    assert cli.main(["evaluate", "--model", str(out / "model.keras"), "--data-dir", str(other),
-                     "--out", str(report), "--quiet"]) == 0
+    assert (
+        cli.main(
+            ["evaluate", "--model", str(out / "model.keras"), "--data-dir", str(other), "--out", str(report), "--quiet"]
+        )
+        == 0
+    )
     summary = json.loads((report / "summary.json").read_text())
     assert summary["n_cases"] == 4 and summary["n_ok"] == 4, summary

@@ -1,6 +1,7 @@
 """`unet3plus predict` on clinical inputs: DICOM series in (a study folder with several series),
 NIfTI and DICOM SEG out that agree voxel for voxel, nnU-Net v2 `{case}_0000` names, and the shared
 real CT series."""
+
 from __future__ import annotations
 
 import shutil
@@ -46,7 +47,7 @@ def test_study_folder_gives_one_output_per_series(trained_tiny, tmp_path, capsys
     out = tmp_path / "out"
     rc = cli.main(["predict", str(trained_tiny.path), str(study), "-o", str(out), "--format", "both", "--quiet"])
     captured = capsys.readouterr()
-    assert rc == 1                                            # the broken series failed, the others finished
+    assert rc == 1  # the broken series failed, the others finished
     assert "FAILED" in captured.err and "Broken" in captured.err and "missing" in captured.err.lower()
     assert "2 of 3 case(s)" in captured.out
     niftis = sorted(out.glob("*.nii.gz"))
@@ -57,7 +58,7 @@ def test_study_folder_gives_one_output_per_series(trained_tiny, tmp_path, capsys
 
     for series in find_dicom_series(study / "a"):
         mask = _agree(out / f"{series.name}.nii.gz", out / f"{series.name}.seg.dcm", series)
-        assert mask.shape == (64, 64, 16) and mask.any()      # the tiny model finds the phantom liver
+        assert mask.shape == (64, 64, 16) and mask.any()  # the tiny model finds the phantom liver
 
 
 def test_seg_only_and_nifti_input_refuses_seg(trained_tiny, phantom_lits, tmp_path, capsys):
@@ -65,13 +66,36 @@ def test_seg_only_and_nifti_input_refuses_seg(trained_tiny, phantom_lits, tmp_pa
     is written and the one error line says which output failed and why."""
     _series(tmp_path / "ct", 14)
     out = tmp_path / "out"
-    assert cli.main(["predict", str(trained_tiny.path), str(tmp_path / "ct"), "-o", str(out),
-                     "--format", "dicom-seg", "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(trained_tiny.path),
+                str(tmp_path / "ct"),
+                "-o",
+                str(out),
+                "--format",
+                "dicom-seg",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert [p.suffixes[-2:] for p in out.iterdir()] == [[".seg", ".dcm"]]
     capsys.readouterr()
     single = tmp_path / "single"
-    rc = cli.main(["predict", str(trained_tiny.path), str(phantom_lits / "volume-0.nii.gz"), "-o",
-                   str(single / "x.seg.dcm"), "--format", "both", "--quiet"])
+    rc = cli.main(
+        [
+            "predict",
+            str(trained_tiny.path),
+            str(phantom_lits / "volume-0.nii.gz"),
+            "-o",
+            str(single / "x.seg.dcm"),
+            "--format",
+            "both",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and len(err.strip().splitlines()) == 1
     assert "DICOM SEG not written (a DICOM SEG output needs a DICOM input series" in err
@@ -101,8 +125,24 @@ def test_real_ct_series_nifti_and_seg_agree(trained_tiny, real_ct, tmp_path):
     The tiny phantom model is no liver model for real CT, so its mask is only checked for agreement
     between the two formats and for the reference label's grid (no Dice is asserted here)."""
     out = tmp_path / "out"
-    assert cli.main(["predict", str(trained_tiny.path), str(real_ct / "series"), "-o", str(out),
-                     "--format", "both", "--quiet", "--no-gate", "--threshold", "0.2"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(trained_tiny.path),
+                str(real_ct / "series"),
+                "-o",
+                str(out),
+                "--format",
+                "both",
+                "--quiet",
+                "--no-gate",
+                "--threshold",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     niftis, segs = list(out.glob("*.nii.gz")), list(out.glob("*.seg.dcm"))
     assert len(niftis) == 1 and len(segs) == 1
     mask = _agree(niftis[0], segs[0], real_ct / "series")
@@ -165,8 +205,9 @@ def test_seg_that_cannot_be_written_keeps_the_nifti_and_says_so(trained_tiny, tm
         del ds.FrameOfReferenceUID
         ds.save_as(path, enforce_file_format=True)
     out = tmp_path / "out"
-    rc = cli.main(["predict", str(trained_tiny.path), str(tmp_path / "ct"), "-o", str(out), "--format", "both",
-                   "--quiet"])
+    rc = cli.main(
+        ["predict", str(trained_tiny.path), str(tmp_path / "ct"), "-o", str(out), "--format", "both", "--quiet"]
+    )
     captured = capsys.readouterr()
     assert rc == 1
     assert "DICOM SEG not written" in captured.err and "no FrameOfReferenceUID" in captured.err

@@ -2,6 +2,7 @@
 the way back to the file's grid), the registry picks a reader by what it can read and refuses what
 none can in one line, and a NRRD/MetaImage dataset or a DICOM series is a training case, a predict
 input and an evaluation target like a NIfTI one."""
+
 from __future__ import annotations
 
 import json
@@ -22,17 +23,42 @@ sitk = pytest.importorskip("SimpleITK")
 
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 SHAPE = (40, 36, 12)
-TINY_RUN = ["--image-size", "32", "--filters", "2", "4", "8", "16", "32", "--cat-channels", "2",
-            "--batch-size", "2", "--steps-per-epoch", "1", "--epochs", "1", "--n-test", "1",
-            "--val-fraction", "0.3", "--no-augment", "--verbose", "0"]
+TINY_RUN = [
+    "--image-size",
+    "32",
+    "--filters",
+    "2",
+    "4",
+    "8",
+    "16",
+    "32",
+    "--cat-channels",
+    "2",
+    "--batch-size",
+    "2",
+    "--steps-per-epoch",
+    "1",
+    "--epochs",
+    "1",
+    "--n-test",
+    "1",
+    "--val-fraction",
+    "0.3",
+    "--no-augment",
+    "--verbose",
+    "0",
+]
 
 
 def _stored(case, codes: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The phantom as a file stores it in ``codes`` order: (HU int16, label uint8, affine)."""
     t = ornt.ornt_transform(ornt.axcodes2ornt("RAS"), ornt.axcodes2ornt(codes))
     affine = case.affine @ ornt.inv_ornt_aff(t, case.hu.shape)
-    return (ornt.apply_orientation(case.hu, t).astype(np.int16),
-            ornt.apply_orientation(case.label_for("liver"), t).astype(np.uint8), affine)
+    return (
+        ornt.apply_orientation(case.hu, t).astype(np.int16),
+        ornt.apply_orientation(case.label_for("liver"), t).astype(np.uint8),
+        affine,
+    )
 
 
 def write_itk(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
@@ -61,6 +87,7 @@ def _itk_dataset(nifti_root: Path, root: Path, image_suffix=".mha", label_suffix
 # every reader gives the same volume
 # ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("codes", ["LPS", "PLS", "SAR"])
 @pytest.mark.parametrize("suffix", ITK_SUFFIXES)
 def test_itk_formats_read_as_the_nifti_of_the_same_grid(tmp_path, suffix, codes):
@@ -72,16 +99,16 @@ def test_itk_formats_read_as_the_nifti_of_the_same_grid(tmp_path, suffix, codes)
     lab = write_itk(tmp_path / f"seg{suffix}", label, affine)
     ref, vol = readers.read_volume(nii), readers.read_volume(path)
     assert readers.reader_for(path).name == "NRRD/MetaImage" and vol.case_id == "ct"
-    np.testing.assert_array_equal(vol.image, ref.image)                  # HU, canonical RAS
+    np.testing.assert_array_equal(vol.image, ref.image)  # HU, canonical RAS
     np.testing.assert_array_equal(vol.image, case.hu)
     np.testing.assert_allclose(vol.spacing, ref.spacing, rtol=1e-6)
     np.testing.assert_allclose(vol.affine, ref.affine, atol=1e-5)
     np.testing.assert_allclose(vol.original_affine, affine, atol=1e-5)
     assert nib.aff2axcodes(vol.original_affine) == tuple(codes) and vol.original_shape == hu.shape
-    np.testing.assert_array_equal(vol.to_original(vol.image), hu)        # exactly back to the file's grid
+    np.testing.assert_array_equal(vol.to_original(vol.image), hu)  # exactly back to the file's grid
     both = readers.load_case(Case("ct", path, lab), "liver")
     assert both.label.dtype == np.uint8
-    np.testing.assert_array_equal(both.label, case.label_for("liver") > 0)   # lesion (2) is liver
+    np.testing.assert_array_equal(both.label, case.label_for("liver") > 0)  # lesion (2) is liver
     np.testing.assert_array_equal(both.to_original(both.label), label > 0)
 
 
@@ -92,7 +119,7 @@ def test_itk_reads_what_itk_wrote_from_the_nifti(tmp_path):
     nii = tmp_path / "ct.nii.gz"
     nib.save(nib.Nifti1Image(hu, affine), str(nii))
     image = sitk.ReadImage(str(nii))
-    for key in image.GetMetaDataKeys():   # NIfTI header items MetaImage cannot store (and warns about)
+    for key in image.GetMetaDataKeys():  # NIfTI header items MetaImage cannot store (and warns about)
         image.EraseMetaData(key)
     for suffix in (".mha", ".nrrd"):
         sitk.WriteImage(image, str(tmp_path / f"ct{suffix}"))
@@ -110,8 +137,8 @@ def test_dicom_series_reads_through_the_registry(tmp_path):
     assert readers.reader_for(tmp_path / "series").name == "DICOM series"
     vol = readers.read_volume(tmp_path / "series")
     assert type(vol.source).__name__ == "DicomSeries" and vol.image.shape == case.hu.shape
-    assert np.abs(vol.image - case.hu).max() <= 1.0      # stored as integers
-    streamed = readers.open_volume(tmp_path / "series")   # DICOM does not stream: whole, the same
+    assert np.abs(vol.image - case.hu).max() <= 1.0  # stored as integers
+    streamed = readers.open_volume(tmp_path / "series")  # DICOM does not stream: whole, the same
     np.testing.assert_array_equal(streamed.image, vol.image)
     with pytest.raises(DataError, match="series.*not as labels"):
         readers.open_scan(tmp_path / "series").label("liver")
@@ -121,13 +148,17 @@ def test_dicom_series_reads_through_the_registry(tmp_path):
 # choosing a reader
 # ------------------------------------------------------------------------------------------------
 
+
 def test_the_registry_picks_by_what_it_can_read_and_refuses_the_rest(tmp_path):
     nii = tmp_path / "a.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 3), np.int16), np.eye(4)), str(nii))
     mha = write_itk(tmp_path / "b.mha", np.zeros((4, 4, 3), np.int16), np.eye(4))
     (tmp_path / "series").mkdir()
     assert [readers.reader_for(p).name for p in (nii, mha, tmp_path / "series")] == [
-        "NIfTI", "NRRD/MetaImage", "DICOM series"]
+        "NIfTI",
+        "NRRD/MetaImage",
+        "DICOM series",
+    ]
     assert readers.open_scan(nii).streams and not readers.open_scan(mha).streams
     notes = tmp_path / "notes.txt"
     notes.write_text("not a scan")
@@ -140,7 +171,11 @@ def test_the_registry_picks_by_what_it_can_read_and_refuses_the_rest(tmp_path):
         readers.read_volume(tmp_path / "nope.mha")
     assert readers.find_scan_files(tmp_path) == [nii, mha]
     assert [readers.case_name(p) for p in (nii, mha, tmp_path / "x.nhdr", tmp_path / "series")] == [
-        "a", "b", "x", "series"]
+        "a",
+        "b",
+        "x",
+        "series",
+    ]
 
 
 def _truncated(path: Path) -> None:
@@ -149,12 +184,18 @@ def _truncated(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-500])
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_bytes(b"ObjectType = Image\nNDims = 3\nthis is no MetaImage"), "not a readable NRRD/MetaImage"),
-    (_truncated, "truncated or corrupt"),
-    (lambda p: sitk.WriteImage(sitk.GetImageFromArray(np.zeros((5, 6), np.int16)), str(p)), "3-D"),
-    (lambda p: write_itk(p, np.full((4, 4, 3), np.nan, np.float32), np.eye(4)), "NaN or inf"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda p: p.write_bytes(b"ObjectType = Image\nNDims = 3\nthis is no MetaImage"),
+            "not a readable NRRD/MetaImage",
+        ),
+        (_truncated, "truncated or corrupt"),
+        (lambda p: sitk.WriteImage(sitk.GetImageFromArray(np.zeros((5, 6), np.int16)), str(p)), "3-D"),
+        (lambda p: write_itk(p, np.full((4, 4, 3), np.nan, np.float32), np.eye(4)), "NaN or inf"),
+    ],
+)
 def test_bad_itk_files_are_one_line_naming_the_file(tmp_path, make, message):
     path = tmp_path / "bad.mha"
     make(path)
@@ -192,8 +233,9 @@ class _NpyScan(ScanFile):
 
 
 def test_one_registry_line_adds_a_format(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "READERS", readers.READERS[:-1] + [FileReader("NumPy", (".npy",), _NpyScan)]
-                        + readers.READERS[-1:])
+    monkeypatch.setattr(
+        readers, "READERS", readers.READERS[:-1] + [FileReader("NumPy", (".npy",), _NpyScan)] + readers.READERS[-1:]
+    )
     for sub in ("images", "labels"):
         (tmp_path / sub).mkdir()
         np.save(tmp_path / sub / "c1.npy", np.ones((4, 5, 3), np.int16))
@@ -215,7 +257,7 @@ def test_paired_slabs_follow_the_image_whatever_order_the_label_is_stored_in(tmp
         seen.append(z0)
         np.testing.assert_array_equal(a, case.hu[:, :, z0:z1])
         np.testing.assert_array_equal(b, case.label_for("liver")[:, :, z0:z1] > 0)
-    assert seen == [10, 5, 0]   # the NIfTI's own (descending) order
+    assert seen == [10, 5, 0]  # the NIfTI's own (descending) order
 
 
 def test_scan_identity_changes_with_any_file_of_the_scan(tmp_path):
@@ -227,7 +269,7 @@ def test_scan_identity_changes_with_any_file_of_the_scan(tmp_path):
     before = [readers.scan_identity(tmp_path / "series"), readers.scan_identity(mhd)]
     for data in (tmp_path / "series" / "a.dcm", next(tmp_path.glob("ct.*raw"))):
         st = os.stat(data)
-        os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+        os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     after = [readers.scan_identity(tmp_path / "series"), readers.scan_identity(mhd)]
     assert before[0] != after[0] and before[1] != after[1]
 
@@ -235,6 +277,7 @@ def test_scan_identity_changes_with_any_file_of_the_scan(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # an .mha dataset through the cache, the pipeline, the trainer, predict and evaluation
 # ------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def mha_lits(phantom_lits, tmp_path_factory) -> Path:
@@ -256,8 +299,10 @@ def test_cache_and_stream_of_an_mha_dataset_equal_the_nifti_ones(phantom_lits, m
         for x, y in zip(ea.load(), eb.load()):
             np.testing.assert_array_equal(x, y)
     # streamed (no cache): the same batches
-    batches = [list(build_dataset(cases, "liver", cfg, batch_size=4, training=False, negative_fraction=0.2)[0])
-               for cases in (nifti[:2], mha[:2])]
+    batches = [
+        list(build_dataset(cases, "liver", cfg, batch_size=4, training=False, negative_fraction=0.2)[0])
+        for cases in (nifti[:2], mha[:2])
+    ]
     assert len(batches[0]) == len(batches[1]) > 0
     for (xa, ya), (xb, yb) in zip(*batches):
         np.testing.assert_array_equal(xa.numpy(), xb.numpy())
@@ -284,8 +329,8 @@ def test_train_and_predict_on_an_mha_dataset(mha_lits, tmp_path, capsys):
     assert cli.main(["train", "--data-dir", str(mha_lits), "--out-dir", str(out), *TINY_RUN]) == 0
     assert load_info(out / "model.keras").task == "liver"
     split = json.loads((out / "split.json").read_text())
-    assert sum(len(v) for v in split.values() if isinstance(v, list)) == 4 and split["val"]   # validated on .mha
-    scan = mha_lits / "images" / "volume-2.mha"            # stored PLS
+    assert sum(len(v) for v in split.values() if isinstance(v, list)) == 4 and split["val"]  # validated on .mha
+    scan = mha_lits / "images" / "volume-2.mha"  # stored PLS
     mask = tmp_path / "mask.nii.gz"
     assert cli.main(["predict", str(out / "model.keras"), str(scan), "-o", str(mask), "--quiet"]) == 0
     written, source = nib.load(str(mask)), readers.open_scan(scan)
@@ -311,13 +356,14 @@ def test_evaluation_scores_mha_predictions_against_nrrd_labels(tmp_path):
         report = evaluate_folders(tmp_path / "pred", tmp_path / "gt", "spleen", tmp_path / "eval")
     ok, bad = report.cases
     assert ok.metrics["spleen"]["dice"] == pytest.approx(1000 / 1500)
-    assert ok.metrics["spleen"]["mssd"] == pytest.approx(5 * 2.5)      # the label's spacing
+    assert ok.metrics["spleen"]["mssd"] == pytest.approx(5 * 2.5)  # the label's spacing
     assert not bad.ok and "spleen_2.mha" in bad.error and "(24, 20, 15)" in bad.error
 
 
 # ------------------------------------------------------------------------------------------------
 # a DICOM series as a training and evaluation case
 # ------------------------------------------------------------------------------------------------
+
 
 def test_a_dicom_series_with_a_nifti_label_is_a_training_case(tmp_path):
     pytest.importorskip("pydicom")
@@ -335,14 +381,23 @@ def test_a_dicom_series_with_a_nifti_label_is_a_training_case(tmp_path):
         nib.save(series.to_nifti(case.label_for("liver")), str(root / "labels" / f"ct{seed}.nii.gz"))
     cases = find_cases(root)
     assert [(c.case_id, c.image_path.is_dir(), c.label_path.name) for c in cases] == [
-        ("ct1", True, "ct1.nii.gz"), ("ct2", True, "ct2.nii.gz")]
+        ("ct1", True, "ct1.nii.gz"),
+        ("ct2", True, "ct2.nii.gz"),
+    ]
     assert check_dataset(root, task="liver", workers=1) == []
     vol = readers.load_case(cases[0], "liver")
     np.testing.assert_array_equal(vol.label, phantom.generate_case(1, shape=(48, 48, 10)).label_for("liver") > 0)
-    ds, info = build_dataset(cases, "liver", PreprocessConfig(image_size=32), batch_size=2, training=False,
-                             negative_fraction=None)
+    ds, info = build_dataset(
+        cases, "liver", PreprocessConfig(image_size=32), batch_size=2, training=False, negative_fraction=None
+    )
     assert info.n_positive > 0 and sum(int(x.shape[0]) for x, _ in ds) == 20
     # and an evaluation target: the label scored against itself, the series as the overlay's CT
-    result = evaluate_pair(cases[0].label_path, cases[0].label_path, "liver", image_path=cases[0].image_path,
-                           overlay_dir=tmp_path / "ov", overlay_slices=2)
+    result = evaluate_pair(
+        cases[0].label_path,
+        cases[0].label_path,
+        "liver",
+        image_path=cases[0].image_path,
+        overlay_dir=tmp_path / "ov",
+        overlay_slices=2,
+    )
     assert result.metrics["liver"]["dice"] == 1.0 and result.overlay.is_file()

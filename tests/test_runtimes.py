@@ -1,5 +1,6 @@
 """Runtimes: one interface over .keras, SavedModel, ONNX, LiteRT (and TensorRT); loading errors,
 which runtime a path gets, the Keras model in both forms, and the same mask through every backend."""
+
 from __future__ import annotations
 
 import ast
@@ -17,8 +18,13 @@ PACKAGE = Path(runtimes.__file__).resolve().parents[1]
 
 
 def test_runtime_kind_per_artefact(tmp_path):
-    for name, kind in (("m.keras", "keras"), ("m.onnx", "onnxruntime"), ("m.tflite", "litert"),
-                       ("m.engine", "tensorrt"), ("m.plan", "tensorrt")):
+    for name, kind in (
+        ("m.keras", "keras"),
+        ("m.onnx", "onnxruntime"),
+        ("m.tflite", "litert"),
+        ("m.engine", "tensorrt"),
+        ("m.plan", "tensorrt"),
+    ):
         (tmp_path / name).write_bytes(b"")
         assert runtimes.runtime_kind(tmp_path / name) == kind
     sm = tmp_path / "sm"
@@ -62,8 +68,7 @@ def test_keras_runtime_training_and_deploy_form(trained_tiny):
 
 
 def test_function_runtime():
-    rt = runtimes.FunctionRuntime(lambda b: (b[..., :1], np.ones((len(b), 2))), image_size=8, channels=3,
-                                  name="fake")
+    rt = runtimes.FunctionRuntime(lambda b: (b[..., :1], np.ones((len(b), 2))), image_size=8, channels=3, name="fake")
     x = np.zeros((2, 8, 8, 3), np.float32)
     seg, cls = rt.segment(x)
     assert seg.shape == (2, 8, 8, 1) and cls.shape == (2, 2) and rt.name == "fake"
@@ -73,7 +78,7 @@ def test_function_runtime():
 def _imports(place: Path) -> set[str]:
     """Modules named by the relative imports of a file, or of the ``*.py`` files of a folder."""
     names = set()
-    for path in ([place] if place.is_file() else place.glob("*.py")):
+    for path in [place] if place.is_file() else place.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level:
                 names.add(node.module or "")

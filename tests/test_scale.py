@@ -1,6 +1,7 @@
 """LiTS-sized work on small files: the slice cache's disk check refuses before writing anything,
 streaming predict gives the masks the whole-volume path gave, no file handle or thread is kept per
 case, and the cache's compact forms round-trip. (The large runs: benchmarks/dataset_scale.py.)"""
+
 from __future__ import annotations
 
 import os
@@ -16,13 +17,42 @@ from nibabel import orientations as ornt
 
 from keras_unet3plus import cli
 from keras_unet3plus.data import PreprocessConfig, build_dataset, find_cases, phantom
-from keras_unet3plus.data.cache import (CacheSpaceError, SliceCache, cache_bytes, pack_masks, plan_cache,
-                                        settings_key, unpack_masks)
+from keras_unet3plus.data.cache import (
+    CacheSpaceError,
+    SliceCache,
+    cache_bytes,
+    pack_masks,
+    plan_cache,
+    settings_key,
+    unpack_masks,
+)
 from keras_unet3plus.data.nifti import NiftiSlabs, load_image
 
-TINY_RUN = ["--image-size", "32", "--filters", "2", "4", "8", "16", "32", "--cat-channels", "2",
-            "--batch-size", "2", "--steps-per-epoch", "1", "--epochs", "1", "--n-test", "1",
-            "--val-fraction", "0.3", "--no-augment", "--verbose", "0"]
+TINY_RUN = [
+    "--image-size",
+    "32",
+    "--filters",
+    "2",
+    "4",
+    "8",
+    "16",
+    "32",
+    "--cat-channels",
+    "2",
+    "--batch-size",
+    "2",
+    "--steps-per-epoch",
+    "1",
+    "--epochs",
+    "1",
+    "--n-test",
+    "1",
+    "--val-fraction",
+    "0.3",
+    "--no-augment",
+    "--verbose",
+    "0",
+]
 DiskUsage = namedtuple("DiskUsage", "total used free")
 
 
@@ -51,13 +81,13 @@ def test_train_refuses_a_cache_the_disk_cannot_hold_before_writing_anything(lits
         raise AssertionError("the model was built before the disk was checked")
 
     monkeypatch.setattr(Trainer, "_build_model_and_optimizer", too_late)
-    _small_disk(monkeypatch, free=1_000_000)   # 1 MB free: the cache of 3 x 32 slices at 32x32 is ~0.2 MB
+    _small_disk(monkeypatch, free=1_000_000)  # 1 MB free: the cache of 3 x 32 slices at 32x32 is ~0.2 MB
     cache, out = tmp_path / "cache", tmp_path / "run"
     rc = cli.main(["train", "--data-dir", str(lits), "--out-dir", str(out), "--cache-dir", str(cache), *TINY_RUN])
     assert rc == 1
     line = _one_error_line(capsys)
     assert str(cache) in line and "needs" in line and "free" in line and "--cache-dtype uint8" in line, line
-    assert not cache.exists() and not out.exists()   # nothing written: not the cache folder, not the run
+    assert not cache.exists() and not out.exists()  # nothing written: not the cache folder, not the run
 
 
 def test_check_data_states_the_cache_size_and_refuses_a_full_disk(lits, tmp_path, capsys, monkeypatch):
@@ -69,8 +99,10 @@ def test_check_data_states_the_cache_size_and_refuses_a_full_disk(lits, tmp_path
     assert f"{n_slices:,} slices at 64x64" in out and f"{expect / 1e6:.1f} MB" in out, out
     assert "bit-packed masks" in out and "uint8 images" in out
     _small_disk(monkeypatch, free=2_000_000)
-    assert cli.main(["check-data", "--data-dir", str(lits), "--quiet", "--image-size", "64",
-                     "--cache-dir", str(cache)]) == 1
+    assert (
+        cli.main(["check-data", "--data-dir", str(lits), "--quiet", "--image-size", "64", "--cache-dir", str(cache)])
+        == 1
+    )
     line = _one_error_line(capsys)
     assert str(cache) in line and "needs" in line and "2.0 MB is free" in line, line
     assert not cache.exists()
@@ -87,8 +119,8 @@ def test_cache_plan_counts_only_missing_entries(phantom_lits, tmp_path, monkeypa
     assert after.n_missing == len(cases) - 1 and after.need_bytes < before.need_bytes
     entry = SliceCache(tmp_path / "cache", "liver", cfg).get(cases[0])
     built = entry.image_path.stat().st_size + entry.mask_path.stat().st_size
-    assert before.need_bytes - after.need_bytes >= built   # the estimate covers what was written
-    _small_disk(monkeypatch, free=after.need_bytes)         # no room for the reserve
+    assert before.need_bytes - after.need_bytes >= built  # the estimate covers what was written
+    _small_disk(monkeypatch, free=after.need_bytes)  # no room for the reserve
     with pytest.raises(CacheSpaceError, match="needs"):
         plan_cache(tmp_path / "cache", "liver", cfg, cases).require_space()
 
@@ -146,7 +178,7 @@ def test_no_file_handle_or_thread_kept_per_case(phantom_lits, tmp_path, cached):
     phantom.write_dataset(src, 2, layout="lits", task="liver", shape=(24, 24, 12), seed=3)
     cfg = PreprocessConfig(image_size=16)
     kw = dict(batch_size=2, training=True, negative_fraction=0.5, cycle_length=2)
-    warm = _many_cases(src, tmp_path / "warm", 2)           # TensorFlow's own pools start here
+    warm = _many_cases(src, tmp_path / "warm", 2)  # TensorFlow's own pools start here
     list(build_dataset(warm, "liver", cfg, cache_dir=str(tmp_path / "c0") if cached else None, **kw)[0])
     growth = {}
     for n in (4, 24):
@@ -162,7 +194,7 @@ def test_no_file_handle_or_thread_kept_per_case(phantom_lits, tmp_path, cached):
         # open while iterating: cycle_length (2) cases, an image and a mask memmap each, + the file
         # np.load holds while mapping the next one; a handle kept per case would be 24 or 48 here
         assert peak <= 2 * 2 + 2, growth
-        assert left <= 0 and threads <= 0, growth   # nothing left open afterwards
+        assert left <= 0 and threads <= 0, growth  # nothing left open afterwards
 
 
 def _write_oriented(case, codes: str, path: Path) -> Path:
@@ -182,9 +214,10 @@ def test_streaming_predict_gives_the_whole_volume_mask(trained_tiny, tmp_path, c
     case = phantom.generate_case(77, shape=(72, 64, 29), organ="liver")
     ct = _write_oriented(case, codes, tmp_path / "ct.nii.gz")
     predictor = Predictor.from_path(path, batch_size=4)
-    before = predictor.predict_file(ct, volume=load_image(ct))   # the path as it was
+    before = predictor.predict_file(ct, volume=load_image(ct))  # the path as it was
     assert before.any() and not before.all()
     if codes != "SAR":
+
         def whole(self, *a, **k):
             raise AssertionError("the streamed volume was read whole")
 
@@ -197,6 +230,6 @@ def test_streaming_predict_gives_the_whole_volume_mask(trained_tiny, tmp_path, c
 
     monkeypatch.setattr(NiftiSlabs, "slabs", counted)
     streamed = predictor.predict_file(ct, tmp_path / "mask.nii.gz")
-    assert passes == [4]   # one pass over the file, a batch of slices at a time
+    assert passes == [4]  # one pass over the file, a batch of slices at a time
     assert np.array_equal(streamed, before)
     assert np.array_equal(np.asarray(nib.load(tmp_path / "mask.nii.gz").dataobj), before)

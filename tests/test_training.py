@@ -3,6 +3,7 @@
 Strategy tests run in subprocesses: logical CPU devices must be configured before TensorFlow
 initialises, and MultiWorkerMirroredStrategy needs one process per worker.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,14 +18,29 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(image_size=64, filters=(4, 8, 16, 32, 64), cat_channels=4, batch_size=4, steps_per_epoch=2,
-            val_fraction=0.2, n_test=1, val_batch_size=8, augment=False, verbose=0, keep_checkpoints=2,
-            learning_rate=1e-3, lr_schedule="constant", deep_supervision=False, max_val_cases=1)
+TINY = dict(
+    image_size=64,
+    filters=(4, 8, 16, 32, 64),
+    cat_channels=4,
+    batch_size=4,
+    steps_per_epoch=2,
+    val_fraction=0.2,
+    n_test=1,
+    val_batch_size=8,
+    augment=False,
+    verbose=0,
+    keep_checkpoints=2,
+    learning_rate=1e-3,
+    lr_schedule="constant",
+    deep_supervision=False,
+    max_val_cases=1,
+)
 
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
     from keras_unet3plus.data.phantom import write_dataset
+
     root = tmp_path_factory.mktemp("phantom_lits")
     write_dataset(root, 6, layout="lits", task="liver", shape=(64, 64, 16), seed=3)
     return root
@@ -44,8 +60,13 @@ def _script(tmp_path: Path, name: str, body: str) -> Path:
 
 
 def _run(script: Path, *args, env=None, timeout=240) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, str(script), *map(str, args)], env=env or _env(), capture_output=True,
-                         text=True, timeout=timeout)
+    res = subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert res.returncode == 0, f"{script.name} failed:\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
     return res
 
@@ -68,12 +89,23 @@ def test_cli_train_end_to_end(phantom, tmp_path, capsys):
 
     out = tmp_path / "run"
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("image_size: 64\nfilters: [4, 8, 16, 32, 64]\ncat_channels: 4\nbatch_size: 4\n"
-                   "steps_per_epoch: 2\nn_test: 1\nval_fraction: 0.2\naugment: false\nverbose: 1\n")
+    cfg.write_text(
+        "image_size: 64\nfilters: [4, 8, 16, 32, 64]\ncat_channels: 4\nbatch_size: 4\n"
+        "steps_per_epoch: 2\nn_test: 1\nval_fraction: 0.2\naugment: false\nverbose: 1\n"
+    )
     argv = ["train", "--config", str(cfg), "--data-dir", str(phantom), "--out-dir", str(out), "--epochs", "1"]
     assert cli.main(argv) == 0
-    for name in ("config.yaml", "log.csv", "split.json", "best.keras", "best.keras.unet3plus.json",
-                 "model.keras", "model.keras.unet3plus.json", "training_curve.png", "checkpoints/checkpoint"):
+    for name in (
+        "config.yaml",
+        "log.csv",
+        "split.json",
+        "best.keras",
+        "best.keras.unet3plus.json",
+        "model.keras",
+        "model.keras.unet3plus.json",
+        "training_curve.png",
+        "checkpoints/checkpoint",
+    ):
         assert (out / name).exists(), name
     assert list((out / "tensorboard" / "train").glob("events.out.tfevents.*"))
     info = load_info(out / "model.keras")
@@ -81,9 +113,12 @@ def test_cli_train_end_to_end(phantom, tmp_path, capsys):
     assert 0.0 <= info.extra["val_dice"] <= 1.0
     rows = (out / "log.csv").read_text().strip().splitlines()
     assert rows[0].startswith("epoch,") and len(rows) == 2 and "val_dice" in rows[0]
-    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".unet3plus.lock"]  # no temporaries left
+    assert not [
+        p for p in out.iterdir() if p.name.startswith(".") and p.name != ".unet3plus.lock"
+    ]  # no temporaries left
     # resolved config has the file's and the flags' values
     from keras_unet3plus.training import TrainConfig
+
     saved = TrainConfig.from_sources(out / "config.yaml")
     assert saved.epochs == 1 and saved.cat_channels == 4 and saved.data_dir == str(phantom)
     # rerun with more epochs: resumes (epoch 2 only)
@@ -119,8 +154,8 @@ def test_best_model_written_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(keras.Model, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         save_model_atomic(model, path, ModelInfo(task="liver", preprocess={}, extra={"val_dice": 0.9}))
-    assert path.read_bytes() == before                        # old best intact
-    assert load_info(path).extra["val_dice"] == 0.5           # and its sidecar too
+    assert path.read_bytes() == before  # old best intact
+    assert load_info(path).extra["val_dice"] == 0.5  # and its sidecar too
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras", "best.keras.unet3plus.json"]
     monkeypatch.undo()
     keras.saving.load_model(path, compile=False)
@@ -157,11 +192,16 @@ def test_kill9_at_a_random_step_resumes_to_the_same_weights(phantom, tmp_path):
 
     tiny = dict(TINY, steps_per_epoch=3, epochs=2, checkpoint_every_steps=2, augment=True, lr_schedule="cosine")
     script = _script(tmp_path, "run.py", RUN_SCRIPT.format(tiny=repr(tiny)))
-    kill_at = int(np.random.default_rng().integers(2, 6))    # steps 2..5 of 6: 3 ends an epoch, 2 and 4 checkpoint
+    kill_at = int(np.random.default_rng().integers(2, 6))  # steps 2..5 of 6: 3 ends an epoch, 2 and 4 checkpoint
 
     def run(out, kill, npz):
-        return subprocess.run([sys.executable, str(script), str(phantom), str(out), str(kill), str(npz)],
-                              env=_env(), capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, str(script), str(phantom), str(out), str(kill), str(npz)],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     whole = run(tmp_path / "whole", 0, tmp_path / "whole.npz")
     assert whole.returncode == 0, whole.stderr[-3000:]
@@ -169,7 +209,7 @@ def test_kill9_at_a_random_step_resumes_to_the_same_weights(phantom, tmp_path):
     assert killed.returncode == -9, (kill_at, killed.stderr[-3000:])
     latest = tf.train.latest_checkpoint(str(tmp_path / "killed" / "checkpoints"))
     assert latest is not None and int(latest.rsplit("-", 1)[1]) <= kill_at
-    reader = tf.train.load_checkpoint(latest)       # the index points at a complete, readable checkpoint
+    reader = tf.train.load_checkpoint(latest)  # the index points at a complete, readable checkpoint
     assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == int(latest.rsplit("-", 1)[1])
     resumed = run(tmp_path / "killed", 0, tmp_path / "resumed.npz")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -206,7 +246,7 @@ def test_time_budget_shortens_the_schedule():
     total = tf.Variable(100, dtype=tf.int64)
     schedule = learning_rate_schedule(cfg, 10, total)
     assert float(schedule(0)) == pytest.approx(1e-3) and float(schedule(100)) == pytest.approx(1e-5)
-    total.assign(40)                                  # the budget allows 40 steps
+    total.assign(40)  # the budget allows 40 steps
     assert float(schedule(40)) == pytest.approx(1e-5) and float(schedule(20)) == pytest.approx(0.505e-3, rel=1e-3)
 
 
@@ -270,8 +310,15 @@ def test_multi_worker_two_processes(phantom, tmp_path):
     procs = []
     for i in range(2):
         env = _env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-        procs.append(subprocess.Popen([sys.executable, str(script), str(phantom), str(out), str(tmp_path / f"w{i}.npz")],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), str(phantom), str(out), str(tmp_path / f"w{i}.npz")],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outs = []
     try:
         for p in procs:
@@ -284,7 +331,7 @@ def test_multi_worker_two_processes(phantom, tmp_path):
     for rc, o, e in outs:
         assert rc == 0, f"worker failed:\n{o[-2000:]}\n{e[-5000:]}"
     done = [[ln for ln in o.splitlines() if ln.startswith("DONE")][-1].split() for _, o, _ in outs]
-    assert done[0] == done[1]                 # same epochs, iterations and validation Dice
+    assert done[0] == done[1]  # same epochs, iterations and validation Dice
     assert done[0][1] == "2" and done[0][2] == "4"
     w0, w1 = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
     assert len(w0.files) == len(w1.files) > 50
@@ -298,12 +345,25 @@ def test_multi_worker_two_processes(phantom, tmp_path):
 # a damaged run folder is not a dead run (issue: reliability, part 4)
 # ------------------------------------------------------------------------------------------------
 
+
 def _tiny_cfg(phantom, out, **kw):
     from keras_unet3plus.training import TrainConfig
 
-    base = dict(data_dir=str(phantom), out_dir=str(out), image_size=32, filters=(2, 4, 8, 16, 32), cat_channels=2,
-                batch_size=2, steps_per_epoch=1, epochs=1, n_test=1, val_fraction=0.3, augment=False, verbose=1,
-                max_val_cases=1)
+    base = dict(
+        data_dir=str(phantom),
+        out_dir=str(out),
+        image_size=32,
+        filters=(2, 4, 8, 16, 32),
+        cat_channels=2,
+        batch_size=2,
+        steps_per_epoch=1,
+        epochs=1,
+        n_test=1,
+        val_fraction=0.3,
+        augment=False,
+        verbose=1,
+        max_val_cases=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -315,14 +375,14 @@ def test_truncated_newest_checkpoint_falls_back(phantom, tmp_path, capsys):
     train(_tiny_cfg(phantom, out, epochs=2))
     ckpts = out / "checkpoints"
     newest = sorted(ckpts.glob("ckpt-2.data-*"))[0]
-    newest.write_bytes(newest.read_bytes()[:100])          # a copy killed half-way, a full disk
+    newest.write_bytes(newest.read_bytes()[:100])  # a copy killed half-way, a full disk
     capsys.readouterr()
     r = train(_tiny_cfg(phantom, out, epochs=3))
     said = capsys.readouterr().out
     assert "ckpt-2 is unreadable" in said and "falling back to the previous one" in said
     assert r.resumed_from.endswith("ckpt-1")
     assert r.epochs_done == 3
-    assert (ckpts / "ckpt-1.index").exists()                # the good one was never deleted
+    assert (ckpts / "ckpt-1.index").exists()  # the good one was never deleted
 
 
 def test_checkpoint_write_error_names_the_folder(phantom, tmp_path, monkeypatch):
@@ -379,16 +439,44 @@ def test_second_trainer_on_the_same_folder_refuses(phantom, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    argv = ["train", "--data-dir", str(phantom), "--out-dir", str(out), "--image-size", "32", "--filters", "2", "4",
-            "8", "16", "32", "--cat-channels", "2", "--batch-size", "2", "--steps-per-epoch", "1", "--epochs", "1",
-            "--n-test", "1", "--no-augment", "--verbose", "0"]
-    with RunLock(out):                                       # a live trainer
+    argv = [
+        "train",
+        "--data-dir",
+        str(phantom),
+        "--out-dir",
+        str(out),
+        "--image-size",
+        "32",
+        "--filters",
+        "2",
+        "4",
+        "8",
+        "16",
+        "32",
+        "--cat-channels",
+        "2",
+        "--batch-size",
+        "2",
+        "--steps-per-epoch",
+        "1",
+        "--epochs",
+        "1",
+        "--n-test",
+        "1",
+        "--no-augment",
+        "--verbose",
+        "0",
+    ]
+    with RunLock(out):  # a live trainer
         assert cli.main(argv) == 1
         err = capsys.readouterr().err
         assert "another trainer is using this run folder" in err and str(out) in err and f"pid {os.getpid()}" in err
     assert (out / "keep.txt").exists()
     # a trainer killed with -9 does not hold the folder: the kernel released its lock
-    code = f"from keras_unet3plus.training.runlock import RunLock; import os; RunLock({str(out)!r}).acquire(); os.kill(os.getpid(), 9)"
+    code = (
+        "from keras_unet3plus.training.runlock import RunLock; import os; "
+        f"RunLock({str(out)!r}).acquire(); os.kill(os.getpid(), 9)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
     assert proc.returncode == -9
     assert cli.main(argv) == 0
@@ -409,8 +497,13 @@ def test_trainer_state_is_declared_in_init():
         if not isinstance(fn, ast.FunctionDef):
             continue
         for node in ast.walk(fn):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
-                node, ast.AnnAssign) else []
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AnnAssign)
+                else []
+            )
             for target in targets:
                 for t in ast.walk(target):
                     if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
@@ -441,8 +534,14 @@ def test_build_loss_hook_is_what_the_step_trains_with(phantom, tmp_path):
     with pytest.raises(ValueError, match="loss='dice'.*registered losses are"):
         Trainer(TrainConfig(loss="dice"))
     # the config names another registered loss: nnU-Net's Dice + CE trains through the same hook
-    trainer = Trainer(TrainConfig(data_dir=str(phantom), out_dir=str(tmp_path / "dice_ce"), loss="dice_ce",
-                                  **dict(TINY, steps_per_epoch=1, epochs=1)))
+    trainer = Trainer(
+        TrainConfig(
+            data_dir=str(phantom),
+            out_dir=str(tmp_path / "dice_ce"),
+            loss="dice_ce",
+            **dict(TINY, steps_per_epoch=1, epochs=1),
+        )
+    )
     row = trainer.fit().history[0]
     assert [t for t, _, _ in trainer.loss["loss"]["seg"].terms] == ["dice", "ce"]
     assert 0 < row["loss_seg"] < 3 and row["loss_cls"] > 0

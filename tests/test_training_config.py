@@ -1,4 +1,5 @@
 """TrainConfig: file + flag merging, saved config, clear errors (no TensorFlow work)."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,12 +22,12 @@ def test_yaml_file_merged_under_explicit_flags(tmp_path):
     f.write_text("epochs: 7\nbatch_size: 4\nfilters: [4, 8, 16, 32, 64]\nmixed_precision: true\nlearning-rate: 0.01\n")
     args = _parse(["--config", str(f), "--epochs", "3", "--data-dir", "/data", "--no-mixed-precision"])
     cfg = train_cmd.config_from_args(args)
-    assert cfg.epochs == 3                      # flag beats file
-    assert cfg.batch_size == 4                  # file beats default
+    assert cfg.epochs == 3  # flag beats file
+    assert cfg.batch_size == 4  # file beats default
     assert cfg.filters == (4, 8, 16, 32, 64)
-    assert cfg.mixed_precision is False         # explicit --no-x beats the file
-    assert cfg.learning_rate == 0.01            # dashes accepted in files
-    assert cfg.image_size == 320                # untouched default
+    assert cfg.mixed_precision is False  # explicit --no-x beats the file
+    assert cfg.learning_rate == 0.01  # dashes accepted in files
+    assert cfg.image_size == 320  # untouched default
     assert cfg.data_dir == "/data"
 
 
@@ -51,14 +52,17 @@ def test_unknown_key_names_file_and_key(tmp_path):
     assert str(f) in msg and "learnig_rate" in msg and "learning_rate" in msg  # did-you-mean hint
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("epochs: many\n", "epochs"),
-    ("batch_size: 0\n", "batch_size"),
-    ("lr_schedule: triangle\n", "lr_schedule"),
-    ("filters: [1, 2, 3]\n", "filters"),
-    ("- just\n- a list\n", "mapping"),
-    ("epochs: [unclosed\n", "cannot be parsed"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("epochs: many\n", "epochs"),
+        ("batch_size: 0\n", "batch_size"),
+        ("lr_schedule: triangle\n", "lr_schedule"),
+        ("filters: [1, 2, 3]\n", "filters"),
+        ("- just\n- a list\n", "mapping"),
+        ("epochs: [unclosed\n", "cannot be parsed"),
+    ],
+)
 def test_bad_values_in_file(tmp_path, text, needle):
     f = tmp_path / "cfg.yaml"
     f.write_text(text)
@@ -85,5 +89,6 @@ def test_optional_flags_accept_none():
 
 def test_cli_train_without_data_dir_is_a_clear_error(capsys):
     from keras_unet3plus import cli
+
     assert cli.main(["train", "--epochs", "1"]) == 2
     assert "--data-dir is required" in capsys.readouterr().err

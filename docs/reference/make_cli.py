@@ -8,6 +8,7 @@ files equal what this gives now; after changing a flag, run
 
     .venv/bin/python docs/reference/make_cli.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,11 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, str]:
     from keras_unet3plus import cli
 
     module = importlib.import_module(f"keras_unet3plus.commands.{name.replace('-', '_')}")
-    parser = argparse.ArgumentParser(prog=f"unet3plus {name}", description=module.HELP,
-                                     formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100))
+    parser = argparse.ArgumentParser(
+        prog=f"unet3plus {name}",
+        description=module.HELP,
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100),
+    )
     module.add_arguments(parser)
     cli._debug_flag(parser, False)
     return parser, module.HELP
@@ -56,8 +60,12 @@ def _help(action: argparse.Action) -> str:
     if "%(" in text:
         text = text % dict(vars(action), prog="unet3plus")
     default = action.default
-    if (default not in (None, False, argparse.SUPPRESS) and "default" not in text.lower()
-            and action.nargs != 0 and not isinstance(action, argparse._HelpAction)):
+    if (
+        default not in (None, False, argparse.SUPPRESS)
+        and "default" not in text.lower()
+        and action.nargs != 0
+        and not isinstance(action, argparse._HelpAction)
+    ):
         text += f" (default {default})"
     return text
 
@@ -65,17 +73,34 @@ def _help(action: argparse.Action) -> str:
 def cli_markdown() -> str:
     from keras_unet3plus import cli
 
-    lines = ["# Command-line reference", "", NOTE, "",
-             "`unet3plus [--version] [--debug] <command> ...`. A failure ends with one line, "
-             "`error: <file>: <problem>`, and exit code 1 (2 for a bad flag); `--debug` (or "
-             "`UNET3PLUS_DEBUG=1`) adds the traceback. How to use them: the [how-to guides](../how-to/).", ""]
+    lines = [
+        "# Command-line reference",
+        "",
+        NOTE,
+        "",
+        "`unet3plus [--version] [--debug] <command> ...`. A failure ends with one line, "
+        "`error: <file>: <problem>`, and exit code 1 (2 for a bad flag); `--debug` (or "
+        "`UNET3PLUS_DEBUG=1`) adds the traceback. How to use them: the [how-to guides](../how-to/).",
+        "",
+    ]
     lines += ["| command | what it does |", "|---|---|"]
     for name in cli.COMMANDS:
         lines.append(f"| [`{name}`](#unet3plus-{name}) | {_cell(command_parser(name)[1])} |")
     for name in cli.COMMANDS:
         parser, help_text = command_parser(name)
-        lines += ["", f"## unet3plus {name}", "", help_text[:1].upper() + help_text[1:] + ".", "", "```",
-                  parser.format_usage().strip(), "```", "", "| flag | value | what |", "|---|---|---|"]
+        lines += [
+            "",
+            f"## unet3plus {name}",
+            "",
+            help_text[:1].upper() + help_text[1:] + ".",
+            "",
+            "```",
+            parser.format_usage().strip(),
+            "```",
+            "",
+            "| flag | value | what |",
+            "|---|---|---|",
+        ]
         for action in parser._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
@@ -88,12 +113,20 @@ def cli_markdown() -> str:
 def config_markdown() -> str:
     from keras_unet3plus.training.config import TrainConfig
 
-    lines = ["# Config file keys", "", NOTE, "",
-             "`unet3plus train --config run.yaml` (or `.json`) reads these keys; flags given on the command line "
-             "override the file, which overrides the defaults, and the run saves what it used as `config.yaml` "
-             "in its folder. A key is the flag's name with `_` for `-`; an unknown key or a bad value is an "
-             "error naming the file and the key. Example: [train on your own data](../how-to/train-on-your-data.md#a-config-file).",
-             "", "| key | type | default | flag | what |", "|---|---|---|---|---|"]
+    lines = [
+        "# Config file keys",
+        "",
+        NOTE,
+        "",
+        "`unet3plus train --config run.yaml` (or `.json`) reads these keys; flags given on the command line "
+        "override the file, which overrides the defaults, and the run saves what it used as `config.yaml` "
+        "in its folder. A key is the flag's name with `_` for `-`; an unknown key or a bad value is an "
+        "error naming the file and the key. Example: "
+        "[train on your own data](../how-to/train-on-your-data.md#a-config-file).",
+        "",
+        "| key | type | default | flag | what |",
+        "|---|---|---|---|---|",
+    ]
     for f in dataclasses.fields(TrainConfig):
         meta = f.metadata
         if "help" not in meta:

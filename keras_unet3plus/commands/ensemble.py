@@ -6,6 +6,7 @@ ensemble prediction makes (``predict M1 M2 ... INPUT``): probabilities averaged,
 the averaged per-slice output, then the threshold or argmax. Files of another grid, task or class
 count are refused in one line naming them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,15 @@ _OPTIONS = ("gate", "threshold", "largest_component")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="PROBABILITIES",
-                        help="probability files (.npz) of one case, or folders of them (one per model)")
-    parser.add_argument("-o", "--output", required=True,
-                        help="mask file (.nii.gz) for files of one case; an output folder for folders")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="PROBABILITIES",
+        help="probability files (.npz) of one case, or folders of them (one per model)",
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, help="mask file (.nii.gz) for files of one case; an output folder for folders"
+    )
     skip = tuple(f for f in PredictOptions.__dataclass_fields__ if f not in _OPTIONS)
     add_flags(parser, PredictOptions, skip=skip)
 

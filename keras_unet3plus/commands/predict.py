@@ -10,6 +10,7 @@ Several models (``predict M1 M2 ... INPUT``) form an ensemble: their probabiliti
 slice, the CGM decision from the averaged ``cls`` (nnU-Net's ``-f 0 1 2 3 4``); they must share task,
 classes and preprocessing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,22 +24,39 @@ HELP = "segment CT scans (NIfTI files, folders, DICOM series) with a model (.ker
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="+", metavar="MODEL",
-                        help="model file or SavedModel folder (with its .unet3plus.json info); several: an "
-                             "ensemble averaging their probabilities (the last one is INPUT unless -i is given)")
-    parser.add_argument("input", nargs="?", metavar="INPUT",
-                        help="a volume (.nii / .nii.gz), or a folder: NIfTI files (nnU-Net {case}_0000 names "
-                             "too) or DICOM (one output per CT series, searched recursively)")
+    parser.add_argument(
+        "model",
+        nargs="+",
+        metavar="MODEL",
+        help="model file or SavedModel folder (with its .unet3plus.json info); several: an "
+        "ensemble averaging their probabilities (the last one is INPUT unless -i is given)",
+    )
+    parser.add_argument(
+        "input",
+        nargs="?",
+        metavar="INPUT",
+        help="a volume (.nii / .nii.gz), or a folder: NIfTI files (nnU-Net {case}_0000 names "
+        "too) or DICOM (one output per CT series, searched recursively)",
+    )
     parser.add_argument("-i", "--input-dir", help="folder of inputs (folder mode; same as a folder as INPUT)")
-    parser.add_argument("-o", "--output", required=True,
-                        help="output mask file (single volume) or folder (folder mode)")
+    parser.add_argument(
+        "-o", "--output", required=True, help="output mask file (single volume) or folder (folder mode)"
+    )
     add_flags(parser, PredictOptions)  # --batch-size, --threshold, --no-gate, --format, --quiet, ...
-    parser.add_argument("--runtime", choices=("model", "auto"), default="model",
-                        help="'model': run MODEL as given (default); 'auto': for a .keras MODEL, the fastest "
-                             "export beside it whose parity check passed (recorded by `unet3plus export`)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="compute precision of a .keras MODEL (bf16 is fast only on CPUs with "
-                             "AVX512_BF16/AMX; elsewhere it is emulated and slower)")
+    parser.add_argument(
+        "--runtime",
+        choices=("model", "auto"),
+        default="model",
+        help="'model': run MODEL as given (default); 'auto': for a .keras MODEL, the fastest "
+        "export beside it whose parity check passed (recorded by `unet3plus export`)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="compute precision of a .keras MODEL (bf16 is fast only on CPUs with "
+        "AVX512_BF16/AMX; elsewhere it is emulated and slower)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,13 +73,21 @@ def run(args: argparse.Namespace) -> int:
 
     choice: list[str] = []
     open_models = Predictor.from_path if len(models) == 1 else Predictor.from_paths
-    predictor = open_models(models[0] if len(models) == 1 else models, runtime=args.runtime,
-                            precision=args.precision, notes=choice, **options)
+    predictor = open_models(
+        models[0] if len(models) == 1 else models,
+        runtime=args.runtime,
+        precision=args.precision,
+        notes=choice,
+        **options,
+    )
     _ = predictor.cfg  # validate the saved preprocessing before any work
     for line in choice:
         print(line)
     runtime = predictor.runtime
-    print(f"running: {runtime.describe()}{', skip-absent' if predictor.options.skip_absent else ''} on {cpu_info().summary()}")
+    print(
+        f"running: {runtime.describe()}{', skip-absent' if predictor.options.skip_absent else ''} "
+        f"on {cpu_info().summary()}"
+    )
     note = precision_note(runtime.compute_precision)
     if note:
         print(f"note: {note}")
@@ -88,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"ok     {r.case_id} -> {written} ({r.seconds:.1f} s)")
         else:
             print(f"FAILED {r.case_id}: {r.error}", file=sys.stderr)
-    print(f"{len(results) - len(failed)} of {len(results)} case(s) segmented into {args.output}"
-          + (f"; {len(failed)} failed" if failed else "")
-          + (f" ({len(partial)} of them with some outputs written, see above)" if partial else ""))
+    print(
+        f"{len(results) - len(failed)} of {len(results)} case(s) segmented into {args.output}"
+        + (f"; {len(failed)} failed" if failed else "")
+        + (f" ({len(partial)} of them with some outputs written, see above)" if partial else "")
+    )
     return 1 if failed else 0

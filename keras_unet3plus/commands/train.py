@@ -8,6 +8,7 @@ from the last checkpoint. Beyond one machine: start the same command on every ma
 Errors (a bad setting, a bad data folder) end in ``cli.main``'s one line, exit 1 (``--debug``: the
 traceback); importing this module loads no TensorFlow (the flags come from the dataclass).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if not cfg.data_dir:  # a usage error, like a missing flag: exit 2
-        print("unet3plus train: error: --data-dir is required (or data_dir in --config); "
-              "for a quick try without data run `unet3plus demo`", file=sys.stderr)
+        print(
+            "unet3plus train: error: --data-dir is required (or data_dir in --config); "
+            "for a quick try without data run `unet3plus demo`",
+            file=sys.stderr,
+        )
         return 2
     from ..training import train
 

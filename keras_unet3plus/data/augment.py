@@ -16,6 +16,7 @@ No left-right flip by default: the liver is on the patient's right and the splee
 a flipped abdomen is not a plausible input and would teach the model to ignore position.
 (Left-right is the slice row axis, canonical X.)
 """
+
 from __future__ import annotations
 
 import math
@@ -80,8 +81,9 @@ def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
     return img[0]
 
 
-def augment_sample(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor,
-                   cfg: AugmentConfig = AugmentConfig()) -> tuple[tf.Tensor, tf.Tensor]:
+def augment_sample(
+    image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig = AugmentConfig()
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Augment one (H, W, C) float image in [0, 1] and its (H, W, 1) mask with a [2] int seed."""
     seed = tf.cast(seed, tf.int64)
     seeds = tf.random.experimental.stateless_split(seed, 7)
@@ -89,12 +91,22 @@ def augment_sample(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor,
     transform = _transform(seeds[0], shape[0], shape[1], cfg)
     out_shape = shape[:2]
     image = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None], transforms=transform, output_shape=out_shape,
-        interpolation="BILINEAR", fill_mode="CONSTANT", fill_value=0.0)[0]
+        images=image[None],
+        transforms=transform,
+        output_shape=out_shape,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+        fill_value=0.0,
+    )[0]
     mask_dtype = mask.dtype
     mask = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(mask, tf.float32)[None], transforms=transform, output_shape=out_shape,
-        interpolation="NEAREST", fill_mode="CONSTANT", fill_value=0.0)[0]
+        images=tf.cast(mask, tf.float32)[None],
+        transforms=transform,
+        output_shape=out_shape,
+        interpolation="NEAREST",
+        fill_mode="CONSTANT",
+        fill_value=0.0,
+    )[0]
     mask = tf.cast(mask, mask_dtype)
     # scanner resolution: blur, sometimes a down-and-up resampling
     u = tf.random.stateless_uniform([4], seed=seeds[4])
@@ -109,6 +121,7 @@ def augment_sample(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor,
         def _resample():
             small = tf.image.resize(image, tf.maximum(hw, 8), method="bilinear", antialias=True)
             return tf.image.resize(small, shape[:2], method="bilinear")
+
         image = tf.cond(u[3] < p_res, _resample, lambda: image)
     # HU calibration / contrast
     jitter = tf.random.stateless_uniform([2], seed=seeds[1], minval=-1.0, maxval=1.0)

@@ -38,6 +38,7 @@ float16 keeps slices within 2.5e-4 of the float32 values (about 0.1 HU with a 45
 half the disk space of float32. Building an entry reads the case through the reader registry
 (:mod:`.readers`), a NIfTI a slab of slices at a time: memory does not grow with the volume.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,8 +67,8 @@ CACHE_FORMAT = 2
 #: how cached images are stored: float16 (default, within 2.5e-4) or uint8 (1/255 steps, opt-in)
 IMAGE_DTYPES = ("float16", "uint8")
 #: free space a cache leaves on its disk (checkpoints and logs still need room)
-RESERVE_BYTES = 256 * 2 ** 20
-_ENTRY_OVERHEAD = 2 * 128 + 4096   # two .npy headers and a .json index (positives listed)
+RESERVE_BYTES = 256 * 2**20
+_ENTRY_OVERHEAD = 2 * 128 + 4096  # two .npy headers and a .json index (positives listed)
 
 
 def _check_dtype(image_dtype: str) -> str:
@@ -79,8 +80,13 @@ def _check_dtype(image_dtype: str) -> str:
 def settings_key(task: str | TaskSpec, cfg: pp.PreprocessConfig, image_dtype: str = "float16") -> str:
     """Hash of everything that changes the cached arrays."""
     spec = get_task(task)
-    payload = {"format": CACHE_FORMAT, "cfg": cfg.for_task(spec).to_dict(), "task": spec.to_dict(),
-               "dtype": _check_dtype(image_dtype), "mask": "packbits" if spec.binary else "uint8"}
+    payload = {
+        "format": CACHE_FORMAT,
+        "cfg": cfg.for_task(spec).to_dict(),
+        "task": spec.to_dict(),
+        "dtype": _check_dtype(image_dtype),
+        "mask": "packbits" if spec.binary else "uint8",
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -92,8 +98,9 @@ def slice_bytes(image_size: int, image_dtype: str = "float16", binary: bool = Tr
     return image, mask
 
 
-def cache_bytes(n_slices: int, image_size: int, image_dtype: str = "float16", binary: bool = True,
-                n_cases: int = 0) -> int:
+def cache_bytes(
+    n_slices: int, image_size: int, image_dtype: str = "float16", binary: bool = True, n_cases: int = 0
+) -> int:
     """Disk bytes of a cache of ``n_slices`` slices over ``n_cases`` cases."""
     image, mask = slice_bytes(image_size, image_dtype, binary)
     return int(n_slices) * (image + mask) + int(n_cases) * _ENTRY_OVERHEAD
@@ -134,12 +141,12 @@ def _gb(n: float) -> str:
 class CachePlan:
     """What a slice cache for a list of cases will take, known from the headers before any write."""
 
-    folder: Path | None      # None: no cache folder named (size only)
+    folder: Path | None  # None: no cache folder named (size only)
     n_cases: int
     n_slices: int
     n_missing: int
-    need_bytes: int          # the entries still to build
-    total_bytes: int         # the whole cache once built
+    need_bytes: int  # the entries still to build
+    total_bytes: int  # the whole cache once built
     free_bytes: int | None
     image_size: int
     image_dtype: str
@@ -153,17 +160,22 @@ class CachePlan:
         image, mask = slice_bytes(self.image_size, self.image_dtype, self.binary)
         other = "uint8" if self.image_dtype == "float16" else "float16"
         alt = cache_bytes(self.n_slices, self.image_size, other, self.binary, self.n_cases)
-        return (f"{_gb(self.total_bytes)} for {self.n_cases} cases, {self.n_slices:,} slices at "
-                f"{self.image_size}x{self.image_size} ({self.image_dtype} images {_gb(self.n_slices * image)}, "
-                f"{'bit-packed' if self.binary else 'uint8'} masks {_gb(self.n_slices * mask)}; "
-                f"{other} images: {_gb(alt)} in all)")
+        return (
+            f"{_gb(self.total_bytes)} for {self.n_cases} cases, {self.n_slices:,} slices at "
+            f"{self.image_size}x{self.image_size} ({self.image_dtype} images {_gb(self.n_slices * image)}, "
+            f"{'bit-packed' if self.binary else 'uint8'} masks {_gb(self.n_slices * mask)}; "
+            f"{other} images: {_gb(alt)} in all)"
+        )
 
     def summary(self) -> str:
         """One line: size, what is left to build, free space."""
         if self.folder is None:
             return f"slice cache (train --cache-dir): {self.size()}"
-        left = (f"{self.n_missing} case(s) to build, {_gb(self.need_bytes)}" if self.n_missing
-                else "every case already cached")
+        left = (
+            f"{self.n_missing} case(s) to build, {_gb(self.need_bytes)}"
+            if self.n_missing
+            else "every case already cached"
+        )
         return f"slice cache {self.folder}: {self.size()}; {left}; {_gb(self.free_bytes)} free"
 
     def require_space(self) -> None:
@@ -178,7 +190,8 @@ class CachePlan:
             f"{self.folder}: the slice cache needs {_gb(self.need_bytes)} more ({self.n_missing} of "
             f"{self.n_cases} cases at {self.image_size}x{self.image_size}, {self.image_dtype} images; "
             f"+{_gb(RESERVE_BYTES)} kept free) but only {_gb(self.free_bytes)} is free there: free some "
-            f"space, choose another --cache-dir{hint}, or train without --cache-dir (streamed from the files)")
+            f"space, choose another --cache-dir{hint}, or train without --cache-dir (streamed from the files)"
+        )
 
 
 class CacheSpaceError(DataError):
@@ -192,8 +205,13 @@ def _free_bytes(folder: Path) -> int:
     return int(shutil.disk_usage(probe).free)
 
 
-def plan_cache(cache_dir: str | os.PathLike | None, task: str | TaskSpec, cfg: pp.PreprocessConfig,
-               cases: Sequence[Case], image_dtype: str = "float16") -> CachePlan:
+def plan_cache(
+    cache_dir: str | os.PathLike | None,
+    task: str | TaskSpec,
+    cfg: pp.PreprocessConfig,
+    cases: Sequence[Case],
+    image_dtype: str = "float16",
+) -> CachePlan:
     """The bytes a cache of ``cases`` takes and still needs under ``cache_dir`` (None: the size
     alone), from headers only; writes nothing (not even the cache folder)."""
     spec = get_task(task)
@@ -201,16 +219,23 @@ def plan_cache(cache_dir: str | os.PathLike | None, task: str | TaskSpec, cfg: p
     folder = None if cache_dir is None else Path(cache_dir) / settings_key(spec, cfg, image_dtype)
     total = missing_slices = missing = 0
     for case in cases:
-        n = open_scan(case.image_path).shape[2]   # the header only
+        n = open_scan(case.image_path).shape[2]  # the header only
         total += n
         if folder is None or not (folder.is_dir() and _entry_paths(folder, case)[2].exists()):
             missing += 1
             missing_slices += n
-    return CachePlan(folder=folder, n_cases=len(cases), n_slices=total, n_missing=missing,
-                     need_bytes=cache_bytes(missing_slices, cfg.image_size, image_dtype, spec.binary, missing),
-                     total_bytes=cache_bytes(total, cfg.image_size, image_dtype, spec.binary, len(cases)),
-                     free_bytes=None if folder is None else _free_bytes(folder), image_size=cfg.image_size,
-                     image_dtype=image_dtype, binary=spec.binary)
+    return CachePlan(
+        folder=folder,
+        n_cases=len(cases),
+        n_slices=total,
+        n_missing=missing,
+        need_bytes=cache_bytes(missing_slices, cfg.image_size, image_dtype, spec.binary, missing),
+        total_bytes=cache_bytes(total, cfg.image_size, image_dtype, spec.binary, len(cases)),
+        free_bytes=None if folder is None else _free_bytes(folder),
+        image_size=cfg.image_size,
+        image_dtype=image_dtype,
+        binary=spec.binary,
+    )
 
 
 def source_key(case: Case) -> str:
@@ -230,13 +255,17 @@ class CaseIndex:
     spacing: tuple[float, float, float]
 
     def to_dict(self) -> dict:
-        return {"case_id": self.case_id, "n_slices": self.n_slices, "in_plane": list(self.in_plane),
-                "positives": list(self.positives), "spacing": list(self.spacing)}
+        return {
+            "case_id": self.case_id,
+            "n_slices": self.n_slices,
+            "in_plane": list(self.in_plane),
+            "positives": list(self.positives),
+            "spacing": list(self.spacing),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> CaseIndex:
-        return cls(d["case_id"], int(d["n_slices"]), tuple(d["in_plane"]), tuple(d["positives"]),
-                   tuple(d["spacing"]))
+        return cls(d["case_id"], int(d["n_slices"]), tuple(d["in_plane"]), tuple(d["positives"]), tuple(d["spacing"]))
 
 
 def scan_case(case: Case, task: str | TaskSpec) -> CaseIndex:
@@ -245,8 +274,13 @@ def scan_case(case: Case, task: str | TaskSpec) -> CaseIndex:
         raise DataError(f"{case.image_path}: this case has no label file; training needs one")
     _, label = open_pair(case)
     present, shape = organ_slices(label, task), label.shape
-    return CaseIndex(case.case_id, int(shape[2]), (int(shape[0]), int(shape[1])),
-                     tuple(int(z) for z in np.flatnonzero(present)), label.spacing)
+    return CaseIndex(
+        case.case_id,
+        int(shape[2]),
+        (int(shape[0]), int(shape[1])),
+        tuple(int(z) for z in np.flatnonzero(present)),
+        label.spacing,
+    )
 
 
 def _entry_paths(folder: Path, case: Case) -> tuple[Path, Path, Path]:
@@ -290,8 +324,9 @@ class CacheEntry:
 class SliceCache:
     """Preprocessed-slice cache for one (task, preprocessing) setting under ``cache_dir``."""
 
-    def __init__(self, cache_dir: str | os.PathLike, task: str | TaskSpec, cfg: pp.PreprocessConfig,
-                 image_dtype: str = "float16"):
+    def __init__(
+        self, cache_dir: str | os.PathLike, task: str | TaskSpec, cfg: pp.PreprocessConfig, image_dtype: str = "float16"
+    ):
         self.task = get_task(task)
         self.cfg = cfg.for_task(self.task)
         self.image_dtype = _check_dtype(image_dtype)
@@ -303,9 +338,18 @@ class SliceCache:
         if not settings.exists():
             tmp = _atomic_tmp(self.dir, settings.name)
             try:
-                tmp.write_text(json.dumps({"format": CACHE_FORMAT, "cfg": self.cfg.to_dict(),
-                                           "task": self.task.to_dict(), "image_dtype": self.image_dtype,
-                                           "masks": "packbits" if self.packed else "uint8"}, indent=2))
+                tmp.write_text(
+                    json.dumps(
+                        {
+                            "format": CACHE_FORMAT,
+                            "cfg": self.cfg.to_dict(),
+                            "task": self.task.to_dict(),
+                            "image_dtype": self.image_dtype,
+                            "masks": "packbits" if self.packed else "uint8",
+                        },
+                        indent=2,
+                    )
+                )
                 os.replace(tmp, settings)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -348,7 +392,7 @@ class SliceCache:
             window = self.cfg.window()
             present = np.zeros(n, dtype=bool)
             for z0, z1, hu, lab in paired_slabs(image.image(stream=True), label.label(self.task, stream=True), SLAB):
-                planes = pp.window_hu(np.moveaxis(hu, 2, 0)[..., None], window)         # (k, X, Y, 1)
+                planes = pp.window_hu(np.moveaxis(hu, 2, 0)[..., None], window)  # (k, X, Y, 1)
                 img_mm[z0:z1] = encode_images(pp.resize_images(planes, self.cfg).numpy()[..., 0], self.image_dtype)
                 masks = pp.resize_masks(np.moveaxis(lab, 2, 0)[..., None], self.cfg).numpy()[..., 0]
                 msk_mm[z0:z1] = pack_masks(masks) if self.packed else masks
@@ -356,8 +400,13 @@ class SliceCache:
             img_mm.flush()
             msk_mm.flush()
             del img_mm, msk_mm
-            index = CaseIndex(case.case_id, int(n), (int(image.shape[0]), int(image.shape[1])),
-                              tuple(int(v) for v in np.flatnonzero(present)), image.spacing)
+            index = CaseIndex(
+                case.case_id,
+                int(n),
+                (int(image.shape[0]), int(image.shape[1])),
+                tuple(int(v) for v in np.flatnonzero(present)),
+                image.spacing,
+            )
             tmps[2].write_text(json.dumps(index.to_dict()), encoding="utf-8")
             os.replace(tmps[0], image_path)
             os.replace(tmps[1], mask_path)
@@ -386,7 +435,7 @@ class SliceCache:
             except FileExistsError:
                 if not self._marker_is_stale(marker, stale_after):
                     return False
-                marker.unlink(missing_ok=True)   # its builder died: take over
+                marker.unlink(missing_ok=True)  # its builder died: take over
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(f"{socket.gethostname()} {os.getpid()}")
@@ -399,7 +448,7 @@ class SliceCache:
             host, pid = marker.read_text().split()
             age = time.time() - marker.stat().st_mtime
         except (OSError, ValueError):
-            return False   # being written right now, or just removed
+            return False  # being written right now, or just removed
         if host == socket.gethostname():
             try:
                 os.kill(int(pid), 0)
@@ -421,8 +470,9 @@ class SliceCache:
             self._marker(case).unlink(missing_ok=True)
         return True
 
-    def ensure(self, cases, first=None, poll: float = 0.2, timeout: float = 6 * 3600,
-               stale_after: float = 1800.0) -> list[CacheEntry]:
+    def ensure(
+        self, cases, first=None, poll: float = 0.2, timeout: float = 6 * 3600, stale_after: float = 1800.0
+    ) -> list[CacheEntry]:
         """Complete entries for every case, each built by exactly one process.
 
         ``first``: the cases this process should build first (its shard of a multi-worker run), so
@@ -437,14 +487,16 @@ class SliceCache:
         deadline = time.time() + timeout
         while pending:
             still = []
-            for case in pending:   # claimed elsewhere: wait, or build it if its builder gave up or died
+            for case in pending:  # claimed elsewhere: wait, or build it if its builder gave up or died
                 if self.get(case) is None and not self._build_if_unclaimed(case, stale_after):
                     still.append(case)
             pending = still
             if pending:
                 if time.time() > deadline:
-                    raise DataError(f"{self.dir}: waited {timeout:.0f} s for other processes to cache "
-                                    + ", ".join(c.case_id for c in pending[:5]))
+                    raise DataError(
+                        f"{self.dir}: waited {timeout:.0f} s for other processes to cache "
+                        + ", ".join(c.case_id for c in pending[:5])
+                    )
                 time.sleep(poll)
         return [self.get(c) for c in cases]  # type: ignore[misc]
 

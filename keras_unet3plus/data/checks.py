@@ -3,10 +3,12 @@
 
 ``check_headers`` reads only headers (milliseconds per case), of any format the reader registry
 reads (:mod:`.readers`): files that are missing, unreadable, not 3-D, or a label not on its image's
-grid. ``train`` runs it before creating anything, so a 50-hour run does not die on case 97 of 131. ``check_dataset`` (``unet3plus check-data``) adds
-the voxel checks: NaN/inf, label values outside the task's set, truncated data, cases without the
-organ, voxel spacings far from the rest of the dataset, unpaired files.
+grid. ``train`` runs it before creating anything, so a 50-hour run does not die on case 97 of 131.
+``check_dataset`` (``unet3plus check-data``) adds the voxel checks: NaN/inf, label values outside
+the task's set, truncated data, cases without the organ, voxel spacings far from the rest of the
+dataset, unpaired files.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -80,8 +82,9 @@ def format_problems(problems: Sequence[Problem]) -> str:
     with_severity = any(p.severity != "error" for p in problems)
     head = "| file | problem | what to do |" + (" severity |" if with_severity else "")
     lines = [head, "|---|---|---|" + ("---|" if with_severity else "")]
-    lines += [f"| {Path(p.file)} | {p.problem} | {p.fix} |" + (f" {p.severity} |" if with_severity else "")
-              for p in problems]
+    lines += [
+        f"| {Path(p.file)} | {p.problem} | {p.fix} |" + (f" {p.severity} |" if with_severity else "") for p in problems
+    ]
     return "\n".join(lines)
 
 
@@ -96,6 +99,7 @@ class DatasetError(DataError):
 def longest_first(cases: Sequence[Case]) -> list[Case]:
     """``cases`` by voxel count, largest first (headers only): the order in which a pool of workers
     finishes a list of very unequal volumes soonest."""
+
     def voxels(case: Case) -> int:
         try:
             return int(np.prod(open_scan(case.image_path).shape))
@@ -127,13 +131,18 @@ def _voxel_check(case: Case, task) -> tuple[list[Problem], tuple[float, float, f
         return [Problem(file, problem, _fix_for(problem))], None
     problems = []
     if present is not None and not present.any():
-        problems.append(Problem(str(case.label_path), "no organ voxel at all (an empty label)",
-                                "check the label; organ-free cases only teach the CGM", "warning"))
+        problems.append(
+            Problem(
+                str(case.label_path),
+                "no organ voxel at all (an empty label)",
+                "check the label; organ-free cases only teach the CGM",
+                "warning",
+            )
+        )
     return problems, spacing
 
 
-def check_dataset(root, layout: str = "auto", task="liver", workers: int = 4,
-                  progress: bool = False) -> list[Problem]:
+def check_dataset(root, layout: str = "auto", task="liver", workers: int = 4, progress: bool = False) -> list[Problem]:
     """Every problem of the dataset under ``root``: discovery, headers, then voxels (in parallel)."""
     from keras_unet3plus.data.layouts import find_cases, task_for_dataset
 
@@ -162,6 +171,7 @@ def check_dataset(root, layout: str = "auto", task="liver", workers: int = 4,
     bar = None
     if progress:
         from tqdm.auto import tqdm
+
         bar = tqdm(total=len(readable), unit="case", desc="checking", dynamic_ncols=True)
     spacings: dict[str, tuple[float, float, float]] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -191,8 +201,14 @@ def _spacing_outliers(spacings: dict[str, tuple[float, float, float]]) -> list[P
     for file, sp in spacings.items():
         ratio = np.maximum(np.asarray(sp) / median, median / np.asarray(sp))
         if (ratio > SPACING_OUTLIER_RATIO).any():
-            out.append(Problem(file, f"voxel spacing {tuple(round(v, 3) for v in sp)} mm is far from the "
-                                     f"dataset's median {tuple(round(float(v), 3) for v in median)} mm",
-                               "check the header's pixdim (the model resizes slices, but a wrong "
-                               "spacing distorts surface metrics)", "warning"))
+            out.append(
+                Problem(
+                    file,
+                    f"voxel spacing {tuple(round(v, 3) for v in sp)} mm is far from the "
+                    f"dataset's median {tuple(round(float(v), 3) for v in median)} mm",
+                    "check the header's pixdim (the model resizes slices, but a wrong "
+                    "spacing distorts surface metrics)",
+                    "warning",
+                )
+            )
     return out

@@ -23,6 +23,7 @@ Series that cannot be read as one regular grid (a missing or duplicated slice, m
 or orientations, gantry tilt) raise a :class:`DataError` naming the folder and the problem rather
 than returning a distorted volume. pydicom is an optional extra, imported inside the functions.
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,9 +65,17 @@ PADDING_HU = -1024.0
 #: (highdicom's) JPEG baseline/extended and JPEG 2000, pyjpegls (highdicom's) JPEG-LS, pydicom itself
 #: RLE (and deflate, which is not a compression of the pixels). JPEG Lossless (process 14, SV1 and
 #: other predictors) is decoded by python-gdcm only.
-_DECODED_BY_THE_EXTRA = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
-                         "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
-                         "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5"}
+_DECODED_BY_THE_EXTRA = {
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.5",
+}
 #: Decoders pydicom names in its notes that are GPL-licensed: never suggested (the package is Apache-2.0).
 _GPL_DECODERS = {"pylibjpeg-libjpeg"}
 _EXTENSIONS_TRIED_WITHOUT_PREAMBLE = ("", ".dcm", ".dicom", ".ima", ".img")
@@ -109,6 +118,7 @@ class DicomSeriesList(list):
 # --------------------------------------------------------------------------------------------
 # finding series
 # --------------------------------------------------------------------------------------------
+
 
 def _read_header(path: Path) -> Dataset | str:
     """The header of a DICOM file, or the reason it is not one (text for the notes)."""
@@ -229,18 +239,26 @@ def _headers_by_series(folder: Path, skipped: list[str]) -> dict[Any, list[tuple
                 skipped.append(ds)
                 continue
             if _sop_class(ds) == DICOMDIR_SOP_CLASS:
-                skipped.append(f"{path}: a DICOMDIR index (the table of contents of a disc or export), "
-                               "skipped; the images it lists are found by searching the folder")
+                skipped.append(
+                    f"{path}: a DICOMDIR index (the table of contents of a disc or export), "
+                    "skipped; the images it lists are found by searching the folder"
+                )
                 continue
             uid = str(ds.get("SeriesInstanceUID", "") or "")
-            key = uid or ("<no SeriesInstanceUID>", root, str(ds.get("FrameOfReferenceUID", "")),
-                          str(ds.get("SeriesNumber", "")), str(ds.get("SeriesDescription", "")))
+            key = uid or (
+                "<no SeriesInstanceUID>",
+                root,
+                str(ds.get("FrameOfReferenceUID", "")),
+                str(ds.get("SeriesNumber", "")),
+                str(ds.get("SeriesDescription", "")),
+            )
             groups.setdefault(key, []).append((path, ds))
     return groups
 
 
-def _series_of(key: Any, members: list[tuple[Path, Any]], folder: Path, taken: set[str],
-               skipped: list[str]) -> DicomSeries | None:
+def _series_of(
+    key: Any, members: list[tuple[Path, Any]], folder: Path, taken: set[str], skipped: list[str]
+) -> DicomSeries | None:
     """One group of headers as a CT series (its localizers, secondary captures and other SOP classes
     left out with a note), or None with the reason in ``skipped`` when nothing of a volume is left."""
     first = members[0][1]
@@ -253,16 +271,20 @@ def _series_of(key: Any, members: list[tuple[Path, Any]], folder: Path, taken: s
         what = ", ".join(_sop_class_name(c) for c in others)
         unsupported = [UNSUPPORTED_CT[c] for c in others if c in UNSUPPORTED_CT]
         if unsupported:
-            skipped.append(f"series {label} ({unsupported[0]}, {len(members)} file(s)): multi-frame "
-                           "Enhanced CT is not supported; export the series as classic CT Image "
-                           "Storage (one file per slice), skipped")
+            skipped.append(
+                f"series {label} ({unsupported[0]}, {len(members)} file(s)): multi-frame "
+                "Enhanced CT is not supported; export the series as classic CT Image "
+                "Storage (one file per slice), skipped"
+            )
         else:
             skipped.append(f"series {label} ({what}): not a CT image series, skipped")
         return None
     notes: list[str] = []
     if others:
-        notes.append(f"series {label}: {len(members) - len(ct)} file(s) of "
-                     f"{', '.join(_sop_class_name(c) for c in others)} in the series left out")
+        notes.append(
+            f"series {label}: {len(members) - len(ct)} file(s) of "
+            f"{', '.join(_sop_class_name(c) for c in others)} in the series left out"
+        )
     primaries = any(not _is_secondary(ds) and "LOCALIZER" not in _image_type(ds) for _, ds in ct)
     left_out: dict[str, list[Path]] = {}
     slices = []
@@ -286,13 +308,22 @@ def _series_of(key: Any, members: list[tuple[Path, Any]], folder: Path, taken: s
     if series_uid is None:
         sops = sorted(_meta(ds, "MediaStorageSOPInstanceUID") or str(p) for p, ds in ct)
         series_uid = _derived_uid("series", *sops)
-        notes.append(f"series {label} has no SeriesInstanceUID (an anonymised export?): grouped by "
-                     f"folder, frame of reference and description; derived UID {series_uid} stands in")
+        notes.append(
+            f"series {label} has no SeriesInstanceUID (an anonymised export?): grouped by "
+            f"folder, frame of reference and description; derived UID {series_uid} stands in"
+        )
     _fill_missing_uids(headers, files, series_uid, label, notes)
     number = _int_or_none(first.get("SeriesNumber"))
-    return DicomSeries(uid=series_uid, name=_series_name(number, description, series_uid, taken),
-                       folder=folder, files=files, headers=headers, description=description,
-                       series_number=number, notes=notes)
+    return DicomSeries(
+        uid=series_uid,
+        name=_series_name(number, description, series_uid, taken),
+        folder=folder,
+        files=files,
+        headers=headers,
+        description=description,
+        series_number=number,
+        notes=notes,
+    )
 
 
 def _image_type(ds: Dataset) -> list[str]:
@@ -353,13 +384,16 @@ def _fill_missing_uids(headers: list, files: list[Path], series_uid: str, label:
             ds.StudyInstanceUID = study_uid
             patched.add("StudyInstanceUID")
     if patched:
-        notes.append(f"series {label}: empty {', '.join(sorted(patched))} filled in (from the file meta "
-                     "header or derived) so derived objects can reference the slices")
+        notes.append(
+            f"series {label}: empty {', '.join(sorted(patched))} filled in (from the file meta "
+            "header or derived) so derived objects can reference the slices"
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # geometry
 # --------------------------------------------------------------------------------------------
+
 
 def _floats(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
     value = ds.get(keyword)
@@ -374,8 +408,8 @@ def _floats(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
 
 @dataclass
 class _Geometry:
-    order: np.ndarray          # indices of the headers in slice order
-    affine_lps: np.ndarray     # (column, row, slice) voxel -> LPS mm
+    order: np.ndarray  # indices of the headers in slice order
+    affine_lps: np.ndarray  # (column, row, slice) voxel -> LPS mm
     shape: tuple[int, int, int]
 
 
@@ -398,26 +432,38 @@ def _geometry(series: DicomSeries) -> _Geometry:
 
     if len(headers) < 2:
         raise DataError(f"{where}: a single-slice series ({name(files[0])}); a volume needs at least 2 slices")
-    _check_same([(int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) for ds in headers], files,
-                "image sizes (Rows, Columns)", where, series.folder)
+    _check_same(
+        [(int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) for ds in headers],
+        files,
+        "image sizes (Rows, Columns)",
+        where,
+        series.folder,
+    )
     iops = [_floats(ds, "ImageOrientationPatient", 6, p) for ds, p in zip(headers, files)]
     iop = iops[0]
     bad = [p for v, p in zip(iops, files) if np.abs(v - iop).max() > IOP_ATOL]
     if bad:
-        raise DataError(f"{where}: the series mixes image orientations (ImageOrientationPatient "
-                        f"{np.round(iop, 4).tolist()} in {name(files[0])}, other values in {len(bad)} file(s), "
-                        f"e.g. {name(bad[0])})")
+        raise DataError(
+            f"{where}: the series mixes image orientations (ImageOrientationPatient "
+            f"{np.round(iop, 4).tolist()} in {name(files[0])}, other values in {len(bad)} file(s), "
+            f"e.g. {name(bad[0])})"
+        )
     spacings = [_floats(ds, "PixelSpacing", 2, p) for ds, p in zip(headers, files)]
     bad = [p for v, p in zip(spacings, files) if np.abs(v - spacings[0]).max() > 1e-4]
     if bad:
-        raise DataError(f"{where}: the series mixes pixel spacings ({spacings[0].tolist()} in {name(files[0])}, "
-                        f"other values in {len(bad)} file(s), e.g. {name(bad[0])})")
+        raise DataError(
+            f"{where}: the series mixes pixel spacings ({spacings[0].tolist()} in {name(files[0])}, "
+            f"other values in {len(bad)} file(s), e.g. {name(bad[0])})"
+        )
     row_spacing, col_spacing = spacings[0]
     if min(row_spacing, col_spacing) <= 0:
         raise DataError(f"{files[0]}: PixelSpacing {spacings[0].tolist()} is not positive")
     row_cos, col_cos = iop[:3], iop[3:]
-    if abs(np.linalg.norm(row_cos) - 1) > 1e-3 or abs(np.linalg.norm(col_cos) - 1) > 1e-3 \
-            or abs(row_cos @ col_cos) > 1e-3:
+    if (
+        abs(np.linalg.norm(row_cos) - 1) > 1e-3
+        or abs(np.linalg.norm(col_cos) - 1) > 1e-3
+        or abs(row_cos @ col_cos) > 1e-3
+    ):
         raise DataError(f"{where}: ImageOrientationPatient {iop.tolist()} is not two orthogonal unit vectors")
     row_cos, col_cos = row_cos / np.linalg.norm(row_cos), col_cos / np.linalg.norm(col_cos)
     normal = np.cross(row_cos, col_cos)
@@ -430,9 +476,11 @@ def _geometry(series: DicomSeries) -> _Geometry:
     dup = np.flatnonzero(steps < 1e-3)
     if dup.size:
         a, b = files[order[dup[0]]], files[order[dup[0] + 1]]
-        raise DataError(f"{where}: duplicate slice position {along[dup[0]]:.3f} mm along the slice normal "
-                        f"in {name(a)} and {name(b)} ({dup.size} duplicate(s)); the folder may hold two "
-                        "acquisitions of one series")
+        raise DataError(
+            f"{where}: duplicate slice position {along[dup[0]]:.3f} mm along the slice normal "
+            f"in {name(a)} and {name(b)} ({dup.size} duplicate(s)); the folder may hold two "
+            "acquisitions of one series"
+        )
     step = float(np.median(steps))
     tol = max(STEP_RTOL * step, STEP_ATOL)
     off = np.flatnonzero(np.abs(steps - step) > tol)
@@ -444,22 +492,26 @@ def _geometry(series: DicomSeries) -> _Geometry:
             what, why = f"{missing} missing slice(s): {gap:.3f} mm", "the series is incomplete"
         else:
             what, why = f"non-uniform slice spacing: {gap:.3f} mm", "the slices do not form a regular grid"
-        raise DataError(f"{where}: {what} between positions {along[k]:.3f} and {along[k + 1]:.3f} mm "
-                        f"({name(files[order[k]])}, {name(files[order[k + 1]])}) where slices are {step:.3f} mm "
-                        f"apart ({off.size} irregular step(s)); {why}")
+        raise DataError(
+            f"{where}: {what} between positions {along[k]:.3f} and {along[k + 1]:.3f} mm "
+            f"({name(files[order[k]])}, {name(files[order[k + 1]])}) where slices are {step:.3f} mm "
+            f"apart ({off.size} irregular step(s)); {why}"
+        )
     offsets = positions - positions[0]
     drift = offsets - np.outer(offsets @ normal, normal)
     worst = int(np.argmax(np.linalg.norm(drift, axis=1)))
     drift_mm = float(np.linalg.norm(drift[worst]))
     if drift_mm > TILT_TOLERANCE_PIXELS * min(row_spacing, col_spacing):
         angle = np.degrees(np.arctan2(drift_mm, abs(offsets[worst] @ normal)))
-        raise DataError(f"{where}: slice positions drift {drift_mm:.2f} mm sideways over the series (gantry "
-                        f"tilt or non-orthogonal geometry, about {angle:.1f} degrees); resample it to an "
-                        "orthogonal grid first (e.g. dcm2niix corrects gantry tilt)")
+        raise DataError(
+            f"{where}: slice positions drift {drift_mm:.2f} mm sideways over the series (gantry "
+            f"tilt or non-orthogonal geometry, about {angle:.1f} degrees); resample it to an "
+            "orthogonal grid first (e.g. dcm2niix corrects gantry tilt)"
+        )
 
     affine = np.eye(4)
-    affine[:3, 0] = row_cos * col_spacing   # column index i runs along a row
-    affine[:3, 1] = col_cos * row_spacing   # row index j runs down a column
+    affine[:3, 0] = row_cos * col_spacing  # column index i runs along a row
+    affine[:3, 1] = col_cos * row_spacing  # row index j runs down a column
     affine[:3, 2] = normal * (along[-1] - along[0]) / (len(along) - 1)
     affine[:3, 3] = positions[0]
     shape = (int(headers[0].Columns), int(headers[0].Rows), len(headers))
@@ -469,6 +521,7 @@ def _geometry(series: DicomSeries) -> _Geometry:
 # --------------------------------------------------------------------------------------------
 # pixels
 # --------------------------------------------------------------------------------------------
+
 
 def _install_hint(missing: list[str]) -> str:
     """'gdcm - requires gdcm>=3.0.10' -> 'pip install python-gdcm' (pydicom's decoder notes), leaving
@@ -501,15 +554,15 @@ def _check_decoders(series: DicomSeries) -> None:
         try:
             decoder = get_decoder(uid)
         except NotImplementedError:
-            raise DataError(f"{path}: pixel data uses transfer syntax {uid.name}, which pydicom cannot "
-                            "decode") from None
+            raise DataError(
+                f"{path}: pixel data uses transfer syntax {uid.name}, which pydicom cannot decode"
+            ) from None
         if not decoder.is_available:
             if uid in _DECODED_BY_THE_EXTRA:
                 hint = 'pip install "keras-unet3plus[dicom]" (its python-gdcm decodes it)'
             else:
                 hint = _install_hint(list(decoder.missing_dependencies))
-            raise DataError(f"{path}: pixel data is compressed ({uid.name}) and no installed decoder reads it; "
-                            f"{hint}")
+            raise DataError(f"{path}: pixel data is compressed ({uid.name}) and no installed decoder reads it; {hint}")
 
 
 def _rescale(ds: Dataset, path: Path) -> tuple[float, float]:
@@ -520,8 +573,9 @@ def _rescale(ds: Dataset, path: Path) -> tuple[float, float]:
     except (TypeError, ValueError) as exc:
         raise DataError(f"{path}: unreadable RescaleSlope/RescaleIntercept ({exc})") from exc
     if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
-        raise DataError(f"{path}: invalid rescale (RescaleSlope {slope}, RescaleIntercept {intercept}); "
-                        "cannot compute HU")
+        raise DataError(
+            f"{path}: invalid rescale (RescaleSlope {slope}, RescaleIntercept {intercept}); cannot compute HU"
+        )
     return slope, intercept
 
 
@@ -590,14 +644,18 @@ def _one_series(folder_or_series: str | os.PathLike | DicomSeries) -> DicomSerie
     folder = Path(folder_or_series)
     found = find_dicom_series(folder)
     if not found:
-        reasons = "; ".join(found.skipped[:5]) + (f"; ... ({len(found.skipped)} in all)"
-                                                 if len(found.skipped) > 5 else "")
-        raise DataError(f"{folder}: no CT image series found" + (f" ({reasons})" if reasons else
-                                                                " (the folder holds no files)"))
+        reasons = "; ".join(found.skipped[:5]) + (
+            f"; ... ({len(found.skipped)} in all)" if len(found.skipped) > 5 else ""
+        )
+        raise DataError(
+            f"{folder}: no CT image series found" + (f" ({reasons})" if reasons else " (the folder holds no files)")
+        )
     if len(found) > 1:
         listing = ", ".join(f"{s.name} ({len(s)} slices)" for s in found)
-        raise DataError(f"{folder}: holds {len(found)} CT series ({listing}); read them one at a time "
-                        "(find_dicom_series lists them)")
+        raise DataError(
+            f"{folder}: holds {len(found)} CT series ({listing}); read them one at a time "
+            "(find_dicom_series lists them)"
+        )
     return found[0]
 
 
@@ -616,8 +674,14 @@ class DicomScan(ScanFile):
             _rescale(ds, path)
         files = [series.files[i] for i in geometry.order]
         headers = [series.headers[i] for i in geometry.order]
-        super().__init__(series.folder, _RAS_FROM_LPS @ geometry.affine_lps, geometry.shape, header=headers[0],
-                         source=replace(series, files=files, headers=headers), name=series.name)
+        super().__init__(
+            series.folder,
+            _RAS_FROM_LPS @ geometry.affine_lps,
+            geometry.shape,
+            header=headers[0],
+            source=replace(series, files=files, headers=headers),
+            name=series.name,
+        )
 
     def image(self, stream: bool = False) -> np.ndarray:
         columns, rows, n = self.original_shape
@@ -627,8 +691,10 @@ class DicomScan(ScanFile):
         return np.ascontiguousarray(to_canonical(data, self.original_affine)[0])
 
     def label(self, task, stream: bool = False):
-        raise DataError(f"{self.path}: a DICOM series is read as a CT image, not as labels; give its labels "
-                        "as a file (NIfTI, NRRD or MetaImage) on the series' grid")
+        raise DataError(
+            f"{self.path}: a DICOM series is read as a CT image, not as labels; give its labels "
+            "as a file (NIfTI, NRRD or MetaImage) on the series' grid"
+        )
 
 
 class DicomSeriesReader:

@@ -13,6 +13,7 @@ The SEG gets them empty, through a copy of the first source header (files and th
 are never changed). Type 1 attributes a SEG cannot do without (the frame of reference, the UIDs
 it references, the geometry of the slices) fail with the attribute and the file named.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,15 +39,29 @@ ALGORITHM_NAME = "keras-unet3plus"
 #: Type 2 attributes (present, may be empty) that highdicom 0.28 reads from the first source image
 #: as plain attributes (``Segmentation.__init__`` in highdicom/seg/sop.py): missing, they are an
 #: AttributeError there; with a value it cannot parse (PatientSex "U", a date "ANON"), a ValueError.
-_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                 "ReferringPhysicianName", "AccessionNumber", "StudyID")
+_TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+    "StudyID",
+)
 #: Type 1 attributes highdicom reads from every source image (the series check, the references, the
 #: plane positions, the pixel measures): without them a SEG can neither reference nor place a frame.
 _TYPE1_NEEDED = {
-    "SOPClassUID": "reference the slice", "SOPInstanceUID": "reference the slice",
-    "StudyInstanceUID": "belong to the CT's study", "SeriesInstanceUID": "reference the CT series",
-    "FrameOfReferenceUID": "share the CT's frame of reference", "Rows": "size its frames",
-    "Columns": "size its frames", "PixelSpacing": "place its frames", "ImageOrientationPatient": "place its frames",
+    "SOPClassUID": "reference the slice",
+    "SOPInstanceUID": "reference the slice",
+    "StudyInstanceUID": "belong to the CT's study",
+    "SeriesInstanceUID": "reference the CT series",
+    "FrameOfReferenceUID": "share the CT's frame of reference",
+    "Rows": "size its frames",
+    "Columns": "size its frames",
+    "PixelSpacing": "place its frames",
+    "ImageOrientationPatient": "place its frames",
     "ImagePositionPatient": "place its frames",
 }
 #: Attributes every slice of one series must share; highdicom refuses a mix without naming a file.
@@ -60,8 +75,16 @@ _KNOWN_SEGMENTS: dict[str, tuple[str, str, str, str | None]] = {
     "spleen": ("Spleen", "AnatomicalStructure", "Spleen", None),
     "tumour": ("Liver tumour", "MorphologicallyAbnormalStructure", "Neoplasm", "Liver"),
 }
-for _alias in ("tumor", "cancer", "lesion", "liver tumour", "liver tumor", "liver_tumour", "liver_tumor",
-               "liver lesion"):
+for _alias in (
+    "tumor",
+    "cancer",
+    "lesion",
+    "liver tumour",
+    "liver tumor",
+    "liver_tumour",
+    "liver_tumor",
+    "liver lesion",
+):
     _KNOWN_SEGMENTS[_alias] = _KNOWN_SEGMENTS["tumour"]
 
 #: Display colours (RGB) viewers use unless they choose their own: 3D Slicer's anatomy colours.
@@ -77,6 +100,7 @@ def package_version() -> str:
         return metadata.version("keras-unet3plus")
     except metadata.PackageNotFoundError:  # running from a source tree that is not installed
         from .._version import __version__
+
         return __version__
 
 
@@ -93,11 +117,20 @@ def _segment_list(segments: str | TaskSpec | Sequence[SegmentSpec]) -> list[tupl
             value, name = item
             key = str(name).strip().lower()
             if key not in _KNOWN_SEGMENTS:
-                raise ValueError(f"segment {name!r}: no coded concept known for it (known: "
-                                 f"{sorted(_KNOWN_SEGMENTS)}); pass (value, name, category Code, type Code)")
+                raise ValueError(
+                    f"segment {name!r}: no coded concept known for it (known: "
+                    f"{sorted(_KNOWN_SEGMENTS)}); pass (value, name, category Code, type Code)"
+                )
             label, category, kind, region = _KNOWN_SEGMENTS[key]
-            out.append((int(value), label, getattr(codes.SCT, category), getattr(codes.SCT, kind),
-                        getattr(codes.SCT, region) if region else None))
+            out.append(
+                (
+                    int(value),
+                    label,
+                    getattr(codes.SCT, category),
+                    getattr(codes.SCT, kind),
+                    getattr(codes.SCT, region) if region else None,
+                )
+            )
         elif len(item) == 4:
             value, name, category, kind = item
             out.append((int(value), str(name), category, kind, None))
@@ -114,11 +147,15 @@ def _source_series(volume: Volume):
 
     series = volume.source
     if not isinstance(series, DicomSeries):
-        raise ValueError(f"{volume.image_path}: the volume was not read by read_dicom_series; a DICOM SEG "
-                         "must reference DICOM source images")
+        raise ValueError(
+            f"{volume.image_path}: the volume was not read by read_dicom_series; a DICOM SEG "
+            "must reference DICOM source images"
+        )
     if len(series.headers) != volume.original_shape[2]:
-        raise ValueError(f"{volume.image_path}: {len(series.headers)} source slices for a volume of "
-                         f"{volume.original_shape[2]} slices")
+        raise ValueError(
+            f"{volume.image_path}: {len(series.headers)} source slices for a volume of "
+            f"{volume.original_shape[2]} slices"
+        )
     return series
 
 
@@ -155,18 +192,24 @@ def _source_images(series, slice_spacing: float) -> tuple[list, dict]:
     for path, ds in zip(series.files, series.headers):
         for keyword, why in _TYPE1_NEEDED.items():
             value = ds.get(keyword)
-            if value is None or (isinstance(value, str) and not value.strip()) or \
-                    (not isinstance(value, (str, int, float)) and len(value) == 0):
-                raise DataError(f"{path}: no {keyword}, which a DICOM SEG needs to {why}; an anonymiser "
-                                "may have removed it")
+            if (
+                value is None
+                or (isinstance(value, str) and not value.strip())
+                or (not isinstance(value, (str, int, float)) and len(value) == 0)
+            ):
+                raise DataError(
+                    f"{path}: no {keyword}, which a DICOM SEG needs to {why}; an anonymiser may have removed it"
+                )
     for keyword in _SHARED:
         values = {}
         for path, ds in zip(series.files, series.headers):
             values.setdefault(str(ds.get(keyword)), path)
         if len(values) > 1:
             (v1, p1), (v2, p2) = list(values.items())[:2]
-            raise DataError(f"{series.folder}: the slices disagree on {keyword} ({v1} in {p1.name}, {v2} in "
-                            f"{p2.name}); a DICOM SEG references one study, series and frame of reference")
+            raise DataError(
+                f"{series.folder}: the slices disagree on {keyword} ({v1} in {p1.name}, {v2} in "
+                f"{p2.name}); a DICOM SEG references one study, series and frame of reference"
+            )
 
     first = copy.deepcopy(series.headers[0])
     emptied = [k for k in _TYPE2_COPIED if k not in first or not _type2_value_ok(k, first.get(k))]
@@ -185,14 +228,18 @@ def _source_images(series, slice_spacing: float) -> tuple[list, dict]:
         names = [charset] if isinstance(charset, str) else list(charset)
         known = {v.value for v in hd.enum.SpecificCharacterSetValues}
         if not any(str(n).strip() for n in names):
-            del first.SpecificCharacterSet                  # empty: the default repertoire
+            del first.SpecificCharacterSet  # empty: the default repertoire
         elif not all(str(n) in known for n in names):
             extra["specific_character_set"] = "ISO_IR 192"  # pydicom decoded the text; UTF-8 holds any
-    changed = emptied + (["SliceThickness (the slice spacing)"] if not thickness else []) + \
-        (["SpecificCharacterSet (ISO_IR 192)"] if extra else [])
+    changed = (
+        emptied
+        + (["SliceThickness (the slice spacing)"] if not thickness else [])
+        + (["SpecificCharacterSet (ISO_IR 192)"] if extra else [])
+    )
     if changed:
-        log.info("%s: written into the SEG as %s: %s", series.files[0], "empty where Type 2 allows it",
-                 ", ".join(changed))
+        log.info(
+            "%s: written into the SEG as %s: %s", series.files[0], "empty where Type 2 allows it", ", ".join(changed)
+        )
     return [first, *series.headers[1:]], extra
 
 
@@ -208,8 +255,7 @@ def _seg_frames(volume: Volume, labels: np.ndarray, specs: list, fractional: boo
     against the segments, or probabilities in [0, 1]), and whether any is non-empty."""
     labels = np.asarray(labels)
     if labels.shape[:3] != volume.shape:
-        raise ValueError(f"labels of shape {labels.shape} do not match the volume {volume.shape} "
-                         f"({volume.image_path})")
+        raise ValueError(f"labels of shape {labels.shape} do not match the volume {volume.shape} ({volume.image_path})")
     if fractional:
         if labels.ndim == 3:
             labels = labels[..., None]
@@ -232,8 +278,9 @@ def _seg_frames(volume: Volume, labels: np.ndarray, specs: list, fractional: boo
         known = {s[0] for s in specs} | {0}
         unknown = sorted(int(v) for v in values if int(v) not in known)
         if unknown:
-            raise ValueError(f"labels hold values {unknown} that no segment describes "
-                             f"(segments: {[(s[0], s[1]) for s in specs]})")
+            raise ValueError(
+                f"labels hold values {unknown} that no segment describes (segments: {[(s[0], s[1]) for s in specs]})"
+            )
         lut = np.zeros(max(known) + 1, dtype=np.uint8)
         for number, spec in enumerate(specs, start=1):
             lut[spec[0]] = number
@@ -270,25 +317,27 @@ def write_dicom_seg(
     series = _source_series(volume)
     specs = _segment_list(segments)
     pixels, non_empty = _seg_frames(volume, labels, specs, fractional)
-    seg_type = (hd.seg.SegmentationTypeValues.FRACTIONAL if fractional
-                else hd.seg.SegmentationTypeValues.BINARY)
+    seg_type = hd.seg.SegmentationTypeValues.FRACTIONAL if fractional else hd.seg.SegmentationTypeValues.BINARY
 
     version = algorithm_version or package_version()
-    algorithm = hd.AlgorithmIdentificationSequence(name=ALGORITHM_NAME, family=codes.DCM.ArtificialIntelligence,
-                                                   version=version)
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=ALGORITHM_NAME, family=codes.DCM.ArtificialIntelligence, version=version
+    )
     descriptions = []
     for number, (_, name, category, kind, region) in enumerate(specs, start=1):
         colour = _COLOURS.get(name)
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=name,
-            segmented_property_category=category,
-            segmented_property_type=kind,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-            anatomic_regions=[region] if region is not None else None,
-            display_color=hd.color.CIELabColor.from_rgb(*colour) if colour else None,
-        ))
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=name,
+                segmented_property_category=category,
+                segmented_property_type=kind,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+                anatomic_regions=[region] if region is not None else None,
+                display_color=hd.color.CIELabColor.from_rgb(*colour) if colour else None,
+            )
+        )
     source_number = series.series_number if series.series_number is not None else 0
     source_images, extra = _source_images(series, float(np.linalg.norm(volume.original_affine[:3, 2])))
     try:
@@ -315,8 +364,10 @@ def write_dicom_seg(
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:  # highdicom's checks name no file: say which series it refused
-        raise DataError(f"{series.folder} (series {series.name}): highdicom cannot make a DICOM SEG from its "
-                        f"headers ({type(exc).__name__}: {exc})") from exc
+        raise DataError(
+            f"{series.folder} (series {series.name}): highdicom cannot make a DICOM SEG from its "
+            f"headers ({type(exc).__name__}: {exc})"
+        ) from exc
     path = Path(path)
     with atomic_path(path, suffix=".dcm") as tmp:
         seg.save_as(tmp, enforce_file_format=True)
@@ -337,8 +388,7 @@ def read_dicom_seg_labels(seg_path: str | os.PathLike, volume: Volume) -> np.nda
     source_uids = series.sop_instance_uids
     referenced = {uid for _, _, uid in seg.get_source_image_uids()}
     if not referenced & set(source_uids):
-        raise ValueError(f"{seg_path}: the SEG references none of the {len(source_uids)} slices of "
-                         f"{volume.image_path}")
+        raise ValueError(f"{seg_path}: the SEG references none of the {len(source_uids)} slices of {volume.image_path}")
     fractional = seg.segmentation_type == hd.seg.SegmentationTypeValues.FRACTIONAL
     frames = seg.get_pixels_by_source_instance(
         source_sop_instance_uids=source_uids,

@@ -8,6 +8,7 @@ the voxels in (i, j, k) order with the RAS affine a NIfTI of the same grid carri
 The header is read first (a few bytes); the voxels when asked, whole (ITK streams neither NRRD nor
 compressed files by slab). SimpleITK (Apache-2.0) comes with the ``[itk]`` extra.
 """
+
 from __future__ import annotations
 
 import re
@@ -63,11 +64,13 @@ class ItkScan(ScanFile):
         if min(shape) < 1:
             raise DataError(f"{path}: empty volume, size {size}")
         if reader.GetNumberOfComponents() != 1:
-            raise DataError(f"{path}: {reader.GetNumberOfComponents()} values per voxel; expected one "
-                            "scalar volume (a CT or a label map)")
+            raise DataError(
+                f"{path}: {reader.GetNumberOfComponents()} values per voxel; expected one "
+                "scalar volume (a CT or a label map)"
+            )
         direction = np.array(reader.GetDirection(), dtype=float).reshape(dim, dim)[:3, :3]
         lps = np.eye(4)
-        lps[:3, :3] = direction * np.array(reader.GetSpacing(), dtype=float)[:3]   # column j scaled by spacing j
+        lps[:3, :3] = direction * np.array(reader.GetSpacing(), dtype=float)[:3]  # column j scaled by spacing j
         lps[:3, 3] = np.array(reader.GetOrigin(), dtype=float)[:3]
         super().__init__(path, _RAS_FROM_LPS @ lps, shape, name=_name(path))
 
@@ -77,8 +80,9 @@ class ItkScan(ScanFile):
         try:
             array = sitk.GetArrayFromImage(sitk.ReadImage(str(self.path)))
         except RuntimeError as exc:
-            raise DataError(f"{self.path}: could not read the voxel data, the file is truncated or corrupt "
-                            f"({_why(exc, self.path)})") from exc
+            raise DataError(
+                f"{self.path}: could not read the voxel data, the file is truncated or corrupt ({_why(exc, self.path)})"
+            ) from exc
         return array.reshape(self.original_shape[::-1]).transpose(2, 1, 0)
 
     def image(self, stream: bool = False) -> np.ndarray:

@@ -17,6 +17,7 @@ Scans are files of any format the reader registry reads (:mod:`.readers`: ``.nii
 ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``; LiTS names are NIfTI's), paired by their names without the
 format's ending, so an image and its label may differ in format. Nothing is read by discovery.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,30 +66,34 @@ def _scan_files(folder: Path, recursive: bool = False, series: bool = False) -> 
     """Files the readers read in ``folder``; with ``series``, its visible sub-folders too (each a
     DICOM series)."""
     it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if ((is_scan_name(p.name) and p.is_file())
-                                    or (series and p.is_dir() and not p.name.startswith(".")))
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1]))
+    return sorted(
+        p
+        for p in it
+        if ((is_scan_name(p.name) and p.is_file()) or (series and p.is_dir() and not p.name.startswith(".")))
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1])
+    )
 
 
-def _resolve_unpaired(cases: list[Case], orphans: list[Path], unlabelled: list[Path],
-                      unpaired: Unpaired, root: Path) -> list[Case]:
+def _resolve_unpaired(
+    cases: list[Case], orphans: list[Path], unlabelled: list[Path], unpaired: Unpaired, root: Path
+) -> list[Case]:
     """Apply the ``unpaired`` policy to images without labels and labels without images."""
-    problems = [f"{p} (image without label)" for p in unlabelled] + [
-        f"{p} (label without image)" for p in orphans]
+    problems = [f"{p} (image without label)" for p in unlabelled] + [f"{p} (label without image)" for p in orphans]
     if not problems:
         return cases
     if unpaired == "error":
         raise DataError(
-            f"{root}: {len(problems)} unpaired file(s): " + "; ".join(problems)
+            f"{root}: {len(problems)} unpaired file(s): "
+            + "; ".join(problems)
             + " (pass unpaired='skip' to ignore them)"
         )
     if unpaired == "keep":
         if orphans:
-            warnings.warn(f"{root}: skipping labels without an image: "
-                          + ", ".join(str(p) for p in orphans), stacklevel=3)
+            warnings.warn(
+                f"{root}: skipping labels without an image: " + ", ".join(str(p) for p in orphans), stacklevel=3
+            )
         return cases
-    warnings.warn(f"{root}: skipping {len(problems)} unpaired file(s): " + "; ".join(problems),
-                  stacklevel=3)
+    warnings.warn(f"{root}: skipping {len(problems)} unpaired file(s): " + "; ".join(problems), stacklevel=3)
     drop = set(unlabelled)
     return [c for c in cases if c.image_path not in drop]
 
@@ -126,8 +131,9 @@ def find_lits(root: str | os.PathLike, unpaired: Unpaired = "error") -> list[Cas
     return _resolve_unpaired(cases, orphans, unlabelled, unpaired, root)
 
 
-def _pair_folders(images_dir: Path, labels_dir: Path | None, unpaired: Unpaired,
-                  root: Path, series: bool = False) -> list[Case]:
+def _pair_folders(
+    images_dir: Path, labels_dir: Path | None, unpaired: Unpaired, root: Path, series: bool = False
+) -> list[Case]:
     images = _unique_by_id(_scan_files(images_dir, series=series), case_name, images_dir)
     if labels_dir is None:
         if not images:
@@ -135,8 +141,10 @@ def _pair_folders(images_dir: Path, labels_dir: Path | None, unpaired: Unpaired,
         return [Case(k, images[k], None) for k in sorted(images)]
     labels = _unique_by_id(_scan_files(labels_dir), case_name, labels_dir)
     if not images and not labels:
-        raise DataError(f"{root}: {images_dir.name}/ and {labels_dir.name}/ hold no {_endings()} files"
-                        + (" or DICOM series folders" if series else ""))
+        raise DataError(
+            f"{root}: {images_dir.name}/ and {labels_dir.name}/ hold no {_endings()} files"
+            + (" or DICOM series folders" if series else "")
+        )
     cases = [Case(k, images[k], labels.get(k)) for k in sorted(images)]
     unlabelled = [images[k] for k in sorted(images) if k not in labels]
     orphans = [labels[k] for k in sorted(labels) if k not in images]
@@ -196,17 +204,23 @@ def read_nnunet_json(root: str | os.PathLike) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{meta_path}: not a valid nnU-Net v2 dataset.json ({type(exc).__name__}: {exc})") from exc
     if len(channels) != 1:
-        raise DataError(f"{meta_path}: {len(channels)} input channels ({', '.join(map(str, channels.values()))}); "
-                        "this model takes one CT channel")
+        raise DataError(
+            f"{meta_path}: {len(channels)} input channels ({', '.join(map(str, channels.values()))}); "
+            "this model takes one CT channel"
+        )
     name = str(next(iter(channels.values())))
     if name.strip().lower() != "ct":
-        raise DataError(f"{meta_path}: the input channel is {name!r}, not CT; the HU windowing of this "
-                        "package only makes sense for CT")
+        raise DataError(
+            f"{meta_path}: the input channel is {name!r}, not CT; the HU windowing of this "
+            "package only makes sense for CT"
+        )
     meta["labels"] = labels
     meta.setdefault("file_ending", ".nii.gz")
     if meta["file_ending"] not in file_suffixes():
-        raise DataError(f"{meta_path}: file_ending {meta['file_ending']!r} is not read here (the readers "
-                        f"know {', '.join(file_suffixes())})")
+        raise DataError(
+            f"{meta_path}: file_ending {meta['file_ending']!r} is not read here (the readers "
+            f"know {', '.join(file_suffixes())})"
+        )
     return meta
 
 
@@ -229,8 +243,11 @@ def find_nnunet(root: str | os.PathLike, unpaired: Unpaired = "error") -> list[C
         if not stem.endswith("_0000"):
             raise DataError(f"{p}: channel {stem[-4:]} found; this model takes one CT channel (_0000)")
         images[stem[:-5]] = p
-    labels = {p.name[: -len(ending)]: p for p in sorted(labels_dir.iterdir())
-              if not p.name.startswith(".") and p.name.endswith(ending)}
+    labels = {
+        p.name[: -len(ending)]: p
+        for p in sorted(labels_dir.iterdir())
+        if not p.name.startswith(".") and p.name.endswith(ending)
+    }
     cases = [Case(k, images[k], labels.get(k)) for k in sorted(images, key=_natural_key)]
     unlabelled = [images[k] for k in sorted(images) if k not in labels]
     orphans = [labels[k] for k in sorted(labels) if k not in images]
@@ -254,8 +271,9 @@ def task_for_dataset(root: str | os.PathLike, task: str | TaskSpec, layout: Layo
         raise DataError(str(exc)) from exc
 
 
-def find_folders(root: str | os.PathLike, images: str = "images", labels: str | None = "labels",
-                 unpaired: Unpaired = "error") -> list[Case]:
+def find_folders(
+    root: str | os.PathLike, images: str = "images", labels: str | None = "labels", unpaired: Unpaired = "error"
+) -> list[Case]:
     """Generic pairing: ``root/images/x.nii.gz`` (or ``x.mha``, ..., or a DICOM series folder ``x/``)
     with ``root/labels/x.nii.gz`` (or ``x.nrrd``, ...)."""
     root = Path(root)

@@ -13,6 +13,7 @@ This module is the NIfTI entry of the reader registry (:data:`READER`, :class:`N
 ``data`` reads scans through :mod:`.readers`, whatever their format. :func:`checked_image` and
 :func:`checked_label` are the value checks every reader applies.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,19 @@ from numpy.typing import DTypeLike
 
 from keras_unet3plus.atomic import atomic_path
 from keras_unet3plus.data.tasks import TaskSpec, get_task
-from keras_unet3plus.data.volume import (AFFINE_ATOL, SLAB, DataError, DataFileNotFoundError,  # noqa: F401
-                                         FileReader, ScanFile, Volume, context_windows, orientation_of,
-                                         spacing_from_affine, to_canonical, to_original_orientation)
+from keras_unet3plus.data.volume import (
+    AFFINE_ATOL,
+    SLAB,
+    DataError,
+    DataFileNotFoundError,  # noqa: F401
+    FileReader,
+    ScanFile,
+    Volume,
+    context_windows,
+    orientation_of,
+    spacing_from_affine,
+    to_canonical,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Protocol
@@ -46,6 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # low-level reading
 # --------------------------------------------------------------------------------------------
 
+
 def open_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
     """Open a NIfTI file (header only) and check it is a 3-D volume; errors name the file."""
     path = Path(path)
@@ -57,7 +69,7 @@ def open_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
         img = nib.load(str(path))
     except Exception as exc:
         raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(img, nib.Nifti1Image):   # NIfTI-2 is a subclass
+    if not isinstance(img, nib.Nifti1Image):  # NIfTI-2 is a subclass
         raise DataError(f"{path}: not a NIfTI image (nibabel read it as {type(img).__name__})")
     shape = tuple(int(s) for s in img.shape)
     while len(shape) > 3 and shape[-1] == 1:
@@ -76,8 +88,7 @@ def _read_data(img: nib.Nifti1Image, path: Path, dtype: DTypeLike | None) -> np.
         data = np.asanyarray(img.dataobj) if dtype is None else np.asarray(img.dataobj, dtype=dtype)
     except Exception as exc:
         raise DataError(
-            f"{path}: could not read the voxel data, the file is truncated or corrupt "
-            f"({type(exc).__name__}: {exc})"
+            f"{path}: could not read the voxel data, the file is truncated or corrupt ({type(exc).__name__}: {exc})"
         ) from exc
     data = np.asarray(data)
     while data.ndim > 3 and data.shape[-1] == 1:
@@ -126,8 +137,9 @@ def checked_label(data: np.ndarray, path: Path, spec: TaskSpec) -> np.ndarray:
     return spec.map_label(data)
 
 
-def read_image_array(path: str | os.PathLike, dtype: DTypeLike | None = np.float32,
-                     img: nib.Nifti1Image | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_image_array(
+    path: str | os.PathLike, dtype: DTypeLike | None = np.float32, img: nib.Nifti1Image | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Canonical image voxels and canonical affine; NaN/inf rejected.
 
     ``dtype=None`` keeps the stored type when the file has no scaling (int16 for most CT), which
@@ -140,8 +152,9 @@ def read_image_array(path: str | os.PathLike, dtype: DTypeLike | None = np.float
     return out, affine
 
 
-def read_label_array(path: str | os.PathLike, task: str | TaskSpec,
-                     img: nib.Nifti1Image | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_label_array(
+    path: str | os.PathLike, task: str | TaskSpec, img: nib.Nifti1Image | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Canonical label voxels mapped to the task's classes (uint8) and the canonical affine.
 
     Raises DataError when a value is not one of ``task.label_values`` (e.g. a spleen task given
@@ -154,15 +167,12 @@ def read_label_array(path: str | os.PathLike, task: str | TaskSpec,
     return out, affine
 
 
-def check_pair(image_img: nib.Nifti1Image, label_img: nib.Nifti1Image,
-               image_path: Path, label_path: Path) -> None:
+def check_pair(image_img: nib.Nifti1Image, label_img: nib.Nifti1Image, image_path: Path, label_path: Path) -> None:
     """Raise DataError when an image and its label do not share the voxel grid."""
     ishape = open_shape(image_img)
     lshape = open_shape(label_img)
     if ishape != lshape:
-        raise DataError(
-            f"{label_path}: label shape {lshape} does not match image {image_path.name} shape {ishape}"
-        )
+        raise DataError(f"{label_path}: label shape {lshape} does not match image {image_path.name} shape {ishape}")
     if not np.allclose(image_img.affine, label_img.affine, rtol=0, atol=AFFINE_ATOL):
         diff = float(np.abs(image_img.affine - label_img.affine).max())
         raise DataError(
@@ -200,8 +210,13 @@ class NiftiSlabs:
     give float32 HU (labels: uint8), as :func:`load_case` would.
     """
 
-    def __init__(self, path: str | os.PathLike, img: nib.Nifti1Image | None = None, kind: str = "image",
-                 task: str | TaskSpec | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        img: nib.Nifti1Image | None = None,
+        kind: str = "image",
+        task: str | TaskSpec | None = None,
+    ):
         if kind not in ("image", "label"):
             raise ValueError(f"kind must be 'image' or 'label', got {kind!r}")
         self.path = Path(path)
@@ -250,7 +265,7 @@ class NiftiSlabs:
         raw = np.asarray(raw)
         while raw.ndim > 3:
             raw = raw[..., 0]
-        if self.spec is not None:   # a label
+        if self.spec is not None:  # a label
             raw = checked_label(raw, self.path, self.spec)
         else:
             raw = checked_image(raw, self.path)
@@ -262,8 +277,10 @@ class NiftiSlabs:
         except DataError:
             raise
         except Exception as exc:
-            raise DataError(f"{self.path}: could not read the voxel data, the file is truncated or corrupt "
-                            f"({type(exc).__name__}: {exc})") from exc
+            raise DataError(
+                f"{self.path}: could not read the voxel data, the file is truncated or corrupt "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
 
     def read(self, z0: int, z1: int) -> np.ndarray:
         """Canonical slices ``[z0, z1)`` as stored (scaled where the file says so), checked."""
@@ -278,10 +295,10 @@ class NiftiSlabs:
         starts = list(range(0, n, chunk))
         if self._z_flip:
             starts.reverse()
-        if not self.streams:   # axial slices are not contiguous in the file: read it once, whole
+        if not self.streams:  # axial slices are not contiguous in the file: read it once, whole
             whole = self._finish(self._read(self.img.dataobj, (slice(None),) * 3 + self._extra))
             for z0 in range(0, n, chunk):
-                yield z0, min(n, z0 + chunk), whole[:, :, z0:z0 + chunk]
+                yield z0, min(n, z0 + chunk), whole[:, :, z0 : z0 + chunk]
             return
         klass = type(self.img)
         try:
@@ -290,7 +307,7 @@ class NiftiSlabs:
             raise DataError(f"{self.path}: cannot open the file ({type(exc).__name__}: {exc})") from exc
         with opener as fobj:
             try:
-                files: dict[str, Any] = {"image": fobj, "header": fobj}   # nibabel reads through the opener
+                files: dict[str, Any] = {"image": fobj, "header": fobj}  # nibabel reads through the opener
                 proxy = klass.from_file_map(klass.make_file_map(files)).dataobj
             except Exception as exc:
                 raise DataError(f"{self.path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
@@ -323,13 +340,15 @@ class NiftiSlabs:
 # public loaders
 # --------------------------------------------------------------------------------------------
 
+
 def load_image(path: str | os.PathLike, case_id: str | None = None) -> Volume:
     """Load an unlabelled volume (inference): canonical float32 HU, spacing, source orientation."""
     from types import SimpleNamespace
 
     path = Path(path)
-    return load_case(SimpleNamespace(case_id=case_id or strip_nii(path.name), image_path=path, label_path=None),
-                     task=None)
+    return load_case(
+        SimpleNamespace(case_id=case_id or strip_nii(path.name), image_path=path, label_path=None), task=None
+    )
 
 
 def load_case(case: Case, task: str | TaskSpec | None) -> Volume:

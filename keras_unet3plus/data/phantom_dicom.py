@@ -8,6 +8,7 @@ orientations, descending instance numbers, sagittal or coronal stacks, names wit
 a missing slice, a tilted gantry, compressed pixel data, padding outside the field of view, Type 2
 attributes removed by an anonymiser) are options, so readers can be tested against each of them.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,12 +26,12 @@ from keras_unet3plus.atomic import atomic_path
 #: Named acquisitions -> nibabel axis codes (RAS letters) of the (column, row, slice) axes.
 #: The slice axis letter also sets the instance numbering direction (InstanceNumber 1 first).
 ORIENTATIONS: dict[str, str] = {
-    "axial": "LPS",              # IOP [1,0,0, 0,1,0], the usual head-first supine export
-    "axial_descending": "LPI",   # same IOP, instance 1 at the top of the stack (like many scanners)
+    "axial": "LPS",  # IOP [1,0,0, 0,1,0], the usual head-first supine export
+    "axial_descending": "LPI",  # same IOP, instance 1 at the top of the stack (like many scanners)
     "axial_flipped_rows": "LAS",  # IOP [1,0,0, 0,-1,0]: rows run anterior, normal points down
-    "axial_feet_first": "RPI",   # IOP [-1,0,0, 0,1,0], feet-first supine
-    "sagittal": "PIL",           # IOP [0,1,0, 0,0,-1]
-    "coronal": "LIP",            # IOP [1,0,0, 0,0,-1]
+    "axial_feet_first": "RPI",  # IOP [-1,0,0, 0,1,0], feet-first supine
+    "sagittal": "PIL",  # IOP [0,1,0, 0,0,-1]
+    "coronal": "LIP",  # IOP [1,0,0, 0,0,-1]
 }
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -42,8 +43,8 @@ RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 #: Transfer syntaxes GDCM (python-gdcm, in the [dicom] extra) encodes -> its name for them. Each is
 #: written with lossless coding (the lossy-capable .81 and .91 too), so the HU read back are exact.
 _GDCM_SYNTAXES = {
-    "1.2.840.10008.1.2.4.70": "JPEGLosslessProcess14_1",   # JPEG Lossless SV1, what most PACS send
-    "1.2.840.10008.1.2.4.57": "JPEGLosslessProcess14",     # JPEG Lossless, any predictor
+    "1.2.840.10008.1.2.4.70": "JPEGLosslessProcess14_1",  # JPEG Lossless SV1, what most PACS send
+    "1.2.840.10008.1.2.4.57": "JPEGLosslessProcess14",  # JPEG Lossless, any predictor
     "1.2.840.10008.1.2.4.80": "JPEGLSLossless",
     "1.2.840.10008.1.2.4.81": "JPEGLSNearLossless",
     "1.2.840.10008.1.2.4.90": "JPEG2000Lossless",
@@ -52,17 +53,33 @@ _GDCM_SYNTAXES = {
 #: Every transfer syntax :func:`write_dicom_series` writes (pydicom itself writes deflate and RLE).
 TRANSFER_SYNTAXES = (EXPLICIT_VR_LITTLE_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS, *_GDCM_SYNTAXES)
 #: Type 2 attributes (may be empty, must be present) that anonymisers often remove all the same.
-TYPE2_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                    "ReferringPhysicianName", "AccessionNumber", "StudyID", "Manufacturer", "SeriesNumber",
-                    "PatientPosition", "InstanceNumber", "PositionReferenceIndicator", "SliceThickness", "KVP",
-                    "AcquisitionNumber")
+TYPE2_ATTRIBUTES = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+    "StudyID",
+    "Manufacturer",
+    "SeriesNumber",
+    "PatientPosition",
+    "InstanceNumber",
+    "PositionReferenceIndicator",
+    "SliceThickness",
+    "KVP",
+    "AcquisitionNumber",
+)
 
 
 def _axcodes(orientation: str) -> tuple[str, str, str]:
     codes = ORIENTATIONS.get(orientation.lower(), orientation.upper())
     if len(codes) != 3 or set(codes) - set("LRAPSI"):
-        raise ValueError(f"orientation must be one of {sorted(ORIENTATIONS)} or 3 axis codes "
-                         f"like 'LPS', got {orientation!r}")
+        raise ValueError(
+            f"orientation must be one of {sorted(ORIENTATIONS)} or 3 axis codes like 'LPS', got {orientation!r}"
+        )
     return tuple(codes)  # type: ignore[return-value]
 
 
@@ -126,8 +143,8 @@ def write_dicom_series(
     affine = _LPS_FROM_RAS @ affine_ras @ ornt_mod.inv_ornt_aff(transform, hu.shape)
 
     col_step, row_step, slice_step = affine[:3, 0], affine[:3, 1], affine[:3, 2]
-    row_cosine = col_step / np.linalg.norm(col_step)      # direction of increasing column index
-    column_cosine = row_step / np.linalg.norm(row_step)   # direction of increasing row index
+    row_cosine = col_step / np.linalg.norm(col_step)  # direction of increasing column index
+    column_cosine = row_step / np.linalg.norm(row_step)  # direction of increasing row index
     if gantry_tilt_deg:
         t = np.deg2rad(gantry_tilt_deg)
         rot = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
@@ -152,11 +169,21 @@ def write_dicom_series(
         stored[outside] = padding_value
 
     template = _series_header(
-        study_uid=study_uid, series_uid=series_uid, frame_of_reference_uid=frame_of_reference_uid,
-        series_number=series_number, series_description=series_description, patient_id=patient_id,
-        feet_first=orientation.lower() == "axial_feet_first", slice_thickness=float(np.linalg.norm(slice_step)),
-        gantry_tilt_deg=gantry_tilt_deg, orientation=np.concatenate([row_cosine, column_cosine]),
-        pixel_spacing=pixel_spacing, signed=signed, intercept=intercept, padding_value=padding_value)
+        study_uid=study_uid,
+        series_uid=series_uid,
+        frame_of_reference_uid=frame_of_reference_uid,
+        series_number=series_number,
+        series_description=series_description,
+        patient_id=patient_id,
+        feet_first=orientation.lower() == "axial_feet_first",
+        slice_thickness=float(np.linalg.norm(slice_step)),
+        gantry_tilt_deg=gantry_tilt_deg,
+        orientation=np.concatenate([row_cosine, column_cosine]),
+        pixel_spacing=pixel_spacing,
+        signed=signed,
+        intercept=intercept,
+        padding_value=padding_value,
+    )
     normal = np.cross(row_cosine, column_cosine)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -187,10 +214,23 @@ def write_dicom_series(
     return written
 
 
-def _series_header(*, study_uid: str, series_uid: str, frame_of_reference_uid: str, series_number: int | None,
-                   series_description: str, patient_id: str, feet_first: bool, slice_thickness: float,
-                   gantry_tilt_deg: float, orientation: np.ndarray, pixel_spacing: list[float], signed: bool,
-                   intercept: float, padding_value: int | None):
+def _series_header(
+    *,
+    study_uid: str,
+    series_uid: str,
+    frame_of_reference_uid: str,
+    series_number: int | None,
+    series_description: str,
+    patient_id: str,
+    feet_first: bool,
+    slice_thickness: float,
+    gantry_tilt_deg: float,
+    orientation: np.ndarray,
+    pixel_spacing: list[float],
+    signed: bool,
+    intercept: float,
+    padding_value: int | None,
+):
     """What every slice of the phantom's CT series shares (patient, study, series, geometry, pixel
     format): each slice is a copy with its own SOP instance, position and pixels."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -252,7 +292,7 @@ def _write_in(ds, path: Path, transfer_syntax: str) -> None:
     if transfer_syntax == RLE_LOSSLESS:
         ds.compress(RLE_LOSSLESS, encoding_plugin="pydicom")
     elif transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        ds.file_meta.TransferSyntaxUID = transfer_syntax   # pydicom deflates the dataset as it writes
+        ds.file_meta.TransferSyntaxUID = transfer_syntax  # pydicom deflates the dataset as it writes
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     if transfer_syntax in _GDCM_SYNTAXES:
         _transcode_with_gdcm(path, transfer_syntax)

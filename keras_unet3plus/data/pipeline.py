@@ -23,6 +23,7 @@ input pipeline k gets cases k, k + n, k + 2n, ... (disjoint), the batch size is 
 share of ``batch_size`` (global), and when training every pipeline stops after the same number of
 steps so replicas never wait on each other.
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,13 +73,18 @@ class DatasetInfo:
         return self.n_negative / self.n_slices if self.n_slices else 0.0
 
     def summary(self) -> str:
-        req = "all slices" if self.requested_negative_fraction is None else \
-            f"requested {self.requested_negative_fraction:.1%}"
-        return (f"{self.task}: {self.n_cases} cases, {self.n_positive} organ slices + "
-                f"{self.n_negative} without organ (negative share {self.negative_share:.1%}, {req}); "
-                f"{self.steps_per_epoch} steps of batch {self.batch_size} at "
-                f"{self.image_size}x{self.image_size}x{self.channels}"
-                f"{', cached' if self.cached else ''}")
+        req = (
+            "all slices"
+            if self.requested_negative_fraction is None
+            else f"requested {self.requested_negative_fraction:.1%}"
+        )
+        return (
+            f"{self.task}: {self.n_cases} cases, {self.n_positive} organ slices + "
+            f"{self.n_negative} without organ (negative share {self.negative_share:.1%}, {req}); "
+            f"{self.steps_per_epoch} steps of batch {self.batch_size} at "
+            f"{self.image_size}x{self.image_size}x{self.channels}"
+            f"{', cached' if self.cached else ''}"
+        )
 
 
 def negatives_per_case(indices: Sequence[CaseIndex], negative_fraction: float | None) -> list[int]:
@@ -115,8 +121,13 @@ def select_slices(index: CaseIndex, n_negative: int, rng: np.random.Generator | 
     return np.sort(np.concatenate([pos, neg]))
 
 
-def index_cases(cases: Sequence[Case], task: str | TaskSpec, cache: SliceCache | None = None,
-                workers: int = 2, shard: tuple[int, int] = (0, 1)) -> list[CaseIndex]:
+def index_cases(
+    cases: Sequence[Case],
+    task: str | TaskSpec,
+    cache: SliceCache | None = None,
+    workers: int = 2,
+    shard: tuple[int, int] = (0, 1),
+) -> list[CaseIndex]:
     """Slice index of every case (reads labels only, or builds the cache entries once).
 
     ``shard``: (this worker, workers) of a multi-worker run; with a cache, each worker builds its
@@ -124,7 +135,7 @@ def index_cases(cases: Sequence[Case], task: str | TaskSpec, cache: SliceCache |
     """
     if cache is not None:
         rank, n = shard
-        return [e.index for e in cache.ensure(cases, first=list(cases)[rank::max(1, n)])]
+        return [e.index for e in cache.ensure(cases, first=list(cases)[rank :: max(1, n)])]
     cases = list(cases)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {id(c): pool.submit(scan_case, c, task) for c in longest_first(cases)}
@@ -140,14 +151,25 @@ def _shard(cases: list[Case], input_context: tf.distribute.InputContext | None) 
     return cases[k::n]
 
 
-def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.PreprocessConfig | None = None,
-                  batch_size: int = 8, training: bool = True, negative_fraction: float | None = 0.1,
-                  augment: bool | AugmentConfig = False, cache_dir: str | None = None, seed: int = 0,
-                  input_context: tf.distribute.InputContext | None = None,
-                  cycle_length: int = 4, shuffle_buffer: int = 64, epoch: int | None = None,
-                  index: Sequence[CaseIndex] | None = None, epochs: tuple[int, int] | None = None,
-                  batches_per_epoch: int | None = None, cache_dtype: str = "float16"
-                  ) -> tuple[tf.data.Dataset, DatasetInfo]:
+def build_dataset(
+    cases: Sequence[Case],
+    task: str | TaskSpec,
+    cfg: pp.PreprocessConfig | None = None,
+    batch_size: int = 8,
+    training: bool = True,
+    negative_fraction: float | None = 0.1,
+    augment: bool | AugmentConfig = False,
+    cache_dir: str | None = None,
+    seed: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
+    cycle_length: int = 4,
+    shuffle_buffer: int = 64,
+    epoch: int | None = None,
+    index: Sequence[CaseIndex] | None = None,
+    epochs: tuple[int, int] | None = None,
+    batches_per_epoch: int | None = None,
+    cache_dtype: str = "float16",
+) -> tuple[tf.data.Dataset, DatasetInfo]:
     """:func:`make_dataset` that also returns its :class:`DatasetInfo`.
 
     ``epoch`` (training): the dataset is that one epoch, its order a pure function of (``seed``,
@@ -167,8 +189,9 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
         raise ValueError("make_dataset: no cases given")
     for c in all_cases:
         if c.label_path is None:
-            raise DataError(f"{c.image_path}: case '{c.case_id}' has no label file; training and "
-                            "evaluation datasets need labels")
+            raise DataError(
+                f"{c.image_path}: case '{c.case_id}' has no label file; training and evaluation datasets need labels"
+            )
     cache = SliceCache(cache_dir, spec, cfg, cache_dtype) if cache_dir is not None else None
     all_index = list(index) if index is not None else index_cases(all_cases, spec, cache)
     if len(all_index) != len(all_cases):
@@ -177,27 +200,43 @@ def build_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preproces
     per_replica = input_context.get_per_replica_batch_size(global_batch) if input_context else global_batch
     share = _share(all_cases, all_index, negative_fraction, input_context, per_replica, training)
     samples = _CaseSamples(share, spec, cfg, cache, seed, training)
-    s = cfg.image_size   # both sources deliver slices at the model's size
+    s = cfg.image_size  # both sources deliver slices at the model's size
     sig = (tf.TensorSpec((s, s, cfg.channels), tf.float32), tf.TensorSpec((s, s, 1), tf.uint8))
 
     def case_dataset(case_idx, epoch_seed):
         return tf.data.Dataset.from_generator(samples, args=(case_idx, epoch_seed), output_signature=sig)
 
     aug_cfg = AugmentConfig() if augment is True else (augment or None)
-    passes = _Passes(case_dataset, n_cases=len(share.cases), training=training,
-                     cycle=max(1, min(cycle_length, len(share.cases))), shuffle_buffer=shuffle_buffer, seed=seed,
-                     augment=aug_cfg if training else None, binary=spec.binary, per_replica=per_replica,
-                     steps=share.steps)
+    passes = _Passes(
+        case_dataset,
+        n_cases=len(share.cases),
+        training=training,
+        cycle=max(1, min(cycle_length, len(share.cases))),
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        augment=aug_cfg if training else None,
+        binary=spec.binary,
+        per_replica=per_replica,
+        steps=share.steps,
+    )
     ds = passes.schedule(epoch, epochs, batches_per_epoch)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     ds = ds.with_options(options)
 
-    info = DatasetInfo(task=spec.name, n_cases=len(share.cases), n_positive=share.n_positive,
-                       n_negative=sum(share.negatives), requested_negative_fraction=negative_fraction,
-                       batch_size=per_replica, steps_per_epoch=share.steps, image_size=cfg.image_size,
-                       channels=cfg.channels, cached=cache is not None,
-                       case_ids=tuple(c.case_id for c in share.cases))
+    info = DatasetInfo(
+        task=spec.name,
+        n_cases=len(share.cases),
+        n_positive=share.n_positive,
+        n_negative=sum(share.negatives),
+        requested_negative_fraction=negative_fraction,
+        batch_size=per_replica,
+        steps_per_epoch=share.steps,
+        image_size=cfg.image_size,
+        channels=cfg.channels,
+        cached=cache is not None,
+        case_ids=tuple(c.case_id for c in share.cases),
+    )
     log.info("make_dataset %s", info.summary())
     return ds, info
 
@@ -215,26 +254,35 @@ class _Share:
     steps: int
 
 
-def _share(all_cases: list[Case], all_index: list[CaseIndex], negative_fraction: float | None,
-           input_context: tf.distribute.InputContext | None, per_replica: int, training: bool) -> _Share:
+def _share(
+    all_cases: list[Case],
+    all_index: list[CaseIndex],
+    negative_fraction: float | None,
+    input_context: tf.distribute.InputContext | None,
+    per_replica: int,
+    training: bool,
+) -> _Share:
     """The cases of this input pipeline (k, k + n, ...) and its steps per epoch. When training,
     every pipeline takes the smallest shard's number of steps, so replicas stay in step."""
     n_pipelines = input_context.num_input_pipelines if input_context else 1
     neg_all = negatives_per_case(all_index, negative_fraction)
-    shard_counts = [sum(len(all_index[i].positives) + neg_all[i] for i in range(k, len(all_cases), n_pipelines))
-                    for k in range(n_pipelines)]
+    shard_counts = [
+        sum(len(all_index[i].positives) + neg_all[i] for i in range(k, len(all_cases), n_pipelines))
+        for k in range(n_pipelines)
+    ]
     my = list(range(len(all_cases)))
     if n_pipelines > 1:
         _shard(all_cases, input_context)  # validates the count
-        my = my[input_context.input_pipeline_id::n_pipelines]
+        my = my[input_context.input_pipeline_id :: n_pipelines]
     index = [all_index[i] for i in my]
     negatives = [neg_all[i] for i in my]
     n_pos = sum(len(ix.positives) for ix in index)
     if training:
         steps = min(c // per_replica for c in shard_counts)
         if steps == 0:
-            raise ValueError(f"make_dataset: {min(shard_counts)} slices per input pipeline are fewer "
-                             f"than one batch of {per_replica}")
+            raise ValueError(
+                f"make_dataset: {min(shard_counts)} slices per input pipeline are fewer than one batch of {per_replica}"
+            )
     else:
         steps = math.ceil((n_pos + sum(negatives)) / per_replica)
     return _Share(my, [all_cases[i] for i in my], index, negatives, n_pos, steps)
@@ -245,8 +293,15 @@ class _CaseSamples:
     draws from case ``case_idx`` (organ slices and that epoch's negatives, shuffled when training),
     from the cache, or streamed from the case's files holding only the slices its samples use."""
 
-    def __init__(self, share: _Share, spec: TaskSpec, cfg: pp.PreprocessConfig, cache: SliceCache | None,
-                 seed: int, training: bool):
+    def __init__(
+        self,
+        share: _Share,
+        spec: TaskSpec,
+        cfg: pp.PreprocessConfig,
+        cache: SliceCache | None,
+        seed: int,
+        training: bool,
+    ):
         self.share, self.spec, self.cfg, self.seed, self.training = share, spec, cfg, seed, training
         self.entries = [cache.get(c) for c in share.cases] if cache is not None else None
         self.window = cfg.window()
@@ -270,10 +325,14 @@ class _CaseSamples:
         # kept at the model's size: each plane windowed and resized once (exact: resizing acts per
         # channel), the 2.5D stacks gathered from them, as the cache does
         stacks = pp.context_indices(zs, index.n_slices, cfg.context)
-        planes = _gather(slab_source(image.image(stream=True)), np.unique(stacks),
-                         lambda p: pp.resize_images(pp.window_hu(p, self.window), cfg))
-        masks = _gather(slab_source(label.label(self.spec, stream=True)), np.unique(zs),
-                        lambda p: pp.resize_masks(p, cfg))
+        planes = _gather(
+            slab_source(image.image(stream=True)),
+            np.unique(stacks),
+            lambda p: pp.resize_images(pp.window_hu(p, self.window), cfg),
+        )
+        masks = _gather(
+            slab_source(label.label(self.spec, stream=True)), np.unique(zs), lambda p: pp.resize_masks(p, cfg)
+        )
         for z, stack in zip(zs, stacks):
             yield np.moveaxis(planes.take(stack), 0, -1), masks.take([z])[0][..., None]
 
@@ -300,8 +359,11 @@ class _Passes:
         training = self.training
         order = tf.data.Dataset.range(self.n_cases)
         if training and symbolic:
-            order = tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(
-                tf.range(self.n_cases, dtype=tf.int64), seed=tf.stack([base_seed, tf.constant(0, tf.int64)])))
+            order = tf.data.Dataset.from_tensor_slices(
+                tf.random.experimental.stateless_shuffle(
+                    tf.range(self.n_cases, dtype=tf.int64), seed=tf.stack([base_seed, tf.constant(0, tf.int64)])
+                )
+            )
             epoch_seeds = tf.data.Dataset.from_tensors(base_seed).repeat()
         elif training:
             order = order.shuffle(self.n_cases, seed=base_seed, reshuffle_each_iteration=reshuffle)
@@ -309,23 +371,30 @@ class _Passes:
         else:
             epoch_seeds = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
         # sequential: exactly `cycle` cases open (the parallel interleave opens 3x as many; module doc)
-        ds = tf.data.Dataset.zip((order, epoch_seeds)).interleave(self.case_dataset, cycle_length=self.cycle,
-                                                                 block_length=1)
+        ds = tf.data.Dataset.zip((order, epoch_seeds)).interleave(
+            self.case_dataset, cycle_length=self.cycle, block_length=1
+        )
         if training and self.shuffle_buffer > 1:
             # a tensor seed cannot reach shuffle (with a global seed set it is compared in Python):
             # the buffer's draw pattern is then fixed, its input order changes with every epoch
-            ds = ds.shuffle(self.shuffle_buffer, seed=self.seed if symbolic else base_seed,
-                            reshuffle_each_iteration=reshuffle)
+            ds = ds.shuffle(
+                self.shuffle_buffer, seed=self.seed if symbolic else base_seed, reshuffle_each_iteration=reshuffle
+            )
         if self.augment is not None:
             if symbolic:
-                aug_seeds = tf.data.Dataset.range(2 ** 62).map(lambda i: tf.random.stateless_uniform(
-                    [2], seed=tf.stack([base_seed, i]), minval=0, maxval=2 ** 62, dtype=tf.int64))
+                aug_seeds = tf.data.Dataset.range(2**62).map(
+                    lambda i: tf.random.stateless_uniform(
+                        [2], seed=tf.stack([base_seed, i]), minval=0, maxval=2**62, dtype=tf.int64
+                    )
+                )
             else:
                 aug_seeds = tf.data.Dataset.random(seed=base_seed + 1, rerandomize_each_iteration=reshuffle).batch(2)
             aug_cfg = self.augment
             ds = tf.data.Dataset.zip((ds, aug_seeds)).map(
                 lambda xy, sd: augment_sample(xy[0], xy[1], sd, aug_cfg),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
         if self.binary:
             ds = ds.map(lambda x, y: (x, tf.cast(y > 0, tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
         else:
@@ -333,8 +402,9 @@ class _Passes:
         ds = ds.batch(self.per_replica, drop_remainder=training)
         return ds.take(self.steps) if training else ds
 
-    def schedule(self, epoch: int | None, epochs: tuple[int, int] | None,
-                 batches_per_epoch: int | None) -> tf.data.Dataset:
+    def schedule(
+        self, epoch: int | None, epochs: tuple[int, int] | None, batches_per_epoch: int | None
+    ) -> tf.data.Dataset:
         """The dataset :func:`build_dataset` describes for ``epoch`` / ``epochs``, prefetched."""
         if self.training and epochs is not None:
             # every epoch in one dataset (one iterator for the run: replacing an iterator whose
@@ -386,9 +456,9 @@ def _gather(source: SlabSource, wanted: np.ndarray, prepare) -> _Planes:
         planes[[where[int(z)] for z in inside]] = ready
         filled += inside.size
         if filled == len(wanted):
-            slabs.close()   # the rest of the file is not needed: close it now
+            slabs.close()  # the rest of the file is not needed: close it now
             break
-    if planes is None:   # nothing wanted
+    if planes is None:  # nothing wanted
         planes = np.empty((0, 0, 0), dtype=np.float32)
     return _Planes(planes, where)
 
@@ -399,11 +469,21 @@ def epoch_seed_of(seed, epoch):
     return ((seed % 268435456) * 1000003 + epoch * 7919 + 12345) % 2147483647
 
 
-def make_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.PreprocessConfig | None = None,
-                 batch_size: int = 8, training: bool = True, negative_fraction: float | None = 0.1,
-                 augment: bool | AugmentConfig = False, cache_dir: str | None = None, seed: int = 0,
-                 input_context: tf.distribute.InputContext | None = None,
-                 cycle_length: int = 4, shuffle_buffer: int = 64, cache_dtype: str = "float16") -> tf.data.Dataset:
+def make_dataset(
+    cases: Sequence[Case],
+    task: str | TaskSpec,
+    cfg: pp.PreprocessConfig | None = None,
+    batch_size: int = 8,
+    training: bool = True,
+    negative_fraction: float | None = 0.1,
+    augment: bool | AugmentConfig = False,
+    cache_dir: str | None = None,
+    seed: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
+    cycle_length: int = 4,
+    shuffle_buffer: int = 64,
+    cache_dtype: str = "float16",
+) -> tf.data.Dataset:
     """Batches of (image (B, S, S, 2c+1) float32 in [0, 1], mask (B, S, S, 1)).
 
     The mask is float32 {0, 1} for binary tasks and int32 class labels otherwise. ``batch_size``
@@ -413,6 +493,19 @@ def make_dataset(cases: Sequence[Case], task: str | TaskSpec, cfg: pp.Preprocess
     composition (negative share, steps) is logged; use :func:`build_dataset` to get it as a
     :class:`DatasetInfo`.
     """
-    ds, _ = build_dataset(cases, task, cfg, batch_size, training, negative_fraction, augment,
-                          cache_dir, seed, input_context, cycle_length, shuffle_buffer, cache_dtype=cache_dtype)
+    ds, _ = build_dataset(
+        cases,
+        task,
+        cfg,
+        batch_size,
+        training,
+        negative_fraction,
+        augment,
+        cache_dir,
+        seed,
+        input_context,
+        cycle_length,
+        shuffle_buffer,
+        cache_dtype=cache_dtype,
+    )
     return ds

@@ -26,6 +26,7 @@ the slice cache, and on arrays with ``keras.ops.image.resize`` (:func:`resize_pl
 ``keras.ops.image.resize`` is ``tf.image.resize``, so the two agree bit for bit (tested), and
 training and inference cannot drift apart. Importing this module imports no TensorFlow.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
@@ -148,14 +149,15 @@ def crop_or_pad(planes: np.ndarray, height: int, width: int) -> np.ndarray:
     h, w = planes.shape[-3], planes.shape[-2]
     out = np.zeros(planes.shape[:-3] + (height, width, planes.shape[-1]), planes.dtype)
     sh, sw = min(h, height), min(w, width)
-    ti, li = (h - sh) // 2, (w - sw) // 2          # where the kept part starts in the input
+    ti, li = (h - sh) // 2, (w - sw) // 2  # where the kept part starts in the input
     to, lo = (height - sh) // 2, (width - sw) // 2  # and in the output
-    out[..., to:to + sh, lo:lo + sw, :] = planes[..., ti:ti + sh, li:li + sw, :]
+    out[..., to : to + sh, lo : lo + sw, :] = planes[..., ti : ti + sh, li : li + sw, :]
     return out
 
 
-def resize_planes(planes: np.ndarray, size: tuple[int, int], method: str = "bilinear",
-                  antialias: bool = False) -> np.ndarray:
+def resize_planes(
+    planes: np.ndarray, size: tuple[int, int], method: str = "bilinear", antialias: bool = False
+) -> np.ndarray:
     """(…, H, W, C) arrays resized on the running Keras backend (``tf.image.resize`` under TensorFlow)."""
     import keras
 
@@ -214,8 +216,9 @@ def resize_masks(masks, cfg: PreprocessConfig):
     return tf.cast(tf.image.resize(masks, (s, s), method="nearest"), masks.dtype)
 
 
-def unresize(slices: np.ndarray, in_plane: tuple[int, int], cfg: PreprocessConfig | None,
-             method: str = "bilinear") -> np.ndarray:
+def unresize(
+    slices: np.ndarray, in_plane: tuple[int, int], cfg: PreprocessConfig | None, method: str = "bilinear"
+) -> np.ndarray:
     """(…, S, S, C) model-resolution maps -> (…, X, Y, C) on the slice grid: the inverse geometry of
     step 3 (for ``"crop"`` the pad is zeros; callers set what it means)."""
     slices = np.asarray(slices)
@@ -225,7 +228,7 @@ def unresize(slices: np.ndarray, in_plane: tuple[int, int], cfg: PreprocessConfi
         return crop_or_pad(slices, x, y)
     if mode == "pad":
         side, top, left = square_padding(x, y)
-        return resize_planes(slices, (side, side), method)[..., top:top + x, left:left + y, :]
+        return resize_planes(slices, (side, side), method)[..., top : top + x, left : left + y, :]
     return resize_planes(slices, (x, y), method)
 
 
@@ -246,8 +249,8 @@ def volume_to_slices(hu_volume: np.ndarray, cfg: PreprocessConfig) -> np.ndarray
         stop = min(n, start + _CHUNK)
         lo, hi = max(0, start - c), min(n, stop + c)
         planes = window_hu(np.moveaxis(hu_volume[:, :, lo:hi], 2, 0)[..., None], window)
-        planes = planes_to_model(planes, cfg)[..., 0]                         # (hi - lo, S, S)
-        idx = context_indices(np.arange(start, stop), n, c) - lo              # (k, 2c+1)
+        planes = planes_to_model(planes, cfg)[..., 0]  # (hi - lo, S, S)
+        idx = context_indices(np.arange(start, stop), n, c) - lo  # (k, 2c+1)
         out[start:stop] = np.moveaxis(planes[idx], 1, -1)
     return out
 
@@ -266,8 +269,9 @@ def label_to_slices(label: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     return out
 
 
-def slices_to_volume(probabilities: np.ndarray, in_plane_shape: tuple[int, int],
-                     cfg: PreprocessConfig | None = None) -> np.ndarray:
+def slices_to_volume(
+    probabilities: np.ndarray, in_plane_shape: tuple[int, int], cfg: PreprocessConfig | None = None
+) -> np.ndarray:
     """Model outputs (Z, S, S, C) -> (X, Y, Z, C) on the volume's in-plane grid.
 
     Bilinear on probabilities (threshold / argmax afterwards), through :func:`unresize`. With
@@ -282,9 +286,9 @@ def slices_to_volume(probabilities: np.ndarray, in_plane_shape: tuple[int, int],
     out = np.empty((x, y, n, c), dtype=np.float32)
     crop = cfg is not None and cfg.resize_mode == "crop"
     for start in range(0, n, _CHUNK):
-        chunk = probs[start:start + _CHUNK]
+        chunk = probs[start : start + _CHUNK]
         res = unresize(chunk, (x, y), cfg)
         if crop and c > 1:
             res[..., :1] += 1.0 - unresize(np.ones_like(chunk[..., :1]), (x, y), cfg)
-        out[:, :, start:start + len(chunk)] = np.moveaxis(res, 0, 2)
+        out[:, :, start : start + len(chunk)] = np.moveaxis(res, 0, 2)
     return out

@@ -13,6 +13,7 @@ neighbouring slices as channels, the in-plane ``resize_mode``), which work on ar
 ``keras.ops.image.resize`` on the running backend: neither module imports TensorFlow. Masks follow
 the task: ``{0, 1}`` float32 for a binary task (``num_classes=1``), the int label map otherwise.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,14 +28,21 @@ from .preprocess import PreprocessConfig, label_to_slices, volume_to_slices
 __all__ = ["SliceDataset", "volume_slices"]
 
 
-def volume_slices(hu: np.ndarray, label: np.ndarray | None, hu_window: Sequence[float], image_size: int,
-                  context: int = 1, resize_mode: str = "pad", antialias: bool = True
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
+def volume_slices(
+    hu: np.ndarray,
+    label: np.ndarray | None,
+    hu_window: Sequence[float],
+    image_size: int,
+    context: int = 1,
+    resize_mode: str = "pad",
+    antialias: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """A canonical (X, Y, Z) HU volume (and label) -> ``(Z, S, S, 2c+1)`` float32 images in [0, 1]
     (and ``(Z, S, S, 1)`` uint8 labels): :func:`~.preprocess.volume_to_slices` /
     :func:`~.preprocess.label_to_slices` with these settings."""
-    cfg = PreprocessConfig(hu_window=tuple(hu_window), image_size=image_size, resize_mode=resize_mode,
-                           context=context, antialias=antialias)
+    cfg = PreprocessConfig(
+        hu_window=tuple(hu_window), image_size=image_size, resize_mode=resize_mode, context=context, antialias=antialias
+    )
     images = volume_to_slices(hu, cfg)
     if label is None:
         return images, None
@@ -56,10 +64,24 @@ class SliceDataset(keras.utils.PyDataset):
     dropped when ``drop_remainder``. Extra keyword arguments go to ``PyDataset`` (``workers``, ...).
     """
 
-    def __init__(self, volumes: Iterable[Any], *, hu_window: Sequence[float], image_size: int,
-                 outputs: Sequence[str], batch_size: int, task: str | None = None, num_classes: int = 1,
-                 context: int = 1, resize_mode: str = "pad", antialias: bool = True, shuffle: bool = True,
-                 seed: int = 0, drop_remainder: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        volumes: Iterable[Any],
+        *,
+        hu_window: Sequence[float],
+        image_size: int,
+        outputs: Sequence[str],
+        batch_size: int,
+        task: str | None = None,
+        num_classes: int = 1,
+        context: int = 1,
+        resize_mode: str = "pad",
+        antialias: bool = True,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_remainder: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -86,7 +108,7 @@ class SliceDataset(keras.utils.PyDataset):
     @staticmethod
     def _read(item: Any, task: str | None) -> tuple[np.ndarray, np.ndarray | None, str]:
         if hasattr(item, "image_path") and hasattr(item, "case_id") and not hasattr(item, "image"):
-            from .readers import load_case   # a Case: read by its registered reader (NIfTI, .mha, ...)
+            from .readers import load_case  # a Case: read by its registered reader (NIfTI, .mha, ...)
 
             volume = load_case(item, task)
             return volume.image, volume.label, f"case '{item.case_id}'"
@@ -112,7 +134,7 @@ class SliceDataset(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         if not 0 <= index < self.num_batches:
             raise IndexError(f"batch {index} of {self.num_batches}")
-        take = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        take = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         mask = self.masks[take]
         return self.images[take], {name: mask for name in self.outputs}
 

@@ -16,6 +16,7 @@ scan as a :class:`~keras_unet3plus.data.volume.Volume`), :func:`load_case` and :
 :func:`organ_slices`, :func:`paired_slabs`, and the names of scans (:func:`case_name`,
 :func:`find_scan_files`, :func:`scan_identity`).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,15 @@ import numpy as np
 
 from keras_unet3plus.data import dicom, itk, nifti
 from keras_unet3plus.data.tasks import TaskSpec, get_task
-from keras_unet3plus.data.volume import (SLAB, DataError, DataFileNotFoundError, ScanFile, Volume, check_same_grid,
-                                         slab_source)
+from keras_unet3plus.data.volume import (
+    SLAB,
+    DataError,
+    DataFileNotFoundError,
+    ScanFile,
+    Volume,
+    check_same_grid,
+    slab_source,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -40,9 +48,29 @@ if TYPE_CHECKING:  # pragma: no cover
         image_path: Path
         label_path: Path | None
 
-__all__ = ["Reader", "READERS", "reader_for", "open_scan", "read_volume", "open_volume", "load_image", "load_case",
-           "open_pair", "check_case", "voxel_scan", "organ_slices", "paired_slabs", "case_name", "is_scan_name",
-           "find_scan_files", "scan_identity", "file_suffixes", "known_formats", "SLAB"]
+
+__all__ = [
+    "Reader",
+    "READERS",
+    "reader_for",
+    "open_scan",
+    "read_volume",
+    "open_volume",
+    "load_image",
+    "load_case",
+    "open_pair",
+    "check_case",
+    "voxel_scan",
+    "organ_slices",
+    "paired_slabs",
+    "case_name",
+    "is_scan_name",
+    "find_scan_files",
+    "scan_identity",
+    "file_suffixes",
+    "known_formats",
+    "SLAB",
+]
 
 
 class Reader(Protocol):
@@ -59,9 +87,9 @@ class Reader(Protocol):
 
 #: Every input format, in the order they are asked: file formats first, the folder format last.
 READERS: list[Reader] = [
-    nifti.READER,    # .nii.gz, .nii (nibabel; streamed a slab at a time)
-    itk.READER,      # .nrrd, .nhdr, .mha, .mhd (SimpleITK, the [itk] extra)
-    dicom.READER,    # a folder holding one CT series (pydicom, the [dicom] extra)
+    nifti.READER,  # .nii.gz, .nii (nibabel; streamed a slab at a time)
+    itk.READER,  # .nrrd, .nhdr, .mha, .mhd (SimpleITK, the [itk] extra)
+    dicom.READER,  # a folder holding one CT series (pydicom, the [dicom] extra)
 ]
 
 
@@ -141,8 +169,9 @@ def organ_slices(label: ScanFile, task: str | TaskSpec, chunk: int = SLAB) -> np
     return present
 
 
-def voxel_scan(case: Case, task: str | TaskSpec | None, chunk: int = SLAB
-               ) -> tuple[np.ndarray | None, tuple[float, float, float], tuple[int, int, int]]:
+def voxel_scan(
+    case: Case, task: str | TaskSpec | None, chunk: int = SLAB
+) -> tuple[np.ndarray | None, tuple[float, float, float], tuple[int, int, int]]:
     """Every voxel of a case read once, a slab at a time where the format streams: the label's values
     and the image's NaN/inf checked (DataError naming the file; the label first), and for a labelled
     case which axial slices hold the organ. Returns ``(organ slices or None, spacing, shape)``."""
@@ -155,8 +184,7 @@ def voxel_scan(case: Case, task: str | TaskSpec | None, chunk: int = SLAB
     return present, image.spacing, image.shape
 
 
-def paired_slabs(image: Any, label: Any, chunk: int = SLAB
-                 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+def paired_slabs(image: Any, label: Any, chunk: int = SLAB) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """``(z0, z1, image slab, label slab)`` over a case, in the image's reading order. Two files that
     store their slices in the same order are read side by side, a slab at a time; otherwise (an
     inferior-first NIfTI beside a MetaImage label) the label is held whole (uint8, a quarter of the
@@ -177,6 +205,7 @@ def paired_slabs(image: Any, label: Any, chunk: int = SLAB
 # --------------------------------------------------------------------------------------------
 # names of scans on disk
 # --------------------------------------------------------------------------------------------
+
 
 def case_name(path: str | os.PathLike) -> str:
     """A scan's name without its format's ending (``spleen_3.nii.gz``, ``spleen_3.mha`` -> ``spleen_3``;

@@ -1,10 +1,11 @@
 """Case-level train / validation / test splits (never a slice of one case in two splits)."""
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,8 +42,7 @@ def default_test_size(n_cases: int) -> int:
     return max(1, int(round(n_cases * LITS_N_TEST / LITS_N_CASES)))
 
 
-def split_cases(cases: Sequence[Case], seed: int = 0, n_test: int | None = None,
-                val_fraction: float = 0.1) -> Split:
+def split_cases(cases: Sequence[Case], seed: int = 0, n_test: int | None = None, val_fraction: float = 0.1) -> Split:
     """Split cases deterministically by ``seed``.
 
     The test set is drawn first (``n_test`` cases, default :func:`default_test_size`), so it does
@@ -106,17 +106,26 @@ def read_folds(path: str | Path) -> Folds:
         raise FileNotFoundError(f"splits file '{path}' not found") from None
     except (OSError, ValueError) as exc:
         raise ValueError(f"splits file '{path}' cannot be read: {exc}") from None
-    ok = isinstance(data, list) and data and all(
-        isinstance(f, dict) and all(isinstance(f.get(k), list) and all(isinstance(i, str) for i in f[k])
-                                    for k in ("train", "val")) for f in data)
+    ok = (
+        isinstance(data, list)
+        and data
+        and all(
+            isinstance(f, dict)
+            and all(isinstance(f.get(k), list) and all(isinstance(i, str) for i in f[k]) for k in ("train", "val"))
+            for f in data
+        )
+    )
     if not ok:
-        raise ValueError(f"splits file '{path}' must be a JSON list of {{\"train\": [case ids], \"val\": "
-                         f"[case ids]}} per fold (nnU-Net's splits_final.json)")
+        raise ValueError(
+            f'splits file \'{path}\' must be a JSON list of {{"train": [case ids], "val": '
+            f"[case ids]}} per fold (nnU-Net's splits_final.json)"
+        )
     for k, f in enumerate(data):
         both = set(f["train"]) & set(f["val"])
         if both:
-            raise ValueError(f"splits file '{path}': fold {k} has case(s) in both train and val: "
-                             f"{', '.join(sorted(both)[:5])}")
+            raise ValueError(
+                f"splits file '{path}': fold {k} has case(s) in both train and val: {', '.join(sorted(both)[:5])}"
+            )
     return [{"train": list(f["train"]), "val": list(f["val"])} for f in data]
 
 
@@ -128,8 +137,10 @@ def fold_split(cases: Sequence[Case], folds: Folds, fold: str | int, source: str
     named = {i for f in folds for k in ("train", "val") for i in f[k]}
     missing = sorted(named - set(by_id))
     if missing:
-        raise ValueError(f"{source}: {len(missing)} case(s) not in the data set (first: "
-                         f"{', '.join(missing[:5])}); delete the file to make a new split, or fix it")
+        raise ValueError(
+            f"{source}: {len(missing)} case(s) not in the data set (first: "
+            f"{', '.join(missing[:5])}); delete the file to make a new split, or fix it"
+        )
     if str(fold) == ALL_FOLDS:
         train, val = sorted(named), []
     else:
@@ -138,12 +149,20 @@ def fold_split(cases: Sequence[Case], folds: Folds, fold: str | int, source: str
             raise ValueError(f"{source}: fold {k} does not exist (the table has folds 0..{len(folds) - 1})")
         train, val = folds[k]["train"], folds[k]["val"]
     test = sorted(set(by_id) - named)
-    return Split(train=[by_id[i] for i in sorted(train)], val=[by_id[i] for i in sorted(val)],
-                 test=[by_id[i] for i in test])
+    return Split(
+        train=[by_id[i] for i in sorted(train)], val=[by_id[i] for i in sorted(val)], test=[by_id[i] for i in test]
+    )
 
 
-def cross_validation_split(cases: Sequence[Case], n_folds: int, fold: str | int, path: str | Path,
-                           seed: int = 0, n_test: int | None = None, write: bool = True) -> Split:
+def cross_validation_split(
+    cases: Sequence[Case],
+    n_folds: int,
+    fold: str | int,
+    path: str | Path,
+    seed: int = 0,
+    n_test: int | None = None,
+    write: bool = True,
+) -> Split:
     """Fold ``fold`` of the data set's folds table at ``path``: read when it exists (every fold, and
     a table a person wrote, reuse it), else made from ``seed`` and saved there (``write``) first.
     A new table folds the cases :func:`split_cases` leaves after its test set (``n_test``; 0 folds
@@ -152,13 +171,16 @@ def cross_validation_split(cases: Sequence[Case], n_folds: int, fold: str | int,
     if path.exists():
         folds = read_folds(path)
         if len(folds) != n_folds:
-            raise ValueError(f"splits file '{path}' has {len(folds)} folds, not the {n_folds} asked for; "
-                             f"use --folds {len(folds)}, or another --splits-file")
+            raise ValueError(
+                f"splits file '{path}' has {len(folds)} folds, not the {n_folds} asked for; "
+                f"use --folds {len(folds)}, or another --splits-file"
+            )
     else:
         test = {c.case_id for c in split_cases(cases, seed=seed, n_test=n_test, val_fraction=0.0).test}
         folds = make_folds([c.case_id for c in cases if c.case_id not in test], n_folds, seed)
         if write:
             from ..atomic import atomic_path
+
             with atomic_path(path) as tmp:
                 tmp.write_text(json.dumps(folds, indent=2), encoding="utf-8")
     return fold_split(cases, folds, fold, source=f"splits file '{path}'")

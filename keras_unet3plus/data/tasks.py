@@ -12,6 +12,7 @@ Default HU windows (clipped, then scaled to [0, 1]):
   separates the spleen from the left body wall and the stomach, so we keep the wider radiological
   window. Either is a one-line change: ``PreprocessConfig(hu_window=(-57, 164))``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -115,8 +116,19 @@ def get_task(task: str | TaskSpec) -> TaskSpec:
 LABEL_NAMES = {
     "liver": ("liver",),
     "spleen": ("spleen",),
-    "tumour": ("tumor", "tumour", "lesion", "lesions", "cancer", "liver_tumor", "liver_tumour",
-               "liver tumor", "liver tumour", "liver_lesion", "hepatic_tumor"),
+    "tumour": (
+        "tumor",
+        "tumour",
+        "lesion",
+        "lesions",
+        "cancer",
+        "liver_tumor",
+        "liver_tumour",
+        "liver tumor",
+        "liver tumour",
+        "liver_lesion",
+        "hepatic_tumor",
+    ),
 }
 
 
@@ -147,8 +159,10 @@ def task_for_label_names(task: str | TaskSpec, labels: dict, source: str = "data
             raise ValueError(f"{source}: several labels name the {structure} ({', '.join(hits)}); keep one")
         if not hits:
             if required:
-                raise ValueError(f"{source}: no '{structure}' label among {sorted(by_name)}; task "
-                                 f"{spec.name!r} needs one (names understood: {', '.join(LABEL_NAMES[structure])})")
+                raise ValueError(
+                    f"{source}: no '{structure}' label among {sorted(by_name)}; task "
+                    f"{spec.name!r} needs one (names understood: {', '.join(LABEL_NAMES[structure])})"
+                )
             return ()
         return by_name[hits[0]]
 

@@ -18,6 +18,7 @@ of acquisition, not how it was tuned:
 
 Arrays are canonical (RAS, axial slices along the last axis), as :class:`~.volume.Volume` holds them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -42,8 +43,9 @@ class LabelledScan:
 
     def __post_init__(self):
         if self.hu.shape != self.labels.shape or self.hu.ndim != 3:
-            raise ValueError(f"{self.name}: image {self.hu.shape} and labels {self.labels.shape} must be "
-                             "the same 3-D grid")
+            raise ValueError(
+                f"{self.name}: image {self.hu.shape} and labels {self.labels.shape} must be the same 3-D grid"
+            )
 
     def describe(self) -> str:
         x, y, z = self.hu.shape
@@ -67,8 +69,13 @@ def resample(scan: LabelledScan, spacing: Sequence[float]) -> LabelledScan:
             continue
         frac = _sample((scan.labels == value).astype(np.float32), factor, shape)
         labels[frac >= 0.5] = value
-    return LabelledScan(scan.name, hu, labels, tuple(float(v) for v in new),
-                        scan.steps + (f"resampled to {new[0]:g} x {new[1]:g} x {new[2]:g} mm",))
+    return LabelledScan(
+        scan.name,
+        hu,
+        labels,
+        tuple(float(v) for v in new),
+        scan.steps + (f"resampled to {new[0]:g} x {new[1]:g} x {new[2]:g} mm",),
+    )
 
 
 def _sample(array: np.ndarray, factor: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -91,8 +98,12 @@ def crop_fov(scan: LabelledScan, size_mm: tuple[float, float]) -> LabelledScan:
         start = int(np.clip(round(centre - want / 2), 0, n - want))
         slices.append(slice(start, start + want))
     sl = (slices[0], slices[1], slice(None))
-    return replace(scan, hu=np.ascontiguousarray(scan.hu[sl]), labels=np.ascontiguousarray(scan.labels[sl]),
-                   steps=scan.steps + (f"field of view cropped to {size_mm[0]:g} x {size_mm[1]:g} mm",))
+    return replace(
+        scan,
+        hu=np.ascontiguousarray(scan.hu[sl]),
+        labels=np.ascontiguousarray(scan.labels[sl]),
+        steps=scan.steps + (f"field of view cropped to {size_mm[0]:g} x {size_mm[1]:g} mm",),
+    )
 
 
 def add_noise(scan: LabelledScan, sd_hu: float, seed: int = 0) -> LabelledScan:
@@ -100,8 +111,7 @@ def add_noise(scan: LabelledScan, sd_hu: float, seed: int = 0) -> LabelledScan:
     rng = np.random.default_rng(seed)
     noise = ndimage.gaussian_filter(rng.standard_normal(scan.hu.shape).astype(np.float32), sigma=(0.8, 0.8, 0))
     noise *= np.float32(sd_hu / max(float(noise.std()), 1e-6))
-    return replace(scan, hu=np.asarray(scan.hu, np.float32) + noise,
-                   steps=scan.steps + (f"noise +{sd_hu:g} HU sd",))
+    return replace(scan, hu=np.asarray(scan.hu, np.float32) + noise, steps=scan.steps + (f"noise +{sd_hu:g} HU sd",))
 
 
 #: The variants a reference scan is measured on: (name, what it stands for, how it is derived).
@@ -118,9 +128,5 @@ STANDARD_VARIANTS: tuple[tuple[str, str], ...] = (
 def standard_variants(scan: LabelledScan) -> list[LabelledScan]:
     """``scan`` and its :data:`STANDARD_VARIANTS`, each named."""
     coarse = resample(scan, (3.0, 3.0, 3.0))
-    out = [scan,
-           coarse,
-           crop_fov(scan, (360.0, 300.0)),
-           add_noise(scan, 25.0),
-           crop_fov(coarse, (360.0, 300.0))]
+    out = [scan, coarse, crop_fov(scan, (360.0, 300.0)), add_noise(scan, 25.0), crop_fov(coarse, (360.0, 300.0))]
     return [replace(v, name=name) for v, (name, _) in zip(out, STANDARD_VARIANTS)]

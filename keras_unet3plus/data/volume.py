@@ -8,6 +8,7 @@ source grid. A reader opens a scan as a :class:`ScanFile` (its grid from the hea
 read when asked), which every format fills the same way. Nothing here knows about file formats or
 layouts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -63,8 +64,9 @@ def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
     return x, y, z
 
 
-def canonical_grid(affine: np.ndarray, shape: tuple[int, ...], path: Path | str
-                   ) -> tuple[tuple[int, int, int], np.ndarray]:
+def canonical_grid(
+    affine: np.ndarray, shape: tuple[int, ...], path: Path | str
+) -> tuple[tuple[int, int, int], np.ndarray]:
     """The RAS shape and affine :func:`to_canonical` would give a volume of ``shape`` on ``affine``,
     from the header alone (what a reader knows before reading any voxel)."""
     transform = ornt_mod.ornt_transform(orientation_of(affine, path), _RAS)
@@ -103,9 +105,7 @@ class Volume:
         """Put a canonical (X, Y, Z[, C]) array back into the source file's voxel order."""
         array = np.asarray(array)
         if array.shape[:3] != self.image.shape:
-            raise ValueError(
-                f"array shape {array.shape} does not match the canonical volume shape {self.image.shape}"
-            )
+            raise ValueError(f"array shape {array.shape} does not match the canonical volume shape {self.image.shape}")
         return to_original_orientation(array, self.original_affine)
 
     def to_nifti(self, array: np.ndarray, dtype: np.dtype | type = np.uint8):
@@ -122,6 +122,7 @@ class Volume:
 # a scan opened by a reader: the grid from its headers, the voxels when asked
 # --------------------------------------------------------------------------------------------
 
+
 class ScanFile:
     """A scan a reader has opened (:mod:`.readers`): its canonical grid known from the headers, its
     voxels read when asked, a slab at a time where the format allows it.
@@ -135,8 +136,15 @@ class ScanFile:
     format: str = ""
     streams: bool = False
 
-    def __init__(self, path: Path, original_affine: np.ndarray, original_shape: tuple[int, ...],
-                 header: Any = None, source: Any = None, name: str = ""):
+    def __init__(
+        self,
+        path: Path,
+        original_affine: np.ndarray,
+        original_shape: tuple[int, ...],
+        header: Any = None,
+        source: Any = None,
+        name: str = "",
+    ):
         self.path = Path(path)
         self.original_affine = np.asarray(original_affine, dtype=float)
         self.original_shape = tuple(int(s) for s in original_shape)
@@ -160,25 +168,38 @@ class ScanFile:
         naming the file): an array, or with ``stream`` a :class:`SlabSource`."""
         raise NotImplementedError
 
-    def volume(self, case_id: str | None = None, *, stream: bool = False, label: Any = None,
-               label_path: Path | None = None) -> Volume:
+    def volume(
+        self, case_id: str | None = None, *, stream: bool = False, label: Any = None, label_path: Path | None = None
+    ) -> Volume:
         """This scan as a :class:`Volume` (its image whole, or streamed where the format streams)."""
-        return Volume(image=self.image(stream), label=label, spacing=self.spacing, affine=self.affine,
-                      original_affine=self.original_affine, original_shape=self.original_shape,
-                      image_path=self.path, label_path=label_path, case_id=case_id or self.name,
-                      header=self.header, source=self.source)
+        return Volume(
+            image=self.image(stream),
+            label=label,
+            spacing=self.spacing,
+            affine=self.affine,
+            original_affine=self.original_affine,
+            original_shape=self.original_shape,
+            image_path=self.path,
+            label_path=label_path,
+            case_id=case_id or self.name,
+            header=self.header,
+            source=self.source,
+        )
 
 
 def check_same_grid(image: ScanFile, other: ScanFile, what: str = "label", of: str = "image") -> None:
     """Raise DataError naming ``other`` when it is not on ``image``'s voxel grid (canonical shape and
     affine: two files storing one grid in different axis orders agree)."""
     if other.shape != image.shape:
-        raise DataError(f"{other.path}: {what} shape {other.shape} does not match {of} {image.path.name} "
-                        f"shape {image.shape}")
+        raise DataError(
+            f"{other.path}: {what} shape {other.shape} does not match {of} {image.path.name} shape {image.shape}"
+        )
     if not np.allclose(image.affine, other.affine, rtol=0, atol=AFFINE_ATOL):
         diff = float(np.abs(image.affine - other.affine).max())
-        raise DataError(f"{other.path}: {what} affine differs from {of} {image.path.name} affine "
-                        f"(max difference {diff:.4g}); they are not on the same voxel grid")
+        raise DataError(
+            f"{other.path}: {what} affine differs from {of} {image.path.name} affine "
+            f"(max difference {diff:.4g}); they are not on the same voxel grid"
+        )
 
 
 class FileReader:
@@ -243,8 +264,7 @@ def slab_source(volume: Any) -> SlabSource:
     return ArraySlabs(array)
 
 
-def context_windows(source: SlabSource, chunk: int, context: int
-                    ) -> Iterator[tuple[int, int, int, np.ndarray]]:
+def context_windows(source: SlabSource, chunk: int, context: int) -> Iterator[tuple[int, int, int, np.ndarray]]:
     """``(z0, z1, lo, window)`` for every chunk ``[z0, z1)`` of ``source``, in its reading order:
     ``window`` is ``volume[:, :, lo:hi]`` with ``lo = max(0, z0 - context)``, ``hi = min(Z, z1 +
     context)`` (the 2.5D neighbours), cut from the chunk before, the chunk itself and the one after
@@ -258,9 +278,8 @@ def context_windows(source: SlabSource, chunk: int, context: int
         nxt = next(it, None)
         z0, z1, _ = cur
         lo, hi = max(0, z0 - context), min(n, z1 + context)
-        parts = sorted((p for p in (prev, cur, nxt) if p is not None and p[0] < hi and p[1] > lo),
-                       key=lambda p: p[0])
-        pieces = [a[:, :, max(lo, s) - s: min(hi, e) - s] for s, e, a in parts]
+        parts = sorted((p for p in (prev, cur, nxt) if p is not None and p[0] < hi and p[1] > lo), key=lambda p: p[0])
+        pieces = [a[:, :, max(lo, s) - s : min(hi, e) - s] for s, e, a in parts]
         if sum(p.shape[2] for p in pieces) != hi - lo:
             raise ValueError(f"the slabs of {source!r} are not in reading order around slices {lo}..{hi - 1}")
         window = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=2)

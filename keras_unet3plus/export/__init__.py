@@ -11,6 +11,7 @@ One module per target (`savedmodel`, `onnx`, `litert`, `tensorrt`: its writer an
 record), listed in `registry`; int8 calibration data in `calibration`. The names below load on
 first use (PEP 562), so listing the targets loads no TensorFlow.
 """
+
 from __future__ import annotations
 
 from .._lazy import lazy_names
@@ -18,11 +19,17 @@ from .._lazy import lazy_names
 #: public name -> the module of this package that defines it
 _WHERE = {
     "export_model": "exporter",
-    "ExportJob": "job", "ExportOptions": "job", "ExportResult": "job",
+    "ExportJob": "job",
+    "ExportOptions": "job",
+    "ExportResult": "job",
     "ExportTarget": "target",
     "GraphSpec": "graph",
-    "ParityError": "verify", "format_table": "verify",
-    "PRECISIONS": "registry", "REGISTRY": "registry", "TARGETS": "registry", "default_output": "registry",
+    "ParityError": "verify",
+    "format_table": "verify",
+    "PRECISIONS": "registry",
+    "REGISTRY": "registry",
+    "TARGETS": "registry",
+    "default_output": "registry",
     "get_target": "registry",
 }
 

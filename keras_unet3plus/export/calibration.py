@@ -1,6 +1,7 @@
 """int8 calibration data: real (phantom or user) slices for a graph that reads the image, and for
 the decoder of the skip-absent pair what the float encoder makes of those slices (the decoder is
 calibrated on the features it will be fed, not on images)."""
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,7 @@ def feature_feeds(encode: Callable[[np.ndarray], dict], calibration: np.ndarray)
     """One ``{feature_i: array}`` feed per calibration slice: ``encode(slice)`` without ``cls``."""
     feeds = []
     for i in range(len(calibration)):
-        outs = encode(calibration[i:i + 1])
+        outs = encode(calibration[i : i + 1])
         feeds.append({k: np.asarray(v) for k, v in outs.items() if k != CLS})
     return feeds
 

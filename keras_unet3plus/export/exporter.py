@@ -1,5 +1,6 @@
 """`export_model`: load the model and its info, draw the verification and calibration slices, let
 the target's writer stage and check its files, then publish them all or none."""
+
 from __future__ import annotations
 
 import os
@@ -18,11 +19,20 @@ from .staging import staged
 from .verify import ParityError
 
 
-def export_model(model, target: str, precision: str = "fp32", out: str | os.PathLike | None = None,
-                 options: ExportOptions | GraphSpec | None = None, *, info: ModelInfo | None = None,
-                 model_path: str | os.PathLike | None = None, slices: np.ndarray | None = None,
-                 calibration: np.ndarray | None = None, log: Callable[[str], None] = print,
-                 **overrides: Any) -> ExportResult:
+def export_model(
+    model,
+    target: str,
+    precision: str = "fp32",
+    out: str | os.PathLike | None = None,
+    options: ExportOptions | GraphSpec | None = None,
+    *,
+    info: ModelInfo | None = None,
+    model_path: str | os.PathLike | None = None,
+    slices: np.ndarray | None = None,
+    calibration: np.ndarray | None = None,
+    log: Callable[[str], None] = print,
+    **overrides: Any,
+) -> ExportResult:
     """Export `model` (a `keras.Model`, or a path to a `.keras` file) and verify it.
 
     Args:
@@ -47,18 +57,37 @@ def export_model(model, target: str, precision: str = "fp32", out: str | os.Path
     out = Path(out) if out is not None else default_output(model_path, target, precision)
     slices, calibration, reference = _slices(model, info, opts, precision, slices, calibration)
     spec = opts.spec
-    record = ExportRecord(target, precision, spec.outputs, spec.threshold, spec.gate,
-                          source=SourceRecord.of(model_path) if model_path and Path(model_path).is_file() else None)
+    record = ExportRecord(
+        target,
+        precision,
+        spec.outputs,
+        spec.threshold,
+        spec.gate,
+        source=SourceRecord.of(model_path) if model_path and Path(model_path).is_file() else None,
+    )
     result = ExportResult(target, precision)
     work_parent = out.parent if out.parent.exists() else None
     with staged() as stage, tempfile.TemporaryDirectory(prefix="unet3plus-export-", dir=work_parent) as work:
-        job = ExportJob(model=model, out=out, precision=precision, options=opts, info=info, record=record,
-                        reference=reference, slices=slices, calibration=calibration, result=result, stage=stage,
-                        work=Path(work), log=log)
+        job = ExportJob(
+            model=model,
+            out=out,
+            precision=precision,
+            options=opts,
+            info=info,
+            record=record,
+            reference=reference,
+            slices=slices,
+            calibration=calibration,
+            result=result,
+            stage=stage,
+            work=Path(work),
+            log=log,
+        )
         entry.write(job)
         if opts.check and not result.passed:
-            raise ParityError(f"{target} {precision} export failed the parity check against Keras; nothing was written",
-                              result.rows)
+            raise ParityError(
+                f"{target} {precision} export failed the parity check against Keras; nothing was written", result.rows
+            )
         result.artefacts = stage.publish(job.artefact_info())
     return result
 
@@ -77,8 +106,10 @@ def _model_and_info(model, model_path, info: ModelInfo | None, log: Callable[[st
         info = read_info(model_path, required=False)
     if info is None:
         info = ModelInfo.task_default("liver", model.inputs[0].shape[1] or 320, model.outputs[0].shape[-1])
-        log(f"note: no model info sidecar found; using the '{info.task}' defaults (HU window "
-            f"{info.preprocess.get('hu_window')}) for calibration/verification slices")
+        log(
+            f"note: no model info sidecar found; using the '{info.task}' defaults (HU window "
+            f"{info.preprocess.get('hu_window')}) for calibration/verification slices"
+        )
     return model, model_path, info
 
 

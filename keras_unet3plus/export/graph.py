@@ -10,6 +10,7 @@ what the Keras deploy form computes; the verification step checks that on phanto
 decoder's upsample-then-convolve pairs are traced in their exact cheaper form
 (:mod:`keras_unet3plus.fused_decoder`), so the check also holds that rewrite to the Keras model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import numpy as np
 from ..output_names import CLS, SEG
 from ..runtimes import INPUT_NAME, training_outputs
 
-if TYPE_CHECKING:   # Keras (and TensorFlow) load when a graph is traced, not when a target is listed
+if TYPE_CHECKING:  # Keras (and TensorFlow) load when a graph is traced, not when a target is listed
     import keras
 
 OUTPUT_FORMS = ("deploy", "all")
@@ -30,9 +31,9 @@ OUTPUT_FORMS = ("deploy", "all")
 class GraphSpec:
     """What the exported graph computes."""
 
-    outputs: str = "deploy"          # "deploy": `seg` only; "all": `seg` + side outputs + `cls`
-    threshold: float | None = None   # None: probabilities; a float: masks (0/1, or argmax labels)
-    gate: bool = True                # apply the CGM gate when the model has a `cls` output
+    outputs: str = "deploy"  # "deploy": `seg` only; "all": `seg` + side outputs + `cls`
+    threshold: float | None = None  # None: probabilities; a float: masks (0/1, or argmax labels)
+    gate: bool = True  # apply the CGM gate when the model has a `cls` output
 
     def __post_init__(self):
         if self.outputs not in OUTPUT_FORMS:
@@ -69,8 +70,9 @@ def serving_function(model: keras.Model, spec: GraphSpec):
 
     base = training_outputs(model)
     sig = input_spec(base)
-    deploy = deploy_model(fuse_upsampled_convs(base), gate=spec.gate, threshold=spec.threshold,
-                          all_outputs=spec.outputs == "all")
+    deploy = deploy_model(
+        fuse_upsampled_convs(base), gate=spec.gate, threshold=spec.threshold, all_outputs=spec.outputs == "all"
+    )
 
     @tf.function(input_signature=[sig])
     def serve(image):
@@ -97,8 +99,10 @@ def pair_functions(model: keras.Model, spec: GraphSpec):
     if spec.threshold is not None:
         decoder = keras.Model(decoder.inputs, Binarize(spec.threshold, name="seg_mask")(decoder.output))
     image = input_spec(model)
-    features = [tf.TensorSpec((None, *tuple(t.shape)[1:]), tf.float32, name=f"feature_{i}")
-                for i, t in enumerate(decoder.inputs)]
+    features = [
+        tf.TensorSpec((None, *tuple(t.shape)[1:]), tf.float32, name=f"feature_{i}")
+        for i, t in enumerate(decoder.inputs)
+    ]
 
     @tf.function(input_signature=[image])
     def encode(image):

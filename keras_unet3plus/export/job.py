@@ -1,6 +1,8 @@
 """One export in progress: how it was asked for (`ExportOptions`), what a target's writer is given
-(`ExportJob`) and what it returns (`ExportResult`). A writer stages its files (`add`), checks each against Keras (`verify`), and
-writes the skip-absent pair through `write_pair` / `verify_pair`, the same for every target."""
+(`ExportJob`) and what it returns (`ExportResult`). A writer stages its files (`add`), checks each
+against Keras (`verify`), and writes the skip-absent pair through `write_pair` / `verify_pair`, the
+same for every target."""
+
 from __future__ import annotations
 
 import copy
@@ -24,16 +26,16 @@ from .verify import ParityRow, format_table
 class ExportOptions:
     """How an export is made and checked: one field per `unet3plus export` flag."""
 
-    spec: GraphSpec = GraphSpec()                   # deploy form: gated `seg` vs all outputs, threshold
-    data_dir: str | os.PathLike | None = None       # cases for verification/calibration (default: phantoms)
+    spec: GraphSpec = GraphSpec()  # deploy form: gated `seg` vs all outputs, threshold
+    data_dir: str | os.PathLike | None = None  # cases for verification/calibration (default: phantoms)
     verify_slices: int = 16
     calib_slices: int = 32
-    batch_range: Sequence[int] = (1, 8, 16)         # TensorRT optimization profile min/opt/max
+    batch_range: Sequence[int] = (1, 8, 16)  # TensorRT optimization profile min/opt/max
     opset: int = 17
-    timing_cache: str | os.PathLike | None = None   # TensorRT (default: beside the engine)
-    legacy_trt_flags: bool = False                  # TensorRT 10: builder flags instead of strong typing
-    check: bool = True                              # the parity check (nothing is written when it fails)
-    skip_absent_pair: bool = True                   # a model with a CGM also gets the skip-absent pair
+    timing_cache: str | os.PathLike | None = None  # TensorRT (default: beside the engine)
+    legacy_trt_flags: bool = False  # TensorRT 10: builder flags instead of strong typing
+    check: bool = True  # the parity check (nothing is written when it fails)
+    skip_absent_pair: bool = True  # a model with a CGM also gets the skip-absent pair
 
     @classmethod
     def of(cls, options: ExportOptions | GraphSpec | None, **overrides: Any) -> ExportOptions:
@@ -118,8 +120,9 @@ class ExportJob:
         from .verify import artefact_check, seconds_per_slice, verify_runtime
 
         rt = load_runtime(path, info=self.info)
-        row = verify_runtime(rt, self.reference, self.slices, self.spec, precision,
-                             artefact=str(self.finals.get(path, path)))
+        row = verify_runtime(
+            rt, self.reference, self.slices, self.spec, precision, artefact=str(self.finals.get(path, path))
+        )
         self.result.rows.append(row)
         if path not in self.finals:
             return
@@ -132,8 +135,7 @@ class ExportJob:
         """Models with a CGM, exported gated, get the skip-absent pair (unless asked not to)."""
         from ..runtimes.keras import output_tensors, training_outputs
 
-        return (self.options.skip_absent_pair and self.spec.gate
-                and CLS in output_tensors(training_outputs(self.model)))
+        return self.options.skip_absent_pair and self.spec.gate and CLS in output_tensors(training_outputs(self.model))
 
     def write_pair(self, write: Callable[[tuple[Path, Path]], None]) -> tuple[Path, Path] | None:
         """The skip-absent pair beside ``out`` (same precision), staged: ``write(staged paths)``
@@ -158,9 +160,15 @@ class ExportJob:
             return
         from .verify import pair_runtime, verify_runtime
 
-        rt.pair_parts()   # the identity just recorded: raises if it does not hold
+        rt.pair_parts()  # the identity just recorded: raises if it does not hold
         name = " + ".join(self.finals[p].name for p in rt.pair)
-        reference = {k: v for k, v in self.reference.items() if k in (SEG, "_prob")}   # seg only
-        row = verify_runtime(pair_runtime(rt), reference, self.slices, GraphSpec(threshold=self.spec.threshold),
-                             self.precision, artefact=name)
+        reference = {k: v for k, v in self.reference.items() if k in (SEG, "_prob")}  # seg only
+        row = verify_runtime(
+            pair_runtime(rt),
+            reference,
+            self.slices,
+            GraphSpec(threshold=self.spec.threshold),
+            self.precision,
+            artefact=name,
+        )
         self.result.rows.append(row)

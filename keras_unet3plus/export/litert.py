@@ -9,6 +9,7 @@ documents; `ai-edge-litert` ships the interpreter only). Full-integer int8 is ca
 slices (`representative`), keeps only int8 builtins (`TFLITE_BUILTINS_INT8`) and has int8 input and
 output; `keras_unet3plus.runtimes.LiteRTRuntime` applies the scale / zero point.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 
 
-def convert_tflite(savedmodel_dir: str | os.PathLike, precision: str = "fp32",
-                   representative: np.ndarray | list[dict] | None = None) -> bytes:
+def convert_tflite(
+    savedmodel_dir: str | os.PathLike, precision: str = "fp32", representative: np.ndarray | list[dict] | None = None
+) -> bytes:
     """Convert a SavedModel written by `export_savedmodel` to a `.tflite` flatbuffer.
 
     ``representative``: calibration slices (one input), or one ``{input name: array}`` per sample
@@ -47,23 +49,33 @@ def convert_tflite(savedmodel_dir: str | os.PathLike, precision: str = "fp32",
             conv.representative_dataset = lambda: iter(representative)
         else:
             rep = np.asarray(representative, dtype=np.float32)
-            conv.representative_dataset = lambda: ([rep[i:i + 1]] for i in range(len(rep)))
+            conv.representative_dataset = lambda: ([rep[i : i + 1]] for i in range(len(rep)))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
     return conv.convert()
 
 
-def export_tflite(savedmodel_dir: str | os.PathLike, path: str | os.PathLike, precision: str = "fp32",
-                  representative: np.ndarray | None = None) -> Path:
+def export_tflite(
+    savedmodel_dir: str | os.PathLike,
+    path: str | os.PathLike,
+    precision: str = "fp32",
+    representative: np.ndarray | None = None,
+) -> Path:
     """Convert and write `path`."""
     data = convert_tflite(savedmodel_dir, precision, representative)
     Path(path).write_bytes(data)
     return Path(path)
 
 
-def export_tflite_pair(model, paths: tuple[Path, Path], work: str | os.PathLike, spec=None, precision: str = "fp32",
-                       calibration: np.ndarray | None = None) -> tuple[Path, Path]:
+def export_tflite_pair(
+    model,
+    paths: tuple[Path, Path],
+    work: str | os.PathLike,
+    spec=None,
+    precision: str = "fp32",
+    calibration: np.ndarray | None = None,
+) -> tuple[Path, Path]:
     """The skip-absent pair (`graph.pair_functions`) as two `.tflite` files at ``paths``. In int8
     the decoder is calibrated on what the float encoder makes of the calibration slices."""
     import keras
@@ -97,14 +109,20 @@ def write(job: ExportJob) -> None:
     tfl = job.add(job.out)
     job.log(f"converting to LiteRT ({job.precision}) ...")
     export_tflite(sm, tfl, job.precision, job.calibration)
-    pair = job.write_pair(lambda staged: export_tflite_pair(job.model, staged, job.work, job.spec, job.precision,
-                                                            job.calibration))
+    pair = job.write_pair(
+        lambda staged: export_tflite_pair(job.model, staged, job.work, job.spec, job.precision, job.calibration)
+    )
     job.verify(tfl, job.precision)
     if pair is not None:
         job.verify_pair(LiteRTRuntime(tfl, info=job.artefact_info(), pair=pair))
 
 
-TARGET = ExportTarget("tflite", PRECISIONS, suffix=".tflite",
-                      needs=lambda precision: [("ai_edge_litert.interpreter", "litert")],
-                      runtime="LiteRTRuntime", write=write,
-                      default_name=lambda stem, precision: f"{stem}_{precision}.tflite")
+TARGET = ExportTarget(
+    "tflite",
+    PRECISIONS,
+    suffix=".tflite",
+    needs=lambda precision: [("ai_edge_litert.interpreter", "litert")],
+    runtime="LiteRTRuntime",
+    write=write,
+    default_name=lambda stem, precision: f"{stem}_{precision}.tflite",
+)

@@ -18,6 +18,7 @@ signature: tf2onnx's `from_keras` breaks on Keras 3 (onnx/tensorflow-onnx#2329, 
 `TARGET` is the ``--to onnx`` record of the export registry; `write_graph` also makes the graph
 the ``--to tensorrt`` target builds its engine from.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,9 @@ def _convert(function, signature, opset: int, info, path, outputs: tuple[str, ..
     names = [o.name for o in model_proto.graph.output]
     wanted_inputs = [spec.name for spec in signature]
     if not set(outputs) <= set(names) or [i.name for i in model_proto.graph.input] != wanted_inputs:
-        raise RuntimeError(f"tf2onnx produced unexpected graph IO: inputs "
-                           f"{[i.name for i in model_proto.graph.input]}, outputs {names}")
+        raise RuntimeError(
+            f"tf2onnx produced unexpected graph IO: inputs {[i.name for i in model_proto.graph.input]}, outputs {names}"
+        )
     _stable_io(model_proto)
     model_proto.producer_name = "keras-unet3plus (tf2onnx)"
     embed_info(model_proto, info)
@@ -80,8 +82,14 @@ def _convert(function, signature, opset: int, info, path, outputs: tuple[str, ..
     return model_proto
 
 
-def export_onnx_pair(model, graph_path: str | os.PathLike, spec: GraphSpec = GraphSpec(),
-                     opset: int = DEFAULT_OPSET, info=None, paths=None) -> tuple[Path, Path]:
+def export_onnx_pair(
+    model,
+    graph_path: str | os.PathLike,
+    spec: GraphSpec = GraphSpec(),
+    opset: int = DEFAULT_OPSET,
+    info=None,
+    paths=None,
+) -> tuple[Path, Path]:
     """The skip-absent pair of `model`'s deploy graph (`graph.pair_functions`) as two ONNX graphs,
     at `runtimes.base.part_paths(graph_path)` or ``paths``."""
     (encode, encode_sig, _), (decode, decode_sig, _) = pair_functions(model, spec)
@@ -91,8 +99,7 @@ def export_onnx_pair(model, graph_path: str | os.PathLike, spec: GraphSpec = Gra
     return encoder_path, decoder_path
 
 
-def export_onnx(model, path: str | os.PathLike, spec: GraphSpec = GraphSpec(), opset: int = DEFAULT_OPSET,
-                info=None):
+def export_onnx(model, path: str | os.PathLike, spec: GraphSpec = GraphSpec(), opset: int = DEFAULT_OPSET, info=None):
     """Convert the deploy graph of `model` to ONNX at `path`; returns the `onnx.ModelProto`."""
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
@@ -126,7 +133,7 @@ def to_float16(src: str | os.PathLike, dst: str | os.PathLike, info=None):
     onnx = require("onnx", "onnx")
     float16 = require("onnxconverter_common.float16", "tensorrt")
     model_proto = onnx.load(str(src))
-    del model_proto.graph.value_info[:]   # tf2onnx's fp32 shape annotations would contradict fp16 types
+    del model_proto.graph.value_info[:]  # tf2onnx's fp32 shape annotations would contradict fp16 types
     _detach_outputs(model_proto)
     # Cast nodes carry their target type as an attribute; keep them (bool -> float32 masks) in fp32
     block = [n.name for n in model_proto.graph.node if n.op_type == "Cast"]
@@ -141,7 +148,7 @@ def to_float16(src: str | os.PathLike, dst: str | os.PathLike, info=None):
 def float_kept_convs(model_proto) -> list[str]:
     """The convolutions int8 hurts most in a segmentation network: the first one (it reads the
     HU-windowed image) and the last one before each output (the logits the threshold cuts)."""
-    convs = [n for n in model_proto.graph.node if n.op_type == "Conv"]   # nodes are in topological order
+    convs = [n for n in model_proto.graph.node if n.op_type == "Conv"]  # nodes are in topological order
     keep = {convs[0].name} if convs else set()
     producer = {out: n for n in model_proto.graph.node for out in n.output}
     for output in model_proto.graph.output:
@@ -158,9 +165,17 @@ def float_kept_convs(model_proto) -> list[str]:
     return sorted(keep)
 
 
-def quantize_qdq(src: str | os.PathLike, dst: str | os.PathLike, calibration: np.ndarray, info=None,
-                 per_channel: bool = True, method: str = "minmax", op_types=QDQ_OP_TYPES,
-                 for_tensorrt: bool = True, keep_float: bool = False):
+def quantize_qdq(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    calibration: np.ndarray,
+    info=None,
+    per_channel: bool = True,
+    method: str = "minmax",
+    op_types=QDQ_OP_TYPES,
+    for_tensorrt: bool = True,
+    keep_float: bool = False,
+):
     """INT8 Q/DQ copy of an fp32 ONNX graph, calibrated on `calibration` slices `(N, H, W, C)` (or
     on a list of feed dicts ``{input name: (1, ...) array}`` for a graph with other inputs).
 
@@ -174,14 +189,17 @@ def quantize_qdq(src: str | os.PathLike, dst: str | os.PathLike, calibration: np
     q = require("onnxruntime.quantization", "onnx")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
-               "percentile": q.CalibrationMethod.Percentile}
+    methods = {
+        "minmax": q.CalibrationMethod.MinMax,
+        "entropy": q.CalibrationMethod.Entropy,
+        "percentile": q.CalibrationMethod.Percentile,
+    }
     if method not in methods:
         raise ValueError(f"calibration method must be one of {sorted(methods)}, got {method!r}")
     if isinstance(calibration, np.ndarray):
         calibration = np.asarray(calibration, dtype=np.float32)
-        feeds = [{INPUT_NAME: calibration[i:i + 1]} for i in range(len(calibration))]
-    else:   # feed dicts, one per calibration slice (a graph with other inputs: the decoder part)
+        feeds = [{INPUT_NAME: calibration[i : i + 1]} for i in range(len(calibration))]
+    else:  # feed dicts, one per calibration slice (a graph with other inputs: the decoder part)
         feeds = list(calibration)
 
     class _Reader(q.CalibrationDataReader):
@@ -196,10 +214,16 @@ def quantize_qdq(src: str | os.PathLike, dst: str | os.PathLike, calibration: np
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         excluded = float_kept_convs(onnx.load(str(pre))) if keep_float else []
         q.quantize_static(
-            str(pre), str(Path(tmp) / "q.onnx"), _Reader(), quant_format=q.QuantFormat.QDQ,
+            str(pre),
+            str(Path(tmp) / "q.onnx"),
+            _Reader(),
+            quant_format=q.QuantFormat.QDQ,
             activation_type=q.QuantType.QInt8 if for_tensorrt else q.QuantType.QUInt8,
-            weight_type=q.QuantType.QInt8, per_channel=per_channel,
-            op_types_to_quantize=list(op_types), calibrate_method=methods[method], nodes_to_exclude=excluded,
+            weight_type=q.QuantType.QInt8,
+            per_channel=per_channel,
+            op_types_to_quantize=list(op_types),
+            calibrate_method=methods[method],
+            nodes_to_exclude=excluded,
             extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True},
         )
         model_proto = onnx.load(str(Path(tmp) / "q.onnx"))
@@ -248,10 +272,12 @@ def write_graph(job: ExportJob, graph_final: Path) -> tuple[Path, Path]:
     _convert_precision(job, fp32_path, graph, job.calibration)
     job.verify(graph, job.precision)
     if pair is not None:
-        job.verify_pair(OnnxRuntime(graph, info=job.artefact_info(), pair=pair))   # staged names
+        job.verify_pair(OnnxRuntime(graph, info=job.artefact_info(), pair=pair))  # staged names
     if job.precision == "int8" and job.out.suffix == ".onnx":
-        job.result.notes.append("int8 in ONNX Runtime's CPU form (uint8 activations); for TensorRT use "
-                                "`--to tensorrt`, which writes the symmetric int8 graph its parser takes")
+        job.result.notes.append(
+            "int8 in ONNX Runtime's CPU form (uint8 activations); for TensorRT use "
+            "`--to tensorrt`, which writes the symmetric int8 graph its parser takes"
+        )
         return graph, fp32_path
     bad = check_operators(graph)
     if bad:
@@ -275,10 +301,11 @@ def _convert_precision(job: ExportJob, fp32_path: Path, dst: Path, calibration) 
         # ONNX Runtime on CPUs: uint8 asymmetric activations (U8S8); TensorRT: symmetric int8. Both
         # keep the first convolution and the output heads in float (see float_kept_convs)
         for_tensorrt = job.out.suffix != ".onnx"
-        job.log(f"quantizing {dst.name} to int8 Q/DQ ({'TensorRT' if for_tensorrt else 'ONNX Runtime'} form) "
-                f"on {len(calibration)} calibration slices ...")
-        quantize_qdq(fp32_path, dst, calibration, info=job.artefact_info(), for_tensorrt=for_tensorrt,
-                     keep_float=True)
+        job.log(
+            f"quantizing {dst.name} to int8 Q/DQ ({'TensorRT' if for_tensorrt else 'ONNX Runtime'} form) "
+            f"on {len(calibration)} calibration slices ..."
+        )
+        quantize_qdq(fp32_path, dst, calibration, info=job.artefact_info(), for_tensorrt=for_tensorrt, keep_float=True)
 
 
 def _write_pair_parts(job: ExportJob, staged: tuple[Path, Path]) -> None:
@@ -297,5 +324,12 @@ def write(job: ExportJob) -> None:
     write_graph(job, job.out)
 
 
-TARGET = ExportTarget("onnx", PRECISIONS, suffix=".onnx", needs=onnx_needs, runtime="OnnxRuntime", write=write,
-                      default_name=lambda stem, p: f"{stem}.onnx" if p == "fp32" else f"{stem}_{p}.onnx")
+TARGET = ExportTarget(
+    "onnx",
+    PRECISIONS,
+    suffix=".onnx",
+    needs=onnx_needs,
+    runtime="OnnxRuntime",
+    write=write,
+    default_name=lambda stem, p: f"{stem}.onnx" if p == "fp32" else f"{stem}_{p}.onnx",
+)

@@ -2,6 +2,7 @@
 cannot import, from `tensorrt_onnx_ops.txt` (onnx-tensorrt's operator table). Needs neither
 TensorRT nor a GPU; the ONNX writer runs it on every graph it makes.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,9 @@ def operator_table() -> OperatorTable:
         (supported if flag == "Y" else unsupported).add(name)
         if len(parts) > 2 and parts[2].strip():
             restrictions[name] = parts[2].strip()
-    return OperatorTable(frozenset(supported), frozenset(unsupported), restrictions,
-                         meta.get("tensorrt_version", "?"), " ".join(source))
+    return OperatorTable(
+        frozenset(supported), frozenset(unsupported), restrictions, meta.get("tensorrt_version", "?"), " ".join(source)
+    )
 
 
 def _load(model) -> object:
@@ -93,7 +95,8 @@ def check_operators(model, raise_error: bool = False) -> list[str]:
     if bad and raise_error:
         raise UnsupportedOperatorError(
             f"ONNX graph has operators TensorRT {table.tensorrt_version}'s ONNX parser does not support: "
-            f"{', '.join(bad)} (table: keras_unet3plus/export/{OPS_FILE})")
+            f"{', '.join(bad)} (table: keras_unet3plus/export/{OPS_FILE})"
+        )
     return bad
 
 

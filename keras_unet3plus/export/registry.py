@@ -4,6 +4,7 @@ backbone factory): each module below declares its ``TARGET`` (`target.ExportTarg
 Adding a target: a module in this package with a writer and its ``TARGET``, a `Runtime` class in
 `keras_unet3plus.runtimes` (one module, listed in its ``RUNTIMES``), and the module's name here.
 """
+
 from __future__ import annotations
 
 import os

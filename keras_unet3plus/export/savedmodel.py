@@ -1,4 +1,5 @@
 """SavedModel export: one `serving_default` signature, input `image (None, H, W, C)`, named outputs."""
+
 from __future__ import annotations
 
 import os
@@ -39,6 +40,12 @@ def write(job: ExportJob) -> None:
     job.verify(sm, "fp32")
 
 
-TARGET = ExportTarget("savedmodel", ("fp32",), suffix="", needs=lambda precision: [],
-                      runtime="SavedModelRuntime", write=write,
-                      default_name=lambda stem, precision: f"{stem}_savedmodel")
+TARGET = ExportTarget(
+    "savedmodel",
+    ("fp32",),
+    suffix="",
+    needs=lambda precision: [],
+    runtime="SavedModelRuntime",
+    write=write,
+    default_name=lambda stem, precision: f"{stem}_savedmodel",
+)

@@ -1,6 +1,7 @@
 """An export's artefacts are written to hidden temporary siblings and moved into place only once
 every check has passed, each with its model-info sidecar; a failure removes them all, so an export
 leaves either every file or none."""
+
 from __future__ import annotations
 
 import os

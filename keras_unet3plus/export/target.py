@@ -4,6 +4,7 @@ Each target module (`savedmodel.py`, `onnx.py`, `litert.py`, `tensorrt.py`) ends
 ``TARGET = ExportTarget(...)``; `registry.py` lists the modules. Nothing here imports the
 converters, so listing the targets (the CLI's ``--to`` choices) loads no TensorFlow.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,18 +23,19 @@ class ExportTarget:
 
     name: str
     precisions: tuple[str, ...]
-    suffix: str                                        # "" for a folder artefact
-    needs: Callable[[str], list[tuple[str, str]]]      # precision -> [(module, extra)], checked up front
-    runtime: str                                       # class name in keras_unet3plus.runtimes
+    suffix: str  # "" for a folder artefact
+    needs: Callable[[str], list[tuple[str, str]]]  # precision -> [(module, extra)], checked up front
+    runtime: str  # class name in keras_unet3plus.runtimes
     write: Callable[[ExportJob], None]
-    default_name: Callable[[str, str], str]            # (model stem, precision) -> file or folder name
+    default_name: Callable[[str, str], str]  # (model stem, precision) -> file or folder name
 
     def check(self, precision: str) -> None:
         """Refuse a precision the target does not have, and a missing extra, before any work."""
         from .._extras import require
 
         if precision not in self.precisions:
-            raise ValueError(f"--precision {precision!r} is not available for {self.name}; "
-                             f"choose from {self.precisions}")
-        for module, extra in self.needs(precision):    # fail fast, before minutes of conversion
+            raise ValueError(
+                f"--precision {precision!r} is not available for {self.name}; choose from {self.precisions}"
+            )
+        for module, extra in self.needs(precision):  # fail fast, before minutes of conversion
             require(module, extra)

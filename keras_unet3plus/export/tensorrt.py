@@ -27,6 +27,7 @@ graph's operators that TensorRT's ONNX parser does not support, from `tensorrt_o
 `TARGET` is the ``--to tensorrt`` record of the export registry: the ONNX graph (`onnx.write_graph`)
 beside the engine, then the engine.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,12 +40,14 @@ from collections.abc import Iterable, Sequence
 from .._extras import require
 from .onnx import PRECISIONS as ONNX_PRECISIONS
 from .onnx import onnx_needs, write_graph
-from .operators import (OPS_FILE, OperatorTable, UnsupportedOperatorError, check_operators,  # noqa: F401
-                        graph_operators, operator_table)
+from .operators import (
+    check_operators,  # noqa: F401
+)
 from .target import ExportTarget
 
 if TYPE_CHECKING:
     from .job import ExportJob
+
 
 @dataclass
 class EngineBuild:
@@ -54,8 +57,8 @@ class EngineBuild:
     onnx_path: Path
     precision: str
     tensorrt_version: str
-    path: str                 # which build path ran, e.g. "TRT 11 strongly typed (fp16 ONNX)"
-    trtexec: str              # the equivalent trtexec command
+    path: str  # which build path ran, e.g. "TRT 11 strongly typed (fp16 ONNX)"
+    trtexec: str  # the equivalent trtexec command
     timing_cache: Path | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -64,17 +67,31 @@ def _shape(batch: int, hwc: Sequence[int]) -> tuple[int, ...]:
     return (int(batch), *(int(d) for d in hwc))
 
 
-def trtexec_command(onnx_path, engine_path, input_hwc: Sequence[int], batch_range: Sequence[int] = (1, 8, 16),
-                    precision: str = "fp32", tensorrt_major: int | None = 11, legacy_flags: bool = False,
-                    timing_cache: str | os.PathLike | None = None, input_name: str = "image") -> str:
+def trtexec_command(
+    onnx_path,
+    engine_path,
+    input_hwc: Sequence[int],
+    batch_range: Sequence[int] = (1, 8, 16),
+    precision: str = "fp32",
+    tensorrt_major: int | None = 11,
+    legacy_flags: bool = False,
+    timing_cache: str | os.PathLike | None = None,
+    input_name: str = "image",
+) -> str:
     """The trtexec command that builds the same engine (TensorRT 10 or 11 syntax)."""
+
     def dims(b):
         return "x".join(str(d) for d in _shape(b, input_hwc))
 
     lo, opt, hi = batch_range
-    cmd = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}",
-           f"--minShapes={input_name}:{dims(lo)}", f"--optShapes={input_name}:{dims(opt)}",
-           f"--maxShapes={input_name}:{dims(hi)}"]
+    cmd = [
+        "trtexec",
+        f"--onnx={onnx_path}",
+        f"--saveEngine={engine_path}",
+        f"--minShapes={input_name}:{dims(lo)}",
+        f"--optShapes={input_name}:{dims(opt)}",
+        f"--maxShapes={input_name}:{dims(hi)}",
+    ]
     if timing_cache:
         cmd.append(f"--timingCacheFile={timing_cache}")
     if tensorrt_major is not None and tensorrt_major < 11:
@@ -92,11 +109,19 @@ def tensorrt_version() -> tuple[str, int]:
     return version, int(version.split(".")[0])
 
 
-def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, input_hwc: Sequence[int],
-                 precision: str = "fp32", batch_range: Sequence[int] = (1, 8, 16),
-                 timing_cache: str | os.PathLike | None = None, workspace_gib: float = 4.0,
-                 legacy_flags: bool = False, fp32_onnx_path: str | os.PathLike | None = None,
-                 input_name: str = "image", log=print) -> EngineBuild:
+def build_engine(
+    onnx_path: str | os.PathLike,
+    engine_path: str | os.PathLike,
+    input_hwc: Sequence[int],
+    precision: str = "fp32",
+    batch_range: Sequence[int] = (1, 8, 16),
+    timing_cache: str | os.PathLike | None = None,
+    workspace_gib: float = 4.0,
+    legacy_flags: bool = False,
+    fp32_onnx_path: str | os.PathLike | None = None,
+    input_name: str = "image",
+    log=print,
+) -> EngineBuild:
     """Build a serialized engine from `onnx_path` (the graph of `precision`) and write `engine_path`.
 
     `batch_range`: (min, opt, max) batch of the optimization profile. `timing_cache`: read if it
@@ -135,7 +160,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, i
         if precision == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)
         elif precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)   # explicit quantization: the Q/DQ graph's scales
+            config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: the Q/DQ graph's scales
             config.set_flag(trt.BuilderFlag.FP16)
     lo, opt, hi = batch_range
     profile = builder.create_optimization_profile()
@@ -149,15 +174,24 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, i
     log(f"TensorRT {version}: {path}; profile batch {lo}/{opt}/{hi}")
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise RuntimeError(f"TensorRT {version} could not build an engine from '{onnx_path}' ({path}); "
-                           f"see the log above")
+        raise RuntimeError(
+            f"TensorRT {version} could not build an engine from '{onnx_path}' ({path}); see the log above"
+        )
     Path(engine_path).write_bytes(bytes(plan))
     if timing_cache is not None:
         Path(timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
-    return EngineBuild(Path(engine_path), Path(onnx_path), precision, version, path,
-                       trtexec_command(onnx_path, engine_path, input_hwc, batch_range, precision, major,
-                                       legacy_flags, timing_cache, input_name),
-                       Path(timing_cache) if timing_cache else None, notes)
+    return EngineBuild(
+        Path(engine_path),
+        Path(onnx_path),
+        precision,
+        version,
+        path,
+        trtexec_command(
+            onnx_path, engine_path, input_hwc, batch_range, precision, major, legacy_flags, timing_cache, input_name
+        ),
+        Path(timing_cache) if timing_cache else None,
+        notes,
+    )
 
 
 def parse_batch_range(text: str | Iterable[int]) -> tuple[int, int, int]:
@@ -175,17 +209,32 @@ def write(job: ExportJob) -> None:
     graph, fp32_path = write_graph(job, graph_final)
     engine = job.add(job.out)
     opts = job.options
-    build = build_engine(graph, engine, job.hwc, job.precision, opts.batch_range,
-                         timing_cache=opts.timing_cache or job.out.with_name(f"{job.out.stem}.timing.cache"),
-                         legacy_flags=opts.legacy_trt_flags, fp32_onnx_path=fp32_path, log=job.log)
+    build = build_engine(
+        graph,
+        engine,
+        job.hwc,
+        job.precision,
+        opts.batch_range,
+        timing_cache=opts.timing_cache or job.out.with_name(f"{job.out.stem}.timing.cache"),
+        legacy_flags=opts.legacy_trt_flags,
+        fp32_onnx_path=fp32_path,
+        log=job.log,
+    )
     job.result.notes.append(f"TensorRT build path: {build.path}")
-    job.result.notes.append("equivalent trtexec command: "
-                            + build.trtexec.replace(str(graph), str(graph_final)).replace(str(engine), str(job.out)))
+    job.result.notes.append(
+        "equivalent trtexec command: "
+        + build.trtexec.replace(str(graph), str(graph_final)).replace(str(engine), str(job.out))
+    )
     job.result.notes.extend(build.notes)
     job.verify(engine, job.precision)
 
 
-TARGET = ExportTarget("tensorrt", ONNX_PRECISIONS, suffix=".engine",   # built from the ONNX graph of each
-                      needs=lambda precision: [("tensorrt", "tensorrt")] + onnx_needs(precision),
-                      runtime="TensorRTRuntime", write=write,
-                      default_name=lambda stem, precision: f"{stem}_{precision}.engine")
+TARGET = ExportTarget(
+    "tensorrt",
+    ONNX_PRECISIONS,
+    suffix=".engine",  # built from the ONNX graph of each
+    needs=lambda precision: [("tensorrt", "tensorrt")] + onnx_needs(precision),
+    runtime="TensorRTRuntime",
+    write=write,
+    default_name=lambda stem, precision: f"{stem}_{precision}.engine",
+)

@@ -5,6 +5,7 @@ difference of every output, and the Dice between the two masks (threshold, or ar
 classes). fp32 targets must match within `FP32_MAX_ABS` (1e-4); reduced-precision targets (fp16,
 int8) may lose at most `DICE_LOSS_POINTS` (0.5) Dice points against the Keras masks.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,6 +38,7 @@ class ParityError(RuntimeError):
 # slices
 # ---------------------------------------------------------------------------------------------
 
+
 def preprocess_config(info=None, image_size: int | None = None, task: str = "liver"):
     """`(PreprocessConfig, task)` of a model's info (or the task default) at `image_size`."""
     from dataclasses import replace
@@ -61,12 +63,20 @@ def _pick(n_total: int, n: int, present: np.ndarray | None, rng: np.random.Gener
         return np.linspace(0, n_total - 1, n).round().astype(int)
     pos, neg = np.flatnonzero(present), np.flatnonzero(~present)
     k = min(len(pos), max(n - len(neg), (n * 3 + 3) // 4))
-    return np.sort(np.concatenate([rng.choice(pos, k, replace=False), rng.choice(neg, min(n - k, len(neg)), replace=False)]))
+    return np.sort(
+        np.concatenate([rng.choice(pos, k, replace=False), rng.choice(neg, min(n - k, len(neg)), replace=False)])
+    )
 
 
-def phantom_slices(info=None, n: int = 16, image_size: int | None = None, seed: int = 1234,
-                   n_cases: int = 2, shape: tuple[int, int, int] = (128, 128, 48),
-                   with_labels: bool = False):
+def phantom_slices(
+    info=None,
+    n: int = 16,
+    image_size: int | None = None,
+    seed: int = 1234,
+    n_cases: int = 2,
+    shape: tuple[int, int, int] = (128, 128, 48),
+    with_labels: bool = False,
+):
     """`n` preprocessed 2.5D slices `(n, S, S, C)` float32 from generated phantom cases.
 
     Deterministic in `seed`; about three quarters of the slices show the organ, the rest do not.
@@ -93,8 +103,9 @@ def phantom_slices(info=None, n: int = 16, image_size: int | None = None, seed: 
     return (x, np.concatenate(ys)) if with_labels else x
 
 
-def folder_slices(data_dir: str | os.PathLike, info=None, n: int = 16, image_size: int | None = None,
-                  seed: int = 1234) -> np.ndarray:
+def folder_slices(
+    data_dir: str | os.PathLike, info=None, n: int = 16, image_size: int | None = None, seed: int = 1234
+) -> np.ndarray:
     """`n` preprocessed slices drawn from the NIfTI cases under `data_dir` (LiTS/MSD/folder layouts,
     or loose images)."""
     from ..data.layouts import find_cases
@@ -120,8 +131,9 @@ def folder_slices(data_dir: str | os.PathLike, info=None, n: int = 16, image_siz
     return np.concatenate(xs)[:n].astype(np.float32)
 
 
-def sample_slices(info=None, data_dir: str | None = None, n: int = 16, image_size: int | None = None,
-                  seed: int = 1234) -> np.ndarray:
+def sample_slices(
+    info=None, data_dir: str | None = None, n: int = 16, image_size: int | None = None, seed: int = 1234
+) -> np.ndarray:
     """Verification / calibration slices: from `data_dir` when given, else generated phantoms."""
     if data_dir:
         return folder_slices(data_dir, info, n, image_size, seed)
@@ -131,6 +143,7 @@ def sample_slices(info=None, data_dir: str | None = None, n: int = 16, image_siz
 # ---------------------------------------------------------------------------------------------
 # comparison
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class ParityRow:
@@ -170,8 +183,14 @@ def keras_reference(model, x: np.ndarray, spec: GraphSpec, batch_size: int = 8) 
     return out
 
 
-def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], spec: GraphSpec,
-            precision: str, artefact: str = "", runtime: str = "") -> ParityRow:
+def compare(
+    reference: dict[str, np.ndarray],
+    candidate: dict[str, np.ndarray],
+    spec: GraphSpec,
+    precision: str,
+    artefact: str = "",
+    runtime: str = "",
+) -> ParityRow:
     """Judge `candidate` against `reference` with the tolerance of `precision`."""
     per_output = {}
     for name, ref in reference.items():
@@ -205,26 +224,38 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
             other = max([v for k, v in per_output.items() if k != SEG], default=0.0)
             passed = borderline and other <= FP32_MAX_ABS
             if flips.any():
-                note = f"{int(flips.sum())} mask pixels differ, all within {FP32_MAX_ABS:g} of the threshold" if borderline else "mask differs off the threshold"
+                note = (
+                    f"{int(flips.sum())} mask pixels differ, all within {FP32_MAX_ABS:g} of the threshold"
+                    if borderline
+                    else "mask differs off the threshold"
+                )
     else:
         tol = f"Dice loss <= {DICE_LOSS_POINTS:g} pt"
         passed = 100.0 * (1.0 - d) <= DICE_LOSS_POINTS
     return ParityRow(artefact, runtime, precision, max_abs, d, tol, bool(passed), per_output, note)
 
 
-def verify_runtime(runtime, reference: dict[str, np.ndarray], x: np.ndarray, spec: GraphSpec,
-                   precision: str, batch_size: int = 8, artefact: str | None = None) -> ParityRow:
+def verify_runtime(
+    runtime,
+    reference: dict[str, np.ndarray],
+    x: np.ndarray,
+    spec: GraphSpec,
+    precision: str,
+    batch_size: int = 8,
+    artefact: str | None = None,
+) -> ParityRow:
     """Run `runtime` (a `keras_unet3plus.runtimes.Runtime`) on `x` and compare with `reference`."""
     outs: dict[str, list] = {}
     for i in range(0, len(x), batch_size):
-        for k, v in runtime.predict_all(x[i:i + batch_size]).items():
+        for k, v in runtime.predict_all(x[i : i + batch_size]).items():
             outs.setdefault(k, []).append(np.asarray(v))
     cand = {k: np.concatenate(v) for k, v in outs.items()}
     return compare(reference, cand, spec, precision, artefact or str(runtime.path), runtime.kind)
 
 
-def seconds_per_slice(run: Callable[[np.ndarray], object], x: np.ndarray, batch_size: int = 8,
-                      repeats: int = 2) -> float:
+def seconds_per_slice(
+    run: Callable[[np.ndarray], object], x: np.ndarray, batch_size: int = 8, repeats: int = 2
+) -> float:
     """Wall seconds per slice of ``run`` on one batch of ``x`` (best of ``repeats`` after a warm-up
     call): the export-time speed record; ratios between runtimes timed here are what count."""
     import time
@@ -244,9 +275,10 @@ def artefact_check(runtime, row: ParityRow, x: np.ndarray, keras_seconds_per_sli
     (timed on the same batch in the same run), with the CPU both ran on."""
     from ..runtimes.cpu import cpu_info
 
-    return ArtefactCheck(ParityRecord(runtime.kind, row.passed, row.dice, row.max_abs_diff),
-                         SpeedRecord(seconds_per_slice(runtime.segment, x), keras_seconds_per_slice,
-                                     cpu_info().summary()))
+    return ArtefactCheck(
+        ParityRecord(runtime.kind, row.passed, row.dice, row.max_abs_diff),
+        SpeedRecord(seconds_per_slice(runtime.segment, x), keras_seconds_per_slice, cpu_info().summary()),
+    )
 
 
 def pair_runtime(runtime):
@@ -261,12 +293,16 @@ def pair_runtime(runtime):
 
 def format_table(rows: Sequence[ParityRow]) -> str:
     """The verification table (markdown)."""
-    lines = ["| artefact | runtime | precision | max abs diff | Dice vs Keras | Dice loss (pt) | tolerance | result |",
-             "|---|---|---|---:|---:|---:|---|---|"]
+    lines = [
+        "| artefact | runtime | precision | max abs diff | Dice vs Keras | Dice loss (pt) | tolerance | result |",
+        "|---|---|---|---:|---:|---:|---|---|",
+    ]
     for r in rows:
         result = "PASS" if r.passed else "FAIL"
         if r.note:
             result += f" ({r.note})"
-        lines.append(f"| {Path(r.artefact).name} | {r.runtime} | {r.precision} | {r.max_abs_diff:.3g} | "
-                     f"{r.dice:.4f} | {r.dice_loss_points:.3f} | {r.tolerance} | {result} |")
+        lines.append(
+            f"| {Path(r.artefact).name} | {r.runtime} | {r.precision} | {r.max_abs_diff:.3g} | "
+            f"{r.dice:.4f} | {r.dice_loss_points:.3f} | {r.tolerance} | {result} |"
+        )
     return "\n".join(lines)

@@ -12,10 +12,11 @@ read / preprocess / infer pipeline), ``postprocess.py``, ``inputs.py`` (what to 
 forms: they build a Predictor from ``model`` (a path, a ``keras.Model``, a
 :class:`~keras_unet3plus.runtimes.Runtime` or a Predictor) and the options, and run it once.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -28,10 +29,25 @@ from .predictor import CaseResult, PredictOptions, Predictor, open_runtime
 from .stages import STAGES
 
 __all__ = [
-    "Predictor", "PredictOptions", "CaseResult", "InputScan", "predict_volume", "predict_file",
-    "predict_folder", "load_model", "open_runtime", "postprocess_labels", "largest_component",
-    "mask_image", "write_outputs", "output_paths", "OUTPUT_FORMATS",
-    "find_inputs", "find_input_files", "nifti_case_name", "STAGES",
+    "Predictor",
+    "PredictOptions",
+    "CaseResult",
+    "InputScan",
+    "predict_volume",
+    "predict_file",
+    "predict_folder",
+    "load_model",
+    "open_runtime",
+    "postprocess_labels",
+    "largest_component",
+    "mask_image",
+    "write_outputs",
+    "output_paths",
+    "OUTPUT_FORMATS",
+    "find_inputs",
+    "find_input_files",
+    "nifti_case_name",
+    "STAGES",
 ]
 
 
@@ -41,8 +57,15 @@ def load_model(path: str | os.PathLike) -> Predictor:
     return Predictor.from_path(path)
 
 
-def predict_volume(model, hu_volume: np.ndarray, cfg: PreprocessConfig, *, return_probabilities: bool = False,
-                   timings: dict | None = None, **options) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def predict_volume(
+    model,
+    hu_volume: np.ndarray,
+    cfg: PreprocessConfig,
+    *,
+    return_probabilities: bool = False,
+    timings: dict | None = None,
+    **options,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Segment a canonical (RAS) HU volume ``(X, Y, Z)`` with ``cfg`` (the model's saved
     preprocessing); see :meth:`Predictor.predict_volume`. ``options``: :class:`PredictOptions`'
     fields, with its defaults (``threshold`` None: the model's saved one, 0.5 without an info).
@@ -56,9 +79,16 @@ def predict_volume(model, hu_volume: np.ndarray, cfg: PreprocessConfig, *, retur
     return predictor.predict_volume(hu_volume, return_probabilities=return_probabilities, timings=timings)
 
 
-def predict_file(model, image_path: str | os.PathLike, output_path: str | os.PathLike | None = None, *,
-                 info: ModelInfo | None = None, timings: dict | None = None, volume=None,
-                 **options) -> np.ndarray:
+def predict_file(
+    model,
+    image_path: str | os.PathLike,
+    output_path: str | os.PathLike | None = None,
+    *,
+    info: ModelInfo | None = None,
+    timings: dict | None = None,
+    volume=None,
+    **options,
+) -> np.ndarray:
     """Segment one NIfTI file (or an already read ``volume``); returns the mask in the source's
     voxel order (see :meth:`Predictor.predict_file`). ``model``: a path, or a model object (then
     ``info`` is needed unless it carries one). ``options``: as :func:`predict_volume`.
@@ -66,11 +96,20 @@ def predict_file(model, image_path: str | os.PathLike, output_path: str | os.Pat
     return Predictor(model, info, **options).predict_file(image_path, output_path, volume=volume, timings=timings)
 
 
-def predict_folder(model, input_dir: str | os.PathLike | Iterable[str | os.PathLike], output_dir: str | os.PathLike,
-                   *, info: ModelInfo | None = None, output_suffix: str | None = None, output_name=None,
-                   notes: list[str] | None = None, **options) -> list[CaseResult]:
+def predict_folder(
+    model,
+    input_dir: str | os.PathLike | Iterable[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    *,
+    info: ModelInfo | None = None,
+    output_suffix: str | None = None,
+    output_name=None,
+    notes: list[str] | None = None,
+    **options,
+) -> list[CaseResult]:
     """Segment every scan of a folder (or a list of files) into ``output_dir``; one bad case is
     recorded in its :class:`CaseResult` and the others still run (see
     :meth:`Predictor.predict_folder`). ``options``: as :func:`predict_file`."""
-    return Predictor(model, info, **options).predict_folder(input_dir, output_dir, output_suffix=output_suffix,
-                                                            output_name=output_name, notes=notes)
+    return Predictor(model, info, **options).predict_folder(
+        input_dir, output_dir, output_suffix=output_suffix, output_name=output_name, notes=notes
+    )

@@ -7,6 +7,7 @@ own CGM, and the members that do return ``cls`` are then gated by theirs before 
 ``--skip-absent`` every member runs its part up to the CGM, the averaged ``cls`` picks the slices,
 and only those are decoded by each member.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -42,11 +43,16 @@ def _identity(rt: Runtime) -> dict:
     """What members must share: the task, the classes and the preprocessing (its input size too)."""
     info = rt.info
     if info is None:
-        raise ValueError(f"model '{_label(rt)}': an ensemble member needs its model info (task, classes, "
-                         f"preprocessing) to be checked against the others")
-    return {"task": info.task, "classes": int(info.num_classes),
-            "preprocessing": info.preprocess_config(rt.name).to_dict(),
-            "input": (rt.image_size, rt.channels)}
+        raise ValueError(
+            f"model '{_label(rt)}': an ensemble member needs its model info (task, classes, "
+            f"preprocessing) to be checked against the others"
+        )
+    return {
+        "task": info.task,
+        "classes": int(info.num_classes),
+        "preprocessing": info.preprocess_config(rt.name).to_dict(),
+        "input": (rt.image_size, rt.channels),
+    }
 
 
 def check_members(members: Sequence[Runtime]) -> None:
@@ -56,8 +62,10 @@ def check_members(members: Sequence[Runtime]) -> None:
         raise ValueError("an ensemble needs at least one model")
     for rt in members:
         if rt.labels_output:
-            raise ValueError(f"model '{_label(rt)}' outputs labels (exported with a threshold); an ensemble "
-                             f"averages probabilities: export it without --threshold")
+            raise ValueError(
+                f"model '{_label(rt)}' outputs labels (exported with a threshold); an ensemble "
+                f"averages probabilities: export it without --threshold"
+            )
     first = _identity(members[0])
     for rt in members[1:]:
         other = _identity(rt)
@@ -68,8 +76,10 @@ def check_members(members: Sequence[Runtime]) -> None:
                     what = ", ".join(f"{k} {value.get(k)!r} vs {other[key].get(k)!r}" for k in diff)
                 else:
                     what = f"{value!r} vs {other[key]!r}"
-                raise ValueError(f"models '{_label(members[0])}' and '{_label(rt)}' cannot form an ensemble: "
-                                 f"different {key} ({what})")
+                raise ValueError(
+                    f"models '{_label(members[0])}' and '{_label(rt)}' cannot form an ensemble: "
+                    f"different {key} ({what})"
+                )
 
 
 class EnsembleRuntime(Runtime):

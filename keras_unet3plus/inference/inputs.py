@@ -1,6 +1,7 @@
 """What to segment: a scan file of any registered format (NIfTI, NRRD, MetaImage), a folder of them
 (nnU-Net ``{case}_0000`` names too), or the CT DICOM series under a folder, each with the name its
 outputs take. Reading goes through the reader registry (:mod:`keras_unet3plus.data.readers`)."""
+
 from __future__ import annotations
 
 import os
@@ -31,13 +32,13 @@ class InputScan:
 
     name: str
     path: Path
-    series: Any = None   # the DicomSeries of a DICOM input
+    series: Any = None  # the DicomSeries of a DICOM input
 
     def read(self):
         """The scan as a :class:`~keras_unet3plus.data.volume.Volume` (canonical HU), read by its
         registered reader: a NIfTI file opened to be streamed (its header read now, its voxels a slab
         at a time while predicting), other formats and DICOM series read whole."""
-        if self.series is not None:   # one of the series found under a folder: the DICOM reader opens it
+        if self.series is not None:  # one of the series found under a folder: the DICOM reader opens it
             from ..data.dicom import READER
 
             return READER.open(self.series).volume(self.name)
@@ -59,11 +60,13 @@ def find_inputs(path: str | os.PathLike, notes: list[str] | None = None) -> list
     if files:
         names = [case_name(f) for f in files]
         channels = [_CHANNEL.match(n) for n in names]
-        if all(channels):   # nnU-Net raw layout
+        if all(channels):  # nnU-Net raw layout
             extra = sorted({m.group("channel") for m in channels} - {"0000"})
             if extra:
-                raise DataError(f"{path}: images have channels {', '.join(['0000'] + extra)} (nnU-Net "
-                                f"{{case}}_XXXX names); this model takes one CT channel (_0000)")
+                raise DataError(
+                    f"{path}: images have channels {', '.join(['0000'] + extra)} (nnU-Net "
+                    f"{{case}}_XXXX names); this model takes one CT channel (_0000)"
+                )
             names = [m.group("case") for m in channels]
         return [InputScan(n, f) for n, f in zip(names, files)]
     from ..data.dicom import find_dicom_series
@@ -73,6 +76,7 @@ def find_inputs(path: str | os.PathLike, notes: list[str] | None = None) -> list
         notes.extend(found.skipped)
     if not found:
         reasons = "; ".join(found.skipped[:3])
-        raise DataFileNotFoundError(f"{path}: no scan file and no CT DICOM series found"
-                                    + (f" ({reasons})" if reasons else ""))
+        raise DataFileNotFoundError(
+            f"{path}: no scan file and no CT DICOM series found" + (f" ({reasons})" if reasons else "")
+        )
     return [InputScan(series.name, series.folder, series) for series in found]

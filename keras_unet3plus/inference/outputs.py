@@ -1,10 +1,12 @@
 """Writing predictions: a uint8 NIfTI on the source file's grid and header, and a DICOM SEG that
 references the source series; each file appears whole or not at all, and each format on its own:
 a SEG the source headers cannot make still leaves the complete NIfTI, and says so."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -12,8 +14,15 @@ from ..data.nifti import save_nifti_atomic
 from ..data.readers import case_name
 from ..modelinfo import ModelInfo
 
-__all__ = ["OUTPUT_FORMATS", "FORMAT_NAMES", "OutputError", "mask_image", "output_paths", "probabilities_path",
-           "write_outputs"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "FORMAT_NAMES",
+    "OutputError",
+    "mask_image",
+    "output_paths",
+    "probabilities_path",
+    "write_outputs",
+]
 
 OUTPUT_FORMATS = ("nifti", "dicom-seg")
 FORMAT_NAMES = {"nifti": "NIfTI mask", "dicom-seg": "DICOM SEG"}
@@ -63,7 +72,9 @@ def output_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
     if "nifti" in formats:
         paths["nifti"] = base if base.name.endswith((".nii", ".nii.gz")) else base.with_name(stem + ".nii.gz")
     if "dicom-seg" in formats:
-        paths["dicom-seg"] = base if (base.suffix == ".dcm" and "nifti" not in formats) else base.with_name(stem + ".seg.dcm")
+        paths["dicom-seg"] = (
+            base if (base.suffix == ".dcm" and "nifti" not in formats) else base.with_name(stem + ".seg.dcm")
+        )
     return paths
 
 
@@ -87,8 +98,10 @@ def _is_dicom(vol) -> bool:
 
 def _write_seg(vol, labels: np.ndarray, path: Path, info: ModelInfo) -> None:
     if not _is_dicom(vol):
-        raise ValueError(f"{vol.image_path}: a DICOM SEG output needs a DICOM input series (it references "
-                         "the source images); use --format nifti for NIfTI inputs")
+        raise ValueError(
+            f"{vol.image_path}: a DICOM SEG output needs a DICOM input series (it references "
+            "the source images); use --format nifti for NIfTI inputs"
+        )
     from ..data.dicom_seg import write_dicom_seg
 
     write_dicom_seg(vol, labels, path, info.task)
@@ -97,12 +110,13 @@ def _write_seg(vol, labels: np.ndarray, path: Path, info: ModelInfo) -> None:
 def _reason(exc: BaseException, source: Any) -> str:
     """Why one output failed, without the source's name (the OutputError's message starts with it)."""
     text = str(exc).strip()
-    text = text[len(f"{source}: "):] if text.startswith(f"{source}: ") else text
+    text = text[len(f"{source}: ") :] if text.startswith(f"{source}: ") else text
     return text if text and isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {text}"
 
 
-def write_outputs(vol, labels: np.ndarray, original: np.ndarray, base: Path, formats: Iterable[str],
-                  info: ModelInfo) -> dict[str, Path]:
+def write_outputs(
+    vol, labels: np.ndarray, original: np.ndarray, base: Path, formats: Iterable[str], info: ModelInfo
+) -> dict[str, Path]:
     """Write one prediction in every asked format (each atomically, each whatever the others do);
     returns format -> path. When some were written and others failed, raises :class:`OutputError`
     saying which and why; when none was written, the first failure itself (a disk-full OSError

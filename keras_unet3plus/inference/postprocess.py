@@ -1,13 +1,20 @@
 """From model outputs to the label volume: the CGM gate, labels back on the volume's in-plane grid,
 and the optional largest-connected-component clean-up."""
+
 from __future__ import annotations
 
 import numpy as np
 
 from ..data.preprocess import PreprocessConfig, unresize
 
-__all__ = ["cgm_present", "apply_gate", "labels_from_probabilities", "resize_labels", "largest_component",
-           "postprocess_labels"]
+__all__ = [
+    "cgm_present",
+    "apply_gate",
+    "labels_from_probabilities",
+    "resize_labels",
+    "largest_component",
+    "postprocess_labels",
+]
 
 
 def cgm_present(cls: np.ndarray) -> np.ndarray:

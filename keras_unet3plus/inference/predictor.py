@@ -5,6 +5,7 @@ Built from a model path (:meth:`Predictor.from_path`: ``.keras``, SavedModel fol
 ``keras.Model`` in training or deploy form, a :class:`~keras_unet3plus.runtimes.Runtime`) plus its
 ModelInfo or PreprocessConfig. Its methods take only data: a volume, a file, a folder.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -40,23 +42,47 @@ class PredictOptions:
     """
 
     batch_size: int = option(8, "slices per model call", type=int, min=1)
-    gate: bool = option(True, "zero the slices the CGM calls organ-absent (models whose gate is not in the "
-                        "graph; --no-gate: ignore the CGM)", type=bool)
-    threshold: float | None = option(None, "foreground probability threshold (binary models)", type=float,
-                                     none="the model's saved one, 0.5 without a model info", zero_is_none=False)
+    gate: bool = option(
+        True,
+        "zero the slices the CGM calls organ-absent (models whose gate is not in the graph; --no-gate: ignore the CGM)",
+        type=bool,
+    )
+    threshold: float | None = option(
+        None,
+        "foreground probability threshold (binary models)",
+        type=float,
+        none="the model's saved one, 0.5 without a model info",
+        zero_is_none=False,
+    )
     largest_component: bool = option(False, "keep only the largest 3-D connected foreground component", type=bool)
-    overlap: bool = option(True, "read, preprocess and post-process on threads beside the model "
-                           "(--no-overlap: one after another, for timing)", type=bool)
+    overlap: bool = option(
+        True,
+        "read, preprocess and post-process on threads beside the model (--no-overlap: one after another, for timing)",
+        type=bool,
+    )
     progress: Any = option(False, "no progress bars", type=bool, flag="--quiet", negate=True, cli_default=True)
-    formats: tuple[str, ...] = option(("nifti",), "output format: NIfTI mask, DICOM SEG (DICOM inputs) or both",
-                                      choices=("nifti", "dicom-seg", "both"), flag="--format", cli_default="nifti",
-                                      from_flag=lambda v: ("nifti", "dicom-seg") if v == "both" else (v,))
-    skip_absent: bool = option(False, "run the decoder only on slices the CGM calls organ-present (.keras "
-                               "models with a CGM, and their ONNX exports; same masks as the gate, faster on "
-                               "scans where the organ fills few slices)", type=bool)
-    save_probabilities: bool = option(False, "also write each case's probabilities beside its mask (<name>.npz, "
-                                      "compressed float16, before the CGM gate, with the CGM's per-slice output) "
-                                      "so that ensembles can be formed later (`unet3plus ensemble`)", type=bool)
+    formats: tuple[str, ...] = option(
+        ("nifti",),
+        "output format: NIfTI mask, DICOM SEG (DICOM inputs) or both",
+        choices=("nifti", "dicom-seg", "both"),
+        flag="--format",
+        cli_default="nifti",
+        from_flag=lambda v: ("nifti", "dicom-seg") if v == "both" else (v,),
+    )
+    skip_absent: bool = option(
+        False,
+        "run the decoder only on slices the CGM calls organ-present (.keras "
+        "models with a CGM, and their ONNX exports; same masks as the gate, faster on "
+        "scans where the organ fills few slices)",
+        type=bool,
+    )
+    save_probabilities: bool = option(
+        False,
+        "also write each case's probabilities beside its mask (<name>.npz, "
+        "compressed float16, before the CGM gate, with the CGM's per-slice output) "
+        "so that ensembles can be formed later (`unet3plus ensemble`)",
+        type=bool,
+    )
 
     def __post_init__(self):
         if int(self.batch_size) < 1:
@@ -85,8 +111,9 @@ class CaseResult:
     notes: list = field(default_factory=list)
 
 
-def open_runtime(path: str | os.PathLike, *, runtime: str = "model", precision: str = "fp32",
-                 notes: list[str] | None = None) -> Runtime:
+def open_runtime(
+    path: str | os.PathLike, *, runtime: str = "model", precision: str = "fp32", notes: list[str] | None = None
+) -> Runtime:
     """Load a model file with its ModelInfo (required: it holds the preprocessing), naming the file
     in every error.
 
@@ -103,8 +130,10 @@ def open_runtime(path: str | os.PathLike, *, runtime: str = "model", precision: 
     notes = notes if notes is not None else []
     kwargs = {"precision": precision} if precision != "fp32" else {}
     if kwargs and runtime_kind(path) != "keras":
-        raise ValueError(f"{path}: --precision {precision} applies to .keras models; an export has its "
-                         f"precision fixed at export time")
+        raise ValueError(
+            f"{path}: --precision {precision} applies to .keras models; an export has its "
+            f"precision fixed at export time"
+        )
     if runtime == "auto" and runtime_kind(path) == "keras" and not kwargs:
         for cand in export_candidates(path, notes):
             if cand.speedup <= 1.0:
@@ -126,8 +155,9 @@ def open_runtime(path: str | os.PathLike, *, runtime: str = "model", precision: 
 
 
 def _as_runtime(model, info: ModelInfo | None) -> Runtime:
-    if isinstance(model, (list, tuple)):   # an ensemble: its members' probabilities averaged
+    if isinstance(model, (list, tuple)):  # an ensemble: its members' probabilities averaged
         from .ensemble import EnsembleRuntime
+
         return EnsembleRuntime([_as_runtime(m, info) for m in model])
     if isinstance(model, (str, os.PathLike)):
         return open_runtime(model)
@@ -147,7 +177,7 @@ def run_once_per_blank(run: Callable[[np.ndarray], tuple], batch: np.ndarray) ->
     first_blank = int(np.flatnonzero(blank)[0])
     rows = np.concatenate([keep, [first_blank]])
     outs = run(batch[rows])
-    where = np.full(len(batch), len(keep))          # blank rows read the blank's result
+    where = np.full(len(batch), len(keep))  # blank rows read the blank's result
     where[keep] = np.arange(len(keep))
     return tuple(None if o is None else np.asarray(o)[where] for o in outs)
 
@@ -162,8 +192,7 @@ class Predictor:
     The options are :class:`PredictOptions`' fields.
     """
 
-    def __init__(self, model, info: ModelInfo | None = None, *, cfg: PreprocessConfig | None = None,
-                 **options):
+    def __init__(self, model, info: ModelInfo | None = None, *, cfg: PreprocessConfig | None = None, **options):
         if isinstance(model, Predictor):
             info, cfg = info or model.info, cfg or model._cfg
             model = model.runtime
@@ -175,15 +204,23 @@ class Predictor:
         self._cfg = cfg
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike, *, runtime: str = "model", precision: str = "fp32",
-                  notes: list[str] | None = None, **options) -> "Predictor":
+    def from_path(
+        cls,
+        path: str | os.PathLike,
+        *,
+        runtime: str = "model",
+        precision: str = "fp32",
+        notes: list[str] | None = None,
+        **options,
+    ) -> Predictor:
         """A model file with its saved info: the preprocessing and threshold it was trained with.
         ``runtime`` / ``precision`` / ``notes``: see :func:`open_runtime`."""
         return cls(open_runtime(path, runtime=runtime, precision=precision, notes=notes), **options)
 
     @classmethod
-    def from_paths(cls, paths, *, runtime: str = "model", precision: str = "fp32",
-                   notes: list[str] | None = None, **options) -> Predictor:
+    def from_paths(
+        cls, paths, *, runtime: str = "model", precision: str = "fp32", notes: list[str] | None = None, **options
+    ) -> Predictor:
         """An ensemble of model files (nnU-Net's ``-f 0 1 2 3 4``): their probabilities averaged per
         slice, the CGM decision from the averaged ``cls``. The models must share task, classes and
         preprocessing: checked as each is opened, before any prediction, in one line naming both."""
@@ -227,16 +264,24 @@ class Predictor:
             raise ValueError(
                 f"model '{rt.name}' takes {rt.channels}-channel inputs but its preprocessing "
                 f"(context={cfg.context}) makes {cfg.channels} channels; the model and its model-info "
-                f"file do not belong together")
+                f"file do not belong together"
+            )
         if rt.image_size is not None and rt.image_size != cfg.image_size:
             raise ValueError(
                 f"model '{rt.name}' takes {rt.image_size}x{rt.image_size} inputs but its "
                 f"preprocessing makes {cfg.image_size}x{cfg.image_size} slices; the model and its "
-                f"model-info file do not belong together")
+                f"model-info file do not belong together"
+            )
 
     # -- data ----------------------------------------------------------------------------------
-    def predict_volume(self, hu_volume, *, return_probabilities: bool = False, timings: dict | None = None,
-                       probability_map: bool = False) -> np.ndarray | tuple[np.ndarray, Any]:
+    def predict_volume(
+        self,
+        hu_volume,
+        *,
+        return_probabilities: bool = False,
+        timings: dict | None = None,
+        probability_map: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, Any]:
         """Segment a canonical (RAS) HU volume ``(X, Y, Z)``; returns a uint8 label volume ``(X, Y, Z)``.
 
         ``hu_volume``: an array, or a volume read a slab at a time (a
@@ -265,7 +310,7 @@ class Predictor:
 
         x_dim, y_dim, n = source.shape
         c = cfg.context
-        bs = max(opts.batch_size, c)   # a batch is one read chunk; its neighbours come from the chunks beside it
+        bs = max(opts.batch_size, c)  # a batch is one read chunk; its neighbours come from the chunks beside it
         labels = np.zeros((x_dim, y_dim, n), dtype=np.uint8)
         probs_out: list = [None]  # allocated once the channel count is known
         keep_probs = return_probabilities or probability_map
@@ -278,12 +323,14 @@ class Predictor:
             # the true volume edges
             z0, z1, lo, window = next(windows)
             slices = volume_to_slices(window, cfg)
-            return z0, slices[z0 - lo: z0 - lo + (z1 - z0)]
+            return z0, slices[z0 - lo : z0 - lo + (z1 - z0)]
 
         if opts.skip_absent and not getattr(rt, "can_skip_absent", False):
-            raise ValueError(f"model '{rt.name}': skip-absent needs a .keras model with a CGM head, or its "
-                             f"ONNX export with the skip-absent pair beside it (<stem>.encoder.onnx, "
-                             f"<stem>.decoder.onnx)")
+            raise ValueError(
+                f"model '{rt.name}': skip-absent needs a .keras model with a CGM head, or its "
+                f"ONNX export with the skip-absent pair beside it (<stem>.encoder.onnx, "
+                f"<stem>.decoder.onnx)"
+            )
         run = rt.segment_present if opts.skip_absent else rt.segment
 
         def infer(item: tuple[int, np.ndarray]):
@@ -293,8 +340,9 @@ class Predictor:
             except Exception as exc:
                 if isinstance(exc, (MemoryError, KeyboardInterrupt)):
                     raise
-                raise ValueError(f"model '{rt.name}' failed on a batch of shape {batch.shape} "
-                                 f"({type(exc).__name__}: {exc})") from exc
+                raise ValueError(
+                    f"model '{rt.name}' failed on a batch of shape {batch.shape} ({type(exc).__name__}: {exc})"
+                ) from exc
 
         def consume(i: int, item) -> None:
             z0, (seg, cls) = item
@@ -304,8 +352,10 @@ class Predictor:
             z1 = z0 + seg.shape[0]
             if probability_map:
                 if rt.seg_is_labels(seg.shape[-1]):
-                    raise ValueError(f"model '{rt.name}' outputs labels, not probabilities (exported with a "
-                                     f"threshold): no probabilities to save")
+                    raise ValueError(
+                        f"model '{rt.name}' outputs labels, not probabilities (exported with a "
+                        f"threshold): no probabilities to save"
+                    )
                 if cls is not None:
                     cls_out[z0:z1], cls_seen[0] = np.asarray(cls, np.float32), True
                 ungated = slices_to_volume(seg, (x_dim, y_dim), cfg)
@@ -333,14 +383,16 @@ class Predictor:
         bar, own_bar = progress_bar(opts.progress, n, "slices")
         step = None
         if bar is not None:
+
             def step(i: int) -> None:
                 bar.update(min(n, (i + 1) * bs) - i * bs)
+
         try:
             run_stages((n + bs - 1) // bs, produce, infer, consume, opts.overlap, timings, step)
         finally:
             try:
-                windows.close()   # a streamed file is closed now, whatever happened
-            except ValueError:    # still running on a producer that did not stop in time: it closes on its own
+                windows.close()  # a streamed file is closed now, whatever happened
+            except ValueError:  # still running on a producer that did not stop in time: it closes on its own
                 pass
             if own_bar and bar is not None:
                 bar.close()
@@ -353,16 +405,26 @@ class Predictor:
             from .probabilities import ProbabilityMap
 
             info = self.info
-            return labels, ProbabilityMap(probs_out[0], cls_out if cls_seen[0] else None, threshold=threshold,
-                                          task=info.task if info is not None else "",
-                                          num_classes=info.num_classes if info is not None else 1,
-                                          models=member_names(rt))
+            return labels, ProbabilityMap(
+                probs_out[0],
+                cls_out if cls_seen[0] else None,
+                threshold=threshold,
+                task=info.task if info is not None else "",
+                num_classes=info.num_classes if info is not None else 1,
+                models=member_names(rt),
+            )
         if return_probabilities:
             return labels, probs_out[0]
         return labels
 
-    def predict_file(self, image_path: str | os.PathLike, output_path: str | os.PathLike | None = None, *,
-                     volume=None, timings: dict | None = None) -> np.ndarray:
+    def predict_file(
+        self,
+        image_path: str | os.PathLike,
+        output_path: str | os.PathLike | None = None,
+        *,
+        volume=None,
+        timings: dict | None = None,
+    ) -> np.ndarray:
         """Segment one scan of any registered format (a NIfTI, NRRD or MetaImage file, a DICOM series
         folder; or an already read ``volume``); returns the mask in the source's voxel order. With
         ``output_path`` the mask is written atomically in every asked format (a DICOM SEG goes to
@@ -381,7 +443,7 @@ class Predictor:
             labels = self.predict_volume(volume.image, timings=timings, probability_map=save_map)
         except ValueError as exc:
             if str(image_path) in str(exc) or str(volume.image_path) in str(exc):
-                raise   # a streamed file's own error (NaN voxels, truncated) already names it
+                raise  # a streamed file's own error (NaN voxels, truncated) already names it
             raise ValueError(f"{image_path}: {exc}") from exc
         if save_map:
             labels, pmap = labels
@@ -394,10 +456,15 @@ class Predictor:
                 write_outputs(volume, labels, original, Path(output_path), self.options.formats, self.info)
         return original
 
-    def predict_folder(self, inputs: str | os.PathLike | Iterable[str | os.PathLike | InputScan],
-                       output_dir: str | os.PathLike, *, output_suffix: str | None = None,
-                       output_name: Callable[[Path], str] | None = None,
-                       notes: list[str] | None = None) -> list[CaseResult]:
+    def predict_folder(
+        self,
+        inputs: str | os.PathLike | Iterable[str | os.PathLike | InputScan],
+        output_dir: str | os.PathLike,
+        *,
+        output_suffix: str | None = None,
+        output_name: Callable[[Path], str] | None = None,
+        notes: list[str] | None = None,
+    ) -> list[CaseResult]:
         """Segment every scan of a folder (scan files of any registered format, or DICOM series, see
         :func:`find_inputs`), or a list of files, into ``output_dir``.
 
@@ -433,6 +500,7 @@ class Predictor:
         bar = None
         if self.options.progress:
             from tqdm.auto import tqdm
+
             bar = tqdm(total=len(scans), unit="case", dynamic_ncols=True)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unet3plus-read") if self.options.overlap else None
         try:
@@ -452,24 +520,51 @@ class Predictor:
                         vol, t_read = timed_read(scan)
                     timings["read"] = t_read
                     self.predict_file(path, target, volume=vol, timings=timings)
-                    results.append(CaseResult(scan.name, path, target, True,
-                                              seconds=time.perf_counter() - t_case, timings=timings,
-                                              outputs=self.output_files(target),
-                                              notes=notes_of_case))
+                    results.append(
+                        CaseResult(
+                            scan.name,
+                            path,
+                            target,
+                            True,
+                            seconds=time.perf_counter() - t_case,
+                            timings=timings,
+                            outputs=self.output_files(target),
+                            notes=notes_of_case,
+                        )
+                    )
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except OutputError as exc:  # the mask exists; some of its files do too
                     written = exc.written
-                    results.append(CaseResult(scan.name, path, next(iter(written.values()), None), False,
-                                              error=str(exc), seconds=time.perf_counter() - t_case,
-                                              timings=timings, outputs=written, notes=notes_of_case))
+                    results.append(
+                        CaseResult(
+                            scan.name,
+                            path,
+                            next(iter(written.values()), None),
+                            False,
+                            error=str(exc),
+                            seconds=time.perf_counter() - t_case,
+                            timings=timings,
+                            outputs=written,
+                            notes=notes_of_case,
+                        )
+                    )
                 except Exception as exc:  # noqa: BLE001 - one bad case must not stop the others
                     msg = str(exc)
                     if str(path) not in msg and path.name not in msg:
                         msg = f"{path}: {msg}"
-                    results.append(CaseResult(scan.name, path, None, False, error=msg,
-                                              seconds=time.perf_counter() - t_case, timings=timings,
-                                              notes=notes_of_case))
+                    results.append(
+                        CaseResult(
+                            scan.name,
+                            path,
+                            None,
+                            False,
+                            error=msg,
+                            seconds=time.perf_counter() - t_case,
+                            timings=timings,
+                            notes=notes_of_case,
+                        )
+                    )
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(scan.name)

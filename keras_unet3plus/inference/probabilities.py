@@ -9,6 +9,7 @@ compressed ``.npz`` per case: ``probabilities`` (X, Y, Z, C) float16 on the cano
 already), ``original_affine`` (the source grid the mask is written back on), ``threshold``,
 ``task``, ``num_classes``, ``models``.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,16 +31,15 @@ _KEYS = ("probabilities", "original_affine", "threshold", "task", "num_classes",
 class ProbabilityMap:
     """One case's probabilities (not gated) and what turning them into a mask needs."""
 
-    probabilities: np.ndarray          # (X, Y, Z, C) on the canonical grid
-    cls: np.ndarray | None             # (Z, 2) the CGM's [absent, present] per axial slice
+    probabilities: np.ndarray  # (X, Y, Z, C) on the canonical grid
+    cls: np.ndarray | None  # (Z, 2) the CGM's [absent, present] per axial slice
     original_affine: np.ndarray = field(default_factory=lambda: np.eye(4))
     threshold: float = 0.5
     task: str = "liver"
     num_classes: int = 1
     models: list[str] = field(default_factory=list)
 
-    def labels(self, threshold: float | None = None, gate: bool = True,
-               largest_component: bool = False) -> np.ndarray:
+    def labels(self, threshold: float | None = None, gate: bool = True, largest_component: bool = False) -> np.ndarray:
         """The canonical uint8 mask: gated by ``cls`` per slice, then threshold (one channel) or argmax."""
         probs = np.asarray(self.probabilities, dtype=np.float32)
         if gate and self.cls is not None:
@@ -57,10 +57,14 @@ class ProbabilityMap:
         from ..atomic import atomic_path
 
         path = Path(path)
-        arrays = dict(probabilities=np.asarray(self.probabilities, dtype=np.float16),
-                      original_affine=np.asarray(self.original_affine, dtype=np.float64),
-                      threshold=np.float64(self.threshold), task=np.str_(self.task),
-                      num_classes=np.int64(self.num_classes), models=np.array(self.models, dtype=np.str_))
+        arrays = dict(
+            probabilities=np.asarray(self.probabilities, dtype=np.float16),
+            original_affine=np.asarray(self.original_affine, dtype=np.float64),
+            threshold=np.float64(self.threshold),
+            task=np.str_(self.task),
+            num_classes=np.int64(self.num_classes),
+            models=np.array(self.models, dtype=np.str_),
+        )
         if self.cls is not None:
             arrays["cls"] = np.asarray(self.cls, dtype=np.float32)
         with atomic_path(path, suffix=PROBABILITIES_SUFFIX) as tmp:
@@ -75,8 +79,10 @@ class ProbabilityMap:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: probability file not found")
         if path.suffix != PROBABILITIES_SUFFIX:
-            raise ValueError(f"{path}: not a probability file (the {PROBABILITIES_SUFFIX} that `unet3plus predict "
-                             f"--save-probabilities` writes)")
+            raise ValueError(
+                f"{path}: not a probability file (the {PROBABILITIES_SUFFIX} that `unet3plus predict "
+                f"--save-probabilities` writes)"
+            )
         try:
             with np.load(path, allow_pickle=False) as data:
                 missing = [k for k in _KEYS if k not in data.files]
@@ -84,15 +90,24 @@ class ProbabilityMap:
                     raise ValueError(f"lacks {', '.join(missing)}")
                 probs = data["probabilities"]
                 cls_ = data["cls"] if "cls" in data.files else None
-                out = cls(probabilities=probs, cls=cls_, original_affine=data["original_affine"],
-                          threshold=float(data["threshold"]), task=str(data["task"]),
-                          num_classes=int(data["num_classes"]), models=[str(m) for m in data["models"]])
+                out = cls(
+                    probabilities=probs,
+                    cls=cls_,
+                    original_affine=data["original_affine"],
+                    threshold=float(data["threshold"]),
+                    task=str(data["task"]),
+                    num_classes=int(data["num_classes"]),
+                    models=[str(m) for m in data["models"]],
+                )
         except (OSError, ValueError, KeyError, EOFError) as exc:
-            raise ValueError(f"{path}: not a probability file of `unet3plus predict --save-probabilities` "
-                             f"({exc})") from None
+            raise ValueError(
+                f"{path}: not a probability file of `unet3plus predict --save-probabilities` ({exc})"
+            ) from None
         if probs.ndim != 4 or (cls_ is not None and cls_.shape != (probs.shape[2], 2)):
-            raise ValueError(f"{path}: probabilities of shape {probs.shape} (and cls "
-                             f"{None if cls_ is None else cls_.shape}) are not (X, Y, Z, C) with (Z, 2)")
+            raise ValueError(
+                f"{path}: probabilities of shape {probs.shape} (and cls "
+                f"{None if cls_ is None else cls_.shape}) are not (X, Y, Z, C) with (Z, 2)"
+            )
         return out
 
 
@@ -107,13 +122,18 @@ def ensemble_maps(maps: Sequence[ProbabilityMap], names: Sequence[str] | None = 
         raise ValueError("an ensemble needs at least one probability file")
     first = maps[0]
     for m, name in zip(maps[1:], names[1:]):
-        for what, a, b in (("grid", first.probabilities.shape, m.probabilities.shape),
-                           ("task", first.task, m.task), ("classes", first.num_classes, m.num_classes)):
+        for what, a, b in (
+            ("grid", first.probabilities.shape, m.probabilities.shape),
+            ("task", first.task, m.task),
+            ("classes", first.num_classes, m.num_classes),
+        ):
             if a != b:
                 raise ValueError(f"{names[0]} and {name} cannot form an ensemble: different {what} ({a} vs {b})")
         if not np.allclose(first.original_affine, m.original_affine, atol=1e-4):
-            raise ValueError(f"{names[0]} and {name} cannot form an ensemble: different source grids "
-                             f"(affines differ): predictions of different scans?")
+            raise ValueError(
+                f"{names[0]} and {name} cannot form an ensemble: different source grids "
+                f"(affines differ): predictions of different scans?"
+            )
     if all(m.cls is not None for m in maps):
         probs, cls = average([m.probabilities for m in maps]), average([m.cls for m in maps])
     else:
@@ -124,12 +144,25 @@ def ensemble_maps(maps: Sequence[ProbabilityMap], names: Sequence[str] | None = 
                 p = p * cgm_present(m.cls)[None, None, :, None]
             gated.append(p)
         probs, cls = average(gated), None
-    return ProbabilityMap(probs, cls, first.original_affine, first.threshold, first.task, first.num_classes,
-                          [n for m in maps for n in m.models])
+    return ProbabilityMap(
+        probs,
+        cls,
+        first.original_affine,
+        first.threshold,
+        first.task,
+        first.num_classes,
+        [n for m in maps for n in m.models],
+    )
 
 
-def ensemble_files(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, threshold: float | None = None,
-                   gate: bool = True, largest_component: bool = False) -> list[Path]:
+def ensemble_files(
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    threshold: float | None = None,
+    gate: bool = True,
+    largest_component: bool = False,
+) -> list[Path]:
     """Masks of saved probabilities averaged (``unet3plus ensemble``): ``inputs`` are ``.npz`` files of
     one case (``output``: its ``.nii.gz``, or a folder), or folders of them (nnU-Net's
     ``nnUNetv2_ensemble -i FOLD_0 FOLD_1 ...``: every folder must hold the same cases; ``output``: a
@@ -144,15 +177,19 @@ def ensemble_files(inputs: Sequence[str | os.PathLike], output: str | os.PathLik
     if all(p.is_dir() for p in paths):
         cases = [sorted(f.name for f in p.glob("*" + PROBABILITIES_SUFFIX)) for p in paths]
         if not cases[0]:
-            raise ValueError(f"{paths[0]}: no {PROBABILITIES_SUFFIX} probability files (predict with "
-                             f"--save-probabilities)")
+            raise ValueError(
+                f"{paths[0]}: no {PROBABILITIES_SUFFIX} probability files (predict with --save-probabilities)"
+            )
         for p, names in zip(paths[1:], cases[1:]):
             if names != cases[0]:
                 odd = sorted(set(names) ^ set(cases[0]))
-                raise ValueError(f"{p} and {paths[0]} hold different cases (first: {odd[0]}); an ensemble "
-                                 f"needs every case in every folder")
-        jobs = [([p / name for p in paths], output / (name[: -len(PROBABILITIES_SUFFIX)] + ".nii.gz"))
-                for name in cases[0]]
+                raise ValueError(
+                    f"{p} and {paths[0]} hold different cases (first: {odd[0]}); an ensemble "
+                    f"needs every case in every folder"
+                )
+        jobs = [
+            ([p / name for p in paths], output / (name[: -len(PROBABILITIES_SUFFIX)] + ".nii.gz")) for name in cases[0]
+        ]
     elif any(p.is_dir() for p in paths):
         raise ValueError("give either probability files of one case or folders of them, not both")
     else:

@@ -1,12 +1,14 @@
 """The streaming pipeline: preprocess the next batch and post-process the previous one on threads
 while the model runs the current one, so reading and resampling hide behind the model."""
+
 from __future__ import annotations
 
 import queue
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 __all__ = ["STAGES", "run_stages", "timed", "progress_bar"]
 
@@ -36,13 +38,20 @@ def progress_bar(progress, total: int, unit: str):
         return None, False
     if progress is True:
         from tqdm.auto import tqdm
+
         return tqdm(total=total, unit=unit, leave=False, dynamic_ncols=True), True
     return progress, False
 
 
-def run_stages(n: int, produce: Callable[[int], Any], infer: Callable[[Any], Any],
-               consume: Callable[[int, Any], None], overlap: bool, timings: dict | None,
-               on_step: Callable[[int], None] | None = None) -> None:
+def run_stages(
+    n: int,
+    produce: Callable[[int], Any],
+    infer: Callable[[Any], Any],
+    consume: Callable[[int, Any], None],
+    overlap: bool,
+    timings: dict | None,
+    on_step: Callable[[int], None] | None = None,
+) -> None:
     """Run ``consume(i, infer(produce(i)))`` for i in range(n), with produce / consume on threads.
 
     The model stays on the calling thread (TensorFlow and the accelerators prefer it); an error on
@@ -106,8 +115,10 @@ def run_stages(n: int, produce: Callable[[int], Any], infer: Callable[[Any], Any
                 stop.set()
                 return
 
-    threads = [threading.Thread(target=producer, daemon=True, name="unet3plus-preprocess"),
-               threading.Thread(target=consumer, daemon=True, name="unet3plus-postprocess")]
+    threads = [
+        threading.Thread(target=producer, daemon=True, name="unet3plus-preprocess"),
+        threading.Thread(target=consumer, daemon=True, name="unet3plus-postprocess"),
+    ]
     for t in threads:
         t.start()
     try:

@@ -7,6 +7,7 @@
 
 Neither imports TensorFlow itself: under JAX or PyTorch nothing here does.
 """
+
 from .training import DiceScore, IoUScore
 from .volume import (
     GlobalDice,

@@ -15,6 +15,7 @@ A class with no voxel in either prediction or ground truth over everything seen 
 
 Written on `keras.ops` (TensorFlow, JAX and PyTorch alike; no TensorFlow import under the others).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -62,9 +63,7 @@ class _OverlapScore(keras.metrics.Metric):
             y_true = y_true[..., None]
         k = self.num_classes
         if y_pred.shape[-1] is not None and y_pred.shape[-1] != k:
-            raise ValueError(
-                f"{type(self).__name__}: y_pred has {y_pred.shape[-1]} channels but num_classes={k}"
-            )
+            raise ValueError(f"{type(self).__name__}: y_pred has {y_pred.shape[-1]} channels but num_classes={k}")
         if k == 1:
             pred = ops.cast(y_pred >= self.threshold, "float32")
             true = ops.cast(ops.cast(y_true, "float32") > 0.5, "float32")

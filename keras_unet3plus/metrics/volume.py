@@ -34,6 +34,7 @@ Empty masks (never a crash; no NaN)
   which rewards predicting nothing). Pass ``empty_distance=0.0`` to reproduce LiTS.
 `summarize` reports means over finite values and counts the non-finite ones separately.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -178,20 +179,23 @@ def _distance_metrics(
     }
 
 
-def assd(pred: Any, gt: Any, spacing: Any = None, connectivity: int | None = None,
-         empty_distance: float = float("inf")) -> float:
+def assd(
+    pred: Any, gt: Any, spacing: Any = None, connectivity: int | None = None, empty_distance: float = float("inf")
+) -> float:
     """Average symmetric surface distance (pooled mean over both surfaces)."""
     return _distance_metrics(pred, gt, spacing, connectivity, empty_distance)["assd"]
 
 
-def mssd(pred: Any, gt: Any, spacing: Any = None, connectivity: int | None = None,
-         empty_distance: float = float("inf")) -> float:
+def mssd(
+    pred: Any, gt: Any, spacing: Any = None, connectivity: int | None = None, empty_distance: float = float("inf")
+) -> float:
     """Maximum symmetric surface distance (= Hausdorff distance)."""
     return _distance_metrics(pred, gt, spacing, connectivity, empty_distance)["mssd"]
 
 
-def hd95(pred: Any, gt: Any, spacing: Any = None, connectivity: int | None = None,
-         empty_distance: float = float("inf")) -> float:
+def hd95(
+    pred: Any, gt: Any, spacing: Any = None, connectivity: int | None = None, empty_distance: float = float("inf")
+) -> float:
     """95th percentile of the pooled symmetric surface distances."""
     return _distance_metrics(pred, gt, spacing, connectivity, empty_distance)["hd95"]
 

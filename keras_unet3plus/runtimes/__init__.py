@@ -19,6 +19,7 @@ preprocessed slices; int8 LiteRT models are quantized/dequantized with the tenso
 zero point, and the batch size may change from call to call. :class:`FunctionRuntime` wraps a
 plain function.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,9 +33,22 @@ from .onnx import ONNX_METADATA_KEY, OnnxRuntime
 from .savedmodel import SavedModelRuntime
 from .tensorrt import TensorRTRuntime
 
-__all__ = ["Runtime", "FunctionRuntime", "KerasRuntime", "SavedModelRuntime", "OnnxRuntime", "LiteRTRuntime",
-           "TensorRTRuntime", "load_runtime", "runtime_kind", "read_info", "training_outputs",
-           "ONNX_METADATA_KEY", "INPUT_NAME", "RUNTIMES"]
+__all__ = [
+    "Runtime",
+    "FunctionRuntime",
+    "KerasRuntime",
+    "SavedModelRuntime",
+    "OnnxRuntime",
+    "LiteRTRuntime",
+    "TensorRTRuntime",
+    "load_runtime",
+    "runtime_kind",
+    "read_info",
+    "training_outputs",
+    "ONNX_METADATA_KEY",
+    "INPUT_NAME",
+    "RUNTIMES",
+]
 
 INPUT_NAME = "image"
 #: runtime classes by kind: the registry line a new runtime module adds its class to (each class
@@ -63,8 +77,9 @@ def runtime_kind(path: str | os.PathLike) -> str:
         raise ValueError(f"'{path}' is a folder without saved_model.pb: not a SavedModel")
     suffix = p.suffix.lower()
     if suffix not in _SUFFIXES:
-        raise ValueError(f"'{path}': unknown model format '{suffix}' (expected a SavedModel folder or "
-                         f"{', '.join(_SUFFIXES)})")
+        raise ValueError(
+            f"'{path}': unknown model format '{suffix}' (expected a SavedModel folder or {', '.join(_SUFFIXES)})"
+        )
     if not p.exists():
         raise FileNotFoundError(f"model file '{path}' does not exist")
     return _SUFFIXES[suffix]
@@ -78,8 +93,7 @@ def _is_keras_model(obj) -> bool:
     return isinstance(obj, keras.Model)
 
 
-def load_runtime(path_or_model, info: ModelInfo | None = None, require_info: bool = False,
-                 **kwargs) -> Runtime:
+def load_runtime(path_or_model, info: ModelInfo | None = None, require_info: bool = False, **kwargs) -> Runtime:
     """Open a model for inference: an artefact path (see the module docstring for the formats), a
     `keras.Model` (training or deploy form), a Runtime (returned as is), or an object with a
     `predict(batch)` method (wrapped by :meth:`FunctionRuntime.wrap`).
@@ -95,8 +109,10 @@ def load_runtime(path_or_model, info: ModelInfo | None = None, require_info: boo
     if hasattr(path_or_model, "predict"):
         return FunctionRuntime.wrap(path_or_model, info)
     if not isinstance(path_or_model, (str, os.PathLike)):
-        raise TypeError(f"cannot run inference with a {type(path_or_model).__name__}: expected a keras.Model, "
-                        f"a runtime from keras_unet3plus.runtimes.load_runtime(), or a model path")
+        raise TypeError(
+            f"cannot run inference with a {type(path_or_model).__name__}: expected a keras.Model, "
+            f"a runtime from keras_unet3plus.runtimes.load_runtime(), or a model path"
+        )
     path = path_or_model
     kind = runtime_kind(path)
     if info is None:

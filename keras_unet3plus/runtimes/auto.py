@@ -6,6 +6,7 @@ this machine however loaded it was). Here we read those records back for the art
 ``.keras`` file and keep the one with the best speed-up, skipping any that failed parity, was made
 from another version of the model file (its SHA-256), or cannot load here (missing extra, no GPU).
 """
+
 from __future__ import annotations
 
 import os
@@ -24,13 +25,15 @@ class Candidate:
     path: Path
     runtime: str
     precision: str
-    speedup: float          # Keras seconds per slice / the artefact's, measured side by side
+    speedup: float  # Keras seconds per slice / the artefact's, measured side by side
     dice: float
     cpu: str
 
     def describe(self) -> str:
-        return (f"{self.path.name} ({self.runtime} {self.precision}: {self.speedup:.1f}x Keras and mask Dice "
-                f"{self.dice:.4f} at export on {self.cpu})")
+        return (
+            f"{self.path.name} ({self.runtime} {self.precision}: {self.speedup:.1f}x Keras and mask Dice "
+            f"{self.dice:.4f} at export on {self.cpu})"
+        )
 
 
 def _artefact_of(sidecar: Path) -> Path:
@@ -45,7 +48,9 @@ def export_candidates(model_path: str | os.PathLike, notes: list[str] | None = N
     model_path = Path(model_path)
     notes = notes if notes is not None else []
     digest = file_sha256(model_path) if model_path.is_file() else None
-    sidecars = sorted(model_path.parent.glob("*" + SIDECAR_SUFFIX)) + sorted(model_path.parent.glob("*/" + SIDECAR_IN_DIR))
+    sidecars = sorted(model_path.parent.glob("*" + SIDECAR_SUFFIX)) + sorted(
+        model_path.parent.glob("*/" + SIDECAR_IN_DIR)
+    )
     found = []
     for sidecar in sidecars:
         artefact = _artefact_of(sidecar)
@@ -65,6 +70,14 @@ def export_candidates(model_path: str | os.PathLike, notes: list[str] | None = N
         if not check.parity.passed:
             notes.append(f"{artefact.name}: failed its parity check at export")
             continue
-        found.append(Candidate(artefact, check.parity.runtime, record.precision, check.speed.speedup,
-                               check.parity.dice, check.speed.cpu))
+        found.append(
+            Candidate(
+                artefact,
+                check.parity.runtime,
+                record.precision,
+                check.speed.speedup,
+                check.parity.dice,
+                check.speed.cpu,
+            )
+        )
     return sorted(found, key=lambda c: -c.speedup)

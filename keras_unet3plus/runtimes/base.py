@@ -1,4 +1,5 @@
 """The interface every runtime keeps, so the predictor and the export check never ask which one runs."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,13 @@ from ..output_names import CLS, SEG
 # (``feature_0.. -> seg``); the graph's export record holds their identity (`PairIdentity`)
 
 #: how `describe()` names each runtime kind to a user
-RUNTIME_LABELS = {"keras": "Keras", "onnxruntime": "ONNX Runtime", "litert": "LiteRT",
-                  "savedmodel": "TensorFlow SavedModel", "tensorrt": "TensorRT"}
+RUNTIME_LABELS = {
+    "keras": "Keras",
+    "onnxruntime": "ONNX Runtime",
+    "litert": "LiteRT",
+    "savedmodel": "TensorFlow SavedModel",
+    "tensorrt": "TensorRT",
+}
 
 
 def part_paths(artefact) -> tuple[Path, Path]:
@@ -35,15 +41,19 @@ def as_pair(paths) -> tuple[Path, Path]:
 def no_pair_error(artefact, pair, target: str) -> ValueError:
     """What ``--skip-absent`` says when an export has no current pair beside it."""
     names = ", ".join(Path(p).name for p in pair or ())
-    return ValueError(f"{artefact}: no current skip-absent pair beside it ({names}); export the model again "
-                      f"with `unet3plus export MODEL --to {target}` (models with a CGM get one)")
+    return ValueError(
+        f"{artefact}: no current skip-absent pair beside it ({names}); export the model again "
+        f"with `unet3plus export MODEL --to {target}` (models with a CGM get one)"
+    )
 
 
 def foreign_pair_error(artefact, part: str, path, target: str) -> ValueError:
     """What a part of another export (or one edited since) gets: one line naming both files."""
-    return ValueError(f"{path}: not the skip-absent {part} of {artefact} (its SHA-256 differs from the one "
-                      f"recorded when {Path(artefact).name} was exported); export the model again with "
-                      f"`unet3plus export MODEL --to {target}`")
+    return ValueError(
+        f"{path}: not the skip-absent {part} of {artefact} (its SHA-256 differs from the one "
+        f"recorded when {Path(artefact).name} was exported); export the model again with "
+        f"`unet3plus export MODEL --to {target}`"
+    )
 
 
 def encoder_outputs(outs: dict) -> tuple[list, Any]:
@@ -133,8 +143,10 @@ class Runtime:
             raise ValueError(f"{self.kind} runtime '{self.path}': input must be (B, H, W, C), got shape {batch.shape}")
         want = tuple(self.input_shape[1:])
         if want and any(w is not None and w != g for w, g in zip(want, batch.shape[1:])):
-            raise ValueError(f"{self.kind} runtime '{self.path}': input must be (B, {', '.join(map(str, want))}), "
-                             f"got {batch.shape}; preprocess with the model's PreprocessConfig")
+            raise ValueError(
+                f"{self.kind} runtime '{self.path}': input must be (B, {', '.join(map(str, want))}), "
+                f"got {batch.shape}; preprocess with the model's PreprocessConfig"
+            )
         return np.ascontiguousarray(batch, dtype=np.float32)
 
     def predict_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -240,8 +252,14 @@ class FunctionRuntime(Runtime):
 
     kind = "function"
 
-    def __init__(self, fn: Callable[[np.ndarray], Any], image_size: int | None = None,
-                 channels: int | None = None, name: str = "function", info: ModelInfo | None = None):
+    def __init__(
+        self,
+        fn: Callable[[np.ndarray], Any],
+        image_size: int | None = None,
+        channels: int | None = None,
+        name: str = "function",
+        info: ModelInfo | None = None,
+    ):
         super().__init__(None, info)
         self.fn = fn
         self._name = name
@@ -263,7 +281,7 @@ class FunctionRuntime(Runtime):
     def segment(self, batch):
         out = self.fn(batch)
         seg, cls = out if isinstance(out, tuple) else (out, None)
-        if isinstance(seg, dict):   # a runtime-like object's dict of outputs
+        if isinstance(seg, dict):  # a runtime-like object's dict of outputs
             seg, cls = seg[SEG], seg.get(CLS)
         seg = np.asarray(seg, dtype=np.float32)
         return (seg[..., None] if seg.ndim == 3 else seg), (None if cls is None else np.asarray(cls))

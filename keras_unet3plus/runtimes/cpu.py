@@ -4,6 +4,7 @@ bf16 pays off with AVX512_BF16 or AMX (otherwise TensorFlow emulates it, slower 
 with VNNI (AVX512_VNNI, AVX_VNNI) or AMX. Read from ``/proc/cpuinfo`` (Linux); elsewhere nothing
 is claimed and fp32 runs.
 """
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ one: training form, gated by the predictor, so `gate=False` stays possible; a `d
 carries its gate in the graph). The export check (`predict` / `predict_all`) runs the deploy form
 made from it, the graph every exported artefact is held to.
 """
+
 from __future__ import annotations
 
 import os
@@ -74,8 +75,9 @@ def _seg_cls_function(model):
         return fn
     outs = output_tensors(model)
     if SEG not in outs:
-        raise ValueError(f"model '{model.name}' has no 'seg' output (outputs: {sorted(outs)}); "
-                         f"build it with keras_unet3plus.build()")
+        raise ValueError(
+            f"model '{model.name}' has no 'seg' output (outputs: {sorted(outs)}); build it with keras_unet3plus.build()"
+        )
     selected = {k: outs[k] for k in (SEG, CLS) if k in outs}
     infer = _compiled(keras.Model(model.inputs, selected, name=f"{model.name}_infer"))
 
@@ -107,8 +109,12 @@ def with_dtype_policy(model, policy: str):
     def set_policy(node):
         if isinstance(node, dict):
             inner = node.get("config")
-            if (node.get("class_name") != "InputLayer" and isinstance(inner, dict) and "dtype" in inner
-                    and inner.get("name") not in keep_float32):
+            if (
+                node.get("class_name") != "InputLayer"
+                and isinstance(inner, dict)
+                and "dtype" in inner
+                and inner.get("name") not in keep_float32
+            ):
                 inner["dtype"] = policy
             for value in node.values():
                 set_policy(value)
@@ -188,8 +194,16 @@ class KerasRuntime(Runtime):
     kind = "keras"
     suffixes = (".keras",)
 
-    def __init__(self, model, path=None, info: ModelInfo | None = None, threshold: float | None = None,
-                 all_outputs: bool = True, precision: str = "fp32", fuse_decoder: bool | None = None):
+    def __init__(
+        self,
+        model,
+        path=None,
+        info: ModelInfo | None = None,
+        threshold: float | None = None,
+        all_outputs: bool = True,
+        precision: str = "fp32",
+        fuse_decoder: bool | None = None,
+    ):
         if precision not in PRECISION_POLICIES:
             raise ValueError(f"Keras precision must be one of {sorted(PRECISION_POLICIES)}, got {precision!r}")
         from_file = isinstance(model, (str, os.PathLike))

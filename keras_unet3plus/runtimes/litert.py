@@ -1,4 +1,5 @@
 """A `.tflite` model with LiteRT's interpreter; int8 models are (de)quantized here."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,9 @@ class _Signature:
         sigs = self.interpreter.get_signature_list()
         if not sigs:
             raise ValueError(f"LiteRT model '{path}' has no signature; export it with `unet3plus export --to tflite`")
-        self.runner = self.interpreter.get_signature_runner("serving_default" if "serving_default" in sigs
-                                                            else next(iter(sigs)))
+        self.runner = self.interpreter.get_signature_runner(
+            "serving_default" if "serving_default" in sigs else next(iter(sigs))
+        )
         self.inputs = self.runner.get_input_details()
         self.outputs = self.runner.get_output_details()
 
@@ -69,7 +71,7 @@ class LiteRTRuntime(Runtime):
         self.interpreter = self.main.interpreter
         if len(self.main.inputs) != 1:
             raise ValueError(f"LiteRT model '{path}': expected one input, has {list(self.main.inputs)}")
-        (self._input_name, d), = self.main.inputs.items()
+        ((self._input_name, d),) = self.main.inputs.items()
         sig_shape = d.get("shape_signature", d["shape"])
         self.input_shape = tuple(None if s < 0 else int(s) for s in sig_shape)
         if self.input_shape:

@@ -1,4 +1,5 @@
 """An `.onnx` graph with ONNX Runtime; the graph's metadata carries the ModelInfo when no sidecar does."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,14 @@ class OnnxRuntime(Runtime):
     suffixes = (".onnx",)
     pair_target = "onnx"
 
-    def __init__(self, path, info: ModelInfo | None = None, providers: list[str] | None = None,
-                 threads: int | None = None, pair: tuple | None = None):
+    def __init__(
+        self,
+        path,
+        info: ModelInfo | None = None,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        pair: tuple | None = None,
+    ):
         super().__init__(path, info)
         self._session_args = (threads, providers)
         self.session = open_session(path, threads, providers)
@@ -68,8 +75,11 @@ class OnnxRuntime(Runtime):
             source = f"{self.path} metadata"
             record = ModelInfo.from_dict(json.loads(self._embedded), source=source).export_record(source)
             identity = record.pair if record is not None else None
-            if identity is None and self.pair is not None and all(
-                    embedded_info_json(self._open_part(p)) == self._embedded for p in self.pair):
+            if (
+                identity is None
+                and self.pair is not None
+                and all(embedded_info_json(self._open_part(p)) == self._embedded for p in self.pair)
+            ):
                 identity = PairIdentity.of(self.pair)
         return identity
 

@@ -1,4 +1,5 @@
 """A SavedModel folder, run through its `serving_default` signature (TensorFlow only, no Keras)."""
+
 from __future__ import annotations
 
 from ..modelinfo import ModelInfo
@@ -16,12 +17,14 @@ class SavedModelRuntime(Runtime):
 
         self._loaded = tf.saved_model.load(str(path))
         if signature not in self._loaded.signatures:
-            raise ValueError(f"SavedModel '{path}' has no '{signature}' signature (has {list(self._loaded.signatures)})")
+            raise ValueError(
+                f"SavedModel '{path}' has no '{signature}' signature (has {list(self._loaded.signatures)})"
+            )
         self._fn = self._loaded.signatures[signature]
         inputs = self._fn.structured_input_signature[1]
         if len(inputs) != 1:
             raise ValueError(f"SavedModel '{path}': expected one input, signature has {list(inputs)}")
-        (self._input_name, spec), = inputs.items()
+        ((self._input_name, spec),) = inputs.items()
         self.input_shape = tuple(spec.shape.as_list())
         self._output_names = list(self._fn.structured_outputs.keys())
 

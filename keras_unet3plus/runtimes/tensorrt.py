@@ -2,6 +2,7 @@
 
 Never run here (no GPU was lent to this project): written against NVIDIA's documented API.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,8 +31,10 @@ class TensorRTRuntime(Runtime):
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
-            raise ValueError(f"TensorRT engine '{path}' could not be deserialized (built with another TensorRT "
-                             f"version or GPU? this is TensorRT {trt.__version__})")
+            raise ValueError(
+                f"TensorRT engine '{path}' could not be deserialized (built with another TensorRT "
+                f"version or GPU? this is TensorRT {trt.__version__})"
+            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -50,7 +53,7 @@ class TensorRTRuntime(Runtime):
             out: dict[str, list] = {}
             step = self._max_shape[0]
             for i in range(0, batch.shape[0], step):
-                for k, v in self._run(batch[i:i + step]).items():
+                for k, v in self._run(batch[i : i + step]).items():
                     out.setdefault(k, []).append(v)
             return {k: np.concatenate(v) for k, v in out.items()}
         self.context.set_input_shape(self._input_name, tuple(batch.shape))
@@ -66,15 +69,23 @@ class TensorRTRuntime(Runtime):
                 self.context.set_tensor_address(name, int(ptr))
                 if name == self._input_name:
                     host = np.ascontiguousarray(batch.astype(dtype, copy=False))
-                    _check_cuda(cudart.cudaMemcpyAsync(ptr, host.ctypes.data, nbytes,
-                                                       cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream)[0], "cudaMemcpy")
+                    _check_cuda(
+                        cudart.cudaMemcpyAsync(
+                            ptr, host.ctypes.data, nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream
+                        )[0],
+                        "cudaMemcpy",
+                    )
                 else:
                     host_out[name] = (np.empty(shape, dtype), ptr, nbytes)
             if not self.context.execute_async_v3(self._stream):
                 raise RuntimeError(f"TensorRT engine '{self.path}': execute_async_v3 failed")
             for host, ptr, nbytes in host_out.values():
-                _check_cuda(cudart.cudaMemcpyAsync(host.ctypes.data, ptr, nbytes,
-                                                   cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream)[0], "cudaMemcpy")
+                _check_cuda(
+                    cudart.cudaMemcpyAsync(
+                        host.ctypes.data, ptr, nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream
+                    )[0],
+                    "cudaMemcpy",
+                )
             _check_cuda(cudart.cudaStreamSynchronize(self._stream)[0], "cudaStreamSynchronize")
             return {name: host for name, (host, _, _) in host_out.items()}
         finally:
@@ -86,10 +97,12 @@ def _cudart():
     """CUDA runtime bindings of cuda-python (12.x+: `cuda.bindings.runtime`; older: `cuda.cudart`)."""
     try:
         from cuda.bindings import runtime as cudart
+
         return cudart
     except ImportError:
         try:
             from cuda import cudart
+
             return cudart
         except ImportError:
             require("cuda_python_missing_for_tensorrt_runtime", "tensorrt")  # raises with the pip hint

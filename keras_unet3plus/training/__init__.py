@@ -16,15 +16,20 @@ settings. Code that drives training together with other stages (the demo, the re
 The names below load on first use (PEP 562): the configuration and its flags import no
 TensorFlow, so ``unet3plus train --help`` does not wait for it.
 """
+
 from __future__ import annotations
 
 from .._lazy import lazy_names
 
 _WHERE = {
-    "TrainConfig": "config", "load_file": "config",
-    "select_strategy": "distribute", "is_chief": "distribute",
+    "TrainConfig": "config",
+    "load_file": "config",
+    "select_strategy": "distribute",
+    "is_chief": "distribute",
     "learning_rate_schedule": "schedule",
-    "Trainer": "trainer", "FitResult": "trainer", "train": "trainer",
+    "Trainer": "trainer",
+    "FitResult": "trainer",
+    "train": "trainer",
 }
 
 __all__ = sorted(_WHERE)

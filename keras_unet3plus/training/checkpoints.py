@@ -9,6 +9,7 @@
 - Models (``best.keras``, ``model.keras``): saved to a temporary ``.keras`` file in the same folder,
   then ``os.replace``d, then their :mod:`~keras_unet3plus.modelinfo` sidecar (also atomic).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,12 +34,12 @@ class RunState:
     uninterrupted run would have had; ``planned_steps`` is where the learning-rate schedule ends.
     """
 
-    epoch: tf.Variable       # completed epochs
-    best: tf.Variable        # best validation per-volume Dice so far (-1: none yet)
+    epoch: tf.Variable  # completed epochs
+    best: tf.Variable  # best validation per-volume Dice so far (-1: none yet)
     best_epoch: tf.Variable  # epoch (1-based) that reached it (0: none)
-    wait: tf.Variable        # validations since the last improvement (early stopping)
-    step: tf.Variable        # steps done in the current epoch
-    sums: tf.Variable        # the current epoch's running sums (loss, per-output losses, Dice stats)
+    wait: tf.Variable  # validations since the last improvement (early stopping)
+    step: tf.Variable  # steps done in the current epoch
+    sums: tf.Variable  # the current epoch's running sums (loss, per-output losses, Dice stats)
     planned_steps: tf.Variable  # where the LR schedule ends (shortened by a time budget)
 
     @classmethod
@@ -46,21 +47,31 @@ class RunState:
         # plain (non-distributed) variables, created outside any strategy scope: the Python loop
         # updates them between steps
         with tf.init_scope():
-            return cls(epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"),
-                       best=tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val_dice"),
-                       best_epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch"),
-                       wait=tf.Variable(0, dtype=tf.int64, trainable=False, name="wait"),
-                       step=tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch"),
-                       sums=tf.Variable(np.zeros(n_sums), dtype=tf.float64, trainable=False, name="epoch_sums"),
-                       planned_steps=tf.Variable(1, dtype=tf.int64, trainable=False, name="planned_steps"))
+            return cls(
+                epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"),
+                best=tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val_dice"),
+                best_epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch"),
+                wait=tf.Variable(0, dtype=tf.int64, trainable=False, name="wait"),
+                step=tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch"),
+                sums=tf.Variable(np.zeros(n_sums), dtype=tf.float64, trainable=False, name="epoch_sums"),
+                planned_steps=tf.Variable(1, dtype=tf.int64, trainable=False, name="planned_steps"),
+            )
 
     def trackables(self) -> dict[str, tf.Variable]:
-        return dict(epoch=self.epoch, best=self.best, best_epoch=self.best_epoch, wait=self.wait,
-                    step=self.step, sums=self.sums, planned_steps=self.planned_steps)
+        return dict(
+            epoch=self.epoch,
+            best=self.best,
+            best_epoch=self.best_epoch,
+            wait=self.wait,
+            step=self.step,
+            sums=self.sums,
+            planned_steps=self.planned_steps,
+        )
 
 
-def make_manager(model: keras.Model, optimizer, state: RunState, directory: str | os.PathLike,
-                 max_to_keep: int = 3) -> tuple[tf.train.Checkpoint, tf.train.CheckpointManager]:
+def make_manager(
+    model: keras.Model, optimizer, state: RunState, directory: str | os.PathLike, max_to_keep: int = 3
+) -> tuple[tf.train.Checkpoint, tf.train.CheckpointManager]:
     """Checkpoint of (model, optimizer, run state) and its manager in ``directory``.
 
     The random-number states of the model's layers (dropout's ``SeedGenerator``) are saved too:
@@ -69,8 +80,9 @@ def make_manager(model: keras.Model, optimizer, state: RunState, directory: str 
     """
     seeds = [v for v in model.variables if "seed_generator_state" in v.path]
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, seeds=seeds, **state.trackables())
-    manager = tf.train.CheckpointManager(ckpt, directory=os.fspath(directory), max_to_keep=max_to_keep,
-                                         checkpoint_name="ckpt")
+    manager = tf.train.CheckpointManager(
+        ckpt, directory=os.fspath(directory), max_to_keep=max_to_keep, checkpoint_name="ckpt"
+    )
     return ckpt, manager
 
 
@@ -81,8 +93,15 @@ def checkpoint_candidates(directory: str | os.PathLike) -> list[str]:
     state = tf.train.get_checkpoint_state(str(directory)) if directory.is_dir() else None
     if state is not None:
         found += [str(p) for p in reversed(list(state.all_model_checkpoint_paths))]
-    on_disk = sorted(directory.glob("ckpt-*.index"), key=lambda p: int(p.name[5:-6]) if p.name[5:-6].isdigit() else -1,
-                     reverse=True) if directory.is_dir() else []
+    on_disk = (
+        sorted(
+            directory.glob("ckpt-*.index"),
+            key=lambda p: int(p.name[5:-6]) if p.name[5:-6].isdigit() else -1,
+            reverse=True,
+        )
+        if directory.is_dir()
+        else []
+    )
     for idx in on_disk:
         prefix = str(idx)[: -len(".index")]
         if prefix not in found:
@@ -90,8 +109,7 @@ def checkpoint_candidates(directory: str | os.PathLike) -> list[str]:
     return [p if os.path.isabs(p) else str(directory / p) for p in found]
 
 
-def restore_newest_good(ckpt: tf.train.Checkpoint, directory: str | os.PathLike,
-                        say=print) -> str | None:
+def restore_newest_good(ckpt: tf.train.Checkpoint, directory: str | os.PathLike, say=print) -> str | None:
     """Restore the newest checkpoint that reads back whole; an unreadable newer one (truncated by a
     full disk, a killed copy) is reported and skipped, never deleted. None when there is none."""
     candidates = checkpoint_candidates(directory)
@@ -113,9 +131,11 @@ def save_checkpoint(manager: tf.train.CheckpointManager, number: int) -> str:
         return manager.save(checkpoint_number=number)
     except (OSError, tf.errors.OpError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OSError(getattr(exc, "errno", None) or 0,
-                      f"{manager.directory}: could not write checkpoint {number} ({reason}); the previous "
-                      "checkpoints are intact and a rerun resumes from the newest of them") from exc
+        raise OSError(
+            getattr(exc, "errno", None) or 0,
+            f"{manager.directory}: could not write checkpoint {number} ({reason}); the previous "
+            "checkpoints are intact and a rerun resumes from the newest of them",
+        ) from exc
 
 
 def save_model_atomic(model: keras.Model, path: str | os.PathLike, info: ModelInfo | None = None) -> Path:

@@ -18,6 +18,7 @@ Agreement (:func:`agree`, :func:`average_non_trainable`): the few numbers every 
 alike (the time budget, the restored step, the validation Dice, BatchNorm statistics) are combined
 across workers, so their models and decisions never drift apart.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,11 +66,14 @@ def select_strategy(kind: str = "auto", devices: Sequence[str] | None = None) ->
         kind = "multiworker" if cluster_size() > 0 else "mirrored"
     if kind == "multiworker":
         if cluster_size() == 0:
-            raise ValueError("strategy 'multiworker' needs TF_CONFIG with a cluster "
-                             '(e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                             '"task": {"type": "worker", "index": 0}})')
+            raise ValueError(
+                "strategy 'multiworker' needs TF_CONFIG with a cluster "
+                '(e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                '"task": {"type": "worker", "index": 0}})'
+            )
         options = tf.distribute.experimental.CommunicationOptions(
-            implementation=tf.distribute.experimental.CommunicationImplementation.AUTO)
+            implementation=tf.distribute.experimental.CommunicationImplementation.AUTO
+        )
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     if kind == "default":
         return tf.distribute.get_strategy()
@@ -83,8 +87,7 @@ def select_strategy(kind: str = "auto", devices: Sequence[str] | None = None) ->
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
-        strategy.extended._in_multi_worker_mode()  # noqa: SLF001 (public equivalent does not exist)
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()  # noqa: SLF001 (public equivalent does not exist)
 
 
 def task_info(strategy: tf.distribute.Strategy) -> tuple[str | None, int | None]:
@@ -138,6 +141,7 @@ def describe(strategy: tf.distribute.Strategy) -> str:
 # what the workers of a multi-worker run agree on
 # ------------------------------------------------------------------------------------------------
 
+
 def worker_rank(strategy: tf.distribute.Strategy) -> int:
     """This process's place among the cluster's tasks: the chief(s) first, then the workers."""
     task_type, task_id = task_info(strategy)
@@ -170,5 +174,5 @@ def average_non_trainable(strategy: tf.distribute.Strategy, model) -> None:
     mean = agree(strategy, flat, "sum") / cluster_size()
     offset = 0
     for v, a in zip(variables, values):
-        v.assign(mean[offset: offset + a.size].reshape(a.shape).astype(a.dtype))
+        v.assign(mean[offset : offset + a.size].reshape(a.shape).astype(a.dtype))
         offset += a.size

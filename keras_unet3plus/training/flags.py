@@ -1,6 +1,7 @@
 """Command-line flags for every :class:`TrainConfig` field, shared by `unet3plus train` and the
 recipes (so the CLI and the recipe scripts cannot drift apart). Each flag's type, help and
 default come from the field (:mod:`keras_unet3plus.options`); no TensorFlow is loaded."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,9 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
     options.add_flags(parser, TrainConfig, skip=skip, suppress=True, parser_choices=False)
 
 
-def config_from_args(args: argparse.Namespace, skip: tuple[str, ...] = ("command", "config", "func"),
-                     base: dict | None = None):
+def config_from_args(
+    args: argparse.Namespace, skip: tuple[str, ...] = ("command", "config", "func"), base: dict | None = None
+):
     """The resolved :class:`TrainConfig`: ``base`` <- ``--config`` file <- explicit flags."""
     from .config import TrainConfig
 

@@ -4,6 +4,7 @@ An epoch a time budget cut short (``steps`` below ``steps_per_epoch``) is marked
 CSV (and the history a run returns) and drawn apart in the curve, at the training progress it
 reached: its loss is a mean over a few batches, not an epoch's, and must not read as one.
 """
+
 from __future__ import annotations
 
 import csv
@@ -105,9 +106,9 @@ def _scalar(name: str, value: float, step: int) -> None:
 
     metadata = summary_pb2.SummaryMetadata(
         plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-        data_class=summary_pb2.DATA_CLASS_SCALAR)
-    tf.summary.write(tag=name, tensor=tf.constant(value, tf.float32), step=step,
-                     metadata=metadata.SerializeToString())
+        data_class=summary_pb2.DATA_CLASS_SCALAR,
+    )
+    tf.summary.write(tag=name, tensor=tf.constant(value, tf.float32), step=step, metadata=metadata.SerializeToString())
 
 
 class TensorBoardLog:
@@ -118,6 +119,7 @@ class TensorBoardLog:
         self._writers = {}
         if enabled:
             import tensorflow as tf
+
             for split in ("train", "val"):
                 self._writers[split] = tf.summary.create_file_writer(str(Path(folder) / split))
 
@@ -157,6 +159,7 @@ def plot_history(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, tit
     if not rows:
         return None
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -178,14 +181,32 @@ def plot_history(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, tit
     draw(ax2, "dice", ".--", "tab:orange", "training Dice (batches)")
     ax2.set_ylabel("Dice", color="tab:red")
     lines = [ln for ln in ax1.get_lines() + ax2.get_lines() if not ln.get_label().startswith("_")]
-    cut = "; ".join(f"epoch {r['epoch']}: {_int(r['steps'])} of {_int(r['steps_per_epoch'])} steps"
-                    for r in rows if is_partial(r))
-    if cut:   # one legend entry for the hollow markers of every series
+    cut = "; ".join(
+        f"epoch {r['epoch']}: {_int(r['steps'])} of {_int(r['steps_per_epoch'])} steps" for r in rows if is_partial(r)
+    )
+    if cut:  # one legend entry for the hollow markers of every series
         from matplotlib.lines import Line2D
-        lines.append(Line2D([], [], marker="o", color="gray", markerfacecolor="white", linestyle="none",
-                            label=f"partial (time budget): {cut}"))
-    ax1.legend(lines, [ln.get_label() for ln in lines], loc="upper center", bbox_to_anchor=(0.5, -0.16),
-               ncol=2, fontsize=8, frameon=False)   # below the axes: the twin axes' lines stay visible
+
+        lines.append(
+            Line2D(
+                [],
+                [],
+                marker="o",
+                color="gray",
+                markerfacecolor="white",
+                linestyle="none",
+                label=f"partial (time budget): {cut}",
+            )
+        )
+    ax1.legend(
+        lines,
+        [ln.get_label() for ln in lines],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+    )  # below the axes: the twin axes' lines stay visible
     ax1.set_title(title or "UNet 3+ training")
     ax1.grid(alpha=0.3)
     fig.tight_layout()

@@ -4,6 +4,7 @@ resumes in it, the model info its saved models carry, and taking back what a fai
 Apart from the trainer because none of it trains: it is the contract between a run and the folder
 it leaves behind (what a resumed run, ``unet3plus predict`` and a person find there).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -48,6 +49,7 @@ def check_resume_config(cfg: TrainConfig, out: Path) -> None:
     if not path.exists():
         return
     from .config import load_file
+
     try:
         old = load_file(path)
     except ValueError:
@@ -56,12 +58,13 @@ def check_resume_config(cfg: TrainConfig, out: Path) -> None:
     changed = [k for k in BUILD_FIELDS if k in old and _norm(old[k]) != _norm(cur[k])]
     if old.get("cache_dir") and cur["cache_dir"] and old.get("cache_dtype", "float16") != cur["cache_dtype"]:
         old.setdefault("cache_dtype", "float16")
-        changed.append("cache_dtype")   # other training data: the resumed run would not be the same run
+        changed.append("cache_dtype")  # other training data: the resumed run would not be the same run
     if changed:
         raise ValueError(
             f"{out}: cannot resume, the checkpoints were made with different model settings "
             + ", ".join(f"{k}={old[k]!r} (now {cur[k]!r})" for k in changed)
-            + "; use another --out-dir, or --no-resume to start over in this folder")
+            + "; use another --out-dir, or --no-resume to start over in this folder"
+        )
 
 
 def _norm(v):
@@ -74,6 +77,7 @@ def sync_best_from_sidecar(state, best_path: Path) -> None:
     """A crash between saving best.keras and the checkpoint leaves a better best.keras than the
     checkpoint knows about: take its score so a worse model never replaces it."""
     from ..modelinfo import load_info, sidecar_path
+
     if not sidecar_path(best_path).exists():
         return
     try:
@@ -94,10 +98,15 @@ def model_info(cfg: TrainConfig, spec, pre, build_kwargs: dict, val_dice, epoch,
     kwargs = dict(build_kwargs)
     kwargs["input_shape"] = list(kwargs["input_shape"])
     kwargs["filters"] = list(kwargs["filters"])
-    extra = {"trained_by": "keras_unet3plus.training", "epoch": epoch, "run_dir": str(Path(cfg.out_dir)),
-             "mixed_precision": cfg.mixed_precision}
+    extra = {
+        "trained_by": "keras_unet3plus.training",
+        "epoch": epoch,
+        "run_dir": str(Path(cfg.out_dir)),
+        "mixed_precision": cfg.mixed_precision,
+    }
     if val_dice is not None:
         extra["val_dice"] = float(val_dice)
         extra["val_dice_per_case"] = per_case
-    return ModelInfo(task=spec.name, preprocess=pre.to_dict(), num_classes=spec.num_classes, threshold=0.5,
-                     build=kwargs, extra=extra)
+    return ModelInfo(
+        task=spec.name, preprocess=pre.to_dict(), num_classes=spec.num_classes, threshold=0.5, build=kwargs, extra=extra
+    )

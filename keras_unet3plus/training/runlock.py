@@ -6,6 +6,7 @@ hidden file in the run folder: the kernel releases it when its process ends, how
 folder (deleting a lock file that another process has open can let two holders in); only a run that
 fails before its first checkpoint removes it, with the rest of what it wrote.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -36,8 +37,10 @@ class RunLock:
         except BlockingIOError:
             holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "unknown process"
             os.close(fd)
-            raise RunFolderBusy(f"{self.folder}: another trainer is using this run folder ({holder}); wait for "
-                                "it to finish or choose another --out-dir") from None
+            raise RunFolderBusy(
+                f"{self.folder}: another trainer is using this run folder ({holder}); wait for "
+                "it to finish or choose another --out-dir"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         os.fsync(fd)

@@ -4,6 +4,7 @@ Apart from the trainer because the schedule is a pure function of the config and
 one piece of run state: where the cosine ends (``total_steps``), which the trainer shortens when a
 time budget will stop the run early and which the checkpoint stores (``RunState.planned_steps``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +25,9 @@ def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int, total_steps=N
         return float(cfg.learning_rate)
     if cfg.lr_schedule == "exponential":
         rate = cfg.min_lr_ratio ** (1.0 / max(1, cfg.epochs)) if cfg.min_lr_ratio > 0 else 0.5
-        return keras.optimizers.schedules.ExponentialDecay(cfg.learning_rate, decay_steps=steps_per_epoch,
-                                                           decay_rate=rate)
+        return keras.optimizers.schedules.ExponentialDecay(
+            cfg.learning_rate, decay_steps=steps_per_epoch, decay_rate=rate
+        )
     if total_steps is None:
         total_steps = max(1, cfg.epochs * steps_per_epoch)
     return WarmupCosine(cfg.learning_rate, total_steps, warmup, cfg.min_lr_ratio)
@@ -40,7 +42,12 @@ class WarmupCosine:
 
         class _Schedule(keras.optimizers.schedules.LearningRateSchedule):
             def __init__(self, peak, total_steps, warmup, alpha):
-                self.peak, self.total_steps, self.warmup, self.alpha = float(peak), total_steps, int(warmup), float(alpha)
+                self.peak, self.total_steps, self.warmup, self.alpha = (
+                    float(peak),
+                    total_steps,
+                    int(warmup),
+                    float(alpha),
+                )
 
             def __call__(self, step):
                 from keras import ops
@@ -56,7 +63,11 @@ class WarmupCosine:
                 return ops.where(step < self.warmup, self.peak * step / warm, cosine)
 
             def get_config(self):
-                return {"peak": self.peak, "total_steps": int(np.asarray(self.total_steps)),
-                        "warmup": self.warmup, "alpha": self.alpha}
+                return {
+                    "peak": self.peak,
+                    "total_steps": int(np.asarray(self.total_steps)),
+                    "warmup": self.warmup,
+                    "alpha": self.alpha,
+                }
 
         return _Schedule(*args, **kwargs)

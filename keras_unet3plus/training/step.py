@@ -18,6 +18,7 @@ One step, per replica (``strategy.run``):
    gradient (Keras would clip each replica's partial gradient), and the loss-scale optimizer's
    finite check sees identical gradients on every replica, so replicas can never diverge.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,13 +39,22 @@ def pre_reduced_adam_class() -> tuple[type, bool]:
 
     # guard: if a future Keras renames the hook, fall back to dividing by the replica count
     from keras.src.backend.tensorflow.optimizer import TFOptimizer
+
     if hasattr(TFOptimizer, "_all_reduce_sum_gradients"):
         return _PreReducedAdam, True
     return keras.optimizers.Adam, False
 
 
-def make_train_step(model, optimizer, strategy, cfg: TrainConfig, out_names: Sequence[str], binary: bool,
-                    pre_reduced: bool, losses: Mapping[str, Mapping[str, Any]]) -> Callable:
+def make_train_step(
+    model,
+    optimizer,
+    strategy,
+    cfg: TrainConfig,
+    out_names: Sequence[str],
+    binary: bool,
+    pre_reduced: bool,
+    losses: Mapping[str, Mapping[str, Any]],
+) -> Callable:
     """The distributed train step ``step(iterator) -> (loss, {output: loss sum}, Dice stats)``, each
     summed over replicas (see the module docstring for why it looks like this). ``losses``: what
     ``model.compile`` would take, ``{"loss": {output: Loss}, "loss_weights": {output: float}}``;

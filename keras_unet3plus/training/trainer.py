@@ -20,6 +20,7 @@ it: :mod:`.schedule` (learning rate), :mod:`.step` (the distributed step), :mod:
 :mod:`.run_folder` (file names, resume checks, model info, clean-up of a failed start),
 :mod:`.checkpoints`, :mod:`.distribute` (strategy, worker agreement) and :mod:`.logs`.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,15 +30,27 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from . import distribute as dist
 from .config import TrainConfig
-from .run_folder import (BEST_MODEL, CHECKPOINT_DIR, CSV_LOG, CURVE_PNG, FINAL_MODEL, SPLIT_JSON, TENSORBOARD_DIR,
-                         check_resume_config, has_checkpoint, model_info, remove_new_entries,
-                         sync_best_from_sidecar)
+from .run_folder import (
+    BEST_MODEL,
+    CHECKPOINT_DIR,
+    CSV_LOG,
+    CURVE_PNG,
+    FINAL_MODEL,
+    SPLIT_JSON,
+    TENSORBOARD_DIR,
+    check_resume_config,
+    has_checkpoint,
+    model_info,
+    remove_new_entries,
+    sync_best_from_sidecar,
+)
 from .schedule import learning_rate_schedule
 from .step import make_train_step, pre_reduced_adam_class
 from .validation import check_cases, validation_dice, worker_share
@@ -72,11 +85,13 @@ class Trainer:
     ``printer``: where progress lines go (default ``print``; silenced by ``verbose=0``).
     """
 
-    def __init__(self, config: TrainConfig, cases=None, split=None, strategy=None,
-                 printer: Callable[[str], None] | None = None):
+    def __init__(
+        self, config: TrainConfig, cases=None, split=None, strategy=None, printer: Callable[[str], None] | None = None
+    ):
         self.cfg = config.validate()
         if type(self).build_loss is Trainer.build_loss:  # a bad loss name fails before any work
             from ..losses import get_loss
+
             try:
                 get_loss(self.cfg.loss)
             except ValueError as exc:
@@ -90,35 +105,35 @@ class Trainer:
         # -- the run: strategy, folder, task
         self.t_start: float = 0.0
         self.strategy = None
-        self.chief: bool = True          # until the strategy says otherwise (clean-up of a failed start)
+        self.chief: bool = True  # until the strategy says otherwise (clean-up of a failed start)
         self.multi_worker: bool = False
         self.out: Path = Path(self.cfg.out_dir)
         self.ckpt_dir: Path = self.out / CHECKPOINT_DIR
         self.ckpt_write: str | None = None
         self._lock = None
-        self.spec = None                 # data.TaskSpec
-        self.pre = None                  # data.PreprocessConfig
+        self.spec = None  # data.TaskSpec
+        self.pre = None  # data.PreprocessConfig
         # -- data
-        self.split = None                # data.Split
+        self.split = None  # data.Split
         self.train_cases: list = []
         self.val_cases: list = []
-        self.data_info = None            # data.pipeline.DatasetInfo of the first input pipeline
+        self.data_info = None  # data.pipeline.DatasetInfo of the first input pipeline
         self.replicas_per_pipeline: int = 1
-        self.steps: int = 0              # optimizer steps per epoch
+        self.steps: int = 0  # optimizer steps per epoch
         self._pipeline_kwargs: dict[str, Any] = {}
-        self._index = None               # the training cases' slice index, built once
+        self._index = None  # the training cases' slice index, built once
         self.iterator = None
         # -- model, loss, optimizer, step
         self.build_kwargs: dict[str, Any] = {}
         self.model = None
         self.out_names: list[str] = []
-        self.loss: dict[str, dict[str, Any]] = {}   # what build_loss returned
+        self.loss: dict[str, dict[str, Any]] = {}  # what build_loss returned
         self.optimizer = None
         self._pre_reduced: bool = False
         self._fused_pairs: int = 0
         self._step_fn: Callable | None = None
         # -- checkpoints and resume
-        self.state = None                # checkpoints.RunState: everything a resumed run needs
+        self.state = None  # checkpoints.RunState: everything a resumed run needs
         self.ckpt = None
         self.manager = None
         self.resumed: str | None = None
@@ -163,8 +178,7 @@ class Trainer:
         except BaseException as exc:
             from .runlock import RunFolderBusy
 
-            if (not isinstance(exc, RunFolderBusy) and self.chief
-                    and not has_checkpoint(out / CHECKPOINT_DIR)):
+            if not isinstance(exc, RunFolderBusy) and self.chief and not has_checkpoint(out / CHECKPOINT_DIR):
                 if self._lock is not None:
                     self._lock.release()
                     self._lock = None
@@ -198,8 +212,10 @@ class Trainer:
         self.chief = dist.is_chief(self.strategy)
         self.multi_worker = dist.is_multi_worker(self.strategy)
         if cfg.batch_size % self.strategy.num_replicas_in_sync:
-            raise ValueError(f"batch_size {cfg.batch_size} (global) must be a multiple of the "
-                             f"{self.strategy.num_replicas_in_sync} replicas")
+            raise ValueError(
+                f"batch_size {cfg.batch_size} (global) must be a multiple of the "
+                f"{self.strategy.num_replicas_in_sync} replicas"
+            )
         self.spec = self._task()
         self.pre = cfg.preprocess()
         has_ckpt = tf.train.latest_checkpoint(str(self.ckpt_dir)) is not None
@@ -216,10 +232,12 @@ class Trainer:
         self.tb = TensorBoardLog(self.out / TENSORBOARD_DIR, enabled=self.chief)
         self.deadline = self.t_start + cfg.max_minutes * 60 if cfg.max_minutes else None
         self.stop_reason = "epochs" if int(self.state.epoch.numpy()) < cfg.epochs else "already complete"
-        self.say(f"training {cfg.epochs - int(self.state.epoch.numpy())} epoch(s) x {self.steps} steps, global "
-                 f"batch {cfg.batch_size}{', mixed precision' if cfg.mixed_precision else ''}"
-                 f"{', XLA' if cfg.jit_compile else ''}"
-                 f"{', paper decoder computed fused' if cfg.fused_decoder and self._fused_pairs else ''}")
+        self.say(
+            f"training {cfg.epochs - int(self.state.epoch.numpy())} epoch(s) x {self.steps} steps, global "
+            f"batch {cfg.batch_size}{', mixed precision' if cfg.mixed_precision else ''}"
+            f"{', XLA' if cfg.jit_compile else ''}"
+            f"{', paper decoder computed fused' if cfg.fused_decoder and self._fused_pairs else ''}"
+        )
 
     def on_epoch_start(self, epoch: int) -> None:
         """The epoch's progress bar; its data is already queued in the run's one iterator."""
@@ -230,8 +248,9 @@ class Trainer:
         self.step_in_epoch = int(self.state.step.numpy())
         if self.iterator is None:
             self.iterator = self._run_iterator(epoch, self.step_in_epoch)
-        self.bar = keras.utils.Progbar(self.steps, verbose=1 if (self.cfg.verbose and self.chief) else 0,
-                                       stateful_metrics=["lr"])
+        self.bar = keras.utils.Progbar(
+            self.steps, verbose=1 if (self.cfg.verbose and self.chief) else 0, stateful_metrics=["lr"]
+        )
         if self.step_in_epoch:
             self.say(f"epoch {epoch + 1}: resuming at step {self.step_in_epoch + 1} of {self.steps}")
 
@@ -243,8 +262,17 @@ class Trainer:
 
         def dataset_fn(ctx):
             from ..data.pipeline import build_dataset
-            ds, _ = build_dataset(self.train_cases, self.spec, self.pre, input_context=ctx, epochs=epochs,
-                                  batches_per_epoch=steps * local, index=self._index, **pipeline)
+
+            ds, _ = build_dataset(
+                self.train_cases,
+                self.spec,
+                self.pre,
+                input_context=ctx,
+                epochs=epochs,
+                batches_per_epoch=steps * local,
+                index=self._index,
+                **pipeline,
+            )
             # one global step takes a per-replica batch for each local replica
             return ds.skip(skip * local)
 
@@ -256,15 +284,21 @@ class Trainer:
         loss, parts, stats = self._step_fn(self.iterator)
         loss_v = float(loss.numpy())
         if not math.isfinite(loss_v) and not cfg.mixed_precision:
-            raise FloatingPointError(f"training loss became {loss_v} at epoch {self.epoch + 1}, step "
-                                     f"{self.step_in_epoch + 1}; lower --learning-rate or keep --clipnorm")
-        sums = np.array([loss_v] + [float(parts[k].numpy()) / cfg.batch_size for k in self.out_names]
-                        + list(stats.numpy()), np.float64)
+            raise FloatingPointError(
+                f"training loss became {loss_v} at epoch {self.epoch + 1}, step "
+                f"{self.step_in_epoch + 1}; lower --learning-rate or keep --clipnorm"
+            )
+        sums = np.array(
+            [loss_v] + [float(parts[k].numpy()) / cfg.batch_size for k in self.out_names] + list(stats.numpy()),
+            np.float64,
+        )
         self.state.sums.assign_add(sums)
         self.step_in_epoch += 1
         self.state.step.assign(self.step_in_epoch)
         s = stats.numpy()
-        self.bar.update(self.step_in_epoch, [("loss", loss_v), ("dice", 2 * s[0] / (s[1] + s[2]) if s[1] + s[2] else 1.0)])
+        self.bar.update(
+            self.step_in_epoch, [("loss", loss_v), ("dice", 2 * s[0] / (s[1] + s[2]) if s[1] + s[2] else 1.0)]
+        )
         every = cfg.checkpoint_every_steps
         if every and self.step_in_epoch < self.steps and int(self.optimizer.iterations.numpy()) % every == 0:
             self.save_checkpoint()
@@ -286,11 +320,15 @@ class Trainer:
             dist.average_non_trainable(self.strategy, self.model)
         sums = state.sums.numpy()
         n_out = len(self.out_names)
-        row: dict[str, Any] = {"epoch": epoch + 1, "steps": done, "steps_per_epoch": self.steps,
-                               "loss": sums[0] / max(1, done)}
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "steps": done,
+            "steps_per_epoch": self.steps,
+            "loss": sums[0] / max(1, done),
+        }
         for k, name in enumerate(self.out_names):
             row[f"loss_{name}"] = sums[1 + k] / max(1, done)
-        s = sums[1 + n_out:]
+        s = sums[1 + n_out :]
         row["dice"] = float(2 * s[0] / (s[1] + s[2])) if s[1] + s[2] else 1.0
         row["lr"] = float(np.asarray(keras.ops.convert_to_numpy(self.optimizer.learning_rate)))
         row["images_per_s"] = done * cfg.batch_size / max(train_seconds, 1e-9)
@@ -308,8 +346,10 @@ class Trainer:
                 state.wait.assign(0)
                 if self.chief:
                     from . import checkpoints as ck
-                    ck.save_model_atomic(self.model, self.out / BEST_MODEL,
-                                         self._model_info(val_dice, epoch + 1, per_case))
+
+                    ck.save_model_atomic(
+                        self.model, self.out / BEST_MODEL, self._model_info(val_dice, epoch + 1, per_case)
+                    )
             else:
                 state.wait.assign_add(1)
         row["seconds"] = time.time() - self.t_epoch
@@ -320,8 +360,9 @@ class Trainer:
         state.sums.assign(np.zeros_like(sums))
         if self.chief:
             self.csv_log.append(row)
-            self.tb.scalars("train", {k: v for k, v in row.items() if k not in ("epoch", "val_dice", "val_seconds")},
-                            epoch + 1)
+            self.tb.scalars(
+                "train", {k: v for k, v in row.items() if k not in ("epoch", "val_dice", "val_seconds")}, epoch + 1
+            )
             if "val_dice" in row:
                 self.tb.scalars("val", {"dice": row["val_dice"]}, epoch + 1)
         self.save_checkpoint()
@@ -371,18 +412,29 @@ class Trainer:
                 best_path = best_file
                 model_path = ck.copy_model_atomic(best_file, out / FINAL_MODEL)
             else:
-                model_path = ck.save_model_atomic(self.model, out / FINAL_MODEL,
-                                                  self._model_info(None, int(state.epoch.numpy()), {}))
+                model_path = ck.save_model_atomic(
+                    self.model, out / FINAL_MODEL, self._model_info(None, int(state.epoch.numpy()), {})
+                )
             plot_history(self.csv_log.rows, out / CURVE_PNG, title=f"UNet 3+ {self.spec.name}")
         best = float(state.best.numpy())
-        result = FitResult(out_dir=out, model_path=model_path, best_path=best_path,
-                           best_val_dice=best if best >= 0 else None,
-                           best_epoch=int(state.best_epoch.numpy()) or None, epochs_done=int(state.epoch.numpy()),
-                           stop_reason=self.stop_reason, history=list(self.csv_log.rows), resumed_from=self.resumed,
-                           seconds=time.time() - self.t_start, split=self.split.to_dict())
-        self.say(f"done ({self.stop_reason}): {result.epochs_done} epochs, best val Dice "
-                 f"{'n/a' if result.best_val_dice is None else f'{result.best_val_dice:.4f}'}"
-                 f"{f' at epoch {result.best_epoch}' if result.best_epoch else ''}; model {model_path}")
+        result = FitResult(
+            out_dir=out,
+            model_path=model_path,
+            best_path=best_path,
+            best_val_dice=best if best >= 0 else None,
+            best_epoch=int(state.best_epoch.numpy()) or None,
+            epochs_done=int(state.epoch.numpy()),
+            stop_reason=self.stop_reason,
+            history=list(self.csv_log.rows),
+            resumed_from=self.resumed,
+            seconds=time.time() - self.t_start,
+            split=self.split.to_dict(),
+        )
+        self.say(
+            f"done ({self.stop_reason}): {result.epochs_done} epochs, best val Dice "
+            f"{'n/a' if result.best_val_dice is None else f'{result.best_val_dice:.4f}'}"
+            f"{f' at epoch {result.best_epoch}' if result.best_epoch else ''}; model {model_path}"
+        )
         return result
 
     # ------------------------------------------------------------------------------------------
@@ -394,6 +446,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.data_dir and self._cases is None and self._split is None:
             from ..data.layouts import task_for_dataset
+
             return task_for_dataset(cfg.data_dir, cfg.task, cfg.layout)  # nnU-Net: labels by name
         return get_task(cfg.task)
 
@@ -401,6 +454,7 @@ class Trainer:
         cfg, out = self.cfg, self.out
         if self.chief:  # one trainer per run folder (released by the kernel if this process dies)
             from .runlock import RunLock
+
             self._lock = RunLock(out).acquire()
         if has_ckpt and cfg.resume:
             check_resume_config(self.cfg, out)
@@ -421,11 +475,14 @@ class Trainer:
 
         cfg = self.cfg
         if cfg.fold is None:
-            raise ValueError(f"folds={cfg.folds} without fold: a run trains one fold (--fold 0..{cfg.folds - 1} "
-                             f"or all); recipes/train_*.py --folds {cfg.folds} trains every fold")
+            raise ValueError(
+                f"folds={cfg.folds} without fold: a run trains one fold (--fold 0..{cfg.folds - 1} "
+                f"or all); recipes/train_*.py --folds {cfg.folds} trains every fold"
+            )
         path = cfg.splits_path()
-        split = cross_validation_split(cases, cfg.folds, cfg.fold, path, seed=cfg.split_seed, n_test=cfg.n_test,
-                                       write=self.chief)
+        split = cross_validation_split(
+            cases, cfg.folds, cfg.fold, path, seed=cfg.split_seed, n_test=cfg.n_test, write=self.chief
+        )
         self.say(f"fold {cfg.fold} of {cfg.folds} ({path})")
         return split
 
@@ -441,9 +498,11 @@ class Trainer:
         new = split.to_dict()
         changed = [k for k in ("train", "val") if sorted(old.get(k, [])) != sorted(new[k])]
         if changed:
-            raise ValueError(f"{self.out}: cannot resume, the checkpoints were trained on another split "
-                             f"({' and '.join(changed)} cases differ from {old_path}); use the same fold / split "
-                             f"settings, another --out-dir, or --no-resume to start over in this folder")
+            raise ValueError(
+                f"{self.out}: cannot resume, the checkpoints were trained on another split "
+                f"({' and '.join(changed)} cases differ from {old_path}); use the same fold / split "
+                f"settings, another --out-dir, or --no-resume to start over in this folder"
+            )
 
     def _choose_split(self, resuming: bool):
         """The run's cases: the split given, a fold of the data set's folds table, or the seeded split;
@@ -460,10 +519,13 @@ class Trainer:
                 cases = find_cases(cfg.data_dir, cfg.layout)
                 unlabelled = [c for c in cases if c.label_path is None]
                 if unlabelled:
-                    raise ValueError(f"{cfg.data_dir}: {len(unlabelled)} case(s) without a label file (first: "
-                                     f"{unlabelled[0].image_path}); training needs labelled cases "
-                                     f"(layout {cfg.layout})")
+                    raise ValueError(
+                        f"{cfg.data_dir}: {len(unlabelled)} case(s) without a label file (first: "
+                        f"{unlabelled[0].image_path}); training needs labelled cases "
+                        f"(layout {cfg.layout})"
+                    )
                 from ..data.checks import require_clean_headers
+
                 require_clean_headers(cases, cfg.data_dir)  # every header problem at once, before any work
             if cfg.folds is not None:
                 split = self._fold_split(cases)
@@ -484,26 +546,43 @@ class Trainer:
             self.val_cases = self.val_cases[: cfg.max_val_cases]
         if not self.train_cases:
             raise ValueError("no training cases after the split")
-        if cfg.cache_dir:   # what the cache takes, and whether the disk holds it, before anything is built
+        if cfg.cache_dir:  # what the cache takes, and whether the disk holds it, before anything is built
             plan = plan_cache(cfg.cache_dir, self.spec, self.pre, self.train_cases, cfg.cache_dtype)
             self.say(plan.summary())
             plan.require_space()
         if self.chief:
             from ..modelinfo import atomic_write_text
+
             atomic_write_text(self.out / SPLIT_JSON, json.dumps(split.to_dict(), indent=2))
         self.say(f"cases: {len(self.train_cases)} train, {len(self.val_cases)} validation, {len(split.test)} test")
-        self._pipeline_kwargs = dict(batch_size=cfg.batch_size, training=True, negative_fraction=cfg.negative_fraction,
-                                     augment=cfg.augment, cache_dir=cfg.cache_dir, seed=cfg.seed,
-                                     cache_dtype=cfg.cache_dtype)
-        cache = (SliceCache(cfg.cache_dir, self.spec, self.pre.for_task(self.spec), cfg.cache_dtype)
-                 if cfg.cache_dir else None)
+        self._pipeline_kwargs = dict(
+            batch_size=cfg.batch_size,
+            training=True,
+            negative_fraction=cfg.negative_fraction,
+            augment=cfg.augment,
+            cache_dir=cfg.cache_dir,
+            seed=cfg.seed,
+            cache_dtype=cfg.cache_dtype,
+        )
+        cache = (
+            SliceCache(cfg.cache_dir, self.spec, self.pre.for_task(self.spec), cfg.cache_dtype)
+            if cfg.cache_dir
+            else None
+        )
         shard = (dist.worker_rank(self.strategy), dist.cluster_size()) if self.multi_worker else (0, 1)
         self._index = index_cases(self.train_cases, self.spec, cache, shard=shard)  # once, not per epoch
         infos = []
 
         def probe(ctx):  # the per-replica geometry (steps per epoch) of the first input pipeline
-            ds, info = build_dataset(self.train_cases, self.spec, self.pre, input_context=ctx, epoch=0,
-                                     index=self._index, **self._pipeline_kwargs)
+            ds, info = build_dataset(
+                self.train_cases,
+                self.spec,
+                self.pre,
+                input_context=ctx,
+                epoch=0,
+                index=self._index,
+                **self._pipeline_kwargs,
+            )
             infos.append(info)
             return ds
 
@@ -554,38 +633,48 @@ class Trainer:
         from ..fused_decoder import fusible_pairs
 
         self._fused_pairs = len(fusible_pairs(model))
-        self._step_fn = make_train_step(model, optimizer, strategy, cfg, self.out_names, self.spec.binary,
-                                        self._pre_reduced, self.loss)
+        self._step_fn = make_train_step(
+            model, optimizer, strategy, cfg, self.out_names, self.spec.binary, self._pre_reduced, self.loss
+        )
 
     def _restore(self) -> None:
         from . import checkpoints as ck
 
         cfg = self.cfg
         self.ckpt_write = dist.write_dir(self.ckpt_dir, self.strategy)
-        self.ckpt, self.manager = ck.make_manager(self.model, self.optimizer, self.state, self.ckpt_write,
-                                                  cfg.keep_checkpoints)
+        self.ckpt, self.manager = ck.make_manager(
+            self.model, self.optimizer, self.state, self.ckpt_write, cfg.keep_checkpoints
+        )
         if cfg.resume:
-            self.resumed = ck.restore_newest_good(self.ckpt, self.ckpt_dir,
-                                                  say=self._print if self.chief else (lambda _m: None))
+            self.resumed = ck.restore_newest_good(
+                self.ckpt, self.ckpt_dir, say=self._print if self.chief else (lambda _m: None)
+            )
         state = self.state
         if self.multi_worker:
             it = float(self.optimizer.iterations.numpy())
             agreed = dist.agree(self.strategy, np.array([it, -it], np.float32), "max")
             if agreed[0] != -agreed[1]:
-                raise RuntimeError(f"workers restored different checkpoints (steps {int(-agreed[1])}..{int(agreed[0])}); "
-                                   f"'{self.ckpt_dir}' must be on a file system every worker can read")
+                raise RuntimeError(
+                    f"workers restored different checkpoints (steps {int(-agreed[1])}..{int(agreed[0])}); "
+                    f"'{self.ckpt_dir}' must be on a file system every worker can read"
+                )
         if self.resumed:
             sync_best_from_sidecar(state, self.out / BEST_MODEL)
-            self.say(f"resumed from {self.resumed}: {int(state.epoch.numpy())} epochs"
-                     f"{f' and {int(state.step.numpy())} steps' if int(state.step.numpy()) else ''} done, "
-                     f"optimizer step {int(self.optimizer.iterations.numpy())}, best val Dice {float(state.best.numpy()):.4f}")
+            self.say(
+                f"resumed from {self.resumed}: {int(state.epoch.numpy())} epochs"
+                f"{f' and {int(state.step.numpy())} steps' if int(state.step.numpy()) else ''} done, "
+                f"optimizer step {int(self.optimizer.iterations.numpy())}, "
+                f"best val Dice {float(state.best.numpy()):.4f}"
+            )
         self._first_epoch = int(state.epoch.numpy())
 
     def _fit_schedule_to_budget(self, seconds_per_step: float) -> None:
         """With a time budget, end the learning-rate schedule where the budget will end training
         (measured on the first epoch), not at ``epochs`` that will never be reached."""
         cfg = self.cfg
-        remaining = self.deadline - time.time() - (self.val_seconds or 0.0) * max(1, cfg.epochs // max(1, cfg.val_every))
+        remaining = (
+            self.deadline - time.time() - (self.val_seconds or 0.0) * max(1, cfg.epochs // max(1, cfg.val_every))
+        )
         done = int(self.optimizer.iterations.numpy())
         reachable = done + int(max(0.0, remaining) / max(seconds_per_step, 1e-6))
         planned = int(self.state.planned_steps.numpy())
@@ -593,14 +682,22 @@ class Trainer:
             reachable = int(-dist.agree(self.strategy, np.array([-reachable], np.float32), "max")[0])
         if reachable < planned:
             self.state.planned_steps.assign(max(done + 1, reachable))
-            self.say(f"time budget: the learning-rate schedule now ends at step {int(self.state.planned_steps.numpy())} "
-                     f"(of {planned} planned)")
+            self.say(
+                f"time budget: the learning-rate schedule now ends at step {int(self.state.planned_steps.numpy())} "
+                f"(of {planned} planned)"
+            )
 
     # ------------------------------------------------------------------------------------------
     def validate(self, model, val_cases: Sequence, spec, pre, multi_worker: bool = False) -> tuple[float, dict]:
         """Mean per-volume Dice over whole validation volumes (each worker takes a share of the cases)."""
-        return validation_dice(model, val_cases, spec, pre, batch_size=self.cfg.val_batch_size,
-                               strategy=self.strategy if multi_worker else None)
+        return validation_dice(
+            model,
+            val_cases,
+            spec,
+            pre,
+            batch_size=self.cfg.val_batch_size,
+            strategy=self.strategy if multi_worker else None,
+        )
 
     def _model_info(self, val_dice, epoch, per_case):
         return model_info(self.cfg, self.spec, self.pre, self.build_kwargs, val_dice, epoch, per_case)

@@ -8,6 +8,7 @@ never kept: memory does not grow with the number or the length of validation vol
 validation split holds 987-slice scans, 1 GB each as float32), and re-reading costs seconds per
 volume against the minutes its prediction takes.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ def worker_share(cases: Sequence, strategy=None) -> list:
     cases = list(cases)
     if strategy is None:
         return cases
-    return cases[dist.worker_rank(strategy)::dist.cluster_size()]
+    return cases[dist.worker_rank(strategy) :: dist.cluster_size()]
 
 
 def case_dice(model, case, spec, pre, *, batch_size: int) -> float:
@@ -41,7 +42,7 @@ def case_dice(model, case, spec, pre, *, batch_size: int) -> float:
     from ..data.volume import slab_source
     from ..inference import predict_volume
 
-    image, label = open_pair(case)   # any registered format, a NIfTI streamed
+    image, label = open_pair(case)  # any registered format, a NIfTI streamed
     image = image.image(stream=True)
     labels = predict_volume(model, image, pre, batch_size=batch_size)  # a trained model thresholds at 0.5
     truth = slab_source(label.label(spec, stream=True))
@@ -54,8 +55,7 @@ def case_dice(model, case, spec, pre, *, batch_size: int) -> float:
     return 1.0 if pred + true == 0 else 2.0 * both / (pred + true)
 
 
-def validation_dice(model, val_cases: Sequence, spec, pre, *, batch_size: int, strategy=None
-                    ) -> tuple[float, dict]:
+def validation_dice(model, val_cases: Sequence, spec, pre, *, batch_size: int, strategy=None) -> tuple[float, dict]:
     """Mean per-volume Dice over whole validation volumes, and the Dice per case. With a
     multi-worker ``strategy`` each worker takes a share of the cases and the mean is agreed on."""
     cases = worker_share(val_cases, strategy)

@@ -18,6 +18,7 @@ one folder::
                               on acquisition variants of it (3 mm voxels, cropped, low dose)
     OUT/real_scan_worst_overlay.png  the variant with the lowest Dice
 """
+
 from __future__ import annotations
 
 import json
@@ -36,11 +37,30 @@ from ..training.config import TrainConfig
 #: (0.97 s vs 2.49 s for a batch of 8; measured before the trainer computed the paper decoder fused,
 #: which about halves its step), so the 10-minute budget buys 2.6x the steps
 DEMO_PRESET: dict[str, Any] = dict(
-    image_size=96, context=1, filters=(16, 32, 64, 128, 256), cat_channels=16, decoder="efficient",
-    deep_supervision=True, cgm=True, architecture="unet3plus", backbone="unet", bn_momentum=0.9,
-    batch_size=8, learning_rate=3e-3, lr_schedule="cosine", warmup_epochs=0.3, min_lr_ratio=0.02,
-    clipnorm=1.0, epochs=12, negative_fraction=0.1, augment=True, val_every=1, val_batch_size=16,
-    patience=None, keep_checkpoints=2, verbose=1,
+    image_size=96,
+    context=1,
+    filters=(16, 32, 64, 128, 256),
+    cat_channels=16,
+    decoder="efficient",
+    deep_supervision=True,
+    cgm=True,
+    architecture="unet3plus",
+    backbone="unet",
+    bn_momentum=0.9,
+    batch_size=8,
+    learning_rate=3e-3,
+    lr_schedule="cosine",
+    warmup_epochs=0.3,
+    min_lr_ratio=0.02,
+    clipnorm=1.0,
+    epochs=12,
+    negative_fraction=0.1,
+    augment=True,
+    val_every=1,
+    val_batch_size=16,
+    patience=None,
+    keep_checkpoints=2,
+    verbose=1,
 )
 #: more patients rather than more passes over few: generating a case takes ~0.15 s, and a model that
 #: saw 54 phantom patients (with augmentation) transfers to real CT better than one that saw 24
@@ -63,11 +83,19 @@ class DemoResult:
     stage_seconds: dict[str, float]
 
 
-def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.0, task: str = "liver",
-             n_cases: int = DEMO_CASES, n_test: int = DEMO_TEST, shape: tuple[int, int, int] = DEMO_SHAPE,
-             overrides: dict[str, Any] | None = None, export: bool = True, seed: int = 0,
-             reference_scan: str | os.PathLike | None = None,
-             printer: Callable[[str], None] = print) -> DemoResult:
+def run_demo(
+    out_dir: str | os.PathLike = "unet3plus-demo",
+    minutes: float = 10.0,
+    task: str = "liver",
+    n_cases: int = DEMO_CASES,
+    n_test: int = DEMO_TEST,
+    shape: tuple[int, int, int] = DEMO_SHAPE,
+    overrides: dict[str, Any] | None = None,
+    export: bool = True,
+    seed: int = 0,
+    reference_scan: str | os.PathLike | None = None,
+    printer: Callable[[str], None] = print,
+) -> DemoResult:
     """Generate, train, evaluate and export within ``minutes`` of wall time (see module doc)."""
     from ..data import find_cases, get_task, split_cases
     from ..training import train
@@ -89,12 +117,23 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
     # 2. training: the budget is what remains after data, minus evaluation and export
     reserve = 1.6 if export else 0.8  # minutes kept for evaluation (+ ONNX export and its check)
     budget = max(0.5, minutes - (time.time() - t0) / 60 - reserve)
-    preset = dict(DEMO_PRESET, task=spec.name, layout=layout, out_dir=str(out / "run"), data_dir=str(data_dir),
-                  n_test=n_test, seed=seed, split_seed=seed, max_minutes=round(budget, 2))
+    preset = dict(
+        DEMO_PRESET,
+        task=spec.name,
+        layout=layout,
+        out_dir=str(out / "run"),
+        data_dir=str(data_dir),
+        n_test=n_test,
+        seed=seed,
+        split_seed=seed,
+        max_minutes=round(budget, 2),
+    )
     cfg = TrainConfig.from_sources(None, overrides or {}, base=preset)
-    printer(f"[demo] training for at most {cfg.max_minutes:.1f} min: {cfg.image_size}x{cfg.image_size}x3 input, "
-            f"filters {tuple(cfg.filters)}, cat_channels {cfg.cat_channels}, {cfg.decoder} full-scale decoder, "
-            f"hybrid loss + deep supervision + CGM")
+    printer(
+        f"[demo] training for at most {cfg.max_minutes:.1f} min: {cfg.image_size}x{cfg.image_size}x3 input, "
+        f"filters {tuple(cfg.filters)}, cat_channels {cfg.cat_channels}, {cfg.decoder} full-scale decoder, "
+        f"hybrid loss + deep supervision + CGM"
+    )
     t1 = time.time()
     result = train(cfg, split=split, printer=printer)
     stages["train"] = time.time() - t1
@@ -103,23 +142,35 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
     t2 = time.time()
     model_path = out / "model.keras"
     from ..training.checkpoints import copy_model_atomic
+
     copy_model_atomic(result.model_path, model_path)
     metrics, overlay_path = evaluate_held_out(model_path, split.test, spec, out, printer)
     curve = out / "training_curve.png"
     if (result.out_dir / "training_curve.png").exists():
         shutil.copyfile(result.out_dir / "training_curve.png", curve)
-    metrics.update(training={"epochs": result.epochs_done, "stop_reason": result.stop_reason,
-                             "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch,
-                             "train_seconds": round(stages["train"], 1)},
-                   split=split.to_dict(), config=cfg.to_dict())
+    metrics.update(
+        training={
+            "epochs": result.epochs_done,
+            "stop_reason": result.stop_reason,
+            "best_val_dice": result.best_val_dice,
+            "best_epoch": result.best_epoch,
+            "train_seconds": round(stages["train"], 1),
+        },
+        split=split.to_dict(),
+        config=cfg.to_dict(),
+    )
     measures = measure_reference_scan(model_path, reference_scan, out, printer) if reference_scan else None
     real = measures[0] if measures else None
     if real is not None:
         worst = min(measures, key=lambda m: m.dice)
-        metrics["reference_scan"] = {"scan": str(real.scan), "organ": real.organ, "dice": real.dice,
-                                     "per_slice_dice": real.per_slice_dice,
-                                     "variants": [m.to_dict() for m in measures],
-                                     "worst": {"variant": worst.variant, "dice": worst.dice}}
+        metrics["reference_scan"] = {
+            "scan": str(real.scan),
+            "organ": real.organ,
+            "dice": real.dice,
+            "per_slice_dice": real.per_slice_dice,
+            "variants": [m.to_dict() for m in measures],
+            "worst": {"variant": worst.variant, "dice": worst.dice},
+        }
     stages["evaluate"] = time.time() - t2
 
     # 4. export
@@ -132,17 +183,42 @@ def run_demo(out_dir: str | os.PathLike = "unet3plus-demo", minutes: float = 10.
     metrics["seconds"] = {k: round(v, 1) for k, v in stages.items()} | {"total": round(seconds, 1)}
     metrics["export"] = str(export_path) if export_path else None
     from ..modelinfo import atomic_write_text
+
     metrics_path = out / "metrics.json"
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2, default=json_default))
 
     mean = metrics["mean"]["dice"]
-    _report(printer, seconds, stages, split, spec, metrics, measures, {
-        "model": model_path, "metrics": metrics_path, "training curve": curve, "overlay": overlay_path,
-        "real-scan overlay": real.overlay if real else None,
-        "worst variant": worst.overlay if real is not None else None,
-        "export": export_path, "run folder": result.out_dir})
-    return DemoResult(out, model_path, metrics_path, curve if curve.exists() else None, overlay_path, export_path,
-                      mean, metrics["per_case_dice"], seconds, stages)
+    _report(
+        printer,
+        seconds,
+        stages,
+        split,
+        spec,
+        metrics,
+        measures,
+        {
+            "model": model_path,
+            "metrics": metrics_path,
+            "training curve": curve,
+            "overlay": overlay_path,
+            "real-scan overlay": real.overlay if real else None,
+            "worst variant": worst.overlay if real is not None else None,
+            "export": export_path,
+            "run folder": result.out_dir,
+        },
+    )
+    return DemoResult(
+        out,
+        model_path,
+        metrics_path,
+        curve if curve.exists() else None,
+        overlay_path,
+        export_path,
+        mean,
+        metrics["per_case_dice"],
+        seconds,
+        stages,
+    )
 
 
 def measure_reference_scan(model_path: Path, folder, out: Path, printer=print):
@@ -154,8 +230,9 @@ def measure_reference_scan(model_path: Path, folder, out: Path, printer=print):
     if not Path(folder).is_dir():
         printer(f"[demo] no reference scan at {folder}: skipping the real-scan measure")
         return None
-    measures = measure_acquisition_variants(model_path, folder, overlay=out / "real_scan_overlay.png",
-                                            worst_overlay=out / "real_scan_worst_overlay.png")
+    measures = measure_acquisition_variants(
+        model_path, folder, overlay=out / "real_scan_overlay.png", worst_overlay=out / "real_scan_worst_overlay.png"
+    )
     printer(f"  {measures[0].line()}")
     printer("  the same scan as other acquisitions would give it (derived; never trained on):")
     for line in variants_table(measures):
@@ -172,8 +249,9 @@ def export_demo_model(model_path: Path, data_dir: Path, out: Path, printer=print
         return None
     for target, path in (("onnx", out / "model.onnx"), ("savedmodel", out / "savedmodel")):
         try:
-            res = export_model(str(model_path), target, out=path, data_dir=str(data_dir), verify_slices=8,
-                               log=lambda m: None)
+            res = export_model(
+                str(model_path), target, out=path, data_dir=str(data_dir), verify_slices=8, log=lambda m: None
+            )
         except ImportError as exc:  # MissingExtraError is an ImportError
             printer(f"[demo] {target} export unavailable ({exc}); trying the next format")
             continue
@@ -182,17 +260,32 @@ def export_demo_model(model_path: Path, data_dir: Path, out: Path, printer=print
     return None
 
 
-def _demo_data(data_dir: Path, n_cases: int, layout: str, spec, shape: tuple[int, int, int], seed: int,
-               printer: Callable[[str], None]) -> Path:
+def _demo_data(
+    data_dir: Path,
+    n_cases: int,
+    layout: str,
+    spec,
+    shape: tuple[int, int, int],
+    seed: int,
+    printer: Callable[[str], None],
+) -> Path:
     """The demo's phantom data set, written once and reused while its settings and the phantom's
     version are the same (a marker file holds them)."""
     from ..data.phantom import PHANTOM_VERSION, write_dataset
 
-    printer(f"[demo] generating {n_cases} phantom {spec.organ} cases ({layout} layout, "
-            f"{shape[0]}x{shape[1]}x{shape[2]}) in {data_dir}")
+    printer(
+        f"[demo] generating {n_cases} phantom {spec.organ} cases ({layout} layout, "
+        f"{shape[0]}x{shape[1]}x{shape[2]}) in {data_dir}"
+    )
     marker = data_dir / ".complete.json"
-    want = {"n_cases": n_cases, "shape": list(shape), "task": spec.name, "seed": seed, "crop_fov": True,
-            "phantom": PHANTOM_VERSION}
+    want = {
+        "n_cases": n_cases,
+        "shape": list(shape),
+        "task": spec.name,
+        "seed": seed,
+        "crop_fov": True,
+        "phantom": PHANTOM_VERSION,
+    }
     if not (marker.exists() and json.loads(marker.read_text()) == want):
         shutil.rmtree(data_dir, ignore_errors=True)
         write_dataset(data_dir, n_cases, layout=layout, task=spec.name, shape=shape, seed=seed, crop_fov=True)
@@ -200,18 +293,30 @@ def _demo_data(data_dir: Path, n_cases: int, layout: str, spec, shape: tuple[int
     return data_dir
 
 
-def _report(printer: Callable[[str], None], seconds: float, stages: dict[str, float], split, spec,
-            metrics: dict, measures, files: dict[str, Path | None]) -> None:
+def _report(
+    printer: Callable[[str], None],
+    seconds: float,
+    stages: dict[str, float],
+    split,
+    spec,
+    metrics: dict,
+    measures,
+    files: dict[str, Path | None],
+) -> None:
     """The demo's closing lines: time per stage, the held-out and real-scan Dice, what it wrote."""
     printer("")
     parts = ", ".join(f"{k} {v:.0f} s" for k, v in stages.items())
     printer(f"[demo] done in {seconds / 60:.1f} min ({parts})")
-    printer(f"[demo] held-out per-volume Dice ({len(split.test)} phantom {spec.organ} cases): "
-            f"mean {metrics['mean']['dice']:.4f}, min {min(metrics['per_case_dice'].values()):.4f}")
+    printer(
+        f"[demo] held-out per-volume Dice ({len(split.test)} phantom {spec.organ} cases): "
+        f"mean {metrics['mean']['dice']:.4f}, min {min(metrics['per_case_dice'].values()):.4f}"
+    )
     if measures:
         real, worst = measures[0], min(measures, key=lambda m: m.dice)
-        printer(f"[demo] real scan (never trained on): {real.organ} Dice {real.dice:.4f} ({real.scan}); "
-                f"worst acquisition variant: {worst.variant} {worst.dice:.4f}")
+        printer(
+            f"[demo] real scan (never trained on): {real.organ} Dice {real.dice:.4f} ({real.scan}); "
+            f"worst acquisition variant: {worst.variant} {worst.dice:.4f}"
+        )
     for label, p in files.items():
         if p is not None:
             printer(f"[demo]   {label:15s} {p}")

@@ -13,6 +13,7 @@ sits above both:
   its held-out test cases, in memory, with one overlay of the median case (``metrics.json``, written
   with :func:`json_default`).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,18 +30,29 @@ from ..evaluation import EvaluationReport, evaluate_pairs, summarize_cases, writ
 __all__ = ["evaluate_model", "evaluate_cross_validation", "evaluate_held_out", "json_default"]
 
 
-def evaluate_model(model: Any, data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                   task: str | None = None, overlays: int = 0, batch_size: int = 8,
-                   largest_component: bool = False, gate: bool = True, progress: bool = False,
-                   layout: str = "auto", empty_distance: float = float("inf")) -> EvaluationReport:
+def evaluate_model(
+    model: Any,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    task: str | None = None,
+    overlays: int = 0,
+    batch_size: int = 8,
+    largest_component: bool = False,
+    gate: bool = True,
+    progress: bool = False,
+    layout: str = "auto",
+    empty_distance: float = float("inf"),
+) -> EvaluationReport:
     """Predict every labelled case of a dataset folder with ``model`` (a path, or a
     :class:`~keras_unet3plus.inference.Predictor` / runtime with its ModelInfo) into
     ``out_dir/predictions`` and evaluate them. ``task`` defaults to the model's."""
     from ..data.layouts import find_cases
     from ..inference import Predictor
 
-    predictor = Predictor(model, batch_size=batch_size, gate=gate, largest_component=largest_component,
-                          progress=progress)
+    predictor = Predictor(
+        model, batch_size=batch_size, gate=gate, largest_component=largest_component, progress=progress
+    )
     _ = predictor.cfg  # raises for a model object without its ModelInfo (its preprocessing)
     task_name = task or predictor.info.task
     with warnings.catch_warnings():
@@ -52,9 +64,16 @@ def evaluate_model(model: Any, data_dir: str | os.PathLike, out_dir: str | os.Pa
     overlay_dir = Path(out_dir) / "overlays" if overlays > 0 else None
     from ..data.layouts import task_for_dataset
 
-    spec = task_for_dataset(data_dir, task_name, layout)   # nnU-Net datasets: the organ's label by name
-    rows = evaluate_pairs(pairs, spec, overlay_dir=overlay_dir, overlay_slices=overlays,
-                          progress=progress, errors=errors, empty_distance=empty_distance)
+    spec = task_for_dataset(data_dir, task_name, layout)  # nnU-Net datasets: the organ's label by name
+    rows = evaluate_pairs(
+        pairs,
+        spec,
+        overlay_dir=overlay_dir,
+        overlay_slices=overlays,
+        progress=progress,
+        errors=errors,
+        empty_distance=empty_distance,
+    )
     report = EvaluationReport(get_task(task_name).name, rows, summarize_cases(rows, task_name))
     report.summary["model"] = str(predictor.path) if predictor.path else None
     write_reports(report, out_dir)
@@ -65,16 +84,25 @@ def _predict_cases(predictor, cases, pred_dir: Path) -> tuple[list, dict[str, st
     """Every case predicted into ``pred_dir/<case>.nii.gz``: the (case, prediction, label, image)
     pairs to score, and the errors of the cases that failed."""
     ids = {Path(c.image_path): c.case_id for c in cases}
-    results = predictor.predict_folder([c.image_path for c in cases], pred_dir,
-                                       output_name=lambda p: f"{ids[Path(p)]}.nii.gz")
+    results = predictor.predict_folder(
+        [c.image_path for c in cases], pred_dir, output_name=lambda p: f"{ids[Path(p)]}.nii.gz"
+    )
     errors = {ids[r.image_path]: r.error for r in results if not r.ok}
     pairs = [(c.case_id, pred_dir / f"{c.case_id}.nii.gz", Path(c.label_path), Path(c.image_path)) for c in cases]
     return pairs, errors
 
 
-def evaluate_cross_validation(runs, out_dir: str | os.PathLike, *, overlays: int = 0, batch_size: int = 8,
-                              largest_component: bool = False, gate: bool = True, progress: bool = False,
-                              empty_distance: float = float("inf")) -> EvaluationReport:
+def evaluate_cross_validation(
+    runs,
+    out_dir: str | os.PathLike,
+    *,
+    overlays: int = 0,
+    batch_size: int = 8,
+    largest_component: bool = False,
+    gate: bool = True,
+    progress: bool = False,
+    empty_distance: float = float("inf"),
+) -> EvaluationReport:
     """Each fold's run folder (``train --folds N --fold K``: its ``config.yaml``, ``split.json`` and
     ``model.keras``) predicts the cases its fold held out into ``out_dir/predictions``; every
     out-of-fold prediction is scored together (per-case table with its fold, mean / std) and per
@@ -98,17 +126,21 @@ def evaluate_cross_validation(runs, out_dir: str | os.PathLike, *, overlays: int
         cfg = TrainConfig.from_sources(run / CONFIG_NAME)
         held_out = json.loads((run / SPLIT_JSON).read_text(encoding="utf-8")).get("val", [])
         if not held_out:
-            raise ValueError(f"{run}: holds no cases out (fold {cfg.fold}); cross-validation scores the "
-                             f"folds 0..N-1, not `all`")
+            raise ValueError(
+                f"{run}: holds no cases out (fold {cfg.fold}); cross-validation scores the folds 0..N-1, not `all`"
+            )
         first = plans[0][1] if plans else cfg
         if (cfg.data_dir, cfg.task) != (first.data_dir, first.task):
-            raise ValueError(f"{run} and {plans[0][0]} are runs of different data ({cfg.data_dir}, {cfg.task} vs "
-                             f"{first.data_dir}, {first.task})")
+            raise ValueError(
+                f"{run} and {plans[0][0]} are runs of different data ({cfg.data_dir}, {cfg.task} vs "
+                f"{first.data_dir}, {first.task})"
+            )
         fold = str(cfg.fold) if cfg.fold is not None else run.name
         for case in held_out:
             if case in fold_of:
-                raise ValueError(f"{run}: case {case} is also held out by the run of fold {fold_of[case]}; "
-                                 f"give each fold's run once")
+                raise ValueError(
+                    f"{run}: case {case} is also held out by the run of fold {fold_of[case]}; give each fold's run once"
+                )
             fold_of[case] = fold
         plans.append((run, cfg, set(held_out)))
     cfg = plans[0][1]
@@ -120,17 +152,26 @@ def evaluate_cross_validation(runs, out_dir: str | os.PathLike, *, overlays: int
         raise DataError(f"{cfg.data_dir}: held-out case(s) not found (first: {missing[0]})")
     pairs, errors = [], {}
     for run, _, held_out in plans:
-        predictor = Predictor(run / FINAL_MODEL, batch_size=batch_size, gate=gate,
-                              largest_component=largest_component, progress=progress)
-        fold_pairs, fold_errors = _predict_cases(predictor, [cases[i] for i in sorted(held_out)],
-                                                 Path(out_dir) / "predictions")
+        predictor = Predictor(
+            run / FINAL_MODEL, batch_size=batch_size, gate=gate, largest_component=largest_component, progress=progress
+        )
+        fold_pairs, fold_errors = _predict_cases(
+            predictor, [cases[i] for i in sorted(held_out)], Path(out_dir) / "predictions"
+        )
         pairs += fold_pairs
         errors.update(fold_errors)
     pairs.sort(key=lambda p: p[0])
     spec = task_for_dataset(cfg.data_dir, cfg.task, cfg.layout)
     overlay_dir = Path(out_dir) / "overlays" if overlays > 0 else None
-    rows = evaluate_pairs(pairs, spec, overlay_dir=overlay_dir, overlay_slices=overlays, progress=progress,
-                          errors=errors, empty_distance=empty_distance)
+    rows = evaluate_pairs(
+        pairs,
+        spec,
+        overlay_dir=overlay_dir,
+        overlay_slices=overlays,
+        progress=progress,
+        errors=errors,
+        empty_distance=empty_distance,
+    )
     report = EvaluationReport(get_task(cfg.task).name, rows, summarize_cases(rows, cfg.task), folds=fold_of)
     run_of = {fold_of[next(iter(held_out))]: str(run) for run, _, held_out in plans}
     report.summary["folds"] = [dict(row, run=run_of[row["fold"]]) for row in summarize_folds(rows, fold_of, cfg.task)]
@@ -144,7 +185,7 @@ def evaluate_held_out(model_path: Path, cases, spec, out: Path, printer=print) -
     from ..inference import Predictor
     from ..metrics import evaluate_case, summarize
 
-    predictor = Predictor.from_path(model_path, batch_size=16)   # the model's saved threshold
+    predictor = Predictor.from_path(model_path, batch_size=16)  # the model's saved threshold
     cfg = predictor.cfg
     rows, per_case, keep = {}, {}, {}
     for case in cases:
@@ -159,17 +200,30 @@ def evaluate_held_out(model_path: Path, cases, spec, out: Path, printer=print) -
     overlay_path = None
     try:
         from ..overlays import save_case_montage
+
         order = sorted(per_case, key=per_case.get)
         median = order[len(order) // 2]
         image, label, pred = keep[median]
         overlay_path = out / "overlay.png"
-        save_case_montage(image, label > 0, pred > 0, overlay_path, window=cfg.window(),
-                          title=f"{median}: Dice {per_case[median]:.3f} (pink TP, yellow FN, green FP)")
+        save_case_montage(
+            image,
+            label > 0,
+            pred > 0,
+            overlay_path,
+            window=cfg.window(),
+            title=f"{median}: Dice {per_case[median]:.3f} (pink TP, yellow FN, green FP)",
+        )
     except ImportError:  # overlays module missing
         overlay_path = None
     mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in ("dice", "jaccard", "voe", "rvd", "assd", "hd95")}
-    return {"task": spec.name, "n_cases": len(rows), "mean": mean, "per_case_dice": per_case,
-            "per_case": rows, "summary": summary}, overlay_path
+    return {
+        "task": spec.name,
+        "n_cases": len(rows),
+        "mean": mean,
+        "per_case_dice": per_case,
+        "per_case": rows,
+        "summary": summary,
+    }, overlay_path
 
 
 def json_default(o: Any) -> Any:

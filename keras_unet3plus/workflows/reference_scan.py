@@ -8,6 +8,7 @@ phantom-trained model finds the organ on a real scan; and on acquisition variant
 (:mod:`keras_unet3plus.data.variants`: 3 mm voxels, a cropped non-square field of view, more
 noise), since one real scan is one acquisition and hospitals send many.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,15 @@ from ..data.volume import DataError
 TOTALSEGMENTATOR_VALUES = {"liver": 5, "spleen": 1}
 LABELS_NAME = "reference_labels.nii.gz"
 
-__all__ = ["ReferenceMeasure", "find_reference_scan", "load_reference_scan", "measure_on_reference_scan",
-           "measure_acquisition_variants", "variants_table", "TOTALSEGMENTATOR_VALUES"]
+__all__ = [
+    "ReferenceMeasure",
+    "find_reference_scan",
+    "load_reference_scan",
+    "measure_on_reference_scan",
+    "measure_acquisition_variants",
+    "variants_table",
+    "TOTALSEGMENTATOR_VALUES",
+]
 
 
 @dataclass
@@ -43,13 +51,20 @@ class ReferenceMeasure:
 
     def line(self) -> str:
         where = "" if self.variant == "as acquired" else f" [{self.variant}: {self.grid}]"
-        return (f"real scan {self.scan}{where}: {self.organ} Dice {self.dice:.4f} ({self.predicted_voxels} voxels "
-                f"predicted, {self.reference_voxels} in the reference)")
+        return (
+            f"real scan {self.scan}{where}: {self.organ} Dice {self.dice:.4f} ({self.predicted_voxels} voxels "
+            f"predicted, {self.reference_voxels} in the reference)"
+        )
 
     def to_dict(self) -> dict:
-        return {"variant": self.variant, "grid": self.grid, "dice": self.dice,
-                "predicted_voxels": self.predicted_voxels, "reference_voxels": self.reference_voxels,
-                "per_slice_dice": self.per_slice_dice}
+        return {
+            "variant": self.variant,
+            "grid": self.grid,
+            "dice": self.dice,
+            "predicted_voxels": self.predicted_voxels,
+            "reference_voxels": self.reference_voxels,
+            "per_slice_dice": self.per_slice_dice,
+        }
 
 
 def find_reference_scan(folder: str | os.PathLike) -> tuple[Path, Path]:
@@ -58,8 +73,9 @@ def find_reference_scan(folder: str | os.PathLike) -> tuple[Path, Path]:
     labels = folder / LABELS_NAME
     scan = folder / "series" if (folder / "series").is_dir() else folder / "image.nii.gz"
     if not folder.is_dir():
-        raise DataError(f"{folder}: no such folder (a reference scan folder holds series/ or image.nii.gz "
-                        f"and {LABELS_NAME})")
+        raise DataError(
+            f"{folder}: no such folder (a reference scan folder holds series/ or image.nii.gz and {LABELS_NAME})"
+        )
     if not scan.exists():
         raise DataError(f"{folder}: no scan in it (expected a DICOM series in series/ or image.nii.gz)")
     if not labels.is_file():
@@ -83,10 +99,16 @@ def load_reference_scan(folder: str | os.PathLike) -> tuple[Path, LabelledScan]:
     volume = read_scan(scan)
     labels = read_volume(labels_path)
     if labels.image.shape != volume.image.shape or not np.allclose(labels.affine, volume.affine, atol=0.05):
-        raise DataError(f"{labels_path}: grid {labels.image.shape} does not match the scan's {volume.image.shape} "
-                        f"(or their affines differ)")
-    return scan, LabelledScan("as acquired", np.asarray(volume.image, np.float32),
-                              np.rint(labels.image).astype(np.int16), tuple(volume.spacing))
+        raise DataError(
+            f"{labels_path}: grid {labels.image.shape} does not match the scan's {volume.image.shape} "
+            f"(or their affines differ)"
+        )
+    return scan, LabelledScan(
+        "as acquired",
+        np.asarray(volume.image, np.float32),
+        np.rint(labels.image).astype(np.int16),
+        tuple(volume.spacing),
+    )
 
 
 def _predictor(model):
@@ -117,15 +139,32 @@ def _measure(predictor, path: Path, scan: LabelledScan, organ: str, overlay) -> 
 
         zs = [int(round(v)) for v in np.linspace(0, pred.shape[2] - 1, 4)]
         what = "real CT" if scan.name == "as acquired" else f"real CT, {scan.name} ({scan.describe()})"
-        save_case_montage(scan.hu, reference, pred, overlay, slices=zs, window=predictor.cfg.window(),
-                          title=f"{what}, {organ} Dice {score:.3f} (pink TP, yellow FN, green FP)")
+        save_case_montage(
+            scan.hu,
+            reference,
+            pred,
+            overlay,
+            slices=zs,
+            window=predictor.cfg.window(),
+            title=f"{what}, {organ} Dice {score:.3f} (pink TP, yellow FN, green FP)",
+        )
         written = Path(overlay)
-    return ReferenceMeasure(path, organ, score, int(pred.sum()), int(reference.sum()), per_slice, written,
-                            variant=scan.name, grid=scan.describe())
+    return ReferenceMeasure(
+        path,
+        organ,
+        score,
+        int(pred.sum()),
+        int(reference.sum()),
+        per_slice,
+        written,
+        variant=scan.name,
+        grid=scan.describe(),
+    )
 
 
-def measure_on_reference_scan(model, folder: str | os.PathLike, organ: str | None = None,
-                              overlay: str | os.PathLike | None = None) -> ReferenceMeasure:
+def measure_on_reference_scan(
+    model, folder: str | os.PathLike, organ: str | None = None, overlay: str | os.PathLike | None = None
+) -> ReferenceMeasure:
     """Predict the scan in ``folder`` with ``model`` (a path or a Predictor; its own preprocessing)
     and score ``organ`` (default: the model's task organ) against the reference labels."""
     predictor = _predictor(model)
@@ -134,9 +173,13 @@ def measure_on_reference_scan(model, folder: str | os.PathLike, organ: str | Non
     return _measure(predictor, path, scan, organ, overlay)
 
 
-def measure_acquisition_variants(model, folder: str | os.PathLike, organ: str | None = None,
-                                 overlay: str | os.PathLike | None = None,
-                                 worst_overlay: str | os.PathLike | None = None) -> list[ReferenceMeasure]:
+def measure_acquisition_variants(
+    model,
+    folder: str | os.PathLike,
+    organ: str | None = None,
+    overlay: str | os.PathLike | None = None,
+    worst_overlay: str | os.PathLike | None = None,
+) -> list[ReferenceMeasure]:
     """:func:`measure_on_reference_scan` on the scan and each of its acquisition variants
     (:data:`~keras_unet3plus.data.variants.STANDARD_VARIANTS`: coarser voxels, a cropped non-square
     field of view, more noise), the scan as acquired first. ``overlay``: a montage of the scan as

@@ -6,6 +6,7 @@ Run once from a checkout of that commit (it is not run by the tests):
     git worktree add /tmp/legacy 47ccb0f
     PYTHONPATH=/tmp/legacy python tests/data/make_hybrid_loss_v0.py tests/data
 """
+
 import json
 import sys
 from pathlib import Path
@@ -18,8 +19,10 @@ from keras_unet3plus import build, losses
 out = Path(sys.argv[1])
 keras.utils.set_random_seed(0)
 model = build((64, 64, 3), filters=(4, 8, 16, 32, 64), cat_channels=4)
-model.compile(optimizer="adam", **losses.for_model(model, side_weights=0.5, focal_weight=0.7, iou_smooth=2.0,
-                                                   alpha=0.25, cls_weight=0.3))
+model.compile(
+    optimizer="adam",
+    **losses.for_model(model, side_weights=0.5, focal_weight=0.7, iou_smooth=2.0, alpha=0.25, cls_weight=0.3),
+)
 rng = np.random.default_rng(0)
 x = rng.normal(size=(2, 64, 64, 3)).astype("float32")
 mask = np.zeros((2, 64, 64, 1), "float32")

@@ -27,6 +27,7 @@ Arrays are in RAS voxel order unless ``orientation`` asks for another scanner or
 Everything derives from one seed: the same seed gives the same case (and the same patient on any
 grid). Speed (2 shared CPU cores): ~0.3-0.7 s for 128 x 128 x 48, ~4-8 s for 512 x 512 x 100.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -82,9 +83,15 @@ def _ras_affine(spacing: Sequence[float], origin: Sequence[float]) -> np.ndarray
     return aff
 
 
-def generate_case(seed: int, shape: tuple[int, int, int] = (128, 128, 64),
-                  spacing: tuple[float, float, float] | None = None, lesions: bool = True,
-                  orientation: str = "RAS", organ: str | None = None, crop_fov: bool = False) -> PhantomCase:
+def generate_case(
+    seed: int,
+    shape: tuple[int, int, int] = (128, 128, 64),
+    spacing: tuple[float, float, float] | None = None,
+    lesions: bool = True,
+    orientation: str = "RAS",
+    organ: str | None = None,
+    crop_fov: bool = False,
+) -> PhantomCase:
     """Generate one synthetic CT case, deterministically from ``seed``.
 
     ``shape`` / ``spacing`` are given in RAS order. ``spacing=None`` (default) draws a realistic
@@ -128,22 +135,48 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (128, 128, 64),
 
     affine = _ras_affine(acq.spacing, origin)
     spacing_out = tuple(float(x) for x in acq.spacing)
-    info = {"phase": acq.phase, "fov_mm": (shape[0] * acq.spacing[0], shape[1] * acq.spacing[1]),
-            "thickness": acq.thickness, "noise_sd": acq.noise_sd, "habitus": body.habitus,
-            "arms_down": body.arms_down, "tissue": tissue}
+    info = {
+        "phase": acq.phase,
+        "fov_mm": (shape[0] * acq.spacing[0], shape[1] * acq.spacing[1]),
+        "thickness": acq.thickness,
+        "noise_sd": acq.noise_sd,
+        "habitus": body.habitus,
+        "arms_down": body.arms_down,
+        "tissue": tissue,
+    }
     orientation = orientation.upper()
     if orientation != "RAS":
         target = ornt_mod.axcodes2ornt(tuple(orientation))
         transform = ornt_mod.ornt_transform(ornt_mod.axcodes2ornt(("R", "A", "S")), target)
         affine = affine @ ornt_mod.inv_ornt_aff(transform, shape)
-        hu, label, spleen_lab = (np.ascontiguousarray(ornt_mod.apply_orientation(a, transform))
-                                 for a in (hu, label, spleen_lab))
+        hu, label, spleen_lab = (
+            np.ascontiguousarray(ornt_mod.apply_orientation(a, transform)) for a in (hu, label, spleen_lab)
+        )
         spacing_out = tuple(spacing_out[int(i)] for i in transform[:, 0].argsort())
-    return PhantomCase(hu=hu, label=label, spleen=spleen_lab, affine=affine, spacing=spacing_out,  # type: ignore[arg-type]
-                       seed=int(seed), orientation=orientation, phase=acq.phase, info=info)
+    return PhantomCase(
+        hu=hu,
+        label=label,
+        spleen=spleen_lab,
+        affine=affine,
+        spacing=spacing_out,  # type: ignore[arg-type]
+        seed=int(seed),
+        orientation=orientation,
+        phase=acq.phase,
+        info=info,
+    )
 
 
 from .writer import case_seed, write_dataset  # noqa: E402  (writer uses generate_case)
 
-__all__ = ["EXAMPLE_ORIENTATIONS", "PHANTOM_VERSION", "PhantomCase", "generate_case", "write_dataset", "case_seed",
-           "save_nifti_atomic", "Anatomy", "Acquisition", "Grid"]
+__all__ = [
+    "EXAMPLE_ORIENTATIONS",
+    "PHANTOM_VERSION",
+    "PhantomCase",
+    "generate_case",
+    "write_dataset",
+    "case_seed",
+    "save_nifti_atomic",
+    "Anatomy",
+    "Acquisition",
+    "Grid",
+]

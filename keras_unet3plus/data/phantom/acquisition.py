@@ -7,6 +7,7 @@ noise power spectrum in cycles per mm (the shape of filtered back-projection noi
 slice thickness and patient size; on coarse grids only the part of the spectrum the grid can hold
 is kept, so a 128-pixel case looks like a real 512-pixel scan resized to 128.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -63,9 +64,25 @@ _HU: dict[int, tuple[tuple[float, float, float, float], float]] = {
     A.PAD: ((-100, -100, -100, -100), 20),
 }
 # tissue -> amplitude (HU) of its smooth texture
-_TEXTURE = {A.LIVER: 11, A.SPLEEN: 9, A.KCORTEX: 8, A.PANCREAS: 10, A.MUSCLE: 5, A.FAT: 6, A.VFAT: 10,
-            A.FECES: 45, A.FOOD: 30, A.LUNG: 40, A.MARROW: 35, A.GIWALL: 8, A.LES_HYPO: 8, A.LES_HYPER: 15,
-            A.MYOCARD: 6, A.FLUID: 4, A.ORAL: 40}
+_TEXTURE = {
+    A.LIVER: 11,
+    A.SPLEEN: 9,
+    A.KCORTEX: 8,
+    A.PANCREAS: 10,
+    A.MUSCLE: 5,
+    A.FAT: 6,
+    A.VFAT: 10,
+    A.FECES: 45,
+    A.FOOD: 30,
+    A.LUNG: 40,
+    A.MARROW: 35,
+    A.GIWALL: 8,
+    A.LES_HYPO: 8,
+    A.LES_HYPER: 15,
+    A.MYOCARD: 6,
+    A.FLUID: 4,
+    A.ORAL: 40,
+}
 
 
 @dataclass
@@ -100,7 +117,7 @@ def _hu_lut(rng: np.random.Generator, phase: str, anat: A.Anatomy) -> np.ndarray
     for code, (means, sd) in _HU.items():
         lut[code] = (1 - w) * means[k] + w * means[k2] + (rng.normal(0, sd) if sd else 0.0)
     # correlations that real scans have
-    if phase == "native" and rng.random() < 0.15:      # fatty liver: darker than the spleen
+    if phase == "native" and rng.random() < 0.15:  # fatty liver: darker than the spleen
         lut[A.LIVER] = rng.uniform(5, 40)
     lut[A.MARROW] = 110 + 150 * (1 - anat.marrow_age) + rng.normal(0, 20)
     lut[A.PORTAL_IH] = 0.5 * lut[A.PORTAL_IH] + 0.5 * lut[A.PORTAL]
@@ -114,8 +131,13 @@ def _hu_lut(rng: np.random.Generator, phase: str, anat: A.Anatomy) -> np.ndarray
     return lut
 
 
-def sample_acquisition(rng: np.random.Generator, anat: A.Anatomy, shape: Sequence[int],
-                       spacing: Sequence[float] | None, organ: str | None = None) -> Acquisition:
+def sample_acquisition(
+    rng: np.random.Generator,
+    anat: A.Anatomy,
+    shape: Sequence[int],
+    spacing: Sequence[float] | None,
+    organ: str | None = None,
+) -> Acquisition:
     """Field of view, slice positions, contrast phase and image quality of one scan.
 
     ``spacing=None``: a realistic scan reformatted onto ``shape``: the in-plane field of view is
@@ -135,10 +157,10 @@ def sample_acquisition(rng: np.random.Generator, anat: A.Anatomy, shape: Sequenc
         else:
             fov = float(np.clip(anat.body_width() * rng.uniform(0.75, 0.97), 250, 500))
         dxy = fov / max(nx, ny)
-        if rng.random() < 0.55:   # the whole upper abdomen
+        if rng.random() < 0.55:  # the whole upper abdomen
             dz = float(np.clip(rng.uniform(240, 360) / nz, 0.7, 5.0))
             top = rng.uniform(10, 110)
-        else:                     # a slab through the liver / spleen at any thickness
+        else:  # a slab through the liver / spleen at any thickness
             dz = float(np.exp(rng.uniform(np.log(0.7), np.log(5.0))))
             lo, hi = organ_z or (-190.0, 10.0)
             top = rng.uniform(lo, hi) + nz * dz / 2
@@ -157,22 +179,42 @@ def sample_acquisition(rng: np.random.Generator, anat: A.Anatomy, shape: Sequenc
     tex = np.zeros(A.N_TISSUES, dtype=f32)
     for code, amp in _TEXTURE.items():
         tex[code] = amp * rng.uniform(0.5, 1.5)
-    if phase == "arterial":   # heterogeneous (arciform) early enhancement of the spleen
+    if phase == "arterial":  # heterogeneous (arciform) early enhancement of the spleen
         tex[A.SPLEEN] *= 3.0
     thickness = sp[2] * (rng.uniform(1.0, 1.5) if sp[2] < 3 else 1.0)
-    sd_ref = rng.uniform(5, 16) * (1 + 0.9 * anat.habitus)      # at 5 mm slices
+    sd_ref = rng.uniform(5, 16) * (1 + 0.9 * anat.habitus)  # at 5 mm slices
     noise_sd = sd_ref * np.sqrt(5.0 / max(thickness, 0.5))
     streaks = []
     if rng.random() < 0.25:
         for _ in range(int(rng.integers(1, 3))):
-            streaks.append(dict(x=rng.uniform(-0.6, 0.6) * anat.ac, y=rng.uniform(-0.7, 0.7) * anat.bc,
-                                z=rng.uniform(-200, 0), extent=rng.uniform(5, 30), amp=rng.uniform(40, 250),
-                                n=int(rng.integers(4, 12)), phi=rng.uniform(0, np.pi), metal=rng.random() < 0.5))
-    acq = Acquisition(spacing=sp, origin=origin, angle=float(rng.normal(0, 0.04)),
-                      pivot=(0.0, (y_post + y_ant) / 2), phase=phase, hu_lut=hu_lut, tex_lut=tex,
-                      blur_mm=float(rng.uniform(0.35, 0.8)), thickness=float(thickness),
-                      noise_sd=float(noise_sd), nps_fc=float(rng.uniform(0.25, 0.6)),
-                      nps_alpha=float(rng.uniform(0.6, 1.4)), calib=float(rng.normal(0, 4)), streaks=streaks)
+            streaks.append(
+                dict(
+                    x=rng.uniform(-0.6, 0.6) * anat.ac,
+                    y=rng.uniform(-0.7, 0.7) * anat.bc,
+                    z=rng.uniform(-200, 0),
+                    extent=rng.uniform(5, 30),
+                    amp=rng.uniform(40, 250),
+                    n=int(rng.integers(4, 12)),
+                    phi=rng.uniform(0, np.pi),
+                    metal=rng.random() < 0.5,
+                )
+            )
+    acq = Acquisition(
+        spacing=sp,
+        origin=origin,
+        angle=float(rng.normal(0, 0.04)),
+        pivot=(0.0, (y_post + y_ant) / 2),
+        phase=phase,
+        hu_lut=hu_lut,
+        tex_lut=tex,
+        blur_mm=float(rng.uniform(0.35, 0.8)),
+        thickness=float(thickness),
+        noise_sd=float(noise_sd),
+        nps_fc=float(rng.uniform(0.25, 0.6)),
+        nps_alpha=float(rng.uniform(0.6, 1.4)),
+        calib=float(rng.normal(0, 4)),
+        streaks=streaks,
+    )
     # drawn last, so the draws above stay as they were:
     # a soft reconstruction kernel (or a scan reconstructed on coarse 2-5 mm pixels from a smooth
     # kernel): edges blurred over 1-2.5 mm rather than the sharp kernel's 0.35-0.8 mm
@@ -189,6 +231,7 @@ def sample_acquisition(rng: np.random.Generator, anat: A.Anatomy, shape: Sequenc
 
 
 # ---- rendering ------------------------------------------------------------------------------
+
 
 def _upsample_noise(rng: np.random.Generator, shape: Sequence[int], spacing: Sequence[float], lam: float) -> np.ndarray:
     """Smooth noise (std ~1) with correlation length ~``lam`` mm: coarse normals, linear
@@ -207,9 +250,9 @@ def _upsample_noise(rng: np.random.Generator, shape: Sequence[int], spacing: Seq
         mats.append(M)
         coarse_shape.append(m)
     c = ndimage.gaussian_filter(rng.standard_normal(coarse_shape).astype(f32), 0.7) * f32(2.2)
-    c = np.tensordot(c, mats[2], axes=([2], [1]))          # (a, b, k)
-    c = np.tensordot(mats[1], c, axes=([1], [1]))          # (j, a, k)
-    out = np.tensordot(mats[0], c, axes=([1], [1]))        # (i, j, k)
+    c = np.tensordot(c, mats[2], axes=([2], [1]))  # (a, b, k)
+    c = np.tensordot(mats[1], c, axes=([1], [1]))  # (j, a, k)
+    out = np.tensordot(mats[0], c, axes=([1], [1]))  # (i, j, k)
     return out.astype(f32)
 
 
@@ -235,8 +278,8 @@ def render(tissue: np.ndarray, grid, acq: Acquisition, rng: np.random.Generator)
     white = rng.standard_normal((nx, ny, nz), dtype=f32)
     fx = sfft.fftfreq(nx, d=sp[0])[:, None]
     fy = sfft.rfftfreq(ny, d=sp[1])[None, :]
-    f = np.sqrt(fx ** 2 + fy ** 2)
-    nps = (f ** acq.nps_alpha) * np.exp(-(f / acq.nps_fc) ** 2)
+    f = np.sqrt(fx**2 + fy**2)
+    nps = (f**acq.nps_alpha) * np.exp(-((f / acq.nps_fc) ** 2))
     share = _spectrum_share(acq.nps_fc, acq.nps_alpha, sp)
     # variance of the output = mean over the full spectrum of nps (rfft half counted twice)
     w = np.full(nps.shape, 2.0)
@@ -245,8 +288,9 @@ def render(tissue: np.ndarray, grid, acq: Acquisition, rng: np.random.Generator)
         w[:, -1] = 1.0
     mean_nps = float((nps * w).sum() / (nx * ny))
     gain = np.sqrt(nps / max(mean_nps, 1e-12) * share).astype(f32)
-    noise = sfft.irfft2(sfft.rfft2(white, axes=(0, 1), workers=2) * gain[:, :, None], s=(nx, ny), axes=(0, 1),
-                        workers=2).astype(f32)
+    noise = sfft.irfft2(
+        sfft.rfft2(white, axes=(0, 1), workers=2) * gain[:, :, None], s=(nx, ny), axes=(0, 1), workers=2
+    ).astype(f32)
     if acq.thickness > sp[2] * 1.05 and nz > 1:
         before = float(noise[:, :, : min(nz, 8)].std()) + 1e-6
         noise = ndimage.gaussian_filter1d(noise, 0.35 * acq.thickness / sp[2], axis=2, truncate=2.0)
@@ -262,7 +306,7 @@ def _spectrum_share(fc: float, alpha: float, sp: Sequence[float]) -> float:
     """Share of the noise power a grid with in-plane spacing ``sp`` can represent."""
     ff = np.fft.fftfreq(400, d=0.2)
     fr = np.sqrt(ff[:, None] ** 2 + ff[None, :] ** 2)
-    nps = (fr ** alpha) * np.exp(-(fr / fc) ** 2)
+    nps = (fr**alpha) * np.exp(-((fr / fc) ** 2))
     inside = (np.abs(ff[:, None]) <= 0.5 / sp[0]) & (np.abs(ff[None, :]) <= 0.5 / sp[1])
     tot = nps.sum()
     return float(nps[inside].sum() / tot) if tot > 0 else 1.0
@@ -281,9 +325,9 @@ def _streaks(hu: np.ndarray, grid, st: dict, rng: np.random.Generator) -> None:
         phi = st["phi"] + np.pi * i / st["n"] + rng.normal(0, 0.05)
         d_perp = np.abs(-np.sin(phi) * dx + np.cos(phi) * dy)
         sign = 1 if i % 2 == 0 else -1
-        pattern += f32(sign) * np.exp(-(d_perp / f32(1.5)) ** 2) * np.exp(-r / f32(120))
+        pattern += f32(sign) * np.exp(-((d_perp / f32(1.5)) ** 2)) * np.exp(-r / f32(120))
     pattern *= f32(st["amp"])
-    w = np.exp(-((zs[ks] - st["z"]) / max(st["extent"], 1e-3)) ** 2).astype(f32)
+    w = np.exp(-(((zs[ks] - st["z"]) / max(st["extent"], 1e-3)) ** 2)).astype(f32)
     hu[:, :, ks] += pattern[:, :, None] * w[None, None, :]
     if st["metal"]:
         hu[:, :, ks] = np.where((r < 2.5)[:, :, None], f32(2500), hu[:, :, ks])

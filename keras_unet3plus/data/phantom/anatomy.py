@@ -19,6 +19,7 @@ than the left; right liver lobe tip -140 to -200 mm; heart above the central ten
 the same patient on any sampling grid; :meth:`Anatomy.draw` paints tissue codes into a
 :class:`~.geometry.Grid`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,13 +29,48 @@ from .geometry import Block, Grid, SmoothField, Tube, ellipsoid_box, ellipsoid_r
 f32 = np.float32
 
 # ---- tissue codes (index into the HU tables of acquisition.py) --------------------------------
-AIR, FAT, VFAT, MUSCLE, LUNG, LIVER, SPLEEN, KCORTEX, KMEDULLA, ARTERY, VEIN, PORTAL, HEPVEIN, \
-    GIWALL, FLUID, GAS, ORAL, BILE, PANCREAS, CORTEX, MARROW, CARTILAGE, MYOCARD, BLOOD, \
-    LES_HYPO, LES_HYPER, TABLE, CSF, FECES, DISC, SKIN, PAD, PORTAL_IH, LES_CYST, SINUSFAT, FOOD = range(36)
+(
+    AIR,
+    FAT,
+    VFAT,
+    MUSCLE,
+    LUNG,
+    LIVER,
+    SPLEEN,
+    KCORTEX,
+    KMEDULLA,
+    ARTERY,
+    VEIN,
+    PORTAL,
+    HEPVEIN,
+    GIWALL,
+    FLUID,
+    GAS,
+    ORAL,
+    BILE,
+    PANCREAS,
+    CORTEX,
+    MARROW,
+    CARTILAGE,
+    MYOCARD,
+    BLOOD,
+    LES_HYPO,
+    LES_HYPER,
+    TABLE,
+    CSF,
+    FECES,
+    DISC,
+    SKIN,
+    PAD,
+    PORTAL_IH,
+    LES_CYST,
+    SINUSFAT,
+    FOOD,
+) = range(36)
 N_TISSUES = 36
 LIVER_CODES = (LIVER, HEPVEIN, PORTAL_IH, LES_HYPO, LES_HYPER, LES_CYST)
 LESION_CODES = (LES_HYPO, LES_HYPER, LES_CYST)
-TABLE_DEPTH = 45.0   # mm between the top and bottom shells of the patient table
+TABLE_DEPTH = 45.0  # mm between the top and bottom shells of the patient table
 
 
 def _u(rng, a, b):
@@ -66,30 +102,30 @@ class Anatomy:
         # ---- habitus: thin (0) .. obese (1) ----
         h = float(r.beta(1.6, 2.2))
         self.habitus = h
-        self.ac = _n(r, 138, 10, 112, 165) + 22 * h      # cavity half-width (mm)
-        self.bc = _n(r, 88, 8, 70, 108) + 22 * h         # cavity half-depth
-        self.tw = _u(r, 7, 14)                           # abdominal wall muscle
-        self.fat_lat = 4 + 55 * h ** 1.4 + _u(r, 0, 8)
-        self.fat_ant = 4 + 60 * h ** 1.3 + _u(r, 0, 8)
-        self.fat_post = 5 + 30 * h ** 1.4 + _u(r, 0, 6)
-        self.back = _u(r, 40, 52)                        # paraspinal depth behind the cavity
+        self.ac = _n(r, 138, 10, 112, 165) + 22 * h  # cavity half-width (mm)
+        self.bc = _n(r, 88, 8, 70, 108) + 22 * h  # cavity half-depth
+        self.tw = _u(r, 7, 14)  # abdominal wall muscle
+        self.fat_lat = 4 + 55 * h**1.4 + _u(r, 0, 8)
+        self.fat_ant = 4 + 60 * h**1.3 + _u(r, 0, 8)
+        self.fat_post = 5 + 30 * h**1.4 + _u(r, 0, 6)
+        self.back = _u(r, 40, 52)  # paraspinal depth behind the cavity
         self.p_cav = _u(r, 2.2, 2.7)
         self.p_body = _u(r, 2.1, 2.8)
-        self.body_taper = _u(r, -0.05, 0.08)             # relative width change per 100 mm up
+        self.body_taper = _u(r, -0.05, 0.08)  # relative width change per 100 mm up
         # ---- diaphragm ----
         self.zR = 0.0
         self.zL = -_u(r, 3, 25)
-        self.dome_post = _u(r, 45, 80)                  # how far the dome drops posteriorly
+        self.dome_post = _u(r, 45, 80)  # how far the dome drops posteriorly
         self.dome_ant = _u(r, 35, 60)
         self.dome_lat = _u(r, 50, 80)
         self.dia_t = _u(r, 3, 5)
-        self.ring_f = _u(r, 0.6, 1.1)                     # costal diaphragm thickness / dia_t
-        self.liver_gap = _u(r, 0.0, 0.02)                 # fat between the liver and the wall
+        self.ring_f = _u(r, 0.6, 1.1)  # costal diaphragm thickness / dia_t
+        self.liver_gap = _u(r, 0.0, 0.02)  # fat between the liver and the wall
         # ---- spine ----
         self.v_pitch = _u(r, 29, 35)
         self.v_phase = _u(r, 0, 1)
         self.v_w, self.v_d = _u(r, 19, 25), _u(r, 14, 18)
-        self.yvb = -self.bc + _u(r, 8, 16)               # vertebral body centre (y)
+        self.yvb = -self.bc + _u(r, 8, 16)  # vertebral body centre (y)
         self.marrow_age = r.random()
         # ---- liver ----
         s = _n(r, 1.0, 0.08, 0.8, 1.2)
@@ -97,19 +133,22 @@ class Anatomy:
         ac, bc = self.ac, self.bc
         self.liver_lobes = [
             # right lobe
-            ((0.50 * ac + _n(r, 0, 6), -0.05 * bc + _n(r, 0, 6), -72 * s + _n(r, 0, 8)),
-             (82 * s, 92 * s, (74 + _u(r, -10, 12)) * s), _u(r, -0.15, 0.15)),
+            (
+                (0.50 * ac + _n(r, 0, 6), -0.05 * bc + _n(r, 0, 6), -72 * s + _n(r, 0, 8)),
+                (82 * s, 92 * s, (74 + _u(r, -10, 12)) * s),
+                _u(r, -0.15, 0.15),
+            ),
             # medial segment (IV) bridging to the left lobe
-            ((0.08 * ac + _n(r, 0, 6), 0.42 * bc + _n(r, 0, 5), -58 * s + _n(r, 0, 6)),
-             (46 * s, 40 * s, 48 * s), 0.0),
+            ((0.08 * ac + _n(r, 0, 6), 0.42 * bc + _n(r, 0, 5), -58 * s + _n(r, 0, 6)), (46 * s, 40 * s, 48 * s), 0.0),
             # caudate lobe (between the IVC and the portal hilum)
-            ((10 + _n(r, 0, 4), self.yvb + 48 + _n(r, 0, 4), -78 + _n(r, 0, 6)),
-             (22 * s, 20 * s, 34 * s), 0.0),
+            ((10 + _n(r, 0, 4), self.yvb + 48 + _n(r, 0, 4), -78 + _n(r, 0, 6)), (22 * s, 20 * s, 34 * s), 0.0),
         ]
-        left_len = _u(r, 0.55, 1.35)                     # left lobe size varies most between people
-        self.left_lobe = ((-0.28 * ac * left_len + _n(r, 0, 6), 0.52 * bc + _n(r, 0, 5), self.zL - 32 + _n(r, 0, 6)),
-                          (66 * s * left_len, 28 * s, 32 * s))
-        if r.random() < 0.25:                            # Riedel lobe
+        left_len = _u(r, 0.55, 1.35)  # left lobe size varies most between people
+        self.left_lobe = (
+            (-0.28 * ac * left_len + _n(r, 0, 6), 0.52 * bc + _n(r, 0, 5), self.zL - 32 + _n(r, 0, 6)),
+            (66 * s * left_len, 28 * s, 32 * s),
+        )
+        if r.random() < 0.25:  # Riedel lobe
             self.liver_lobes.append(((0.62 * ac, 0.0, -150 * s), (35 * s, 45 * s, 55 * s), 0.0))
         box_lo, box_hi = (-ac - 20, -bc - 20, -260), (ac + 20, bc + 20, 30)
         self.liver_noise = SmoothField(r, box_lo, box_hi, 45)
@@ -125,11 +164,11 @@ class Anatomy:
         self.ivc_r = _u(r, 9, 13)
         # ---- spleen ----
         sp = float(np.exp(r.normal(0.0, 0.14)))
-        if r.random() < 0.2:                             # splenomegaly is common in clinical CT
+        if r.random() < 0.2:  # splenomegaly is common in clinical CT
             sp *= _u(r, 1.2, 1.6)
         sp = float(np.clip(sp, 0.7, 1.7))
         self.spleen_s = sp
-        self.spleen_hilum = _u(r, 0.5, 1.0)              # depth of the hilar concavity
+        self.spleen_hilum = _u(r, 0.5, 1.0)  # depth of the hilar concavity
         thick = _u(r, 22, 34)
         # the posterior pole lies against the posterior diaphragm, 3.5-6 cm from the midline next
         # to the left kidney / adrenal; the long axis runs antero-laterally along the 10th rib
@@ -137,8 +176,11 @@ class Anatomy:
         half_len = _u(r, 48, 60) * sp
         px, py = -_u(r, 35, 60), -bc + _u(r, 4, 20)
         th = self.spleen_theta
-        self.spleen_c = (px - 0.8 * half_len * np.sin(th), py + 0.8 * half_len * np.cos(th),
-                         self.zL - 58 * min(sp, 1.3) + _n(r, 0, 10))
+        self.spleen_c = (
+            px - 0.8 * half_len * np.sin(th),
+            py + 0.8 * half_len * np.cos(th),
+            self.zL - 58 * min(sp, 1.3) + _n(r, 0, 10),
+        )
         self.spleen_a = (thick * sp, half_len, 58 * sp)
         self.spleen_noise = SmoothField(r, (-ac - 20, -bc - 20, -220), (0, bc, 20), 30)
         self.spleen_lobulated = r.random() < 0.3
@@ -146,23 +188,33 @@ class Anatomy:
         dist = _u(r, 0.55, 1.3)
         self.stomach_dist = dist
         zL = self.zL
-        ctrl = [(-0.36 * ac, -0.12 * bc, zL - 38), (-0.38 * ac, 0.18 * bc, zL - 70),
-                (-0.22 * ac, 0.45 * bc, zL - 100), (0.02 * ac, 0.55 * bc, zL - 118),
-                (0.22 * ac, 0.38 * bc, zL - 112)]
+        ctrl = [
+            (-0.36 * ac, -0.12 * bc, zL - 38),
+            (-0.38 * ac, 0.18 * bc, zL - 70),
+            (-0.22 * ac, 0.45 * bc, zL - 100),
+            (0.02 * ac, 0.55 * bc, zL - 118),
+            (0.22 * ac, 0.38 * bc, zL - 112),
+        ]
         ctrl = [(x + _n(r, 0, 8), y + _n(r, 0, 8), z + _n(r, 0, 10)) for x, y, z in ctrl]
         self.stomach_path = smooth_path(ctrl, 4)
         self.stomach_r = interp_radii([44 * dist, 38 * dist, 30 * dist, 22 * dist, 11], len(self.stomach_path))
-        self.stomach_fill = r.choice(["gas_fluid", "fluid", "oral", "collapsed", "food"],
-                                     p=[0.28, 0.15, 0.12, 0.2, 0.25])
-        self.stomach_level = _u(r, -0.3, 0.4)            # gas-fluid level (fraction of bc)
+        self.stomach_fill = r.choice(
+            ["gas_fluid", "fluid", "oral", "collapsed", "food"], p=[0.28, 0.15, 0.12, 0.2, 0.25]
+        )
+        self.stomach_level = _u(r, -0.3, 0.4)  # gas-fluid level (fraction of bc)
         self.gi_wall = _u(r, 2.5, 4.5)
-        self.gastric_fat = _u(r, -2.0, 7.0)               # fat plane stomach / liver (<= 0: none)
-        self.ant_gap = _u(r, 0.0, 0.06)                   # preperitoneal fat in front of the liver
-        self.porta_fat = _u(r, 3.0, 9.0)                  # fat of the hepatoduodenal ligament
+        self.gastric_fat = _u(r, -2.0, 7.0)  # fat plane stomach / liver (<= 0: none)
+        self.ant_gap = _u(r, 0.0, 0.06)  # preperitoneal fat in front of the liver
+        self.porta_fat = _u(r, 3.0, 9.0)  # fat of the hepatoduodenal ligament
         # ---- gallbladder ----
         self.gall = r.random() < 0.75
-        self.gall_path = np.array([(0.22 * ac, 0.22 * bc, -100), (0.30 * ac, 0.45 * bc, -122),
-                                   (0.33 * ac + _n(r, 0, 8), 0.62 * bc, -140 + _n(r, 0, 10))])
+        self.gall_path = np.array(
+            [
+                (0.22 * ac, 0.22 * bc, -100),
+                (0.30 * ac, 0.45 * bc, -122),
+                (0.33 * ac + _n(r, 0, 8), 0.62 * bc, -140 + _n(r, 0, 10)),
+            ]
+        )
         self.gall_r = np.array([7, 14, 17]) * _u(r, 0.6, 1.2)
         # ---- kidneys ----
         self.kid = []
@@ -172,22 +224,41 @@ class Anatomy:
             self.kid.append((side, c, a, side * _u(r, 0.35, 0.75), side * _u(r, 0.05, 0.25)))
         # ---- pancreas ----
         yv = self.yvb
-        pctrl = [(0.25 * ac, yv + 52, -138), (0.05 * ac, yv + 62, -122), (-0.25 * ac, yv + 50, -112),
-                 (-0.52 * ac, yv + 28, -100)]
+        pctrl = [
+            (0.25 * ac, yv + 52, -138),
+            (0.05 * ac, yv + 62, -122),
+            (-0.25 * ac, yv + 50, -112),
+            (-0.52 * ac, yv + 28, -100),
+        ]
         pctrl = [(x + _n(r, 0, 6), y + _n(r, 0, 5), z + _n(r, 0, 8)) for x, y, z in pctrl]
         self.panc_path = smooth_path(pctrl, 4)
         self.panc_r = interp_radii([17, 12, 11, 9], len(self.panc_path)) * _u(r, 0.75, 1.15)
         # ---- bowel ----
         self.colon_r = _u(r, 16, 26)
-        cc = [(0.70 * ac, -0.05 * bc, -330), (0.72 * ac, -0.05 * bc, -230), (0.62 * ac, 0.1 * bc, -175),
-              (0.35 * ac, 0.55 * bc, -185), (0.0, 0.65 * bc, -215 + _n(r, 0, 25)), (-0.4 * ac, 0.5 * bc, -170),
-              (-0.72 * ac, 0.05 * bc, -120 + _n(r, 0, 15)), (-0.75 * ac, -0.15 * bc, -200),
-              (-0.72 * ac, -0.1 * bc, -330)]
+        cc = [
+            (0.70 * ac, -0.05 * bc, -330),
+            (0.72 * ac, -0.05 * bc, -230),
+            (0.62 * ac, 0.1 * bc, -175),
+            (0.35 * ac, 0.55 * bc, -185),
+            (0.0, 0.65 * bc, -215 + _n(r, 0, 25)),
+            (-0.4 * ac, 0.5 * bc, -170),
+            (-0.72 * ac, 0.05 * bc, -120 + _n(r, 0, 15)),
+            (-0.75 * ac, -0.15 * bc, -200),
+            (-0.72 * ac, -0.1 * bc, -330),
+        ]
         cc = [(x + _n(r, 0, 8), y + _n(r, 0, 8), z + _n(r, 0, 10)) for x, y, z in cc]
         self.colon_path = smooth_path(cc, 4)
         self.colon_noise = SmoothField(r, (-ac, -bc, -340), (ac, bc, -80), 9)
-        self.duo_path = smooth_path([(0.22 * ac, 0.38 * bc, -112), (0.36 * ac, yv + 55, -140),
-                                     (0.30 * ac, yv + 50, -175), (0.0, yv + 45, -185), (-0.15 * ac, yv + 55, -165)], 3)
+        self.duo_path = smooth_path(
+            [
+                (0.22 * ac, 0.38 * bc, -112),
+                (0.36 * ac, yv + 55, -140),
+                (0.30 * ac, yv + 50, -175),
+                (0.0, yv + 45, -185),
+                (-0.15 * ac, yv + 55, -165),
+            ],
+            3,
+        )
         self.duo_r = _u(r, 9, 14)
         self.sb_loops = []
         for _ in range(int(r.integers(10, 20))):
@@ -203,7 +274,7 @@ class Anatomy:
                 p[2] = min(p[2], -140.0)
                 pts.append(p)
             self.sb_loops.append((np.array(pts), _u(r, 8, 13), r.random()))
-        self.oral = r.random() < 0.3                     # positive oral contrast in the bowel
+        self.oral = r.random() < 0.3  # positive oral contrast in the bowel
         self.sb_gas = _u(r, 0.0, 0.35)
         # ---- heart ----
         self.heart_c = (-0.18 * ac + _n(r, 0, 8), 0.25 * bc + _n(r, 0, 6), 45 + _n(r, 0, 8))
@@ -212,9 +283,9 @@ class Anatomy:
         # ---- ribs ----
         self.rib_pitch = _u(r, 30, 38)
         self.rib_phase = _u(r, 0, 1)
-        self.rib_drop = _u(r, 260, 340)                  # how much lower a rib is anteriorly
-        self.rib_bottom = _u(r, -200, -160)              # tip of the 12th rib (lateral)
-        self.rib_front = _u(r, -110, -70)                # costal margin at the front
+        self.rib_drop = _u(r, 260, 340)  # how much lower a rib is anteriorly
+        self.rib_bottom = _u(r, -200, -160)  # tip of the 12th rib (lateral)
+        self.rib_front = _u(r, -110, -70)  # costal margin at the front
         # ---- arms, table ----
         self.arms_down = r.random() < 0.45
         self.arm_gap = _u(r, 5, 60)
@@ -230,8 +301,8 @@ class Anatomy:
         # where the kidneys, the spleen's posterior pole and the liver's posterior segments lie)
         gut = min(_u(r, 14, 28), 0.75 * self.back - 10)
         self.gutter = gut
-        self.spine_bulge = _u(r, 40, 52)                 # half-width of the bulge at the gutters' floor
-        self.gutter_dy = 0.8 * gut                       # what lies in the gutters moves back with them
+        self.spine_bulge = _u(r, 40, 52)  # half-width of the bulge at the gutters' floor
+        self.gutter_dy = 0.8 * gut  # what lies in the gutters moves back with them
         self.kid = [(side, (c[0], c[1] - self.gutter_dy, c[2]), a, th, tilt) for side, c, a, th, tilt in self.kid]
         sx, sy, sz = self.spleen_c
         self.spleen_c = (sx, sy - self.gutter_dy, sz)
@@ -246,8 +317,14 @@ class Anatomy:
                 u = u / np.linalg.norm(u) * _u(r, 0, 0.7)
                 rad = float(np.exp(r.uniform(np.log(5), np.log(30))))
                 kind = r.choice([LES_HYPO, LES_HYPER, LES_CYST], p=[0.6, 0.25, 0.15])
-                self.lesions.append(((cx + u[0] * ax_, cy + u[1] * ay_, cz + u[2] * az_), rad, int(kind),
-                                     SmoothField(r, (-40, -40, -40), (40, 40, 40), max(4.0, rad / 1.5))))
+                self.lesions.append(
+                    (
+                        (cx + u[0] * ax_, cy + u[1] * ay_, cz + u[2] * az_),
+                        rad,
+                        int(kind),
+                        SmoothField(r, (-40, -40, -40), (40, 40, 40), max(4.0, rad / 1.5)),
+                    )
+                )
         # ---- where the liver meets its neighbours (drawn last: the draws above stay as they were) ----
         # perirenal fat grows with habitus: in thin patients the right kidney's upper pole touches
         # the liver's inferior surface with no visible fat plane (the hepatorenal recess), so the
@@ -257,13 +334,18 @@ class Anatomy:
         # (a small lumen in a thick wall that enhances almost like liver), or usual
         self.gall_kind = str(r.choice(["usual", "contracted", "distended"], p=[0.6, 0.2, 0.2]))
         self.gall_wall = _u(r, 3.0, 5.0) if self.gall_kind == "contracted" else _u(r, 1.2, 2.5)
-        self.gall_r = self.gall_r * {"usual": 1.0, "contracted": _u(r, 0.45, 0.65), "distended": _u(r, 1.15, 1.4)}[self.gall_kind]
+        self.gall_r = (
+            self.gall_r * {"usual": 1.0, "contracted": _u(r, 0.45, 0.65), "distended": _u(r, 1.15, 1.4)}[self.gall_kind]
+        )
         # the inferior tip of the right lobe (segments V/VI) thins to a wedge lateral and anterior to
         # the right kidney, reaching lower in some people than others
         tip_drop = _u(r, 0.0, 35.0)
         (lx, ly, lz), la, _ = self.liver_lobes[0]
-        self.liver_tip = ((lx + 0.12 * ac, ly + 0.1 * bc, lz - 0.75 * la[2] - 0.5 * tip_drop),
-                          (24 * s, 42 * s, 30 + 0.5 * tip_drop), _u(r, -0.2, 0.2))
+        self.liver_tip = (
+            (lx + 0.12 * ac, ly + 0.1 * bc, lz - 0.75 * la[2] - 0.5 * tip_drop),
+            (24 * s, 42 * s, 30 + 0.5 * tip_drop),
+            _u(r, -0.2, 0.2),
+        )
 
     # ------------------------------------------------------------------------------------------
     def body_width(self) -> float:
@@ -290,8 +372,12 @@ class Anatomy:
         for zt, xc in ((self.zR, 0.42 * self.ac), (self.zL, -0.45 * self.ac)):
             yc = -0.05 * self.bc
             dy = (Y - f32(yc)) / f32(self.bc)
-            d = f32(zt) - f32(self.dome_lat) * ((X - f32(xc)) / f32(0.8 * self.ac)) ** 2 \
-                - f32(self.dome_post) * np.minimum(dy, 0) ** 2 - f32(self.dome_ant) * np.maximum(dy, 0) ** 2
+            d = (
+                f32(zt)
+                - f32(self.dome_lat) * ((X - f32(xc)) / f32(0.8 * self.ac)) ** 2
+                - f32(self.dome_post) * np.minimum(dy, 0) ** 2
+                - f32(self.dome_ant) * np.maximum(dy, 0) ** 2
+            )
             out = d if out is None else np.maximum(out, d)
         return out
 
@@ -301,11 +387,13 @@ class Anatomy:
         X2, Y2 = g.X[:, :, 0], g.Y[:, :, 0]
         zs = g.zs
         taper = (1 + f32(self.body_taper) * np.clip(zs, -250, 100) / f32(100)).astype(f32)  # (nz,)
+
         # in-plane superellipse radii (1-homogeneous, so scaling by taper(z) is a division)
         def sup(ax, ay_ant, ay_post, p, yc=0.0):
             dy = Y2 - f32(yc)
             ay = np.where(dy >= 0, f32(ay_ant), f32(ay_post))
             return ((np.abs(X2) / f32(ax)) ** p + (np.abs(dy) / ay) ** p) ** (1 / p)
+
         y_post, y_ant = self.body_y()
         r_body = sup(ac + self.tw + self.fat_lat, y_ant, -y_post, self.p_body)
         r_wall = sup(ac + self.tw, bc + self.tw, bc + self.back * 0.75, self.p_cav)
@@ -318,13 +406,13 @@ class Anatomy:
         cav = (r_cav[:, :, None] < T) & ~bulge[:, :, None]
         self.cav = cav
         self.r_cav = r_cav
-        dome2 = self.dome(X2, Y2)                              # (nx, ny)
+        dome2 = self.dome(X2, Y2)  # (nx, ny)
         self.dome2 = dome2
         thorax = g.Z > dome2[:, :, None]
         tis = g.tissue
         # table (under the patient) and pad
         yt = y_post - self.table_gap
-        tab_y = f32(yt) + f32(self.table_curv) * X2 ** 2       # curved upwards at the sides
+        tab_y = f32(yt) + f32(self.table_curv) * X2**2  # curved upwards at the sides
         for off, th in ((0.0, 2.5), (-TABLE_DEPTH, 2.0)):
             m = np.abs(Y2 - (tab_y + f32(off))) < f32(th / 2 + 0.5)
             m &= np.abs(X2) < f32(230)
@@ -347,7 +435,10 @@ class Anatomy:
         tis[wall] = MUSCLE
         # paraspinal muscles (outside the cavity, behind it)
         for side in (1, -1):
-            rp = np.sqrt(((X2 - f32(side * 38)) / f32(36)) ** 2 + ((Y2 - f32(-bc - self.back * 0.45)) / f32(self.back * 0.55)) ** 2)
+            rp = np.sqrt(
+                ((X2 - f32(side * 38)) / f32(36)) ** 2
+                + ((Y2 - f32(-bc - self.back * 0.45)) / f32(self.back * 0.55)) ** 2
+            )
             tis[(rp < 1)[:, :, None] & body] = MUSCLE
         tis[cav] = VFAT
         # thorax: lungs above the diaphragm (the diaphragm itself is a muscle band)
@@ -400,13 +491,26 @@ class Anatomy:
         b, r = found
         above = ~self._below_dome(b, -self.dia_t)
         cav = self._in_cav(b)
-        g.paint(b, (r < 1.15) & above & cav, VFAT)            # pericardial fat
+        g.paint(b, (r < 1.15) & above & cav, VFAT)  # pericardial fat
         g.paint(b, (r < 1.0) & above & cav, MYOCARD)
-        g.paint(b, (ellipsoid_r(b, (c[0] + 8, c[1] - 5, c[2]), (a[0] * 0.72, a[1] * 0.68, a[2] * 0.7),
-                                self.heart_theta) < 1) & above & cav, BLOOD)
+        g.paint(
+            b,
+            (ellipsoid_r(b, (c[0] + 8, c[1] - 5, c[2]), (a[0] * 0.72, a[1] * 0.68, a[2] * 0.7), self.heart_theta) < 1)
+            & above
+            & cav,
+            BLOOD,
+        )
         # oesophagus above the hiatus
-        t = Tube(np.array([(-0.1 * self.ac, self.yvb + 30, 120), (-0.2 * self.ac, self.yvb + 40, self.zL - 20),
-                           (-0.3 * self.ac, -0.12 * self.bc, self.zL - 38)]), 8)
+        t = Tube(
+            np.array(
+                [
+                    (-0.1 * self.ac, self.yvb + 30, 120),
+                    (-0.2 * self.ac, self.yvb + 40, self.zL - 20),
+                    (-0.3 * self.ac, -0.12 * self.bc, self.zL - 38),
+                ]
+            ),
+            8,
+        )
         bb, d = t.field(g)
         if not bb.empty:
             g.paint(bb, (d < 0) & self._in_cav(bb), GIWALL)
@@ -416,13 +520,16 @@ class Anatomy:
         for c, a, th in self.liver_lobes:
             r = ellipsoid_r(b, c, a, th)
             F = r if F is None else np.minimum(F, r)
-        F = np.minimum(F, ellipsoid_r(b, *self.liver_tip))   # the right lobe's inferior tip
+        F = np.minimum(F, ellipsoid_r(b, *self.liver_tip))  # the right lobe's inferior tip
         # left lobe: thinner towards its tip (to the patient's left)
         (cx, cy, cz), (ax, ay, az) = self.left_lobe
         t = np.clip((b.X - f32(cx - ax)) / f32(2 * ax), 0, 1)
         taper = f32(0.35) + f32(0.65) * np.sqrt(t)
-        rl = np.sqrt(((b.X - f32(cx)) / f32(ax)) ** 2 + ((b.Y - f32(cy)) / (f32(ay) * taper)) ** 2
-                     + ((b.Z - f32(cz)) / (f32(az) * taper)) ** 2)
+        rl = np.sqrt(
+            ((b.X - f32(cx)) / f32(ax)) ** 2
+            + ((b.Y - f32(cy)) / (f32(ay) * taper)) ** 2
+            + ((b.Z - f32(cz)) / (f32(az) * taper)) ** 2
+        )
         F = np.minimum(F, rl)
         return F + f32(self.liver_amp[0]) * self.liver_noise(b) + f32(self.liver_amp[1]) * self.liver_noise2(b)
 
@@ -441,8 +548,12 @@ class Anatomy:
         m &= ~(self.ring2[b.sl[0], b.sl[1]][:, :, None] & self.ring_z[b.sl[2]][None, None, :])
         g.paint(b, m, LIVER)
         fx, slope, width, y0 = self.fissure
-        cleft = (np.abs(b.X - f32(fx) - f32(slope) * (b.Y - f32(y0))) < f32(width / 2)) & (b.Y > f32(y0)) \
-            & (b.Z < f32(-35)) & m
+        cleft = (
+            (np.abs(b.X - f32(fx) - f32(slope) * (b.Y - f32(y0))) < f32(width / 2))
+            & (b.Y > f32(y0))
+            & (b.Z < f32(-35))
+            & m
+        )
         g.paint(b, cleft, VFAT)
         if self.gall:
             t = Tube(self.gall_path, self.gall_r)
@@ -486,24 +597,35 @@ class Anatomy:
             b, r = found
             # hilum: a notch facing antero-medially
             hx, hy = c[0] - side * a[0] * 0.9 * np.cos(abs(theta)), c[1] + a[1] * 0.6
-            hil = np.sqrt(((b.X - f32(hx)) / f32(a[0] * 0.55)) ** 2 + ((b.Y - f32(hy)) / f32(a[1] * 0.55)) ** 2
-                          + ((b.Z - f32(c[2])) / f32(a[2] * 0.35)) ** 2)
+            hil = np.sqrt(
+                ((b.X - f32(hx)) / f32(a[0] * 0.55)) ** 2
+                + ((b.Y - f32(hy)) / f32(a[1] * 0.55)) ** 2
+                + ((b.Z - f32(c[2])) / f32(a[2] * 0.35)) ** 2
+            )
             kid = (r < 1) & (hil > 1) & self._in_cav(b)
             g.paint(b, (r < self.perirenal) & self._in_cav(b) & ~kid, VFAT)  # perirenal fat
             g.paint(b, kid, KCORTEX)
             g.paint(b, kid & (r < 0.78), KMEDULLA)
             sinus = (r < 0.55) & self._in_cav(b)
             g.paint(b, sinus, SINUSFAT)
-            g.paint(b, sinus & (r < 0.3), FLUID)                           # renal pelvis
+            g.paint(b, sinus & (r < 0.3), FLUID)  # renal pelvis
         # adrenal-level psoas and crura
         for side in (1, -1):
-            t = Tube(np.array([(side * 28, self.yvb + 2, -100), (side * 38, self.yvb + 2, -180),
-                               (side * 52, self.yvb + 8, -340)]), np.array([5, 15, 26]))
+            t = Tube(
+                np.array(
+                    [(side * 28, self.yvb + 2, -100), (side * 38, self.yvb + 2, -180), (side * 52, self.yvb + 8, -340)]
+                ),
+                np.array([5, 15, 26]),
+            )
             bb, d = t.field(g)
             if not bb.empty:
                 g.paint(bb, (d < 0) & self._in_cav(bb), MUSCLE)
-            t = Tube(np.array([(side * 14, self.yvb + 8, -150), (side * 16, self.yvb + 26, -90),
-                               (side * 20, self.yvb + 34, -35)]), 5.0)
+            t = Tube(
+                np.array(
+                    [(side * 14, self.yvb + 8, -150), (side * 16, self.yvb + 26, -90), (side * 20, self.yvb + 34, -35)]
+                ),
+                5.0,
+            )
             bb, d = t.field(g)
             if not bb.empty:
                 g.paint(bb, (d < 0) & self._in_cav(bb) & self._below_dome(bb, 0), MUSCLE)
@@ -571,44 +693,68 @@ class Anatomy:
         yv, ac, bc = self.yvb, self.ac, self.bc
         front = yv + self.v_d
         # aorta: in front of the spine, slightly left; thoracic part more posterior
-        ao = Tube(np.array([(self.ax_x, front + self.ao_r + 2, -340), (self.ax_x, front + self.ao_r + 1, -60),
-                            (self.ax_x - 10, front + 2, 20), (self.ax_x - 20, front - 2, 150)]), self.ao_r)
+        ao = Tube(
+            np.array(
+                [
+                    (self.ax_x, front + self.ao_r + 2, -340),
+                    (self.ax_x, front + self.ao_r + 1, -60),
+                    (self.ax_x - 10, front + 2, 20),
+                    (self.ax_x - 20, front - 2, 150),
+                ]
+            ),
+            self.ao_r,
+        )
         bb, d = ao.field(g)
         if not bb.empty:
             g.paint(bb, d < 0, ARTERY)
         ay = front + self.ao_r + 1
-        arts = [[(self.ax_x, ay + 8, -105), (self.ax_x + 2, ay + 35, -100), (30, ay + 40, -95)],  # celiac/hepatic
-                [(self.ax_x, ay + 8, -105), (-0.3 * ac, ay + 30, -98), (-0.55 * ac, yv + 20, -90)],  # splenic
-                [(self.ax_x, ay + 8, -125), (self.ax_x + 2, ay + 30, -150), (0.0, ay + 45, -260)],  # SMA
-                [(self.ax_x, ay, -140), (0.45 * ac, -bc + 45 - self.gutter_dy, -135)],             # renal arteries
-                [(self.ax_x, ay, -135), (-0.45 * ac, -bc + 45 - self.gutter_dy, -122)]]
+        arts = [
+            [(self.ax_x, ay + 8, -105), (self.ax_x + 2, ay + 35, -100), (30, ay + 40, -95)],  # celiac/hepatic
+            [(self.ax_x, ay + 8, -105), (-0.3 * ac, ay + 30, -98), (-0.55 * ac, yv + 20, -90)],  # splenic
+            [(self.ax_x, ay + 8, -125), (self.ax_x + 2, ay + 30, -150), (0.0, ay + 45, -260)],  # SMA
+            [(self.ax_x, ay, -140), (0.45 * ac, -bc + 45 - self.gutter_dy, -135)],  # renal arteries
+            [(self.ax_x, ay, -135), (-0.45 * ac, -bc + 45 - self.gutter_dy, -122)],
+        ]
         for pts in arts:
             bb, d = Tube(np.array(pts), 3.2).field(g)
             if not bb.empty:
                 g.paint(bb, (d < 0) & self._in_cav(bb), ARTERY)
         # IVC: right of the aorta, through the bare area of the liver into the right atrium
         ivc_y = front + self.ivc_r + 6
-        ivc = Tube(np.array([(self.ivc_x, ivc_y, -340), (self.ivc_x, ivc_y + 4, -120),
-                             (self.ivc_x - 3, ivc_y + 10, -40), (self.ivc_x - 8, ivc_y + 18, 10),
-                             (self.ivc_x - 15, ivc_y + 30, 40)]), self.ivc_r)
+        ivc = Tube(
+            np.array(
+                [
+                    (self.ivc_x, ivc_y, -340),
+                    (self.ivc_x, ivc_y + 4, -120),
+                    (self.ivc_x - 3, ivc_y + 10, -40),
+                    (self.ivc_x - 8, ivc_y + 18, 10),
+                    (self.ivc_x - 15, ivc_y + 30, 40),
+                ]
+            ),
+            self.ivc_r,
+        )
         bb, d = ivc.field(g)
         if not bb.empty:
             g.paint(bb, d < 0, VEIN)
-        kv = -bc + 42 - self.gutter_dy      # renal veins to the hila
-        for pts in ([(self.ivc_x, ivc_y, -138), (0.45 * ac, kv, -132)],
-                    [(self.ivc_x, ivc_y, -132), (self.ax_x, ay + 14, -133), (-0.45 * ac, kv, -120)]):
+        kv = -bc + 42 - self.gutter_dy  # renal veins to the hila
+        for pts in (
+            [(self.ivc_x, ivc_y, -138), (0.45 * ac, kv, -132)],
+            [(self.ivc_x, ivc_y, -132), (self.ax_x, ay + 14, -133), (-0.45 * ac, kv, -120)],
+        ):
             bb, d = Tube(np.array(pts), 5.0).field(g)
             if not bb.empty:
                 g.paint(bb, (d < 0) & self._in_cav(bb), VEIN)
         # portal system: SMV / splenic confluence behind the pancreatic neck, main portal vein
         conf = (0.04 * ac, yv + 50, -128)
         self.hilum = (0.22 * ac, yv + 62, -88)
-        for pts, rad in (([(0.0, ay + 42, -260), conf], 5.5),
-                         ([conf, (-0.25 * ac, yv + 38, -112), (-0.52 * ac, yv + 16, -98)], 4.5),
-                         ([conf, self.hilum], 7.0)):
+        for pts, rad in (
+            ([(0.0, ay + 42, -260), conf], 5.5),
+            ([conf, (-0.25 * ac, yv + 38, -112), (-0.52 * ac, yv + 16, -98)], 4.5),
+            ([conf, self.hilum], 7.0),
+        ):
             bb, d = Tube(np.array(pts), rad).field(g, pad=self.porta_fat)
             if not bb.empty:
-                if rad == 7.0:   # the portal vein runs in the fat of the hepatoduodenal ligament
+                if rad == 7.0:  # the portal vein runs in the fat of the hepatoduodenal ligament
                     g.paint(bb, (d < self.porta_fat) & self._in_cav(bb) & (g.tissue[bb.sl] == LIVER), VFAT)
                 g.paint(bb, (d < 0) & self._in_cav(bb), PORTAL)
 
@@ -618,9 +764,13 @@ class Anatomy:
         hil = np.array(self.hilum)
         rpv = np.array((0.55 * ac, -0.05 * bc, -82))
         lpv = np.array((-0.1 * ac, 0.4 * bc, -62))
-        tubes = [(Tube(np.array([hil, rpv]), np.array([6.5, 5])), PORTAL_IH),
-                 (Tube(np.array([hil, (0.0, 0.3 * bc, -70), lpv, (-0.15 * ac, 0.6 * bc, -85)]),
-                       np.array([5.5, 5, 4, 3])), PORTAL_IH)]
+        tubes = [
+            (Tube(np.array([hil, rpv]), np.array([6.5, 5])), PORTAL_IH),
+            (
+                Tube(np.array([hil, (0.0, 0.3 * bc, -70), lpv, (-0.15 * ac, 0.6 * bc, -85)]), np.array([5.5, 5, 4, 3])),
+                PORTAL_IH,
+            ),
+        ]
         for p in self.pv_branches:
             start = rpv if p[0] > 0.3 * ac else lpv
             tubes.append((Tube(np.array([start, p]), np.array([4.0, 1.8])), PORTAL_IH))
@@ -628,7 +778,7 @@ class Anatomy:
         ends = ((0.85 * ac, -0.1 * bc, -70), (0.3 * ac, 0.65 * bc, -90), (-0.35 * ac, 0.5 * bc, -45))
         for end in ends:
             tubes.append((Tube(np.array([ivc_top, end]), np.array([7, 2.5])), HEPVEIN))
-        for p in self.hv_branches:   # tributaries joining the nearest hepatic vein half-way
+        for p in self.hv_branches:  # tributaries joining the nearest hepatic vein half-way
             e = np.array(min(ends, key=lambda q: (q[0] - p[0]) ** 2 + (q[1] - p[1]) ** 2))
             tubes.append((Tube(np.array([(ivc_top + e) / 2, p]), np.array([3.5, 1.5])), HEPVEIN))
         for t, code in tubes:
@@ -636,7 +786,7 @@ class Anatomy:
             if bb.empty:
                 continue
             g.paint(bb, (d < 0) & (g.tissue[bb.sl] == LIVER), code)
-        for (c, rad, kind, nf) in self.lesions:
+        for c, rad, kind, nf in self.lesions:
             lo, hi = ellipsoid_box(c, (rad,) * 3, 6)
             b = g.block(lo, hi)
             if b.empty:
@@ -652,14 +802,14 @@ class Anatomy:
         yv, w, dd = self.yvb, self.v_w, self.v_d
         rb = np.sqrt((X2 / f32(w)) ** 2 + ((Y2 - f32(yv)) / f32(dd)) ** 2)
         yc = yv - dd - 10
-        rc = np.sqrt(X2 ** 2 + (Y2 - f32(yc)) ** 2)
+        rc = np.sqrt(X2**2 + (Y2 - f32(yc)) ** 2)
         arch = (rc < 17) & (rc > 9.5) & (Y2 < f32(yc + 6))
         spinous = (np.abs(X2) < 4.5) & (Y2 < f32(yc - 8)) & (Y2 > f32(yc - 34))
         transverse = (np.abs(Y2 - f32(yc + 3)) < 5) & (np.abs(X2) < 48) & (np.abs(X2) > 8)
         zs = g.zs
         ph = ((zs / f32(self.v_pitch)) + f32(self.v_phase)) % 1.0
         disc_t = 8.0 / self.v_pitch
-        is_body = ph > disc_t                                     # (nz,)
+        is_body = ph > disc_t  # (nz,)
         endplate = (np.abs(ph - disc_t) < 1.6 / self.v_pitch) | (ph > 1 - 1.6 / self.v_pitch)
         tp_z = (ph > 0.45) & (ph < 0.75) & (zs < -100)
         tis = g.tissue
@@ -685,17 +835,17 @@ class Anatomy:
         above the costal margin; costal cartilage at the front."""
         X2, Y2 = g.X[:, :, 0], g.Y[:, :, 0]
         ring = (r_cav > 0.995) & (r_cav < 1.0 + 9.0 / self.ac)
-        ring &= ~((np.abs(X2) < 30) & (Y2 < 0))                  # not across the spine
+        ring &= ~((np.abs(X2) < 30) & (Y2 < 0))  # not across the spine
         ii, jj = np.nonzero(ring)
         if ii.size == 0:
             return
         x, y = X2[ii, jj], Y2[ii, jj]
-        ang = np.arctan2(x / f32(self.ac), y / f32(self.bc))      # 0 anterior, +-pi posterior
-        front = np.clip(1 - np.abs(ang) / np.pi, 0, 1)            # 1 at the front, 0 at the back
+        ang = np.arctan2(x / f32(self.ac), y / f32(self.bc))  # 0 anterior, +-pi posterior
+        front = np.clip(1 - np.abs(ang) / np.pi, 0, 1)  # 1 at the front, 0 at the back
         rr = r_cav[ii, jj]
         zs = g.zs
-        z_shift = f32(self.rib_drop) * front                      # ribs descend anteriorly
-        margin = f32(self.rib_front) * front ** 2 + f32(self.rib_bottom) * (1 - front ** 2)
+        z_shift = f32(self.rib_drop) * front  # ribs descend anteriorly
+        margin = f32(self.rib_front) * front**2 + f32(self.rib_bottom) * (1 - front**2)
         cart = front > 0.78
         rib_w = 9.0 / self.rib_pitch
         tis = g.tissue

@@ -5,6 +5,7 @@ grid hands out the sub-block of voxel centres (in patient mm) that covers a box,
 boolean masks on that block, and :meth:`Grid.paint` writes a tissue code there. A 512 x 512 x 100
 case therefore costs little more than a 128 x 128 x 48 one for every small organ.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,8 +38,14 @@ class Grid:
     otherwise aligned with the scanner axes (supine, head first).
     """
 
-    def __init__(self, shape: Sequence[int], spacing: Sequence[float], origin: Sequence[float],
-                 angle: float = 0.0, pivot: Sequence[float] = (0.0, 0.0)):
+    def __init__(
+        self,
+        shape: Sequence[int],
+        spacing: Sequence[float],
+        origin: Sequence[float],
+        angle: float = 0.0,
+        pivot: Sequence[float] = (0.0, 0.0),
+    ):
         self.shape = tuple(int(s) for s in shape)
         self.spacing = tuple(float(s) for s in spacing)
         self.origin = tuple(float(o) for o in origin)
@@ -95,6 +102,7 @@ class Grid:
 
 # ---- smooth random fields ---------------------------------------------------------------------
 
+
 class SmoothField:
     """A smooth random field in patient mm (std about 1), length scale ``lam`` mm, over a box.
 
@@ -119,9 +127,9 @@ class SmoothField:
     def __call__(self, b: Block) -> np.ndarray:
         X, Y = b.X[:, :, 0], b.Y[:, :, 0]
         z = b.Z[0, 0, :]
-        bx = self._basis(X, 0)          # (na, bi, bj)
-        by = self._basis(Y, 1)          # (nb, bi, bj)
-        bz = self._basis(z, 2)          # (nc, bk)
+        bx = self._basis(X, 0)  # (na, bi, bj)
+        by = self._basis(Y, 1)  # (nb, bi, bj)
+        bz = self._basis(z, 2)  # (nc, bk)
         t = np.einsum("abc,aij->bcij", self.coef, bx, optimize=True)
         t = np.einsum("bcij,bij->cij", t, by, optimize=True)
         return (np.einsum("cij,ck->ijk", t, bz, optimize=True) * f32(2.3)).astype(f32)
@@ -129,8 +137,8 @@ class SmoothField:
 
 # ---- primitives ------------------------------------------------------------------------------
 
-def ellipsoid_r(b: Block, c: Sequence[float], a: Sequence[float], theta: float = 0.0,
-                tilt: float = 0.0) -> np.ndarray:
+
+def ellipsoid_r(b: Block, c: Sequence[float], a: Sequence[float], theta: float = 0.0, tilt: float = 0.0) -> np.ndarray:
     """Normalised radius of an ellipsoid (in-plane rotation ``theta``, then a tilt of its first
     axis towards z by ``tilt``), < 1 inside."""
     dx, dy, dz = b.X - f32(c[0]), b.Y - f32(c[1]), b.Z - f32(c[2])
@@ -197,8 +205,10 @@ def smooth_path(points: Sequence[Sequence[float]], n_per: int = 4) -> np.ndarray
         p0, p1, p2, p3 = ext[i - 1], ext[i], ext[i + 1], ext[i + 2]
         for t in np.linspace(0, 1, n_per, endpoint=False):
             t2, t3 = t * t, t * t * t
-            out.append(0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2
-                              + (-p0 + 3 * p1 - 3 * p2 + p3) * t3))
+            out.append(
+                0.5
+                * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2 + (-p0 + 3 * p1 - 3 * p2 + p3) * t3)
+            )
     out.append(p[-1])
     return np.asarray(out)
 

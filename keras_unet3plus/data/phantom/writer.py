@@ -1,4 +1,5 @@
 """Writing phantom data sets in the LiTS, MSD (Task03/Task09) and nnU-Net v2 raw layouts."""
+
 from __future__ import annotations
 
 import json
@@ -29,12 +30,20 @@ def _nifti(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
     return img
 
 
-def write_dataset(root: str | os.PathLike, n_cases: int, layout: str = "lits", task: str = "liver",
-                  shape: tuple[int, int, int] = (128, 128, 64),
-                  spacing: tuple[float, float, float] | None = None, seed: int = 0,
-                  compress: bool = True, lesions: bool = True,
-                  orientations: Sequence[str] | None = None, start_index: int = 0,
-                  crop_fov: bool = False) -> list[Path]:
+def write_dataset(
+    root: str | os.PathLike,
+    n_cases: int,
+    layout: str = "lits",
+    task: str = "liver",
+    shape: tuple[int, int, int] = (128, 128, 64),
+    spacing: tuple[float, float, float] | None = None,
+    seed: int = 0,
+    compress: bool = True,
+    lesions: bool = True,
+    orientations: Sequence[str] | None = None,
+    start_index: int = 0,
+    crop_fov: bool = False,
+) -> list[Path]:
     """Write ``n_cases`` phantom cases under ``root``; returns the image paths.
 
     ``layout="lits"``: ``volume-N`` / ``segmentation-N`` with labels 0/1/2 (spleen task: 0/1).
@@ -66,9 +75,15 @@ def write_dataset(root: str | os.PathLike, n_cases: int, layout: str = "lits", t
     training = []
     for k in range(n_cases):
         i = start_index + k
-        case = generate_case(case_seed(seed, i), shape=shape, spacing=spacing, lesions=lesions,
-                             orientation=orientations[k % len(orientations)], organ=spec.organ,
-                             crop_fov=crop_fov)
+        case = generate_case(
+            case_seed(seed, i),
+            shape=shape,
+            spacing=spacing,
+            lesions=lesions,
+            orientation=orientations[k % len(orientations)],
+            organ=spec.organ,
+            crop_fov=crop_fov,
+        )
         lab = case.label_for(spec.name)
         if layout == "lits":
             img_path = root / f"volume-{i}{ext}"
@@ -99,7 +114,7 @@ def _write_msd_json(root: Path, prefix: str, spec, training: list[dict], start_i
     meta = {
         "name": "Spleen" if prefix == "spleen" else "Liver",
         "description": f"{'Spleen' if prefix == 'spleen' else 'Liver and tumour'} segmentation "
-                       "(keras-unet3plus synthetic phantom)",
+        "(keras-unet3plus synthetic phantom)",
         "reference": "keras-unet3plus phantom generator (synthetic, no patient data)",
         "licence": "CC-BY-SA 4.0",
         "release": "1.0 phantom",
