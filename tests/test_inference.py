@@ -289,3 +289,21 @@ def test_cli_single_file(trained_tiny, phantom_lits, tmp_path, capsys):
     assert nib.load(str(out)).shape == nib.load(str(phantom_lits / "volume-1.nii.gz")).shape
     assert main(["predict", str(path), str(tmp_path / "missing.nii.gz"), "-o", str(out), "--quiet"]) == 1
     assert "missing.nii.gz" in capsys.readouterr().err
+
+
+def test_a_lits_folder_segments_its_volumes_not_its_labels(tmp_path):
+    """predict -i <LiTS folder>: the segmentation-N files are labels, left out with a note (they
+    were segmented as if they were CTs); a folder of labels alone is still what the user gave."""
+    from keras_unet3plus.inference.inputs import find_inputs
+
+    for i in (0, 1, 10):
+        (tmp_path / f"volume-{i}.nii.gz").touch()
+        (tmp_path / f"segmentation-{i}.nii.gz").touch()
+    notes: list[str] = []
+    scans = find_inputs(tmp_path, notes)
+    assert [s.name for s in scans] == ["volume-0", "volume-1", "volume-10"]
+    assert len(notes) == 1 and "3 LiTS label file(s)" in notes[0]
+    only = tmp_path / "labels"
+    only.mkdir()
+    (only / "segmentation-3.nii.gz").touch()
+    assert [s.name for s in find_inputs(only)] == ["segmentation-3"]

@@ -41,6 +41,12 @@ Unpaired = Literal["error", "skip", "keep"]
 _LITS_RE = re.compile(r"^(volume|segmentation)-(\d+)\.nii(\.gz)?$")
 
 
+def is_lits_label(name: str) -> bool:
+    """Whether a file name is a LiTS label (``segmentation-N.nii[.gz]``), not a CT to segment."""
+    m = _LITS_RE.match(name)
+    return m is not None and m.group(1) == "segmentation"
+
+
 def _endings() -> str:
     """The file endings the readers know, for messages."""
     return " / ".join(file_suffixes())

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.layouts import is_lits_label
 from ..data.readers import case_name, find_scan_files, known_formats, open_volume, reader_for
 from ..data.volume import DataError, DataFileNotFoundError
 
@@ -47,8 +48,9 @@ class InputScan:
 
 def find_inputs(path: str | os.PathLike, notes: list[str] | None = None) -> list[InputScan]:
     """The scans under ``path``: a scan file; a folder of scan files (nnU-Net's ``{case}_0000`` names
-    give ``{case}``); or, when it holds none, every CT DICOM series found in it (recursively, one scan
-    per series; what was skipped and why is appended to ``notes``)."""
+    give ``{case}``; in a LiTS folder the ``segmentation-N`` labels are left out); or, when it holds
+    none, every CT DICOM series found in it (recursively, one scan per series; what was skipped and
+    why is appended to ``notes``)."""
     path = Path(path)
     if path.is_file():
         if reader_for(path).suffixes == ():
@@ -57,6 +59,14 @@ def find_inputs(path: str | os.PathLike, notes: list[str] | None = None) -> list
     if not path.is_dir():
         raise DataFileNotFoundError(f"{path}: input not found")
     files = find_input_files(path)
+    labels = [f for f in files if is_lits_label(f.name)]
+    if labels and len(labels) < len(files):  # a LiTS folder: its segmentation-N files are labels
+        files = [f for f in files if not is_lits_label(f.name)]
+        if notes is not None:
+            notes.append(
+                f"{path}: {len(labels)} LiTS label file(s) (segmentation-N) left out; "
+                "their volume-N scans are segmented"
+            )
     if files:
         names = [case_name(f) for f in files]
         channels = [_CHANNEL.match(n) for n in names]
