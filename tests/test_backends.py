@@ -6,7 +6,7 @@ switch backends in a running process, so every other backend runs in a subproces
 ``KERAS_BACKEND`` set (keras-hub runs its whole suite once per backend; here CI runs the README's one
 pytest command, so the JAX run is started from inside it: :func:`test_backend_independent_modules_under`).
 JAX tests need ``jax`` (in the ``[dev]`` extra); PyTorch tests need ``torch`` (the ``[torch]`` extra,
-not in CI: see README "Backends") and skip with that reason where it is missing.
+not in CI: see docs/explanation/backends.md) and skip with that reason where it is missing.
 """
 
 from __future__ import annotations
@@ -444,7 +444,7 @@ def test_slice_dataset_equals_preprocess():
 @pytest.mark.xfail(
     reason="not reached: JAX 0.735 vs TensorFlow 0.878 held-out Dice after 108 steps from the same "
     "weights and batches; the gradients of one step already differ by 1.7 % between the "
-    "backends (TF with / without oneDNN: 0.02 %), not yet explained (README 'Backends')",
+    "backends (TF with / without oneDNN: 0.02 %), not yet explained (docs/explanation/backends.md)",
     strict=False,
 )
 @pytest.mark.parametrize("backend", [pytest.param(b, marks=_needs(b)) for b in OTHER_BACKENDS])

@@ -7,7 +7,7 @@ import argparse
 HELP = "print parameters and FLOPs of UNet / UNet++ / UNet 3+ next to the paper's Table 1"
 
 # Paper, Table 1 (parameters, millions). The "VGG-16" column is reproduced exactly by the official
-# code's plain 64..1024 encoder (see README); the ResNet-101 column could not be verified.
+# code's plain 64..1024 encoder (see docs/explanation/architecture.md); the ResNet-101 column could not be verified.
 PAPER_PARAMS_M = {
     ("unet", "plain"): 39.39,
     ("unetplusplus", "plain"): 47.18,
