@@ -33,7 +33,6 @@ from keras_unet3plus.data.volume import (
     AFFINE_ATOL,
     SLAB,
     DataError,
-    DataFileNotFoundError,  # noqa: F401
     FileReader,
     ScanFile,
     Volume,
@@ -42,6 +41,10 @@ from keras_unet3plus.data.volume import (
     spacing_from_affine,
     to_canonical,
 )
+
+# re-exported (``x as x``): callers written before volume.py held them import these from here
+from keras_unet3plus.data.volume import DataFileNotFoundError as DataFileNotFoundError
+from keras_unet3plus.data.volume import to_original_orientation as to_original_orientation
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Protocol

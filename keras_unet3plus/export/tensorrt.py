@@ -40,9 +40,10 @@ from collections.abc import Iterable, Sequence
 from .._extras import require
 from .onnx import PRECISIONS as ONNX_PRECISIONS
 from .onnx import onnx_needs, write_graph
-from .operators import (
-    check_operators,  # noqa: F401
-)
+
+# the operator check lives in operators.py; its names stay importable from here, where they were
+from .operators import OPS_FILE, OperatorTable, UnsupportedOperatorError, check_operators  # noqa: F401
+from .operators import graph_operators, operator_table  # noqa: F401
 from .target import ExportTarget
 
 if TYPE_CHECKING:
