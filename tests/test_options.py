@@ -179,7 +179,9 @@ def test_predict_defaults_agree_between_cli_and_python(monkeypatch):
         def predict_volume(self, *a, **k):
             return None
 
-    monkeypatch.setattr(inference, "Predictor", Recorder)
+    from keras_unet3plus.inference import calls
+
+    monkeypatch.setattr(calls, "Predictor", Recorder)  # the one-call helpers live in inference/calls.py
     from keras_unet3plus.data.preprocess import PreprocessConfig
 
     inference.predict_volume(object(), None, PreprocessConfig())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..inference.predictor import PredictOptions
+from ..inference.options import PredictOptions
 from ..options import add_flags, values_from_args
 
 HELP = "average saved probabilities (predict --save-probabilities) of several models into masks"

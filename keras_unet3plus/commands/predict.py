@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..inference.predictor import PredictOptions
+from ..inference.options import PredictOptions
 from ..options import add_flags, values_from_args
 
 HELP = "segment CT scans (NIfTI files, folders, DICOM series) with a model (.keras, SavedModel, .onnx, .tflite)"

@@ -27,16 +27,14 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from keras_unet3plus.data.layout_names import Layout, Unpaired
 from keras_unet3plus.data.readers import case_name, file_suffixes, is_scan_name
 from keras_unet3plus.data.volume import DataError, DataFileNotFoundError
 from keras_unet3plus.data.tasks import TaskSpec, get_task, task_for_label_names
 
 log = logging.getLogger(__name__)
 
-Layout = Literal["auto", "lits", "msd", "nnunet", "folders", "images"]
-Unpaired = Literal["error", "skip", "keep"]
 
 _LITS_RE = re.compile(r"^(volume|segmentation)-(\d+)\.nii(\.gz)?$")
 

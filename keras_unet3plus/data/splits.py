@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 from collections.abc import Sequence
 
 import numpy as np
 
-from keras_unet3plus.data.layouts import Case
+if TYPE_CHECKING:  # annotations only: the folds' constants load without the readers
+    from keras_unet3plus.data.layouts import Case
 
 #: The UNet 3+ paper's LiTS split: 131 labelled volumes, 103 for training, 28 for testing.
 LITS_N_CASES = 131

@@ -8,108 +8,38 @@ post-processing, and the mask put back on the input's grid (shape, affine, orien
 
 :class:`Predictor` does the work (``predictor.py``); around it, ``stages.py`` (the threaded
 read / preprocess / infer pipeline), ``postprocess.py``, ``inputs.py`` (what to segment) and
-``outputs.py`` (NIfTI and DICOM SEG writing). The module-level functions below are the one-call
-forms: they build a Predictor from ``model`` (a path, a ``keras.Model``, a
-:class:`~keras_unet3plus.runtimes.Runtime` or a Predictor) and the options, and run it once.
+``outputs.py`` (NIfTI and DICOM SEG writing), ``options.py`` (:class:`PredictOptions`) and
+``calls.py`` (the one-call forms ``predict_volume``, ``predict_file``, ``predict_folder``,
+``load_model``). The names below load on first use (PEP 562), so a command builds its flags from
+:class:`PredictOptions` without loading the readers, the runtimes or TensorFlow.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
+from .._lazy import lazy_names
 
-import numpy as np
+#: public name -> the module of this package that defines it
+_WHERE = {
+    "Predictor": "predictor",
+    "CaseResult": "predictor",
+    "open_runtime": "predictor",
+    "PredictOptions": "options",
+    "InputScan": "inputs",
+    "find_inputs": "inputs",
+    "find_input_files": "inputs",
+    "nifti_case_name": "inputs",
+    "predict_volume": "calls",
+    "predict_file": "calls",
+    "predict_folder": "calls",
+    "load_model": "calls",
+    "postprocess_labels": "postprocess",
+    "largest_component": "postprocess",
+    "mask_image": "outputs",
+    "write_outputs": "outputs",
+    "output_paths": "outputs",
+    "OUTPUT_FORMATS": "outputs",
+    "STAGES": "stages",
+}
 
-from ..data.preprocess import PreprocessConfig
-from ..modelinfo import ModelInfo
-from .inputs import InputScan, find_input_files, find_inputs, nifti_case_name
-from .outputs import OUTPUT_FORMATS, mask_image, output_paths, write_outputs
-from .postprocess import largest_component, postprocess_labels
-from .predictor import CaseResult, PredictOptions, Predictor, open_runtime
-from .stages import STAGES
-
-__all__ = [
-    "Predictor",
-    "PredictOptions",
-    "CaseResult",
-    "InputScan",
-    "predict_volume",
-    "predict_file",
-    "predict_folder",
-    "load_model",
-    "open_runtime",
-    "postprocess_labels",
-    "largest_component",
-    "mask_image",
-    "write_outputs",
-    "output_paths",
-    "OUTPUT_FORMATS",
-    "find_inputs",
-    "find_input_files",
-    "nifti_case_name",
-    "STAGES",
-]
-
-
-def load_model(path: str | os.PathLike) -> Predictor:
-    """Load a model file (.keras, SavedModel folder, .onnx, .tflite, engine) with its model info,
-    as a :class:`Predictor` with the default options (``.info``, ``.cfg``, ``.path``, ``.runtime``)."""
-    return Predictor.from_path(path)
-
-
-def predict_volume(
-    model,
-    hu_volume: np.ndarray,
-    cfg: PreprocessConfig,
-    *,
-    return_probabilities: bool = False,
-    timings: dict | None = None,
-    **options,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Segment a canonical (RAS) HU volume ``(X, Y, Z)`` with ``cfg`` (the model's saved
-    preprocessing); see :meth:`Predictor.predict_volume`. ``options``: :class:`PredictOptions`'
-    fields, with its defaults (``threshold`` None: the model's saved one, 0.5 without an info).
-
-    ``model``: a keras.Model (training form: ``seg`` gated here by argmax of ``cls`` per slice when
-    ``gate``; or the deploy form, gated in its graph), a runtime, or a :class:`Predictor`.
-    """
-    if not isinstance(cfg, PreprocessConfig):
-        raise TypeError(f"cfg must be a PreprocessConfig, got {type(cfg).__name__}")
-    predictor = Predictor(model, cfg=cfg, **options)
-    return predictor.predict_volume(hu_volume, return_probabilities=return_probabilities, timings=timings)
-
-
-def predict_file(
-    model,
-    image_path: str | os.PathLike,
-    output_path: str | os.PathLike | None = None,
-    *,
-    info: ModelInfo | None = None,
-    timings: dict | None = None,
-    volume=None,
-    **options,
-) -> np.ndarray:
-    """Segment one NIfTI file (or an already read ``volume``); returns the mask in the source's
-    voxel order (see :meth:`Predictor.predict_file`). ``model``: a path, or a model object (then
-    ``info`` is needed unless it carries one). ``options``: as :func:`predict_volume`.
-    """
-    return Predictor(model, info, **options).predict_file(image_path, output_path, volume=volume, timings=timings)
-
-
-def predict_folder(
-    model,
-    input_dir: str | os.PathLike | Iterable[str | os.PathLike],
-    output_dir: str | os.PathLike,
-    *,
-    info: ModelInfo | None = None,
-    output_suffix: str | None = None,
-    output_name=None,
-    notes: list[str] | None = None,
-    **options,
-) -> list[CaseResult]:
-    """Segment every scan of a folder (or a list of files) into ``output_dir``; one bad case is
-    recorded in its :class:`CaseResult` and the others still run (see
-    :meth:`Predictor.predict_folder`). ``options``: as :func:`predict_file`."""
-    return Predictor(model, info, **options).predict_folder(
-        input_dir, output_dir, output_suffix=output_suffix, output_name=output_name, notes=notes
-    )
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

@@ -21,74 +21,15 @@ import numpy as np
 from ..data.preprocess import PreprocessConfig, slices_to_volume, volume_to_slices
 from ..data.volume import context_windows, slab_source
 from ..modelinfo import ModelInfo
-from ..options import option
 from ..runtimes import Runtime, load_runtime, runtime_kind
 from ..runtimes.auto import export_candidates
 from .inputs import InputScan, find_inputs
+from .options import PredictOptions
 from .outputs import OutputError, output_paths, probabilities_path, write_outputs
 from .postprocess import apply_gate, labels_from_probabilities, postprocess_labels, resize_labels
 from .stages import progress_bar, run_stages, timed
 
 __all__ = ["Predictor", "PredictOptions", "CaseResult", "open_runtime"]
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """How to predict, whatever the data: declared once, here. Each field's metadata is its
-    ``unet3plus predict`` flag; :func:`keras_unet3plus.inference.predict_volume` and the other
-    one-call helpers take these keywords with these defaults.
-
-    ``progress``: tqdm bars (or a caller's bar); off in Python, on at the command line (``--quiet``).
-    """
-
-    batch_size: int = option(8, "slices per model call", type=int, min=1)
-    gate: bool = option(
-        True,
-        "zero the slices the CGM calls organ-absent (models whose gate is not in the graph; --no-gate: ignore the CGM)",
-        type=bool,
-    )
-    threshold: float | None = option(
-        None,
-        "foreground probability threshold (binary models)",
-        type=float,
-        none="the model's saved one, 0.5 without a model info",
-        zero_is_none=False,
-    )
-    largest_component: bool = option(False, "keep only the largest 3-D connected foreground component", type=bool)
-    overlap: bool = option(
-        True,
-        "read, preprocess and post-process on threads beside the model (--no-overlap: one after another, for timing)",
-        type=bool,
-    )
-    progress: Any = option(False, "no progress bars", type=bool, flag="--quiet", negate=True, cli_default=True)
-    formats: tuple[str, ...] = option(
-        ("nifti",),
-        "output format: NIfTI mask, DICOM SEG (DICOM inputs) or both",
-        choices=("nifti", "dicom-seg", "both"),
-        flag="--format",
-        cli_default="nifti",
-        from_flag=lambda v: ("nifti", "dicom-seg") if v == "both" else (v,),
-    )
-    skip_absent: bool = option(
-        False,
-        "run the decoder only on slices the CGM calls organ-present (.keras "
-        "models with a CGM, and their ONNX exports; same masks as the gate, faster on "
-        "scans where the organ fills few slices)",
-        type=bool,
-    )
-    save_probabilities: bool = option(
-        False,
-        "also write each case's probabilities beside its mask (<name>.npz, "
-        "compressed float16, before the CGM gate, with the CGM's per-slice output) "
-        "so that ensembles can be formed later (`unet3plus ensemble`)",
-        type=bool,
-    )
-
-    def __post_init__(self):
-        if int(self.batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        object.__setattr__(self, "batch_size", int(self.batch_size))
-        object.__setattr__(self, "formats", tuple(self.formats))
 
 
 @dataclass
@@ -311,11 +252,7 @@ class Predictor:
         x_dim, y_dim, n = source.shape
         c = cfg.context
         bs = max(opts.batch_size, c)  # a batch is one read chunk; its neighbours come from the chunks beside it
-        labels = np.zeros((x_dim, y_dim, n), dtype=np.uint8)
-        probs_out: list = [None]  # allocated once the channel count is known
-        keep_probs = return_probabilities or probability_map
-        cls_out = np.zeros((n, 2), np.float32) if probability_map else None
-        cls_seen = [False]
+        sink = _VolumeSink(rt, cfg, source.shape, threshold, opts.gate, return_probabilities, probability_map)
         windows = context_windows(source, bs, c)
 
         def produce(i: int) -> tuple[int, np.ndarray]:
@@ -346,39 +283,7 @@ class Predictor:
 
         def consume(i: int, item) -> None:
             z0, (seg, cls) = item
-            seg = np.asarray(seg, dtype=np.float32)
-            if seg.ndim != 4:
-                raise ValueError(f"model '{rt.name}' returned seg of shape {seg.shape}, expected (B, H, W, C)")
-            z1 = z0 + seg.shape[0]
-            if probability_map:
-                if rt.seg_is_labels(seg.shape[-1]):
-                    raise ValueError(
-                        f"model '{rt.name}' outputs labels, not probabilities (exported with a "
-                        f"threshold): no probabilities to save"
-                    )
-                if cls is not None:
-                    cls_out[z0:z1], cls_seen[0] = np.asarray(cls, np.float32), True
-                ungated = slices_to_volume(seg, (x_dim, y_dim), cfg)
-            seg, present = apply_gate(seg, cls if opts.gate else None)
-            if keep_probs and probs_out[0] is None:
-                probs_out[0] = np.zeros((x_dim, y_dim, n, seg.shape[-1]), dtype=np.float32)
-            if probability_map:
-                probs_out[0][:, :, z0:z1] = ungated
-                vol_probs = ungated * present[None, None, :, None]
-                labels[:, :, z0:z1] = labels_from_probabilities(vol_probs, threshold)
-                return
-            if not present.any() and not return_probabilities:
-                return  # every slice gated out: labels stay background
-            if rt.seg_is_labels(seg.shape[-1]):
-                lab = resize_labels(seg[..., 0], (x_dim, y_dim), cfg)
-                labels[:, :, z0:z1] = lab
-                if return_probabilities:
-                    probs_out[0][:, :, z0:z1, 0] = lab
-                return
-            vol_probs = slices_to_volume(seg, (x_dim, y_dim), cfg)  # (X, Y, b, C)
-            labels[:, :, z0:z1] = labels_from_probabilities(vol_probs, threshold)
-            if return_probabilities:
-                probs_out[0][:, :, z0:z1] = vol_probs
+            sink.add(z0, seg, cls)
 
         bar, own_bar = progress_bar(opts.progress, n, "slices")
         step = None
@@ -397,6 +302,7 @@ class Predictor:
             if own_bar and bar is not None:
                 bar.close()
 
+        labels = sink.labels
         if opts.largest_component:
             with timed(timings, "postprocess"):
                 labels = postprocess_labels(labels, True)
@@ -406,15 +312,15 @@ class Predictor:
 
             info = self.info
             return labels, ProbabilityMap(
-                probs_out[0],
-                cls_out if cls_seen[0] else None,
+                sink.probabilities,
+                sink.cls if sink.cls_seen else None,
                 threshold=threshold,
                 task=info.task if info is not None else "",
                 num_classes=info.num_classes if info is not None else 1,
                 models=member_names(rt),
             )
         if return_probabilities:
-            return labels, probs_out[0]
+            return labels, sink.probabilities
         return labels
 
     def predict_file(
@@ -584,3 +490,65 @@ class Predictor:
 
     def __repr__(self):
         return f"<Predictor {self.runtime.kind} {self.runtime.name} {self.options}>"
+
+
+class _VolumeSink:
+    """Where a volume's model outputs land, batch by batch in any order: the uint8 label volume, and
+    when asked the probabilities (gated, or before the gate for a probability map) and the CGM's
+    per-slice ``cls``. Only the label volume is held unless probabilities are asked for."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        cfg: PreprocessConfig,
+        shape: tuple[int, int, int],
+        threshold,
+        gate: bool,
+        return_probabilities: bool,
+        probability_map: bool,
+    ):
+        self.rt, self.cfg, self.threshold, self.gate = rt, cfg, threshold, gate
+        self.return_probabilities, self.probability_map = return_probabilities, probability_map
+        x_dim, y_dim, n = shape
+        self.size = (x_dim, y_dim)
+        self.labels = np.zeros((x_dim, y_dim, n), dtype=np.uint8)
+        self.probabilities: np.ndarray | None = None  # allocated once the channel count is known
+        self.cls = np.zeros((n, 2), np.float32) if probability_map else None
+        self.cls_seen = False
+
+    def add(self, z0: int, seg, cls) -> None:
+        """The outputs of slices ``z0 ..`` (``seg`` (B, H, W, C) at the model's size, ``cls`` (B, 2) or None)."""
+        rt, cfg, threshold, size = self.rt, self.cfg, self.threshold, self.size
+        seg = np.asarray(seg, dtype=np.float32)
+        if seg.ndim != 4:
+            raise ValueError(f"model '{rt.name}' returned seg of shape {seg.shape}, expected (B, H, W, C)")
+        z1 = z0 + seg.shape[0]
+        if self.probability_map:
+            if rt.seg_is_labels(seg.shape[-1]):
+                raise ValueError(
+                    f"model '{rt.name}' outputs labels, not probabilities (exported with a "
+                    f"threshold): no probabilities to save"
+                )
+            if cls is not None:
+                self.cls[z0:z1], self.cls_seen = np.asarray(cls, np.float32), True
+            ungated = slices_to_volume(seg, size, cfg)
+        seg, present = apply_gate(seg, cls if self.gate else None)
+        if (self.return_probabilities or self.probability_map) and self.probabilities is None:
+            self.probabilities = np.zeros(self.labels.shape + (seg.shape[-1],), dtype=np.float32)
+        if self.probability_map:
+            self.probabilities[:, :, z0:z1] = ungated
+            vol_probs = ungated * present[None, None, :, None]
+            self.labels[:, :, z0:z1] = labels_from_probabilities(vol_probs, threshold)
+            return
+        if not present.any() and not self.return_probabilities:
+            return  # every slice gated out: labels stay background
+        if rt.seg_is_labels(seg.shape[-1]):
+            lab = resize_labels(seg[..., 0], size, cfg)
+            self.labels[:, :, z0:z1] = lab
+            if self.return_probabilities:
+                self.probabilities[:, :, z0:z1, 0] = lab
+            return
+        vol_probs = slices_to_volume(seg, size, cfg)  # (X, Y, b, C)
+        self.labels[:, :, z0:z1] = labels_from_probabilities(vol_probs, threshold)
+        if self.return_probabilities:
+            self.probabilities[:, :, z0:z1] = vol_probs

@@ -16,7 +16,7 @@ from typing import Any, get_args
 from collections.abc import Mapping
 
 from .. import options
-from ..data.layouts import Layout
+from ..data.layout_names import Layout
 from ..data.preprocess import RESIZE_MODES
 from ..data.splits import ALL_FOLDS, SPLITS_FILE
 from ..modelinfo import atomic_write_text
