@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: the smallest `unet3plus train` a test runs: a 2..32 model at 32 x 32, one step of one epoch
+TINY_RUN = (
+    "--image-size 32 --filters 2 4 8 16 32 --cat-channels 2 --batch-size 2 --steps-per-epoch 1 --epochs 1 "
+    "--n-test 1 --val-fraction 0.3 --no-augment --verbose 0"
+).split()
+
 
 def export_backends(model, info, folder: Path) -> dict[str, Path]:
     """The fp32 deploy graph of ``model`` as SavedModel, ONNX and LiteRT, each with its model-info

@@ -14,33 +14,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from keras_unet3plus import cli
+from helpers import TINY_RUN
 
-TINY_RUN = [
-    "--image-size",
-    "32",
-    "--filters",
-    "2",
-    "4",
-    "8",
-    "16",
-    "32",
-    "--cat-channels",
-    "2",
-    "--batch-size",
-    "2",
-    "--steps-per-epoch",
-    "1",
-    "--epochs",
-    "1",
-    "--n-test",
-    "1",
-    "--val-fraction",
-    "0.3",
-    "--no-augment",
-    "--verbose",
-    "0",
-]
+from keras_unet3plus import cli
 
 
 def _train(data: Path, out: Path, *extra: str) -> int:

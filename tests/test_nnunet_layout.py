@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import TINY_RUN
+
 from keras_unet3plus.data import DataError, find_cases, load_case
 from keras_unet3plus.data.layouts import detect_layout, task_for_dataset
 from keras_unet3plus.data.phantom import write_dataset
@@ -109,29 +111,7 @@ def test_train_cli_on_an_nnunet_dataset(nnunet_liver, tmp_path):
         str(nnunet_liver),
         "--out-dir",
         str(out),
-        "--image-size",
-        "32",
-        "--filters",
-        "2",
-        "4",
-        "8",
-        "16",
-        "32",
-        "--cat-channels",
-        "2",
-        "--batch-size",
-        "2",
-        "--steps-per-epoch",
-        "1",
-        "--epochs",
-        "1",
-        "--n-test",
-        "1",
-        "--val-fraction",
-        "0.3",
-        "--no-augment",
-        "--verbose",
-        "0",
+        *TINY_RUN,
     ]
     assert cli.main(argv) == 0
     assert load_info(out / "model.keras").task == "liver"

@@ -13,6 +13,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
+from helpers import TINY_RUN
 from nibabel import orientations as ornt
 
 from keras_unet3plus import cli
@@ -28,31 +30,6 @@ from keras_unet3plus.data.cache import (
 )
 from keras_unet3plus.data.nifti import NiftiSlabs, load_image
 
-TINY_RUN = [
-    "--image-size",
-    "32",
-    "--filters",
-    "2",
-    "4",
-    "8",
-    "16",
-    "32",
-    "--cat-channels",
-    "2",
-    "--batch-size",
-    "2",
-    "--steps-per-epoch",
-    "1",
-    "--epochs",
-    "1",
-    "--n-test",
-    "1",
-    "--val-fraction",
-    "0.3",
-    "--no-augment",
-    "--verbose",
-    "0",
-]
 DiskUsage = namedtuple("DiskUsage", "total used free")
 
 
