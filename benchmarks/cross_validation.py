@@ -231,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps-per-epoch", type=int, default=40, help="short epochs, so the schedule fits the budget")
     ap.add_argument("--realct", default=str(DEFAULT_REALCT))
     ap.add_argument("--smoke", action="store_true", help="tiny model, volumes and steps: checks the script")
+    ap.add_argument(
+        "--reuse-folds",
+        action="store_true",
+        help="keep the fold runs (and their training figures) already in --out: measure predict again",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -299,12 +304,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. every fold, then its out-of-fold score
     runs = []
+    before = out / "cross_validation.json"
+    trained = json.loads(before.read_text(encoding="utf-8"))["folds"] if before.exists() else {}
     for k in range(args.folds):
         run = cv / f"fold_{k}"
-        seconds = cli(
-            ["train", "--config", str(config), "--out-dir", str(run), "--fold", str(k)],
-            out / f"logs/train_fold_{k}.log",
-        )
+        if args.reuse_folds and (run / "best.keras").exists() and f"fold_{k}" in trained:
+            seconds = trained[f"fold_{k}"]["train_s"]
+        else:
+            seconds = cli(
+                ["train", "--config", str(config), "--out-dir", str(run), "--fold", str(k)],
+                out / f"logs/train_fold_{k}.log",
+            )
         split = json.loads((run / "split.json").read_text(encoding="utf-8"))
         with open(run / "log.csv", encoding="utf-8") as fh:
             epochs = len(list(csv.DictReader(fh)))
