@@ -236,6 +236,19 @@ def test_every_strategy_kind_describes_itself():
     assert line.startswith("MirroredStrategy with 1 replica(s) on ") and "CPU:0" in line
 
 
+def test_budget_counts_only_the_validations_inside_it():
+    """The schedule ends where the budget will: 600 s left at 1 s a step, 10-step epochs, 20 s per
+    validation every epoch, 50 epochs planned -> 20 epochs (each 30 s) = 200 steps; the old estimate
+    reserved all 50 validations (1000 s > 600 s) and ended the schedule at once. Capped by the plan."""
+    from keras_unet3plus.training.schedule import steps_within_budget
+
+    assert steps_within_budget(600, 1.0, 10, 50, 20.0, 1) == 200
+    assert steps_within_budget(600, 1.0, 10, 50, 20.0, 2) == 300  # a validation every second epoch
+    assert steps_within_budget(615, 1.0, 10, 50, 20.0, 1) == 205  # a partial last epoch counts
+    assert steps_within_budget(600, 1.0, 10, 5, 20.0, 1) == 50  # no more than the epochs left
+    assert steps_within_budget(-3, 1.0, 10, 5, 20.0, 1) == 0
+
+
 def test_time_budget_shortens_the_schedule():
     """With a budget that ends the run early, the cosine ends where the run will end."""
     from keras_unet3plus.training import TrainConfig

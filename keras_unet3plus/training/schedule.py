@@ -33,6 +33,21 @@ def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int, total_steps=N
     return WarmupCosine(cfg.learning_rate, total_steps, warmup, cfg.min_lr_ratio)
 
 
+def steps_within_budget(
+    seconds_left: float,
+    seconds_per_step: float,
+    steps_per_epoch: int,
+    epochs_left: int,
+    validation_seconds: float = 0.0,
+    val_every: int = 1,
+) -> int:
+    """How many more optimizer steps fit in ``seconds_left``: whole and partial epochs of
+    ``steps_per_epoch`` steps, each ``val_every``-th paying for a validation, at most ``epochs_left``.
+    Where the trainer ends a budgeted run's schedule (only the validations inside the budget count)."""
+    per_epoch = steps_per_epoch * max(seconds_per_step, 1e-9) + validation_seconds / max(1, val_every)
+    return int(min(max(0.0, seconds_left) / per_epoch, max(0, epochs_left)) * steps_per_epoch)
+
+
 class WarmupCosine:
     """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to ``peak * alpha`` at
     ``total_steps`` (a number or a variable read at every step), flat after it."""

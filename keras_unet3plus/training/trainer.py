@@ -51,7 +51,7 @@ from .run_folder import (
     remove_new_entries,
     sync_best_from_sidecar,
 )
-from .schedule import learning_rate_schedule
+from .schedule import learning_rate_schedule, steps_within_budget
 from .step import make_train_step, pre_reduced_adam_class
 from .validation import check_cases, validation_dice, worker_share
 
@@ -137,7 +137,6 @@ class Trainer:
         self.ckpt = None
         self.manager = None
         self.resumed: str | None = None
-        self._first_epoch: int = 0
         # -- logs and progress
         self.csv_log = None
         self.tb = None
@@ -148,6 +147,9 @@ class Trainer:
         self.step_in_epoch: int = 0
         self.deadline: float | None = None
         self.val_seconds: float | None = None
+        # the clock and step count after this run's first step, which pays for tracing: the
+        # time budget's schedule is fitted to the steps after it
+        self._first_step_done: tuple[float, int] | None = None
         self.out_of_time: bool = False
         self.stop_reason: str = ""
 
@@ -294,6 +296,8 @@ class Trainer:
         )
         self.state.sums.assign_add(sums)
         self.step_in_epoch += 1
+        if self._first_step_done is None:
+            self._first_step_done = (time.time(), int(self.optimizer.iterations.numpy()))
         self.state.step.assign(self.step_in_epoch)
         s = stats.numpy()
         self.bar.update(
@@ -316,6 +320,7 @@ class Trainer:
         cfg, state = self.cfg, self.state
         done = self.step_in_epoch
         train_seconds = time.time() - self.t_epoch
+        seconds_per_step = self._seconds_per_step(train_seconds, done)
         if self.multi_worker:
             dist.average_non_trainable(self.strategy, self.model)
         sums = state.sums.numpy()
@@ -353,8 +358,8 @@ class Trainer:
             else:
                 state.wait.assign_add(1)
         row["seconds"] = time.time() - self.t_epoch
-        if epoch == int(self._first_epoch) and self.deadline is not None:
-            self._fit_schedule_to_budget(train_seconds / max(1, done))
+        if self.deadline is not None:
+            self._fit_schedule_to_budget(seconds_per_step, epoch)
         state.epoch.assign(epoch + 1)
         state.step.assign(0)
         state.sums.assign(np.zeros_like(sums))
@@ -666,21 +671,35 @@ class Trainer:
                 f"optimizer step {int(self.optimizer.iterations.numpy())}, "
                 f"best val Dice {float(state.best.numpy()):.4f}"
             )
-        self._first_epoch = int(state.epoch.numpy())
 
-    def _fit_schedule_to_budget(self, seconds_per_step: float) -> None:
-        """With a time budget, end the learning-rate schedule where the budget will end training
-        (measured on the first epoch), not at ``epochs`` that will never be reached."""
-        cfg = self.cfg
-        remaining = (
-            self.deadline - time.time() - (self.val_seconds or 0.0) * max(1, cfg.epochs // max(1, cfg.val_every))
-        )
+    def _seconds_per_step(self, train_seconds: float, done: int) -> float:
+        """This epoch's time per step, without the run's first step (tracing) where it had others."""
+        if self._first_step_done is not None:
+            t0, step0 = self._first_step_done
+            after = int(self.optimizer.iterations.numpy()) - step0
+            if after >= 2 and t0 >= self.t_epoch:
+                return (self.t_epoch + train_seconds - t0) / after
+        return train_seconds / max(1, done)
+
+    def _fit_schedule_to_budget(self, seconds_per_step: float, epoch: int) -> None:
+        """With a time budget, end the learning-rate schedule where the budget will end training, not
+        at ``epochs`` that will never be reached: the steps that fit in the time left once each
+        validation still to come inside it is paid for. Fitted after every epoch, only ever earlier
+        (the learning rate keeps falling), because the first epoch's estimate may still carry start-up
+        costs (the first validation's tracing)."""
         done = int(self.optimizer.iterations.numpy())
-        reachable = done + int(max(0.0, remaining) / max(seconds_per_step, 1e-6))
+        reachable = done + steps_within_budget(
+            self.deadline - time.time(),
+            seconds_per_step,
+            self.steps,
+            self.cfg.epochs - (epoch + 1),
+            self.val_seconds or 0.0,
+            self.cfg.val_every,
+        )
         planned = int(self.state.planned_steps.numpy())
         if self.multi_worker:
             reachable = int(-dist.agree(self.strategy, np.array([-reachable], np.float32), "max")[0])
-        if reachable < planned:
+        if planned - reachable > 0.02 * (planned - done):  # not for a step or two of clock noise
             self.state.planned_steps.assign(max(done + 1, reachable))
             self.say(
                 f"time budget: the learning-rate schedule now ends at step {int(self.state.planned_steps.numpy())} "
