@@ -385,3 +385,26 @@ def test_cli_predict_says_which_runtime_ran_and_rejects_misused_flags(exported, 
     assert cli.main(["predict", str(onnx), str(src), "-o", str(tmp_path / "n.nii.gz"), "--skip-absent"]) == 1
     assert "skip-absent needs" in capsys.readouterr().err
     assert not (tmp_path / "n.nii.gz").exists()
+
+
+def test_exports_join_a_skip_absent_ensemble(exported, trained_tiny, volume, tmp_path):
+    """Skip-absent pairs of two runtimes (ONNX fp32, LiteRT fp16) in one ensemble: each member runs
+    its encoder, the averaged CGM output picks the slices every member decodes. Two exports of one
+    model average to that model's gated mask, with organ-free slices left undecoded."""
+    pytest.importorskip("ai_edge_litert")
+    from keras_unet3plus.export import export_model
+
+    model, _, info = trained_tiny
+    _, onnx = exported
+    tflite = tmp_path / "model_fp16.tflite"
+    export_model(model, "tflite", "fp16", out=tflite, info=info, verify_slices=8, log=lambda *_: None)
+    gated = Predictor(model, info).predict_volume(volume.hu)
+    ensemble = Predictor([onnx, tflite], skip_absent=True)
+    assert [m.kind for m in ensemble.runtime.members] == ["onnxruntime", "litert"]
+    decoded = []
+    for member in ensemble.runtime.members:
+        original = member.decode
+        member.decode = lambda features, original=original: decoded.append(len(features[0])) or original(features)
+    mask = ensemble.predict_volume(volume.hu)
+    assert gated.any() and dice(mask, gated) >= 0.99
+    assert 0 < sum(decoded) < 2 * volume.hu.shape[2] and decoded[0::2] == decoded[1::2]  # the same slices
