@@ -12,8 +12,8 @@ attributes removed by an anonymiser) are options, so readers can be tested again
 from __future__ import annotations
 
 import copy
-
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Sequence
 
@@ -36,6 +36,8 @@ ORIENTATIONS: dict[str, str] = {
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: RescaleIntercept of the written slices: stored value 0 is -1024 HU, as most scanners write.
+_INTERCEPT = -1024.0
 
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
@@ -132,42 +134,15 @@ def write_dicom_series(
 
     if transfer_syntax not in TRANSFER_SYNTAXES:
         raise ValueError(f"transfer_syntax must be one of {', '.join(TRANSFER_SYNTAXES)}, got {transfer_syntax!r}")
-
-    hu = np.asarray(hu_volume_ras)
-    affine_ras = np.asarray(affine_ras, dtype=float)
-    if hu.ndim != 3:
-        raise ValueError(f"hu_volume_ras must be 3-D, got shape {hu.shape}")
-    target = ornt_mod.axcodes2ornt(_axcodes(orientation))
-    transform = ornt_mod.ornt_transform(ornt_mod.io_orientation(affine_ras), target)
-    data = ornt_mod.apply_orientation(hu, transform)  # (column, row, slice)
-    affine = _LPS_FROM_RAS @ affine_ras @ ornt_mod.inv_ornt_aff(transform, hu.shape)
-
+    data, affine = _scanner_grid(hu_volume_ras, affine_ras, orientation)
     col_step, row_step, slice_step = affine[:3, 0], affine[:3, 1], affine[:3, 2]
-    row_cosine = col_step / np.linalg.norm(col_step)  # direction of increasing column index
-    column_cosine = row_step / np.linalg.norm(row_step)  # direction of increasing row index
-    if gantry_tilt_deg:
-        t = np.deg2rad(gantry_tilt_deg)
-        rot = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
-        column_cosine = rot @ column_cosine
-        row_cosine = rot @ row_cosine
-    pixel_spacing = [float(np.linalg.norm(row_step)), float(np.linalg.norm(col_step))]
+    row_cosine, column_cosine = _cosines(col_step, row_step, gantry_tilt_deg)
 
     rng = np.random.default_rng(seed)
     study_uid = study_uid or generate_uid()
     series_uid = series_uid or generate_uid()
     frame_of_reference_uid = frame_of_reference_uid or generate_uid()
-    intercept = -1024.0
-    outside = np.isnan(data)
-    stored = np.rint(np.where(outside, 0.0, data.astype(np.float64)) - intercept)
-    if signed:
-        stored = np.clip(stored, -32768, 32767).astype(np.int16)
-    else:
-        stored = np.clip(stored, 0, 4095).astype(np.uint16)
-    if outside.any():
-        if padding_value is None:
-            raise ValueError("hu_volume_ras holds NaN (outside the field of view): give padding_value")
-        stored[outside] = padding_value
-
+    stored = _stored_values(data, signed, padding_value)
     template = _series_header(
         study_uid=study_uid,
         series_uid=series_uid,
@@ -179,39 +154,100 @@ def write_dicom_series(
         slice_thickness=float(np.linalg.norm(slice_step)),
         gantry_tilt_deg=gantry_tilt_deg,
         orientation=np.concatenate([row_cosine, column_cosine]),
-        pixel_spacing=pixel_spacing,
+        pixel_spacing=[float(np.linalg.norm(row_step)), float(np.linalg.norm(col_step))],
         signed=signed,
-        intercept=intercept,
+        intercept=_INTERCEPT,
         padding_value=padding_value,
     )
     normal = np.cross(row_cosine, column_cosine)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    files = _SliceFiles(Path(folder), transfer_syntax, strip_type2, shuffle_names, rng)
+    files.folder.mkdir(parents=True, exist_ok=True)
     n_slices = data.shape[2]
     written: list[Path] = []
     for k in range(n_slices):
         if drop_slice is not None and k == drop_slice % n_slices:
             continue
-        ds = copy.deepcopy(template)
-        sop_uid = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-        ds.SOPInstanceUID = sop_uid
-        ds.InstanceNumber = k + 1
         position = affine[:3, 3] + k * slice_step  # along the table even when the plane is tilted
-        ds.ImagePositionPatient = _ds(position)
-        ds.SliceLocation = _ds(float(position @ normal))
-        pixels = np.ascontiguousarray(stored[:, :, k].T)  # (rows, columns)
-        ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
-        ds.PixelData = pixels.tobytes()
-        if strip_type2:
+        written.append(files.write(_slice_dataset(template, k, position, normal, stored[:, :, k], generate_uid()), k))
+    return written
+
+
+@dataclass
+class _SliceFiles:
+    """How the slices of one series become files: named, stripped and encoded alike."""
+
+    folder: Path
+    transfer_syntax: str
+    strip_type2: bool
+    shuffle_names: bool
+    rng: np.random.Generator  # draws the shuffled names, one per slice in slice order
+
+    def write(self, ds, k: int) -> Path:
+        """Write slice ``k`` atomically; returns its path."""
+        if self.strip_type2:
             for keyword in TYPE2_ATTRIBUTES:
                 delattr(ds, keyword)
-        name = rng.bytes(16).hex() if shuffle_names else f"IM{k + 1:05d}.dcm"
-        path = folder / name
+        path = self.folder / (self.rng.bytes(16).hex() if self.shuffle_names else f"IM{k + 1:05d}.dcm")
         with atomic_path(path) as tmp:
-            _write_in(ds, tmp, transfer_syntax)
-        written.append(path)
-    return written
+            _write_in(ds, tmp, self.transfer_syntax)
+        return path
+
+
+def _scanner_grid(hu_volume_ras: np.ndarray, affine_ras: np.ndarray, orientation: str) -> tuple[np.ndarray, np.ndarray]:
+    """The volume as the scanner stores it, (column, row, slice) in ``orientation``, and its LPS
+    affine: DICOM positions and cosines are LPS, the package's arrays RAS."""
+    hu = np.asarray(hu_volume_ras)
+    affine_ras = np.asarray(affine_ras, dtype=float)
+    if hu.ndim != 3:
+        raise ValueError(f"hu_volume_ras must be 3-D, got shape {hu.shape}")
+    target = ornt_mod.axcodes2ornt(_axcodes(orientation))
+    transform = ornt_mod.ornt_transform(ornt_mod.io_orientation(affine_ras), target)
+    data = ornt_mod.apply_orientation(hu, transform)  # (column, row, slice)
+    return data, _LPS_FROM_RAS @ affine_ras @ ornt_mod.inv_ornt_aff(transform, hu.shape)
+
+
+def _cosines(col_step: np.ndarray, row_step: np.ndarray, gantry_tilt_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """ImageOrientationPatient's row and column cosines, tilted about the left-right axis for a
+    tilted gantry (the positions are not: they keep stepping along the table)."""
+    row_cosine = col_step / np.linalg.norm(col_step)  # direction of increasing column index
+    column_cosine = row_step / np.linalg.norm(row_step)  # direction of increasing row index
+    if gantry_tilt_deg:
+        t = np.deg2rad(gantry_tilt_deg)
+        rot = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+        column_cosine = rot @ column_cosine
+        row_cosine = rot @ row_cosine
+    return row_cosine, column_cosine
+
+
+def _stored_values(data: np.ndarray, signed: bool, padding_value: int | None) -> np.ndarray:
+    """HU as a scanner stores them (HU - :data:`_INTERCEPT`, 12-bit unsigned or 16-bit signed); NaN
+    (outside the field of view) as ``padding_value``, which a volume holding NaN must give."""
+    outside = np.isnan(data)
+    stored = np.rint(np.where(outside, 0.0, data.astype(np.float64)) - _INTERCEPT)
+    if signed:
+        stored = np.clip(stored, -32768, 32767).astype(np.int16)
+    else:
+        stored = np.clip(stored, 0, 4095).astype(np.uint16)
+    if outside.any():
+        if padding_value is None:
+            raise ValueError("hu_volume_ras holds NaN (outside the field of view): give padding_value")
+        stored[outside] = padding_value
+    return stored
+
+
+def _slice_dataset(template, k: int, position: np.ndarray, normal: np.ndarray, stored: np.ndarray, sop_uid: str):
+    """Slice ``k``: a copy of the series header with its own SOP instance, position and pixels
+    (``stored``: (column, row), as the volume holds them)."""
+    ds = copy.deepcopy(template)
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceNumber = k + 1
+    ds.ImagePositionPatient = _ds(position)
+    ds.SliceLocation = _ds(float(position @ normal))
+    pixels = np.ascontiguousarray(stored.T)  # (rows, columns)
+    ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
+    ds.PixelData = pixels.tobytes()
+    return ds
 
 
 def _series_header(
