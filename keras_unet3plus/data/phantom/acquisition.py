@@ -149,56 +149,17 @@ def sample_acquisition(
     """
     nx, ny, nz = (int(s) for s in shape)
     y_post, y_ant = anat.body_y()
-    organ_z = anat.organ_z_range(organ) if organ else None
-    body_w = anat.body_width() + (2 * (anat.arm_gap + 2 * anat.arm_r) if anat.arms_down else 0)
-    if spacing is None:
-        if rng.random() < 0.8:
-            fov = float(np.clip(max(body_w * rng.uniform(0.9, 1.0), anat.body_width()) + rng.uniform(10, 90), 300, 500))
-        else:
-            fov = float(np.clip(anat.body_width() * rng.uniform(0.75, 0.97), 250, 500))
-        dxy = fov / max(nx, ny)
-        if rng.random() < 0.55:  # the whole upper abdomen
-            dz = float(np.clip(rng.uniform(240, 360) / nz, 0.7, 5.0))
-            top = rng.uniform(10, 110)
-        else:  # a slab through the liver / spleen at any thickness
-            dz = float(np.exp(rng.uniform(np.log(0.7), np.log(5.0))))
-            lo, hi = organ_z or (-190.0, 10.0)
-            top = rng.uniform(lo, hi) + nz * dz / 2
-        if organ_z:  # the scan covers the organ's middle (few slices at 5 mm miss the upper abdomen)
-            mid = sum(organ_z) / 2
-            top = float(np.clip(top, mid, mid + (nz - 1) * dz))
-        sp = (dxy, dxy, dz)
-    else:
-        sp = tuple(float(s) for s in spacing)
-        top = -95.0 + rng.normal(0, 10) + nz * sp[2] / 2
+    sp, top = _grid_spacing(rng, anat, (nx, ny, nz), spacing, organ)
     cx = rng.normal(0, 8)
     cy = (y_post + y_ant) / 2 + rng.normal(-5, 12)
     origin = (cx - (nx - 1) / 2 * sp[0], cy - (ny - 1) / 2 * sp[1], top - (nz - 1) * sp[2])
     phase = str(rng.choice(PHASES, p=PHASE_P))
     hu_lut = _hu_lut(rng, phase, anat)
-    tex = np.zeros(A.N_TISSUES, dtype=f32)
-    for code, amp in _TEXTURE.items():
-        tex[code] = amp * rng.uniform(0.5, 1.5)
-    if phase == "arterial":  # heterogeneous (arciform) early enhancement of the spleen
-        tex[A.SPLEEN] *= 3.0
+    tex = _texture_lut(rng, phase)
     thickness = sp[2] * (rng.uniform(1.0, 1.5) if sp[2] < 3 else 1.0)
     sd_ref = rng.uniform(5, 16) * (1 + 0.9 * anat.habitus)  # at 5 mm slices
     noise_sd = sd_ref * np.sqrt(5.0 / max(thickness, 0.5))
-    streaks = []
-    if rng.random() < 0.25:
-        for _ in range(int(rng.integers(1, 3))):
-            streaks.append(
-                dict(
-                    x=rng.uniform(-0.6, 0.6) * anat.ac,
-                    y=rng.uniform(-0.7, 0.7) * anat.bc,
-                    z=rng.uniform(-200, 0),
-                    extent=rng.uniform(5, 30),
-                    amp=rng.uniform(40, 250),
-                    n=int(rng.integers(4, 12)),
-                    phi=rng.uniform(0, np.pi),
-                    metal=rng.random() < 0.5,
-                )
-            )
+    streaks = _streak_sources(rng, anat)
     acq = Acquisition(
         spacing=sp,
         origin=origin,
@@ -215,7 +176,76 @@ def sample_acquisition(
         calib=float(rng.normal(0, 4)),
         streaks=streaks,
     )
-    # drawn last, so the draws above stay as they were:
+    _draw_late(rng, acq)
+    return acq
+
+
+def _grid_spacing(
+    rng: np.random.Generator,
+    anat: A.Anatomy,
+    shape: tuple[int, int, int],
+    spacing: Sequence[float] | None,
+    organ: str | None,
+) -> tuple[tuple[float, float, float], float]:
+    """Voxel spacing and the z (mm) of the top slice: drawn as a real protocol would (``spacing=None``),
+    else ``spacing`` centred on the upper abdomen (see :func:`sample_acquisition`)."""
+    nx, ny, nz = shape
+    if spacing is not None:
+        sp = tuple(float(s) for s in spacing)
+        return sp, -95.0 + rng.normal(0, 10) + nz * sp[2] / 2  # type: ignore[return-value]
+    organ_z = anat.organ_z_range(organ) if organ else None
+    body_w = anat.body_width() + (2 * (anat.arm_gap + 2 * anat.arm_r) if anat.arms_down else 0)
+    if rng.random() < 0.8:
+        fov = float(np.clip(max(body_w * rng.uniform(0.9, 1.0), anat.body_width()) + rng.uniform(10, 90), 300, 500))
+    else:
+        fov = float(np.clip(anat.body_width() * rng.uniform(0.75, 0.97), 250, 500))
+    dxy = fov / max(nx, ny)
+    if rng.random() < 0.55:  # the whole upper abdomen
+        dz = float(np.clip(rng.uniform(240, 360) / nz, 0.7, 5.0))
+        top = rng.uniform(10, 110)
+    else:  # a slab through the liver / spleen at any thickness
+        dz = float(np.exp(rng.uniform(np.log(0.7), np.log(5.0))))
+        lo, hi = organ_z or (-190.0, 10.0)
+        top = rng.uniform(lo, hi) + nz * dz / 2
+    if organ_z:  # the scan covers the organ's middle (few slices at 5 mm miss the upper abdomen)
+        mid = sum(organ_z) / 2
+        top = float(np.clip(top, mid, mid + (nz - 1) * dz))
+    return (dxy, dxy, dz), top
+
+
+def _texture_lut(rng: np.random.Generator, phase: str) -> np.ndarray:
+    """Amplitude (HU) of each tissue's smooth texture in this scan (:data:`_TEXTURE`, varied)."""
+    tex = np.zeros(A.N_TISSUES, dtype=f32)
+    for code, amp in _TEXTURE.items():
+        tex[code] = amp * rng.uniform(0.5, 1.5)
+    if phase == "arterial":  # heterogeneous (arciform) early enhancement of the spleen
+        tex[A.SPLEEN] *= 3.0
+    return tex
+
+
+def _streak_sources(rng: np.random.Generator, anat: A.Anatomy) -> list[dict]:
+    """Streak artefacts from dense objects (a quarter of the scans): 1-2 sources, metal or not."""
+    streaks = []
+    if rng.random() < 0.25:
+        for _ in range(int(rng.integers(1, 3))):
+            streaks.append(
+                dict(
+                    x=rng.uniform(-0.6, 0.6) * anat.ac,
+                    y=rng.uniform(-0.7, 0.7) * anat.bc,
+                    z=rng.uniform(-200, 0),
+                    extent=rng.uniform(5, 30),
+                    amp=rng.uniform(40, 250),
+                    n=int(rng.integers(4, 12)),
+                    phi=rng.uniform(0, np.pi),
+                    metal=rng.random() < 0.5,
+                )
+            )
+    return streaks
+
+
+def _draw_late(rng: np.random.Generator, acq: Acquisition) -> None:
+    """Variations added after the first phantom versions: drawn last, so the draws before them (and
+    the cases of those seeds) stay as they were."""
     # a soft reconstruction kernel (or a scan reconstructed on coarse 2-5 mm pixels from a smooth
     # kernel): edges blurred over 1-2.5 mm rather than the sharp kernel's 0.35-0.8 mm
     if rng.random() < 0.3:
@@ -227,7 +257,6 @@ def sample_acquisition(
     # asked for: generate_case(crop_fov=True)); a third of such scans
     if rng.random() < 0.35:
         acq.crop = (float(rng.uniform(0.8, 1.0)), float(rng.uniform(0.6, 0.95)))
-    return acq
 
 
 # ---- rendering ------------------------------------------------------------------------------
