@@ -425,13 +425,26 @@ def _check_same(values: list, files: list[Path], what: str, where: str, folder: 
 def _geometry(series: DicomSeries) -> _Geometry:
     """Slice order and affine of a series, after checking it forms one regular grid."""
     where = f"{series.folder} (series {series.name})"
+    if len(series.headers) < 2:
+        first = _shown(series.files[0], series.folder)
+        raise DataError(f"{where}: a single-slice series ({first}); a volume needs at least 2 slices")
+    row_cos, col_cos, (row_spacing, col_spacing) = _plane(series, where)
+    normal = np.cross(row_cos, col_cos)
+    order, along, positions = _slice_positions(series, normal, where)
+    _check_drift(positions, normal, min(row_spacing, col_spacing), where)
+    affine = np.eye(4)
+    affine[:3, 0] = row_cos * col_spacing  # column index i runs along a row
+    affine[:3, 1] = col_cos * row_spacing  # row index j runs down a column
+    affine[:3, 2] = normal * (along[-1] - along[0]) / (len(along) - 1)
+    affine[:3, 3] = positions[0]
+    shape = (int(series.headers[0].Columns), int(series.headers[0].Rows), len(series.headers))
+    return _Geometry(order=order, affine_lps=affine, shape=shape)
+
+
+def _plane(series: DicomSeries, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The row and column cosines and PixelSpacing every slice shares, checked: one image size,
+    one orientation (two orthogonal unit vectors), one positive pixel spacing."""
     files, headers = series.files, series.headers
-
-    def name(path: Path) -> str:
-        return _shown(path, series.folder)
-
-    if len(headers) < 2:
-        raise DataError(f"{where}: a single-slice series ({name(files[0])}); a volume needs at least 2 slices")
     _check_same(
         [(int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) for ds in headers],
         files,
@@ -445,18 +458,17 @@ def _geometry(series: DicomSeries) -> _Geometry:
     if bad:
         raise DataError(
             f"{where}: the series mixes image orientations (ImageOrientationPatient "
-            f"{np.round(iop, 4).tolist()} in {name(files[0])}, other values in {len(bad)} file(s), "
-            f"e.g. {name(bad[0])})"
+            f"{np.round(iop, 4).tolist()} in {_shown(files[0], series.folder)}, other values in {len(bad)} "
+            f"file(s), e.g. {_shown(bad[0], series.folder)})"
         )
     spacings = [_floats(ds, "PixelSpacing", 2, p) for ds, p in zip(headers, files)]
     bad = [p for v, p in zip(spacings, files) if np.abs(v - spacings[0]).max() > 1e-4]
     if bad:
         raise DataError(
-            f"{where}: the series mixes pixel spacings ({spacings[0].tolist()} in {name(files[0])}, "
-            f"other values in {len(bad)} file(s), e.g. {name(bad[0])})"
+            f"{where}: the series mixes pixel spacings ({spacings[0].tolist()} in {_shown(files[0], series.folder)}, "
+            f"other values in {len(bad)} file(s), e.g. {_shown(bad[0], series.folder)})"
         )
-    row_spacing, col_spacing = spacings[0]
-    if min(row_spacing, col_spacing) <= 0:
+    if min(spacings[0]) <= 0:
         raise DataError(f"{files[0]}: PixelSpacing {spacings[0].tolist()} is not positive")
     row_cos, col_cos = iop[:3], iop[3:]
     if (
@@ -465,10 +477,18 @@ def _geometry(series: DicomSeries) -> _Geometry:
         or abs(row_cos @ col_cos) > 1e-3
     ):
         raise DataError(f"{where}: ImageOrientationPatient {iop.tolist()} is not two orthogonal unit vectors")
-    row_cos, col_cos = row_cos / np.linalg.norm(row_cos), col_cos / np.linalg.norm(col_cos)
-    normal = np.cross(row_cos, col_cos)
+    return row_cos / np.linalg.norm(row_cos), col_cos / np.linalg.norm(col_cos), spacings[0]
 
-    positions = np.stack([_floats(ds, "ImagePositionPatient", 3, p) for ds, p in zip(headers, files)])
+
+def _slice_positions(series: DicomSeries, normal: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slice order (by position along ``normal``), the sorted distances along it and the sorted
+    positions, after checking the slices are evenly spaced: no duplicate, no gap, no irregular step."""
+    files = series.files
+
+    def name(path: Path) -> str:
+        return _shown(path, series.folder)
+
+    positions = np.stack([_floats(ds, "ImagePositionPatient", 3, p) for ds, p in zip(series.headers, files)])
     along = positions @ normal
     order = np.argsort(along, kind="stable")
     along, positions = along[order], positions[order]
@@ -497,25 +517,22 @@ def _geometry(series: DicomSeries) -> _Geometry:
             f"({name(files[order[k]])}, {name(files[order[k + 1]])}) where slices are {step:.3f} mm "
             f"apart ({off.size} irregular step(s)); {why}"
         )
+    return order, along, positions
+
+
+def _check_drift(positions: np.ndarray, normal: np.ndarray, pixel_mm: float, where: str) -> None:
+    """Refuse a stack whose positions drift sideways (gantry tilt): a regular grid would misplace it."""
     offsets = positions - positions[0]
     drift = offsets - np.outer(offsets @ normal, normal)
     worst = int(np.argmax(np.linalg.norm(drift, axis=1)))
     drift_mm = float(np.linalg.norm(drift[worst]))
-    if drift_mm > TILT_TOLERANCE_PIXELS * min(row_spacing, col_spacing):
+    if drift_mm > TILT_TOLERANCE_PIXELS * pixel_mm:
         angle = np.degrees(np.arctan2(drift_mm, abs(offsets[worst] @ normal)))
         raise DataError(
             f"{where}: slice positions drift {drift_mm:.2f} mm sideways over the series (gantry "
             f"tilt or non-orthogonal geometry, about {angle:.1f} degrees); resample it to an "
             "orthogonal grid first (e.g. dcm2niix corrects gantry tilt)"
         )
-
-    affine = np.eye(4)
-    affine[:3, 0] = row_cos * col_spacing  # column index i runs along a row
-    affine[:3, 1] = col_cos * row_spacing  # row index j runs down a column
-    affine[:3, 2] = normal * (along[-1] - along[0]) / (len(along) - 1)
-    affine[:3, 3] = positions[0]
-    shape = (int(headers[0].Columns), int(headers[0].Rows), len(headers))
-    return _Geometry(order=order, affine_lps=affine, shape=shape)
 
 
 # --------------------------------------------------------------------------------------------
