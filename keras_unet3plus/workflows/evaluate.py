@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +62,10 @@ def evaluate_model(
     if not cases:
         raise DataError(f"{data_dir}: no labelled cases to evaluate")
     pairs, errors = _predict_cases(predictor, cases, Path(out_dir) / "predictions")
-    overlay_dir = Path(out_dir) / "overlays" if overlays > 0 else None
     from ..data.layouts import task_for_dataset
 
     spec = task_for_dataset(data_dir, task_name, layout)  # nnU-Net datasets: the organ's label by name
-    rows = evaluate_pairs(
-        pairs,
-        spec,
-        overlay_dir=overlay_dir,
-        overlay_slices=overlays,
-        progress=progress,
-        errors=errors,
-        empty_distance=empty_distance,
-    )
+    rows = _score(pairs, spec, out_dir, overlays, progress, errors, empty_distance)
     report = EvaluationReport(get_task(task_name).name, rows, summarize_cases(rows, task_name))
     report.summary["model"] = str(predictor.path) if predictor.path else None
     write_reports(report, out_dir)
@@ -107,63 +99,114 @@ def evaluate_cross_validation(
     ``model.keras``) predicts the cases its fold held out into ``out_dir/predictions``; every
     out-of-fold prediction is scored together (per-case table with its fold, mean / std) and per
     fold. The runs must be of one data set and task, and their held-out cases disjoint."""
-    import json
-
-    from ..data.layouts import find_cases, task_for_dataset
+    from ..data.layouts import task_for_dataset
     from ..evaluation import summarize_folds
     from ..inference import Predictor
-    from ..training.config import CONFIG_NAME, TrainConfig
-    from ..training.run_folder import FINAL_MODEL, SPLIT_JSON
+    from ..training.run_folder import FINAL_MODEL
 
-    runs = [Path(r) for r in runs]
-    if not runs:
-        raise ValueError("--cv needs the run folders of the folds")
-    plans, fold_of = [], {}
-    for run in runs:
-        for name in (CONFIG_NAME, SPLIT_JSON, FINAL_MODEL):
-            if not (run / name).is_file():
-                raise DataError(f"{run}: not a finished training run ({name} missing)")
-        cfg = TrainConfig.from_sources(run / CONFIG_NAME)
-        held_out = json.loads((run / SPLIT_JSON).read_text(encoding="utf-8")).get("val", [])
-        if not held_out:
-            raise ValueError(
-                f"{run}: holds no cases out (fold {cfg.fold}); cross-validation scores the folds 0..N-1, not `all`"
-            )
-        first = plans[0][1] if plans else cfg
-        if (cfg.data_dir, cfg.task) != (first.data_dir, first.task):
-            raise ValueError(
-                f"{run} and {plans[0][0]} are runs of different data ({cfg.data_dir}, {cfg.task} vs "
-                f"{first.data_dir}, {first.task})"
-            )
-        fold = str(cfg.fold) if cfg.fold is not None else run.name
-        for case in held_out:
-            if case in fold_of:
-                raise ValueError(
-                    f"{run}: case {case} is also held out by the run of fold {fold_of[case]}; give each fold's run once"
-                )
-            fold_of[case] = fold
-        plans.append((run, cfg, set(held_out)))
-    cfg = plans[0][1]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cases = {c.case_id: c for c in find_cases(cfg.data_dir, layout=cfg.layout, unpaired="skip")}
+    folds, fold_of = _read_fold_runs(runs)
+    cfg = folds[0].cfg
+    cases = _cases_by_id(cfg.data_dir, cfg.layout)
     missing = sorted(set(fold_of) - set(cases))
     if missing:
         raise DataError(f"{cfg.data_dir}: held-out case(s) not found (first: {missing[0]})")
     pairs, errors = [], {}
-    for run, _, held_out in plans:
+    for fold in folds:
         predictor = Predictor(
-            run / FINAL_MODEL, batch_size=batch_size, gate=gate, largest_component=largest_component, progress=progress
+            fold.run / FINAL_MODEL,
+            batch_size=batch_size,
+            gate=gate,
+            largest_component=largest_component,
+            progress=progress,
         )
         fold_pairs, fold_errors = _predict_cases(
-            predictor, [cases[i] for i in sorted(held_out)], Path(out_dir) / "predictions"
+            predictor, [cases[i] for i in sorted(fold.held_out)], Path(out_dir) / "predictions"
         )
         pairs += fold_pairs
         errors.update(fold_errors)
     pairs.sort(key=lambda p: p[0])
     spec = task_for_dataset(cfg.data_dir, cfg.task, cfg.layout)
+    rows = _score(pairs, spec, out_dir, overlays, progress, errors, empty_distance)
+    report = EvaluationReport(get_task(cfg.task).name, rows, summarize_cases(rows, cfg.task), folds=fold_of)
+    run_of = {fold.label: str(fold.run) for fold in folds}
+    report.summary["folds"] = [dict(row, run=run_of[row["fold"]]) for row in summarize_folds(rows, fold_of, cfg.task)]
+    write_reports(report, out_dir)
+    return report
+
+
+@dataclass
+class _FoldRun:
+    """One fold's finished run folder as cross-validation reads it: its settings and the cases it held out."""
+
+    run: Path
+    cfg: Any  # TrainConfig, imported where used: this module loads no training code at import
+    held_out: list[str]
+
+    @property
+    def label(self) -> str:
+        """The fold's name in the report: its number, or the run folder's name for a run without one."""
+        return str(self.cfg.fold) if self.cfg.fold is not None else self.run.name
+
+
+def _read_fold_runs(runs) -> tuple[list[_FoldRun], dict[str, str]]:
+    """Every run read and checked in the order given, before any model runs (so a bad run is refused
+    at once): one data set and task, each case held out by one fold. Also the fold of each case."""
+    runs = [Path(r) for r in runs]
+    if not runs:
+        raise ValueError("--cv needs the run folders of the folds")
+    folds: list[_FoldRun] = []
+    fold_of: dict[str, str] = {}
+    for run in runs:
+        fold = _read_fold_run(run)
+        first = folds[0] if folds else fold
+        if (fold.cfg.data_dir, fold.cfg.task) != (first.cfg.data_dir, first.cfg.task):
+            raise ValueError(
+                f"{run} and {first.run} are runs of different data ({fold.cfg.data_dir}, {fold.cfg.task} vs "
+                f"{first.cfg.data_dir}, {first.cfg.task})"
+            )
+        for case in fold.held_out:
+            if case in fold_of:
+                raise ValueError(
+                    f"{run}: case {case} is also held out by the run of fold {fold_of[case]}; give each fold's run once"
+                )
+            fold_of[case] = fold.label
+        folds.append(fold)
+    return folds, fold_of
+
+
+def _read_fold_run(run: Path) -> _FoldRun:
+    """One run folder, refused unless training finished there and its fold held cases out."""
+    import json
+
+    from ..training.config import CONFIG_NAME, TrainConfig
+    from ..training.run_folder import FINAL_MODEL, SPLIT_JSON
+
+    for name in (CONFIG_NAME, SPLIT_JSON, FINAL_MODEL):
+        if not (run / name).is_file():
+            raise DataError(f"{run}: not a finished training run ({name} missing)")
+    cfg = TrainConfig.from_sources(run / CONFIG_NAME)
+    held_out = json.loads((run / SPLIT_JSON).read_text(encoding="utf-8")).get("val", [])
+    if not held_out:
+        raise ValueError(
+            f"{run}: holds no cases out (fold {cfg.fold}); cross-validation scores the folds 0..N-1, not `all`"
+        )
+    return _FoldRun(run, cfg, held_out)
+
+
+def _cases_by_id(data_dir, layout: str) -> dict[str, Any]:
+    """The data set's cases by id; the layouts' warnings about unpaired files silenced (those are skipped)."""
+    from ..data.layouts import find_cases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {c.case_id: c for c in find_cases(data_dir, layout=layout, unpaired="skip")}
+
+
+def _score(pairs, spec, out_dir, overlays: int, progress: bool, errors: dict[str, str], empty_distance: float):
+    """The per-case rows of the predictions in ``pairs`` (+ ``overlays`` overlay slices per case
+    in ``out_dir/overlays``): what a single model's and a cross-validation's evaluation share."""
     overlay_dir = Path(out_dir) / "overlays" if overlays > 0 else None
-    rows = evaluate_pairs(
+    return evaluate_pairs(
         pairs,
         spec,
         overlay_dir=overlay_dir,
@@ -172,11 +215,6 @@ def evaluate_cross_validation(
         errors=errors,
         empty_distance=empty_distance,
     )
-    report = EvaluationReport(get_task(cfg.task).name, rows, summarize_cases(rows, cfg.task), folds=fold_of)
-    run_of = {fold_of[next(iter(held_out))]: str(run) for run, _, held_out in plans}
-    report.summary["folds"] = [dict(row, run=run_of[row["fold"]]) for row in summarize_folds(rows, fold_of, cfg.task)]
-    write_reports(report, out_dir)
-    return report
 
 
 def evaluate_held_out(model_path: Path, cases, spec, out: Path, printer=print) -> tuple[dict, Path | None]:
