@@ -184,14 +184,7 @@ def build_dataset(
     """
     spec = get_task(task)
     cfg = (cfg or pp.PreprocessConfig()).for_task(spec)
-    all_cases = list(cases)
-    if not all_cases:
-        raise ValueError("make_dataset: no cases given")
-    for c in all_cases:
-        if c.label_path is None:
-            raise DataError(
-                f"{c.image_path}: case '{c.case_id}' has no label file; training and evaluation datasets need labels"
-            )
+    all_cases = _labelled(cases)
     cache = SliceCache(cache_dir, spec, cfg, cache_dtype) if cache_dir is not None else None
     all_index = list(index) if index is not None else index_cases(all_cases, spec, cache)
     if len(all_index) != len(all_cases):
@@ -200,15 +193,9 @@ def build_dataset(
     per_replica = input_context.get_per_replica_batch_size(global_batch) if input_context else global_batch
     share = _share(all_cases, all_index, negative_fraction, input_context, per_replica, training)
     samples = _CaseSamples(share, spec, cfg, cache, seed, training)
-    s = cfg.image_size  # both sources deliver slices at the model's size
-    sig = (tf.TensorSpec((s, s, cfg.channels), tf.float32), tf.TensorSpec((s, s, 1), tf.uint8))
-
-    def case_dataset(case_idx, epoch_seed):
-        return tf.data.Dataset.from_generator(samples, args=(case_idx, epoch_seed), output_signature=sig)
-
     aug_cfg = AugmentConfig() if augment is True else (augment or None)
     passes = _Passes(
-        case_dataset,
+        samples.dataset,
         n_cases=len(share.cases),
         training=training,
         cycle=max(1, min(cycle_length, len(share.cases))),
@@ -220,25 +207,25 @@ def build_dataset(
         steps=share.steps,
     )
     ds = passes.schedule(epoch, epochs, batches_per_epoch)
-    options = tf.data.Options()
+    options = tf.data.Options()  # each input pipeline holds its shard of the cases already (_share)
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    ds = ds.with_options(options)
-
-    info = DatasetInfo(
-        task=spec.name,
-        n_cases=len(share.cases),
-        n_positive=share.n_positive,
-        n_negative=sum(share.negatives),
-        requested_negative_fraction=negative_fraction,
-        batch_size=per_replica,
-        steps_per_epoch=share.steps,
-        image_size=cfg.image_size,
-        channels=cfg.channels,
-        cached=cache is not None,
-        case_ids=tuple(c.case_id for c in share.cases),
-    )
+    info = share.info(spec, cfg, negative_fraction, per_replica, cached=cache is not None)
     log.info("make_dataset %s", info.summary())
-    return ds, info
+    return ds.with_options(options), info
+
+
+def _labelled(cases: Sequence[Case]) -> list[Case]:
+    """The cases as a list, refused when empty or when one has no label file (a dataset trains or
+    scores against labels)."""
+    all_cases = list(cases)
+    if not all_cases:
+        raise ValueError("make_dataset: no cases given")
+    for c in all_cases:
+        if c.label_path is None:
+            raise DataError(
+                f"{c.image_path}: case '{c.case_id}' has no label file; training and evaluation datasets need labels"
+            )
+    return all_cases
 
 
 @dataclass(frozen=True)
@@ -252,6 +239,24 @@ class _Share:
     negatives: list[int]
     n_positive: int
     steps: int
+
+    def info(
+        self, spec: TaskSpec, cfg: pp.PreprocessConfig, negative_fraction: float | None, batch: int, cached: bool
+    ) -> DatasetInfo:
+        """What this share delivers per epoch, as :func:`build_dataset` reports it."""
+        return DatasetInfo(
+            task=spec.name,
+            n_cases=len(self.cases),
+            n_positive=self.n_positive,
+            n_negative=sum(self.negatives),
+            requested_negative_fraction=negative_fraction,
+            batch_size=batch,
+            steps_per_epoch=self.steps,
+            image_size=cfg.image_size,
+            channels=cfg.channels,
+            cached=cached,
+            case_ids=tuple(c.case_id for c in self.cases),
+        )
 
 
 def _share(
@@ -305,6 +310,12 @@ class _CaseSamples:
         self.share, self.spec, self.cfg, self.seed, self.training = share, spec, cfg, seed, training
         self.entries = [cache.get(c) for c in share.cases] if cache is not None else None
         self.window = cfg.window()
+
+    def dataset(self, case_idx: tf.Tensor, epoch_seed: tf.Tensor) -> tf.data.Dataset:
+        """Case ``case_idx``'s samples of one epoch as a dataset: what ``interleave`` opens per case."""
+        s = self.cfg.image_size  # both sources deliver slices at the model's size
+        sig = (tf.TensorSpec((s, s, self.cfg.channels), tf.float32), tf.TensorSpec((s, s, 1), tf.uint8))
+        return tf.data.Dataset.from_generator(self, args=(case_idx, epoch_seed), output_signature=sig)
 
     def __call__(self, case_idx: int, epoch_seed: int):
         i, share, cfg = int(case_idx), self.share, self.cfg
