@@ -20,10 +20,11 @@ import copy
 import logging
 import os
 import warnings
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -311,7 +312,6 @@ def write_dicom_seg(
     Empty segments and an entirely empty mask give valid SEGs. Written atomically.
     """
     hd = require("highdicom", "dicom")
-    from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     series = _source_series(volume)
@@ -320,27 +320,10 @@ def write_dicom_seg(
     seg_type = hd.seg.SegmentationTypeValues.FRACTIONAL if fractional else hd.seg.SegmentationTypeValues.BINARY
 
     version = algorithm_version or package_version()
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=ALGORITHM_NAME, family=codes.DCM.ArtificialIntelligence, version=version
-    )
-    descriptions = []
-    for number, (_, name, category, kind, region) in enumerate(specs, start=1):
-        colour = _COLOURS.get(name)
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=name,
-                segmented_property_category=category,
-                segmented_property_type=kind,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                algorithm_identification=algorithm,
-                anatomic_regions=[region] if region is not None else None,
-                display_color=hd.color.CIELabColor.from_rgb(*colour) if colour else None,
-            )
-        )
+    descriptions = _segment_descriptions(specs, version)
     source_number = series.series_number if series.series_number is not None else 0
     source_images, extra = _source_images(series, float(np.linalg.norm(volume.original_affine[:3, 2])))
-    try:
+    with _refused_by_highdicom(series):
         seg = hd.seg.Segmentation(
             source_images=source_images,
             pixel_array=pixels,
@@ -361,17 +344,51 @@ def write_dicom_seg(
             omit_empty_frames=non_empty,  # an all-empty SEG keeps its frames: it must hold at least one
             **extra,
         )
-    except (KeyboardInterrupt, MemoryError):
-        raise
-    except Exception as exc:  # highdicom's checks name no file: say which series it refused
-        raise DataError(
-            f"{series.folder} (series {series.name}): highdicom cannot make a DICOM SEG from its "
-            f"headers ({type(exc).__name__}: {exc})"
-        ) from exc
     path = Path(path)
     with atomic_path(path, suffix=".dcm") as tmp:
         seg.save_as(tmp, enforce_file_format=True)
     return path
+
+
+def _segment_descriptions(specs: list, version: str) -> list:
+    """highdicom's description of each segment: its coded concepts, colour, and the algorithm
+    (this package) that segmented it automatically, as receiving systems expect."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=ALGORITHM_NAME, family=codes.DCM.ArtificialIntelligence, version=version
+    )
+    descriptions = []
+    for number, (_, name, category, kind, region) in enumerate(specs, start=1):
+        colour = _COLOURS.get(name)
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=name,
+                segmented_property_category=category,
+                segmented_property_type=kind,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+                anatomic_regions=[region] if region is not None else None,
+                display_color=hd.color.CIELabColor.from_rgb(*colour) if colour else None,
+            )
+        )
+    return descriptions
+
+
+@contextmanager
+def _refused_by_highdicom(series) -> Iterator[None]:
+    """highdicom's checks name no file: its refusal becomes a DataError naming the series."""
+    try:
+        yield
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        raise DataError(
+            f"{series.folder} (series {series.name}): highdicom cannot make a DICOM SEG from its "
+            f"headers ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def read_dicom_seg_labels(seg_path: str | os.PathLike, volume: Volume) -> np.ndarray:
