@@ -91,6 +91,14 @@ def _organ_block(g: Grid, c, a, pad: float, theta: float = 0.0) -> tuple[Block, 
     return b, ellipsoid_r(b, c, a, theta)
 
 
+def _superellipse(X2: np.ndarray, Y2: np.ndarray, ax, ay_ant, ay_post, p, yc: float = 0.0) -> np.ndarray:
+    """Normalised radius of an in-plane superellipse (semi-axis ``ay_ant`` in front of ``yc``,
+    ``ay_post`` behind): < 1 inside, 1-homogeneous, so scaling it by a taper is a division."""
+    dy = Y2 - f32(yc)
+    ay = np.where(dy >= 0, f32(ay_ant), f32(ay_post))
+    return ((np.abs(X2) / f32(ax)) ** p + (np.abs(dy) / ay) ** p) ** (1 / p)
+
+
 class Anatomy:
     """One random patient (all random draws happen here; see the module docstring)."""
 
@@ -383,73 +391,21 @@ class Anatomy:
 
     def draw(self, g: Grid) -> None:
         """Paint every tissue into ``g.tissue`` (later structures win)."""
-        ac, bc = self.ac, self.bc
         X2, Y2 = g.X[:, :, 0], g.Y[:, :, 0]
-        zs = g.zs
-        taper = (1 + f32(self.body_taper) * np.clip(zs, -250, 100) / f32(100)).astype(f32)  # (nz,)
-
-        # in-plane superellipse radii (1-homogeneous, so scaling by taper(z) is a division)
-        def sup(ax, ay_ant, ay_post, p, yc=0.0):
-            dy = Y2 - f32(yc)
-            ay = np.where(dy >= 0, f32(ay_ant), f32(ay_post))
-            return ((np.abs(X2) / f32(ax)) ** p + (np.abs(dy) / ay) ** p) ** (1 / p)
-
-        y_post, y_ant = self.body_y()
-        r_body = sup(ac + self.tw + self.fat_lat, y_ant, -y_post, self.p_body)
-        r_wall = sup(ac + self.tw, bc + self.tw, bc + self.back * 0.75, self.p_cav)
-        r_cav = sup(ac, bc, bc + self.gutter, self.p_cav)
-        # the spine's bulge, from the gutters' floor to the front of the vertebral body
-        floor, spine_front = -bc - self.gutter, self.yvb + self.v_d + 4
-        bulge = (X2 / f32(self.spine_bulge)) ** 2 + ((Y2 - f32(floor)) / f32(spine_front - floor)) ** 2 < 1
+        taper = (1 + f32(self.body_taper) * np.clip(g.zs, -250, 100) / f32(100)).astype(f32)  # (nz,)
         T = taper[None, None, :]
+        r_body, r_wall, r_cav = self._outlines(X2, Y2)
         body = r_body[:, :, None] < T
-        cav = (r_cav[:, :, None] < T) & ~bulge[:, :, None]
+        cav = (r_cav[:, :, None] < T) & ~self._spine_bulge(X2, Y2)[:, :, None]
         self.cav = cav
         self.r_cav = r_cav
-        dome2 = self.dome(X2, Y2)  # (nx, ny)
-        self.dome2 = dome2
-        thorax = g.Z > dome2[:, :, None]
+        self.dome2 = self.dome(X2, Y2)  # (nx, ny)
         tis = g.tissue
-        # table (under the patient) and pad
-        yt = y_post - self.table_gap
-        tab_y = f32(yt) + f32(self.table_curv) * X2**2  # curved upwards at the sides
-        for off, th in ((0.0, 2.5), (-TABLE_DEPTH, 2.0)):
-            m = np.abs(Y2 - (tab_y + f32(off))) < f32(th / 2 + 0.5)
-            m &= np.abs(X2) < f32(230)
-            tis[m] = TABLE
-        tis[((Y2 < tab_y) & (Y2 > tab_y - f32(TABLE_DEPTH - 3))) & (np.abs(X2) < 220)] = AIR
-        # arms
-        if self.arms_down:
-            for side in (1, -1):
-                cx = side * (ac + self.tw + self.fat_lat + self.arm_gap + self.arm_r)
-                cy = (y_post + y_ant) / 2 - 15
-                ra = np.sqrt(((X2 - f32(cx)) / f32(self.arm_r)) ** 2 + ((Y2 - f32(cy)) / f32(self.arm_r * 1.1)) ** 2)
-                tis[ra < 1] = FAT
-                tis[ra < 0.8] = MUSCLE
-                rb = np.sqrt((X2 - f32(cx)) ** 2 + (Y2 - f32(cy - 5)) ** 2)
-                tis[rb < 11] = CORTEX
-                tis[rb < 7] = MARROW
-        tis[body] = FAT
-        tis[body & (r_body[:, :, None] > T * f32(1 - 2.0 / (ac + 40)))] = SKIN
-        wall = r_wall[:, :, None] < T
-        tis[wall] = MUSCLE
-        # paraspinal muscles (outside the cavity, behind it)
-        for side in (1, -1):
-            rp = np.sqrt(
-                ((X2 - f32(side * 38)) / f32(36)) ** 2
-                + ((Y2 - f32(-bc - self.back * 0.45)) / f32(self.back * 0.55)) ** 2
-            )
-            tis[(rp < 1)[:, :, None] & body] = MUSCLE
+        self._table(g)
+        self._arms(g)
+        self._body_wall(g, body, r_body, r_wall, T)
         tis[cav] = VFAT
-        # thorax: lungs above the diaphragm (the diaphragm itself is a muscle band)
-        dia = cav & (g.Z > dome2[:, :, None] - f32(self.dia_t)) & ~thorax
-        tis[cav & thorax] = LUNG
-        tis[dia] = MUSCLE
-        # costal diaphragm and intercostal muscles line the rib cage around the liver and spleen
-        ring_t = self.dia_t * self.ring_f
-        self.ring2 = (r_cav > 1 - ring_t / ac) & (Y2 < f32(0.35 * bc))
-        self.ring_z = g.zs > f32(self.rib_front - 30)
-        tis[cav & ~thorax & self.ring2[:, :, None] & self.ring_z[None, None, :]] = MUSCLE
+        self._thorax(g, cav, r_cav)
         self._heart(g)
         self._bowel(g)
         self._liver(g)
@@ -463,6 +419,82 @@ class Anatomy:
         self._ribs(g, r_cav, T)
         # nothing of the abdomen outside the body cavity walls
         tis[~body & (tis != TABLE) & (tis != AIR) & ~self._arm_mask(g)] = AIR
+
+    def _outlines(self, X2: np.ndarray, Y2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """In-plane radii of the skin, the abdominal wall and the cavity (superellipses, < 1 inside at
+        taper 1; 1-homogeneous, so the outline at height z is where the radius equals taper(z))."""
+        ac, bc = self.ac, self.bc
+        y_post, y_ant = self.body_y()
+        r_body = _superellipse(X2, Y2, ac + self.tw + self.fat_lat, y_ant, -y_post, self.p_body)
+        r_wall = _superellipse(X2, Y2, ac + self.tw, bc + self.tw, bc + self.back * 0.75, self.p_cav)
+        r_cav = _superellipse(X2, Y2, ac, bc, bc + self.gutter, self.p_cav)
+        return r_body, r_wall, r_cav
+
+    def _spine_bulge(self, X2: np.ndarray, Y2: np.ndarray) -> np.ndarray:
+        """Where the spine bulges into the back of the cavity: from the gutters' floor to the front of
+        the vertebral body (the cavity leaves it out)."""
+        floor, spine_front = -self.bc - self.gutter, self.yvb + self.v_d + 4
+        return (X2 / f32(self.spine_bulge)) ** 2 + ((Y2 - f32(floor)) / f32(spine_front - floor)) ** 2 < 1
+
+    def _table(self, g: Grid) -> None:
+        """The patient table under the patient (two shells, curved upwards at the sides) and its pad."""
+        X2, Y2 = g.X[:, :, 0], g.Y[:, :, 0]
+        tis = g.tissue
+        yt = self.body_y()[0] - self.table_gap
+        tab_y = f32(yt) + f32(self.table_curv) * X2**2  # curved upwards at the sides
+        for off, th in ((0.0, 2.5), (-TABLE_DEPTH, 2.0)):
+            m = np.abs(Y2 - (tab_y + f32(off))) < f32(th / 2 + 0.5)
+            m &= np.abs(X2) < f32(230)
+            tis[m] = TABLE
+        tis[((Y2 < tab_y) & (Y2 > tab_y - f32(TABLE_DEPTH - 3))) & (np.abs(X2) < 220)] = AIR
+
+    def _arms(self, g: Grid) -> None:
+        """Arms down beside the body (fat, muscle, humerus), when this patient has them there."""
+        if not self.arms_down:
+            return
+        X2, Y2 = g.X[:, :, 0], g.Y[:, :, 0]
+        tis = g.tissue
+        y_post, y_ant = self.body_y()
+        for side in (1, -1):
+            cx = side * (self.ac + self.tw + self.fat_lat + self.arm_gap + self.arm_r)
+            cy = (y_post + y_ant) / 2 - 15
+            ra = np.sqrt(((X2 - f32(cx)) / f32(self.arm_r)) ** 2 + ((Y2 - f32(cy)) / f32(self.arm_r * 1.1)) ** 2)
+            tis[ra < 1] = FAT
+            tis[ra < 0.8] = MUSCLE
+            rb = np.sqrt((X2 - f32(cx)) ** 2 + (Y2 - f32(cy - 5)) ** 2)
+            tis[rb < 11] = CORTEX
+            tis[rb < 7] = MARROW
+
+    def _body_wall(self, g: Grid, body: np.ndarray, r_body: np.ndarray, r_wall: np.ndarray, T: np.ndarray) -> None:
+        """Subcutaneous fat under the skin, the abdominal wall muscles, and the paraspinal muscles
+        behind the cavity."""
+        X2, Y2 = g.X[:, :, 0], g.Y[:, :, 0]
+        tis = g.tissue
+        tis[body] = FAT
+        tis[body & (r_body[:, :, None] > T * f32(1 - 2.0 / (self.ac + 40)))] = SKIN
+        wall = r_wall[:, :, None] < T
+        tis[wall] = MUSCLE
+        # paraspinal muscles (outside the cavity, behind it)
+        for side in (1, -1):
+            rp = np.sqrt(
+                ((X2 - f32(side * 38)) / f32(36)) ** 2
+                + ((Y2 - f32(-self.bc - self.back * 0.45)) / f32(self.back * 0.55)) ** 2
+            )
+            tis[(rp < 1)[:, :, None] & body] = MUSCLE
+
+    def _thorax(self, g: Grid, cav: np.ndarray, r_cav: np.ndarray) -> None:
+        """Lungs above the diaphragm (itself a muscle band), and the costal diaphragm and intercostal
+        muscles lining the rib cage around the liver and spleen (``ring2`` x ``ring_z``, which those
+        organs keep off)."""
+        tis = g.tissue
+        thorax = g.Z > self.dome2[:, :, None]
+        dia = cav & (g.Z > self.dome2[:, :, None] - f32(self.dia_t)) & ~thorax
+        tis[cav & thorax] = LUNG
+        tis[dia] = MUSCLE
+        ring_t = self.dia_t * self.ring_f
+        self.ring2 = (r_cav > 1 - ring_t / self.ac) & (g.Y[:, :, 0] < f32(0.35 * self.bc))
+        self.ring_z = g.zs > f32(self.rib_front - 30)
+        tis[cav & ~thorax & self.ring2[:, :, None] & self.ring_z[None, None, :]] = MUSCLE
 
     # ------------------------------------------------------------------------------------------
     def _arm_mask(self, g: Grid) -> np.ndarray:
