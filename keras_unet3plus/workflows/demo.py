@@ -99,78 +99,40 @@ def run_demo(
     """Generate, train, evaluate and export within ``minutes`` of wall time (see module doc)."""
     from ..data import find_cases, get_task, split_cases
     from ..training import train
-    from .evaluate import evaluate_held_out, json_default
+    from ..training.checkpoints import copy_model_atomic
+    from .evaluate import evaluate_held_out
 
     t0 = time.time()
     stages: dict[str, float] = {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = get_task(task)
-    layout = "msd" if spec.organ == "spleen" else "lits"
+    layout = _layout_of(spec)
 
     # 1. data
     data_dir = _demo_data(out / "data", n_cases, layout, spec, shape, seed, printer)
-    cases = find_cases(data_dir, layout)
-    split = split_cases(cases, seed=seed, n_test=n_test, val_fraction=0.12)
+    split = split_cases(find_cases(data_dir, layout), seed=seed, n_test=n_test, val_fraction=0.12)
     stages["data"] = time.time() - t0
 
     # 2. training: the budget is what remains after data, minus evaluation and export
     reserve = 1.6 if export else 0.8  # minutes kept for evaluation (+ ONNX export and its check)
     budget = max(0.5, minutes - (time.time() - t0) / 60 - reserve)
-    preset = dict(
-        DEMO_PRESET,
-        task=spec.name,
-        layout=layout,
-        out_dir=str(out / "run"),
-        data_dir=str(data_dir),
-        n_test=n_test,
-        seed=seed,
-        split_seed=seed,
-        max_minutes=round(budget, 2),
-    )
-    cfg = TrainConfig.from_sources(None, overrides or {}, base=preset)
-    printer(
-        f"[demo] training for at most {cfg.max_minutes:.1f} min: {cfg.image_size}x{cfg.image_size}x3 input, "
-        f"filters {tuple(cfg.filters)}, cat_channels {cfg.cat_channels}, {cfg.decoder} full-scale decoder, "
-        f"hybrid loss + deep supervision + CGM"
-    )
+    cfg = _demo_config(out, data_dir, spec, n_test, seed, budget, overrides)
+    printer(_training_line(cfg))
     t1 = time.time()
     result = train(cfg, split=split, printer=printer)
     stages["train"] = time.time() - t1
 
-    # 3. held-out evaluation
+    # 3. held-out evaluation (+ the labelled real scan, when one is named)
     t2 = time.time()
     model_path = out / "model.keras"
-    from ..training.checkpoints import copy_model_atomic
-
     copy_model_atomic(result.model_path, model_path)
     metrics, overlay_path = evaluate_held_out(model_path, split.test, spec, out, printer)
-    curve = out / "training_curve.png"
-    if (result.out_dir / "training_curve.png").exists():
-        shutil.copyfile(result.out_dir / "training_curve.png", curve)
-    metrics.update(
-        training={
-            "epochs": result.epochs_done,
-            "stop_reason": result.stop_reason,
-            "best_val_dice": result.best_val_dice,
-            "best_epoch": result.best_epoch,
-            "train_seconds": round(stages["train"], 1),
-        },
-        split=split.to_dict(),
-        config=cfg.to_dict(),
-    )
+    curve = _copy_training_curve(result.out_dir, out)
+    metrics.update(training=_training_record(result, stages["train"]), split=split.to_dict(), config=cfg.to_dict())
     measures = measure_reference_scan(model_path, reference_scan, out, printer) if reference_scan else None
-    real = measures[0] if measures else None
-    if real is not None:
-        worst = min(measures, key=lambda m: m.dice)
-        metrics["reference_scan"] = {
-            "scan": str(real.scan),
-            "organ": real.organ,
-            "dice": real.dice,
-            "per_slice_dice": real.per_slice_dice,
-            "variants": [m.to_dict() for m in measures],
-            "worst": {"variant": worst.variant, "dice": worst.dice},
-        }
+    if measures:
+        metrics["reference_scan"] = _reference_scan_record(measures)
     stages["evaluate"] = time.time() - t2
 
     # 4. export
@@ -180,45 +142,101 @@ def run_demo(
         export_path = export_demo_model(model_path, data_dir, out, printer)
         stages["export"] = time.time() - t3
     seconds = time.time() - t0
+    metrics_path = _write_metrics(out, metrics, stages, seconds, export_path)
+    curve_path = curve if curve.exists() else None
+    mean, per_case = metrics["mean"]["dice"], metrics["per_case_dice"]
+    res = DemoResult(
+        out, model_path, metrics_path, curve_path, overlay_path, export_path, mean, per_case, seconds, stages
+    )
+    _report(printer, res, split, spec, measures, result.out_dir)
+    return res
+
+
+def _layout_of(spec) -> str:
+    """The layout the demo writes a task's phantom in: the spleen's data set is MSD's, the liver's LiTS'."""
+    return "msd" if spec.organ == "spleen" else "lits"
+
+
+def _demo_config(
+    out: Path,
+    data_dir: Path,
+    spec,
+    n_test: int,
+    seed: int,
+    budget: float,
+    overrides: dict[str, Any] | None,
+) -> TrainConfig:
+    """The demo's training settings: :data:`DEMO_PRESET` on this run's data, folders, seed and
+    time budget (minutes), under the caller's ``overrides``."""
+    preset = dict(
+        DEMO_PRESET,
+        task=spec.name,
+        layout=_layout_of(spec),
+        out_dir=str(out / "run"),
+        data_dir=str(data_dir),
+        n_test=n_test,
+        seed=seed,
+        split_seed=seed,
+        max_minutes=round(budget, 2),
+    )
+    return TrainConfig.from_sources(None, overrides or {}, base=preset)
+
+
+def _training_line(cfg: TrainConfig) -> str:
+    """The line that says, before training starts, what is trained and for how long at most."""
+    return (
+        f"[demo] training for at most {cfg.max_minutes:.1f} min: {cfg.image_size}x{cfg.image_size}x3 input, "
+        f"filters {tuple(cfg.filters)}, cat_channels {cfg.cat_channels}, {cfg.decoder} full-scale decoder, "
+        f"hybrid loss + deep supervision + CGM"
+    )
+
+
+def _copy_training_curve(run_dir: Path, out: Path) -> Path:
+    """The run's training curve copied beside the model (where the demo's listing points); its
+    path either way (a run too short to plot one leaves none)."""
+    curve = out / "training_curve.png"
+    if (run_dir / "training_curve.png").exists():
+        shutil.copyfile(run_dir / "training_curve.png", curve)
+    return curve
+
+
+def _training_record(result, train_seconds: float) -> dict[str, Any]:
+    """How training went, for metrics.json: epochs, why it stopped, the best validation Dice."""
+    return {
+        "epochs": result.epochs_done,
+        "stop_reason": result.stop_reason,
+        "best_val_dice": result.best_val_dice,
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(train_seconds, 1),
+    }
+
+
+def _reference_scan_record(measures) -> dict[str, Any]:
+    """The real scan's entry in metrics.json: the scan as acquired, every variant, and the worst."""
+    real, worst = measures[0], min(measures, key=lambda m: m.dice)
+    return {
+        "scan": str(real.scan),
+        "organ": real.organ,
+        "dice": real.dice,
+        "per_slice_dice": real.per_slice_dice,
+        "variants": [m.to_dict() for m in measures],
+        "worst": {"variant": worst.variant, "dice": worst.dice},
+    }
+
+
+def _write_metrics(
+    out: Path, metrics: dict, stages: dict[str, float], seconds: float, export_path: Path | None
+) -> Path:
+    """metrics.json, written last (the seconds of every stage and where the export went are in it),
+    atomically: a demo stopped while writing leaves the previous file or none."""
+    from ..modelinfo import atomic_write_text
+    from .evaluate import json_default
+
     metrics["seconds"] = {k: round(v, 1) for k, v in stages.items()} | {"total": round(seconds, 1)}
     metrics["export"] = str(export_path) if export_path else None
-    from ..modelinfo import atomic_write_text
-
     metrics_path = out / "metrics.json"
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2, default=json_default))
-
-    mean = metrics["mean"]["dice"]
-    _report(
-        printer,
-        seconds,
-        stages,
-        split,
-        spec,
-        metrics,
-        measures,
-        {
-            "model": model_path,
-            "metrics": metrics_path,
-            "training curve": curve,
-            "overlay": overlay_path,
-            "real-scan overlay": real.overlay if real else None,
-            "worst variant": worst.overlay if real is not None else None,
-            "export": export_path,
-            "run folder": result.out_dir,
-        },
-    )
-    return DemoResult(
-        out,
-        model_path,
-        metrics_path,
-        curve if curve.exists() else None,
-        overlay_path,
-        export_path,
-        mean,
-        metrics["per_case_dice"],
-        seconds,
-        stages,
-    )
+    return metrics_path
 
 
 def measure_reference_scan(model_path: Path, folder, out: Path, printer=print):
@@ -293,30 +311,31 @@ def _demo_data(
     return data_dir
 
 
-def _report(
-    printer: Callable[[str], None],
-    seconds: float,
-    stages: dict[str, float],
-    split,
-    spec,
-    metrics: dict,
-    measures,
-    files: dict[str, Path | None],
-) -> None:
+def _report(printer: Callable[[str], None], res: DemoResult, split, spec, measures, run_dir: Path) -> None:
     """The demo's closing lines: time per stage, the held-out and real-scan Dice, what it wrote."""
     printer("")
-    parts = ", ".join(f"{k} {v:.0f} s" for k, v in stages.items())
-    printer(f"[demo] done in {seconds / 60:.1f} min ({parts})")
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in res.stage_seconds.items())
+    printer(f"[demo] done in {res.seconds / 60:.1f} min ({parts})")
     printer(
         f"[demo] held-out per-volume Dice ({len(split.test)} phantom {spec.organ} cases): "
-        f"mean {metrics['mean']['dice']:.4f}, min {min(metrics['per_case_dice'].values()):.4f}"
+        f"mean {res.mean_dice:.4f}, min {min(res.per_case.values()):.4f}"
     )
+    real, worst = (measures[0], min(measures, key=lambda m: m.dice)) if measures else (None, None)
     if measures:
-        real, worst = measures[0], min(measures, key=lambda m: m.dice)
         printer(
             f"[demo] real scan (never trained on): {real.organ} Dice {real.dice:.4f} ({real.scan}); "
             f"worst acquisition variant: {worst.variant} {worst.dice:.4f}"
         )
+    files = {
+        "model": res.model_path,
+        "metrics": res.metrics_path,
+        "training curve": res.out_dir / "training_curve.png",  # listed even where the run plotted none
+        "overlay": res.overlay_path,
+        "real-scan overlay": real.overlay if real else None,
+        "worst variant": worst.overlay if worst is not None else None,
+        "export": res.export_path,
+        "run folder": run_dir,
+    }
     for label, p in files.items():
         if p is not None:
             printer(f"[demo]   {label:15s} {p}")
