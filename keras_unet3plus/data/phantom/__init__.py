@@ -105,13 +105,7 @@ def generate_case(
     centred, non-square part of the in-plane grid (80-100 % of X, 60-95 % of Y), as scans
     cropped to the patient are: their shape is then smaller than ``shape``.
     """
-    shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
-    if len(shape) != 3 or min(shape) < 8:
-        raise ValueError(f"shape must be 3 sizes >= 8, got {shape}")
-    if spacing is not None:
-        spacing = tuple(float(s) for s in spacing)  # type: ignore[assignment]
-        if len(spacing) != 3 or min(spacing) <= 0:
-            raise ValueError(f"spacing must be 3 positive sizes (mm), got {spacing}")
+    shape, spacing = _checked_grid(shape, spacing)
     ss = np.random.SeedSequence(int(seed))
     r_anat, r_acq, r_noise = (np.random.default_rng(s) for s in ss.spawn(3))
     body = Anatomy(r_anat, lesions=lesions)
@@ -123,18 +117,10 @@ def generate_case(
     hu = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
     origin = np.asarray(acq.origin, dtype=float)
     if crop_fov and acq.crop is not None:
-        keep = [max(8, int(round(n * f))) for n, f in zip(shape[:2], acq.crop)]
-        start = [(n - k) // 2 for n, k in zip(shape[:2], keep)]
-        sl = (slice(start[0], start[0] + keep[0]), slice(start[1], start[1] + keep[1]))
-        hu, tissue = np.ascontiguousarray(hu[sl]), np.ascontiguousarray(tissue[sl])
-        origin[:2] += np.asarray(start) * np.asarray(acq.spacing[:2])
-        shape = tuple(keep) + shape[2:]  # type: ignore[assignment]
+        hu, tissue, shape = _cropped(hu, tissue, origin, acq)
     label = np.isin(tissue, anatomy.LIVER_CODES).astype(np.uint8)
     label[np.isin(tissue, anatomy.LESION_CODES)] = 2
     spleen_lab = (tissue == anatomy.SPLEEN).astype(np.uint8)
-
-    affine = _ras_affine(acq.spacing, origin)
-    spacing_out = tuple(float(x) for x in acq.spacing)
     info = {
         "phase": acq.phase,
         "fov_mm": (shape[0] * acq.spacing[0], shape[1] * acq.spacing[1]),
@@ -145,14 +131,9 @@ def generate_case(
         "tissue": tissue,
     }
     orientation = orientation.upper()
-    if orientation != "RAS":
-        target = ornt_mod.axcodes2ornt(tuple(orientation))
-        transform = ornt_mod.ornt_transform(ornt_mod.axcodes2ornt(("R", "A", "S")), target)
-        affine = affine @ ornt_mod.inv_ornt_aff(transform, shape)
-        hu, label, spleen_lab = (
-            np.ascontiguousarray(ornt_mod.apply_orientation(a, transform)) for a in (hu, label, spleen_lab)
-        )
-        spacing_out = tuple(spacing_out[int(i)] for i in transform[:, 0].argsort())
+    (hu, label, spleen_lab), affine, spacing_out = _reoriented(
+        (hu, label, spleen_lab), _ras_affine(acq.spacing, origin), tuple(float(x) for x in acq.spacing), orientation
+    )
     return PhantomCase(
         hu=hu,
         label=label,
@@ -164,6 +145,46 @@ def generate_case(
         phase=acq.phase,
         info=info,
     )
+
+
+def _checked_grid(
+    shape: Sequence[int], spacing: Sequence[float] | None
+) -> tuple[tuple[int, int, int], tuple[float, float, float] | None]:
+    """``shape`` and ``spacing`` as ints and floats, refused in one line when they make no grid."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 8:
+        raise ValueError(f"shape must be 3 sizes >= 8, got {shape}")
+    if spacing is not None:
+        spacing = tuple(float(s) for s in spacing)
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise ValueError(f"spacing must be 3 positive sizes (mm), got {spacing}")
+    return shape, spacing  # type: ignore[return-value]
+
+
+def _cropped(
+    hu: np.ndarray, tissue: np.ndarray, origin: np.ndarray, acq: Acquisition
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """The centred part of the in-plane grid a reconstruction cropped to the patient keeps
+    (``acq.crop``), and its shape; ``origin`` moves to the first voxel kept (in place)."""
+    shape = hu.shape
+    keep = [max(8, int(round(n * f))) for n, f in zip(shape[:2], acq.crop)]  # type: ignore[arg-type]
+    start = [(n - k) // 2 for n, k in zip(shape[:2], keep)]
+    sl = (slice(start[0], start[0] + keep[0]), slice(start[1], start[1] + keep[1]))
+    origin[:2] += np.asarray(start) * np.asarray(acq.spacing[:2])
+    return np.ascontiguousarray(hu[sl]), np.ascontiguousarray(tissue[sl]), tuple(keep) + shape[2:]  # type: ignore[return-value]
+
+
+def _reoriented(
+    arrays: tuple[np.ndarray, ...], affine: np.ndarray, spacing: tuple[float, ...], orientation: str
+) -> tuple[tuple[np.ndarray, ...], np.ndarray, tuple[float, ...]]:
+    """RAS arrays, their affine and spacing as a scanner export in ``orientation`` holds them."""
+    if orientation == "RAS":
+        return arrays, affine, spacing
+    target = ornt_mod.axcodes2ornt(tuple(orientation))
+    transform = ornt_mod.ornt_transform(ornt_mod.axcodes2ornt(("R", "A", "S")), target)
+    affine = affine @ ornt_mod.inv_ornt_aff(transform, arrays[0].shape)
+    arrays = tuple(np.ascontiguousarray(ornt_mod.apply_orientation(a, transform)) for a in arrays)
+    return arrays, affine, tuple(spacing[int(i)] for i in transform[:, 0].argsort())
 
 
 from .writer import case_seed, write_dataset  # noqa: E402  (writer uses generate_case)
