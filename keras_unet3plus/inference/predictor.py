@@ -12,6 +12,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Iterable
@@ -237,22 +238,31 @@ class Predictor:
         postprocess). With ``probability_map`` returns ``(labels, ProbabilityMap)``: the probabilities
         before the gate and the CGM's per-slice ``cls`` (what ``--save-probabilities`` writes).
         """
-        if not hasattr(hu_volume, "slabs"):
-            hu_volume = np.asarray(hu_volume)
-            if hu_volume.ndim != 3:
-                raise ValueError(f"predict_volume expects an (X, Y, Z) volume, got shape {hu_volume.shape}")
-        source = slab_source(hu_volume)
-        if min(source.shape) < 1:
-            raise ValueError(f"predict_volume got an empty volume, shape {tuple(source.shape)}")
+        source = _slab_source_of(hu_volume)
         cfg = self.cfg
         cfg.window()  # raises when the HU window is not set
         self._check(cfg)
-        rt, opts, threshold = self.runtime, self.options, self.threshold
+        opts, threshold = self.options, self.threshold
+        sink = _VolumeSink(self.runtime, cfg, source.shape, threshold, opts.gate, return_probabilities, probability_map)
+        self._stream(source, cfg, sink, timings)
 
-        x_dim, y_dim, n = source.shape
-        c = cfg.context
+        labels = sink.labels
+        if opts.largest_component:
+            with timed(timings, "postprocess"):
+                labels = postprocess_labels(labels, True)
+        if probability_map:
+            return labels, self._probability_map(sink)
+        if return_probabilities:
+            return labels, sink.probabilities
+        return labels
+
+    def _stream(self, source, cfg: PreprocessConfig, sink: _VolumeSink, timings: dict | None) -> None:
+        """Run the model over ``source`` a batch of slices at a time into ``sink``: the read and
+        preprocessing of the next batch and the post-processing of the last overlap the model
+        (:func:`run_stages`), and a streamed file is closed whatever happens."""
+        rt, opts = self.runtime, self.options
+        n, c = source.shape[2], cfg.context
         bs = max(opts.batch_size, c)  # a batch is one read chunk; its neighbours come from the chunks beside it
-        sink = _VolumeSink(rt, cfg, source.shape, threshold, opts.gate, return_probabilities, probability_map)
         windows = context_windows(source, bs, c)
 
         def produce(i: int) -> tuple[int, np.ndarray]:
@@ -262,13 +272,7 @@ class Predictor:
             slices = volume_to_slices(window, cfg)
             return z0, slices[z0 - lo : z0 - lo + (z1 - z0)]
 
-        if opts.skip_absent and not getattr(rt, "can_skip_absent", False):
-            raise ValueError(
-                f"model '{rt.name}': skip-absent needs a .keras model with a CGM head, or its "
-                f"ONNX export with the skip-absent pair beside it (<stem>.encoder.onnx, "
-                f"<stem>.decoder.onnx)"
-            )
-        run = rt.segment_present if opts.skip_absent else rt.segment
+        run = self._segment_function()
 
         def infer(item: tuple[int, np.ndarray]):
             z0, batch = item
@@ -286,14 +290,8 @@ class Predictor:
             sink.add(z0, seg, cls)
 
         bar, own_bar = progress_bar(opts.progress, n, "slices")
-        step = None
-        if bar is not None:
-
-            def step(i: int) -> None:
-                bar.update(min(n, (i + 1) * bs) - i * bs)
-
         try:
-            run_stages((n + bs - 1) // bs, produce, infer, consume, opts.overlap, timings, step)
+            run_stages((n + bs - 1) // bs, produce, infer, consume, opts.overlap, timings, _slice_steps(bar, n, bs))
         finally:
             try:
                 windows.close()  # a streamed file is closed now, whatever happened
@@ -302,26 +300,35 @@ class Predictor:
             if own_bar and bar is not None:
                 bar.close()
 
-        labels = sink.labels
-        if opts.largest_component:
-            with timed(timings, "postprocess"):
-                labels = postprocess_labels(labels, True)
-        if probability_map:
-            from .ensemble import member_names
-            from .probabilities import ProbabilityMap
-
-            info = self.info
-            return labels, ProbabilityMap(
-                sink.probabilities,
-                sink.cls if sink.cls_seen else None,
-                threshold=threshold,
-                task=info.task if info is not None else "",
-                num_classes=info.num_classes if info is not None else 1,
-                models=member_names(rt),
+    def _segment_function(self) -> Callable[[np.ndarray], tuple]:
+        """The runtime's call for a batch: every slice decoded, or (skip-absent) only the slices the
+        CGM finds the organ in, refused in one line for a runtime that cannot split at the CGM."""
+        rt = self.runtime
+        if not self.options.skip_absent:
+            return rt.segment
+        if not getattr(rt, "can_skip_absent", False):
+            raise ValueError(
+                f"model '{rt.name}': skip-absent needs a .keras model with a CGM head, or its "
+                f"ONNX export with the skip-absent pair beside it (<stem>.encoder.onnx, "
+                f"<stem>.decoder.onnx)"
             )
-        if return_probabilities:
-            return labels, sink.probabilities
-        return labels
+        return rt.segment_present
+
+    def _probability_map(self, sink: _VolumeSink):
+        """What ``--save-probabilities`` writes: the sink's probabilities before the gate, its
+        per-slice ``cls``, and the model(s) and task they came from."""
+        from .ensemble import member_names
+        from .probabilities import ProbabilityMap
+
+        info = self.info
+        return ProbabilityMap(
+            sink.probabilities,
+            sink.cls if sink.cls_seen else None,
+            threshold=sink.threshold,
+            task=info.task if info is not None else "",
+            num_classes=info.num_classes if info is not None else 1,
+            models=member_names(self.runtime),
+        )
 
     def predict_file(
         self,
@@ -388,98 +395,60 @@ class Predictor:
         out_dir = Path(output_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
 
-        def out_path(scan: InputScan) -> Path:
-            if output_name is not None:
-                return out_dir / output_name(scan.path)
-            if output_suffix:
-                return out_dir / (scan.name + output_suffix)
-            if scan.series is None and scan.path.name.endswith(".nii"):
-                return out_dir / (scan.name + ".nii")
-            return out_dir / (scan.name + ".nii.gz")
-
-        def timed_read(scan: InputScan):
-            t0 = time.perf_counter()
-            v = scan.read()
-            return v, time.perf_counter() - t0
-
         results: list[CaseResult] = []
         bar = None
         if self.options.progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(scans), unit="case", dynamic_ncols=True)
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unet3plus-read") if self.options.overlap else None
+        reader = _CaseReader(scans, self.options.overlap)
         try:
-            pending = pool.submit(timed_read, scans[0]) if (pool and scans) else None
             for k, scan in enumerate(scans):
-                path = scan.path
-                t_case = time.perf_counter()
-                timings: dict = {}
-                target = out_path(scan)
-                notes_of_case = list(scan.series.notes) if scan.series is not None else []
-                try:
-                    if pool is not None:
-                        fut = pending
-                        pending = pool.submit(timed_read, scans[k + 1]) if k + 1 < len(scans) else None
-                        vol, t_read = fut.result()
-                    else:
-                        vol, t_read = timed_read(scan)
-                    timings["read"] = t_read
-                    self.predict_file(path, target, volume=vol, timings=timings)
-                    results.append(
-                        CaseResult(
-                            scan.name,
-                            path,
-                            target,
-                            True,
-                            seconds=time.perf_counter() - t_case,
-                            timings=timings,
-                            outputs=self.output_files(target),
-                            notes=notes_of_case,
-                        )
-                    )
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except OutputError as exc:  # the mask exists; some of its files do too
-                    written = exc.written
-                    results.append(
-                        CaseResult(
-                            scan.name,
-                            path,
-                            next(iter(written.values()), None),
-                            False,
-                            error=str(exc),
-                            seconds=time.perf_counter() - t_case,
-                            timings=timings,
-                            outputs=written,
-                            notes=notes_of_case,
-                        )
-                    )
-                except Exception as exc:  # noqa: BLE001 - one bad case must not stop the others
-                    msg = str(exc)
-                    if str(path) not in msg and path.name not in msg:
-                        msg = f"{path}: {msg}"
-                    results.append(
-                        CaseResult(
-                            scan.name,
-                            path,
-                            None,
-                            False,
-                            error=msg,
-                            seconds=time.perf_counter() - t_case,
-                            timings=timings,
-                            notes=notes_of_case,
-                        )
-                    )
+                target = _output_path(scan, out_dir, output_suffix, output_name)
+                results.append(self._predict_case(scan, target, partial(reader.read, k)))
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(scan.name)
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            reader.close()
             if bar is not None:
                 bar.close()
         return results
+
+    def _predict_case(self, scan: InputScan, target: Path, read: Callable[[], tuple]) -> CaseResult:
+        """One case of a folder, read by ``read()`` and written to ``target``: its outcome recorded
+        whatever failed, since one bad case must not stop the others."""
+        path = scan.path
+        t_case = time.perf_counter()
+        timings: dict = {}
+        notes_of_case = list(scan.series.notes) if scan.series is not None else []
+
+        def result(output_path: Path | None, ok: bool, **kwargs) -> CaseResult:
+            return CaseResult(
+                scan.name,
+                path,
+                output_path,
+                ok,
+                seconds=time.perf_counter() - t_case,
+                timings=timings,
+                notes=notes_of_case,
+                **kwargs,
+            )
+
+        try:
+            vol, timings["read"] = read()
+            self.predict_file(path, target, volume=vol, timings=timings)
+            return result(target, True, outputs=self.output_files(target))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except OutputError as exc:  # the mask exists; some of its files do too
+            written = exc.written
+            return result(next(iter(written.values()), None), False, error=str(exc), outputs=written)
+        except Exception as exc:  # noqa: BLE001 - one bad case must not stop the others
+            msg = str(exc)
+            if str(path) not in msg and path.name not in msg:
+                msg = f"{path}: {msg}"
+            return result(None, False, error=msg)
 
     def output_files(self, target: Path) -> dict[str, Path]:
         """format -> path of everything one case writes (the probabilities when saved)."""
@@ -490,6 +459,73 @@ class Predictor:
 
     def __repr__(self):
         return f"<Predictor {self.runtime.kind} {self.runtime.name} {self.options}>"
+
+
+def _slab_source_of(hu_volume):
+    """The volume as a slab source, an array checked to be 3-D and no volume empty, before any work."""
+    if not hasattr(hu_volume, "slabs"):
+        hu_volume = np.asarray(hu_volume)
+        if hu_volume.ndim != 3:
+            raise ValueError(f"predict_volume expects an (X, Y, Z) volume, got shape {hu_volume.shape}")
+    source = slab_source(hu_volume)
+    if min(source.shape) < 1:
+        raise ValueError(f"predict_volume got an empty volume, shape {tuple(source.shape)}")
+    return source
+
+
+def _slice_steps(bar, n: int, bs: int) -> Callable[[int], None] | None:
+    """The progress bar's update after batch ``i`` (``bs`` slices of ``n``, the last one shorter), or None."""
+    if bar is None:
+        return None
+
+    def step(i: int) -> None:
+        bar.update(min(n, (i + 1) * bs) - i * bs)
+
+    return step
+
+
+def _output_path(
+    scan: InputScan, out_dir: Path, output_suffix: str | None, output_name: Callable[[Path], str] | None
+) -> Path:
+    """Where a folder's case is written: ``output_name(path)``, else the scan's name with
+    ``output_suffix``, else with the input's own NIfTI extension (``.nii`` stays ``.nii``)."""
+    if output_name is not None:
+        return out_dir / output_name(scan.path)
+    if output_suffix:
+        return out_dir / (scan.name + output_suffix)
+    if scan.series is None and scan.path.name.endswith(".nii"):
+        return out_dir / (scan.name + ".nii")
+    return out_dir / (scan.name + ".nii.gz")
+
+
+def _timed_read(scan: InputScan) -> tuple[Any, float]:
+    """``(volume, seconds)``: the read time of a case, measured where it is read (maybe on a thread)."""
+    t0 = time.perf_counter()
+    v = scan.read()
+    return v, time.perf_counter() - t0
+
+
+class _CaseReader:
+    """A folder's scans read in order; with ``overlap`` the next one is read on a thread while the
+    current one is predicted. A read's error is raised when its case asks for it."""
+
+    def __init__(self, scans: list[InputScan], overlap: bool):
+        self.scans = scans
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unet3plus-read") if overlap else None
+        self.pending = self.pool.submit(_timed_read, scans[0]) if (self.pool and scans) else None
+
+    def read(self, k: int) -> tuple[Any, float]:
+        """``(volume, seconds)`` of scan ``k`` (asked for in order); starts reading scan ``k + 1``."""
+        if self.pool is None:
+            return _timed_read(self.scans[k])
+        fut = self.pending
+        self.pending = self.pool.submit(_timed_read, self.scans[k + 1]) if k + 1 < len(self.scans) else None
+        return fut.result()
+
+    def close(self) -> None:
+        """Stop the read-ahead: a read not started is cancelled, one under way is waited for."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _VolumeSink:

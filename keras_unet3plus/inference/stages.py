@@ -57,26 +57,49 @@ def run_stages(
     The model stays on the calling thread (TensorFlow and the accelerators prefer it); an error on
     any thread stops the others and is raised here.
     """
+    stages = _Stages(n, produce, infer, consume, timings, on_step)
+    if not overlap or n <= 1:
+        stages.serial()
+    else:
+        stages.overlapped()
 
-    def run(stage, f, *a):
-        with timed(timings, stage):
+
+class _Stages:
+    """One call of :func:`run_stages`: its stage functions, and the queues, stop flag and errors the
+    three threads share, held together so that each thread's loop is a method of its own."""
+
+    def __init__(
+        self,
+        n: int,
+        produce: Callable[[int], Any],
+        infer: Callable[[Any], Any],
+        consume: Callable[[int, Any], None],
+        timings: dict | None,
+        on_step: Callable[[int], None] | None,
+    ):
+        self.n, self.produce, self.infer, self.consume = n, produce, infer, consume
+        self.timings, self.on_step = timings, on_step
+        self.stop = threading.Event()
+        self.q_in: queue.Queue = queue.Queue(maxsize=2)
+        self.q_out: queue.Queue = queue.Queue(maxsize=2)
+        self.errors: list[BaseException] = []
+
+    def run(self, stage: str, f: Callable, *a):
+        """``f(*a)``, its seconds added to the stage's in ``timings``."""
+        with timed(self.timings, stage):
             return f(*a)
 
-    if not overlap or n <= 1:
-        for i in range(n):
-            y = run("model", infer, run("preprocess", produce, i))
-            run("postprocess", consume, i, y)
-            if on_step:
-                on_step(i)
-        return
+    def serial(self) -> None:
+        """All three stages on the calling thread, one batch after the other (no overlap, or one batch)."""
+        for i in range(self.n):
+            y = self.run("model", self.infer, self.run("preprocess", self.produce, i))
+            self.run("postprocess", self.consume, i, y)
+            if self.on_step:
+                self.on_step(i)
 
-    stop = threading.Event()
-    q_in: queue.Queue = queue.Queue(maxsize=2)
-    q_out: queue.Queue = queue.Queue(maxsize=2)
-    errors: list[BaseException] = []
-
-    def put(q, item):
-        while not stop.is_set():
+    def put(self, q: queue.Queue, item) -> bool:
+        """Put ``item`` on ``q`` unless the run stops first (a full queue must not hang a stopped thread)."""
+        while not self.stop.is_set():
             try:
                 q.put(item, timeout=0.1)
                 return True
@@ -84,66 +107,73 @@ def run_stages(
                 continue
         return False
 
-    def producer():
+    def producer(self) -> None:
+        """The preprocessing thread: every batch in order, then the end mark (or the failure)."""
         try:
-            for i in range(n):
-                if stop.is_set():
+            for i in range(self.n):
+                if self.stop.is_set():
                     return
-                if not put(q_in, (i, run("preprocess", produce, i))):
+                if not self.put(self.q_in, (i, self.run("preprocess", self.produce, i))):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            put(q_in, _Failure(exc))
+            self.put(self.q_in, _Failure(exc))
             return
-        put(q_in, _DONE)
+        self.put(self.q_in, _DONE)
 
-    def consumer():
+    def consumer(self) -> None:
+        """The post-processing thread: each model output as it comes, until the end mark or an error."""
         while True:
             try:
-                item = q_out.get(timeout=0.1)
+                item = self.q_out.get(timeout=0.1)
             except queue.Empty:
-                if stop.is_set():
+                if self.stop.is_set():
                     return
                 continue
             if item is _DONE:
                 return
             try:
-                run("postprocess", consume, *item)
-                if on_step:
-                    on_step(item[0])
+                self.run("postprocess", self.consume, *item)
+                if self.on_step:
+                    self.on_step(item[0])
             except BaseException as exc:  # noqa: BLE001
-                errors.append(exc)
-                stop.set()
+                self.errors.append(exc)
+                self.stop.set()
                 return
 
-    threads = [
-        threading.Thread(target=producer, daemon=True, name="unet3plus-preprocess"),
-        threading.Thread(target=consumer, daemon=True, name="unet3plus-postprocess"),
-    ]
-    for t in threads:
-        t.start()
-    try:
+    def next_input(self):
+        """The producer's next item, waiting for it; a consumer's error is raised here meanwhile."""
         while True:
-            item = None
-            while item is None:
-                if errors:
-                    raise errors[0]
-                try:
-                    item = q_in.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-            if item is _DONE:
-                break
-            if isinstance(item, _Failure):
-                raise item.exc
-            i, x = item
-            y = run("model", infer, x)
-            if not put(q_out, (i, y)):
-                break
-        put(q_out, _DONE)
-        threads[1].join()
-        if errors:
-            raise errors[0]
-    finally:
-        stop.set()
+            if self.errors:
+                raise self.errors[0]
+            try:
+                return self.q_in.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def overlapped(self) -> None:
+        """Produce and consume on threads while the model runs each batch here; all stopped on the way out."""
+        threads = [
+            threading.Thread(target=self.producer, daemon=True, name="unet3plus-preprocess"),
+            threading.Thread(target=self.consumer, daemon=True, name="unet3plus-postprocess"),
+        ]
         for t in threads:
-            t.join(timeout=5)
+            t.start()
+        try:
+            while True:
+                item = self.next_input()
+                if item is _DONE:
+                    break
+                if isinstance(item, _Failure):
+                    raise item.exc
+                i, x = item
+                y = self.run("model", self.infer, x)
+                if not self.put(self.q_out, (i, y)):
+                    break
+            self.put(self.q_out, _DONE)
+            threads[1].join()
+            if self.errors:
+                raise self.errors[0]
+        finally:
+            self.stop.set()
+            for t in threads:
+                t.join(timeout=5)
