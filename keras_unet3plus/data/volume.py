@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 
 import numpy as np
 from nibabel import orientations as ornt_mod
@@ -264,7 +264,9 @@ def slab_source(volume: Any) -> SlabSource:
     return ArraySlabs(array)
 
 
-def context_windows(source: SlabSource, chunk: int, context: int) -> Iterator[tuple[int, int, int, np.ndarray]]:
+def context_windows(
+    source: SlabSource, chunk: int, context: int
+) -> Generator[tuple[int, int, int, np.ndarray], None, None]:
     """``(z0, z1, lo, window)`` for every chunk ``[z0, z1)`` of ``source``, in its reading order:
     ``window`` is ``volume[:, :, lo:hi]`` with ``lo = max(0, z0 - context)``, ``hi = min(Z, z1 +
     context)`` (the 2.5D neighbours), cut from the chunk before, the chunk itself and the one after

@@ -120,8 +120,9 @@ class EnsembleRuntime(Runtime):
 
     def segment(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         outs = [m.segment(batch) for m in self.members]
-        if all(cls is not None for _, cls in outs):
-            return average([s for s, _ in outs]), average([c for _, c in outs])
+        clss = [c for _, c in outs if c is not None]
+        if len(clss) == len(outs):
+            return average([s for s, _ in outs]), average(clss)
         return average([apply_gate(np.asarray(s, np.float32), c)[0] for s, c in outs]), None
 
     @property

@@ -96,11 +96,15 @@ def _is_dicom(vol) -> bool:
     return isinstance(getattr(vol, "source", None), DicomSeries)
 
 
-def _write_seg(vol, labels: np.ndarray, path: Path, info: ModelInfo) -> None:
+def _write_seg(vol, labels: np.ndarray, path: Path, info: ModelInfo | None) -> None:
     if not _is_dicom(vol):
         raise ValueError(
             f"{vol.image_path}: a DICOM SEG output needs a DICOM input series (it references "
             "the source images); use --format nifti for NIfTI inputs"
+        )
+    if info is None:
+        raise ValueError(
+            f"{vol.image_path}: a DICOM SEG output needs the model's ModelInfo (its task names the segments)"
         )
     from ..data.dicom_seg import write_dicom_seg
 
@@ -115,7 +119,7 @@ def _reason(exc: BaseException, source: Any) -> str:
 
 
 def write_outputs(
-    vol, labels: np.ndarray, original: np.ndarray, base: Path, formats: Iterable[str], info: ModelInfo
+    vol, labels: np.ndarray, original: np.ndarray, base: Path, formats: Iterable[str], info: ModelInfo | None
 ) -> dict[str, Path]:
     """Write one prediction in every asked format (each atomically, each whatever the others do);
     returns format -> path. When some were written and others failed, raises :class:`OutputError`

@@ -70,7 +70,7 @@ def open_runtime(
     if runtime not in ("model", "auto"):
         raise ValueError(f"runtime must be 'model' or 'auto', got {runtime!r}")
     notes = notes if notes is not None else []
-    kwargs = {"precision": precision} if precision != "fp32" else {}
+    kwargs: dict[str, Any] = {"precision": precision} if precision != "fp32" else {}
     if kwargs and runtime_kind(path) != "keras":
         raise ValueError(
             f"{path}: --precision {precision} applies to .keras models; an export has its "
@@ -143,7 +143,7 @@ class Predictor:
         self.options = PredictOptions(**options)
         self.runtime: Runtime = _as_runtime(model, info)
         self.info: ModelInfo | None = info or self.runtime.info
-        self._cfg = cfg
+        self._cfg: PreprocessConfig | None = cfg
 
     @classmethod
     def from_path(
@@ -321,6 +321,7 @@ class Predictor:
         from .probabilities import ProbabilityMap
 
         info = self.info
+        assert sink.probabilities is not None  # written by the first batch; a volume has at least one slice
         return ProbabilityMap(
             sink.probabilities,
             sink.cls if sink.cls_seen else None,
@@ -353,18 +354,21 @@ class Predictor:
                 volume = open_volume(Path(image_path))
         save_map = self.options.save_probabilities and output_path is not None
         try:
-            labels = self.predict_volume(volume.image, timings=timings, probability_map=save_map)
+            out = self.predict_volume(volume.image, timings=timings, probability_map=save_map)
         except ValueError as exc:
             if str(image_path) in str(exc) or str(volume.image_path) in str(exc):
                 raise  # a streamed file's own error (NaN voxels, truncated) already names it
             raise ValueError(f"{image_path}: {exc}") from exc
-        if save_map:
-            labels, pmap = labels
+        pmap = None
+        if isinstance(out, tuple):  # save_map: (labels, ProbabilityMap)
+            labels, pmap = out
             pmap.original_affine = np.asarray(volume.original_affine, dtype=np.float64)
+        else:
+            labels = out
         original = volume.to_original(labels)
         if output_path is not None:
             with timed(timings, "write"):
-                if save_map:
+                if pmap is not None:
                     pmap.save(probabilities_path(Path(output_path)))
                 write_outputs(volume, labels, original, Path(output_path), self.options.formats, self.info)
         return original
@@ -519,6 +523,7 @@ class _CaseReader:
         if self.pool is None:
             return _timed_read(self.scans[k])
         fut = self.pending
+        assert fut is not None  # submitted when scan k - 1 was asked for (scan 0: at the start)
         self.pending = self.pool.submit(_timed_read, self.scans[k + 1]) if k + 1 < len(self.scans) else None
         return fut.result()
 
@@ -549,7 +554,7 @@ class _VolumeSink:
         self.size = (x_dim, y_dim)
         self.labels = np.zeros((x_dim, y_dim, n), dtype=np.uint8)
         self.probabilities: np.ndarray | None = None  # allocated once the channel count is known
-        self.cls = np.zeros((n, 2), np.float32) if probability_map else None
+        self.cls = np.zeros((n, 2), np.float32)  # read only for a probability map, once a batch had one
         self.cls_seen = False
 
     def add(self, z0: int, seg, cls) -> None:
@@ -569,10 +574,8 @@ class _VolumeSink:
                 self.cls[z0:z1], self.cls_seen = np.asarray(cls, np.float32), True
             ungated = slices_to_volume(seg, size, cfg)
         seg, present = apply_gate(seg, cls if self.gate else None)
-        if (self.return_probabilities or self.probability_map) and self.probabilities is None:
-            self.probabilities = np.zeros(self.labels.shape + (seg.shape[-1],), dtype=np.float32)
         if self.probability_map:
-            self.probabilities[:, :, z0:z1] = ungated
+            self._probabilities(seg.shape[-1])[:, :, z0:z1] = ungated
             vol_probs = ungated * present[None, None, :, None]
             self.labels[:, :, z0:z1] = labels_from_probabilities(vol_probs, threshold)
             return
@@ -582,9 +585,16 @@ class _VolumeSink:
             lab = resize_labels(seg[..., 0], size, cfg)
             self.labels[:, :, z0:z1] = lab
             if self.return_probabilities:
-                self.probabilities[:, :, z0:z1, 0] = lab
+                self._probabilities(seg.shape[-1])[:, :, z0:z1, 0] = lab
             return
         vol_probs = slices_to_volume(seg, size, cfg)  # (X, Y, b, C)
         self.labels[:, :, z0:z1] = labels_from_probabilities(vol_probs, threshold)
         if self.return_probabilities:
-            self.probabilities[:, :, z0:z1] = vol_probs
+            self._probabilities(seg.shape[-1])[:, :, z0:z1] = vol_probs
+
+    def _probabilities(self, channels: int) -> np.ndarray:
+        """The probability volume, allocated by the first batch that writes to it (the model's
+        channel count is known only then)."""
+        if self.probabilities is None:
+            self.probabilities = np.zeros(self.labels.shape + (channels,), dtype=np.float32)
+        return self.probabilities
