@@ -30,7 +30,7 @@ training and inference cannot drift apart. Importing this module imports no Tens
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -38,7 +38,8 @@ from keras_unet3plus.data.tasks import TaskSpec, get_task
 
 CONFIG_VERSION = 1
 #: How a slice becomes the model's square input (module doc, step 3); the first is the default.
-RESIZE_MODES = ("pad", "resize", "crop")
+ResizeMode = Literal["pad", "resize", "crop"]
+RESIZE_MODES: tuple[ResizeMode, ...] = get_args(ResizeMode)
 _CHUNK = 16  # slices resized at a time: bounds memory for 512 x 512 x 1000 volumes
 
 
@@ -54,7 +55,7 @@ class PreprocessConfig:
 
     hu_window: tuple[float, float] | None = None
     image_size: int = 320
-    resize_mode: Literal["pad", "resize", "crop"] = "pad"
+    resize_mode: ResizeMode = "pad"
     context: int = 1
     antialias: bool = True
 

@@ -12,12 +12,12 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, NoReturn, get_args
 from collections.abc import Mapping
 
 from .. import options
 from ..data.layout_names import Layout
-from ..data.preprocess import RESIZE_MODES
+from ..data.preprocess import RESIZE_MODES, PreprocessConfig, ResizeMode
 from ..data.splits import ALL_FOLDS, SPLITS_FILE
 from ..modelinfo import atomic_write_text
 from ..options import option
@@ -66,7 +66,7 @@ class TrainConfig:
         "nnU-Net v2 raw dataset (e.g. Dataset003_Liver) or images/ + labels/",
         none="none; give it here or in --config",
     )
-    layout: str = option("auto", "dataset layout", choices=LAYOUTS)
+    layout: Layout = option("auto", "dataset layout", choices=LAYOUTS)
     task: str = option("liver", "liver, liver_tumour or spleen")
     out_dir: str = option("runs/unet3plus", "run folder: checkpoints, best.keras, model.keras, logs, config.yaml")
     image_size: int = option(320, "model input size in pixels (paper: 320)", type=int, min=1)
@@ -74,7 +74,7 @@ class TrainConfig:
     hu_window: tuple[float, float] | None = option(
         None, "HU window LOW HIGH", type=float, nargs=2, metavar=("LOW", "HIGH"), none="the task's"
     )
-    resize_mode: str = option(
+    resize_mode: ResizeMode = option(
         RESIZE_MODES[0],
         "how slices become the square input: pad (keep the aspect ratio: "
         "pad to a square with air, then resize), resize (stretch) or crop",
@@ -227,7 +227,7 @@ class TrainConfig:
         """Raise ValueError naming the setting for any value that cannot work: the choices and
         bounds the fields declare, then the ranges that need more than a bound."""
 
-        def bad(name: str, why: str) -> None:
+        def bad(name: str, why: str) -> NoReturn:
             raise ValueError(f"invalid training setting {name}={getattr(self, name)!r}: {why}")
 
         for name, why in options.check(self):
@@ -308,12 +308,14 @@ class TrainConfig:
         ``hybrid``): the fields that declare a ``loss_arg``."""
         return {f.metadata["loss_arg"]: getattr(self, f.name) for f in fields(self) if "loss_arg" in f.metadata}
 
-    def preprocess(self):
+    def preprocess(self) -> PreprocessConfig:
         """The :class:`keras_unet3plus.data.PreprocessConfig` of this run (task window filled in)."""
-        from ..data.preprocess import PreprocessConfig
-
+        window = None
+        if self.hu_window:  # a list when read from a config file
+            low, high = self.hu_window
+            window = (low, high)
         cfg = PreprocessConfig(
-            hu_window=tuple(self.hu_window) if self.hu_window else None,
+            hu_window=window,
             image_size=self.image_size,
             resize_mode=self.resize_mode,
             context=self.context,

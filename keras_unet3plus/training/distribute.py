@@ -145,6 +145,8 @@ def describe(strategy: tf.distribute.Strategy) -> str:
 def worker_rank(strategy: tf.distribute.Strategy) -> int:
     """This process's place among the cluster's tasks: the chief(s) first, then the workers."""
     task_type, task_id = task_info(strategy)
+    if task_id is None:
+        raise ValueError("worker_rank needs a multi-worker strategy: this process is in no TF_CONFIG cluster")
     cluster = tf_config().get("cluster") or {}
     n_chief = len(cluster.get("chief", []))
     return int(task_id) if task_type == "chief" else n_chief + int(task_id)

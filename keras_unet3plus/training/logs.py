@@ -180,7 +180,7 @@ def plot_history(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, tit
         ax2.set_ylim(0, 1)
     draw(ax2, "dice", ".--", "tab:orange", "training Dice (batches)")
     ax2.set_ylabel("Dice", color="tab:red")
-    lines = [ln for ln in ax1.get_lines() + ax2.get_lines() if not ln.get_label().startswith("_")]
+    lines = [ln for ln in ax1.get_lines() + ax2.get_lines() if not str(ln.get_label()).startswith("_")]
     cut = "; ".join(
         f"epoch {r['epoch']}: {_int(r['steps'])} of {_int(r['steps_per_epoch'])} steps" for r in rows if is_partial(r)
     )
@@ -200,7 +200,7 @@ def plot_history(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, tit
         )
     ax1.legend(
         lines,
-        [ln.get_label() for ln in lines],
+        [str(ln.get_label()) for ln in lines],
         loc="upper center",
         bbox_to_anchor=(0.5, -0.16),
         ncol=2,

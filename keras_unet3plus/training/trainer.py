@@ -30,8 +30,8 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -55,7 +55,20 @@ from .schedule import learning_rate_schedule, steps_within_budget
 from .step import make_train_step, pre_reduced_adam_class
 from .validation import check_cases, validation_dice, worker_share
 
+if TYPE_CHECKING:  # the data layer is imported where it is used: a Trainer starts without it
+    from ..data.cache import CaseIndex
+    from ..data.layouts import Case
+    from ..data.pipeline import DatasetInfo
+    from ..data.preprocess import PreprocessConfig
+    from ..data.splits import Split
+    from ..data.tasks import TaskSpec
+    from ..modelinfo import ModelInfo
+    from .checkpoints import RunState
+    from .logs import CSVLog, TensorBoardLog
+    from .runlock import RunLock
+
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -86,7 +99,12 @@ class Trainer:
     """
 
     def __init__(
-        self, config: TrainConfig, cases=None, split=None, strategy=None, printer: Callable[[str], None] | None = None
+        self,
+        config: TrainConfig,
+        cases: Sequence[Case] | None = None,
+        split: Split | None = None,
+        strategy: Any = None,
+        printer: Callable[[str], None] | None = None,
     ):
         self.cfg = config.validate()
         if type(self).build_loss is Trainer.build_loss:  # a bad loss name fails before any work
@@ -102,45 +120,46 @@ class Trainer:
         self._print = printer or print
         # The run's state, set by the hooks (on_train_start and the pieces it assembles, then the
         # epoch hooks); declared here so that every attribute of a Trainer is listed in one place.
+        # TensorFlow and Keras carry no type information: their objects are typed Any here.
         # -- the run: strategy, folder, task
         self.t_start: float = 0.0
-        self.strategy = None
+        self.strategy: Any = None  # a tf.distribute.Strategy
         self.chief: bool = True  # until the strategy says otherwise (clean-up of a failed start)
         self.multi_worker: bool = False
         self.out: Path = Path(self.cfg.out_dir)
         self.ckpt_dir: Path = self.out / CHECKPOINT_DIR
         self.ckpt_write: str | None = None
-        self._lock = None
-        self.spec = None  # data.TaskSpec
-        self.pre = None  # data.PreprocessConfig
+        self._lock: RunLock | None = None
+        self.spec: TaskSpec | None = None
+        self.pre: PreprocessConfig | None = None
         # -- data
-        self.split = None  # data.Split
-        self.train_cases: list = []
-        self.val_cases: list = []
-        self.data_info = None  # data.pipeline.DatasetInfo of the first input pipeline
+        self.split: Split | None = None
+        self.train_cases: list[Case] = []
+        self.val_cases: list[Case] = []
+        self.data_info: DatasetInfo | None = None  # of the first input pipeline
         self.replicas_per_pipeline: int = 1
         self.steps: int = 0  # optimizer steps per epoch
         self._pipeline_kwargs: dict[str, Any] = {}
-        self._index = None  # the training cases' slice index, built once
-        self.iterator = None
+        self._index: list[CaseIndex] | None = None  # the training cases' slice index, built once
+        self.iterator: Any = None  # over the distributed dataset
         # -- model, loss, optimizer, step
         self.build_kwargs: dict[str, Any] = {}
-        self.model = None
+        self.model: Any = None  # a keras.Model
         self.out_names: list[str] = []
         self.loss: dict[str, dict[str, Any]] = {}  # what build_loss returned
-        self.optimizer = None
+        self.optimizer: Any = None  # a keras optimizer
         self._pre_reduced: bool = False
         self._fused_pairs: int = 0
         self._step_fn: Callable | None = None
         # -- checkpoints and resume
-        self.state = None  # checkpoints.RunState: everything a resumed run needs
-        self.ckpt = None
-        self.manager = None
+        self.state: RunState | None = None  # everything a resumed run needs
+        self.ckpt: Any = None  # a tf.train.Checkpoint
+        self.manager: Any = None  # its tf.train.CheckpointManager
         self.resumed: str | None = None
         # -- logs and progress
-        self.csv_log = None
-        self.tb = None
-        self.bar = None
+        self.csv_log: CSVLog | None = None
+        self.tb: TensorBoardLog | None = None
+        self.bar: Any = None  # a keras.utils.Progbar
         # -- the epoch under way, the clock, stopping
         self.epoch: int = 0
         self.t_epoch: float = 0.0
@@ -157,6 +176,13 @@ class Trainer:
     def say(self, msg: str) -> None:
         if self.cfg.verbose and self.chief:
             self._print(msg)
+
+    def _started(self, piece: _T | None) -> _T:
+        """``piece`` of the run as :meth:`on_train_start` set it up, for the hooks that run after it:
+        a hook called before it fails with this message, not on a ``None``."""
+        if piece is None:
+            raise RuntimeError(f"{type(self).__name__}: a hook ran before on_train_start set up the run")
+        return piece
 
     def fit(self) -> FitResult:
         """Run (or resume) training; returns a :class:`FitResult`.
@@ -192,7 +218,7 @@ class Trainer:
 
     def _run(self) -> FitResult:
         self.on_train_start()
-        for epoch in range(int(self.state.epoch.numpy()), self.cfg.epochs):
+        for epoch in range(int(self._started(self.state).epoch.numpy()), self.cfg.epochs):
             self.on_epoch_start(epoch)
             while self.step_in_epoch < self.steps and not self.out_of_time:
                 self.train_step()
@@ -228,14 +254,15 @@ class Trainer:
         self._restore()
         from .logs import CSVLog, TensorBoardLog
 
+        epochs_done = int(self._started(self.state).epoch.numpy())
         self.csv_log = CSVLog(self.out / CSV_LOG, enabled=self.chief)
         if self.chief:
-            self.csv_log.truncate(int(self.state.epoch.numpy()))
+            self.csv_log.truncate(epochs_done)
         self.tb = TensorBoardLog(self.out / TENSORBOARD_DIR, enabled=self.chief)
         self.deadline = self.t_start + cfg.max_minutes * 60 if cfg.max_minutes else None
-        self.stop_reason = "epochs" if int(self.state.epoch.numpy()) < cfg.epochs else "already complete"
+        self.stop_reason = "epochs" if epochs_done < cfg.epochs else "already complete"
         self.say(
-            f"training {cfg.epochs - int(self.state.epoch.numpy())} epoch(s) x {self.steps} steps, global "
+            f"training {cfg.epochs - epochs_done} epoch(s) x {self.steps} steps, global "
             f"batch {cfg.batch_size}{', mixed precision' if cfg.mixed_precision else ''}"
             f"{', XLA' if cfg.jit_compile else ''}"
             f"{', paper decoder computed fused' if cfg.fused_decoder and self._fused_pairs else ''}"
@@ -247,7 +274,7 @@ class Trainer:
 
         self.epoch = epoch
         self.t_epoch = time.time()
-        self.step_in_epoch = int(self.state.step.numpy())
+        self.step_in_epoch = int(self._started(self.state).step.numpy())
         if self.iterator is None:
             self.iterator = self._run_iterator(epoch, self.step_in_epoch)
         self.bar = keras.utils.Progbar(
@@ -256,7 +283,7 @@ class Trainer:
         if self.step_in_epoch:
             self.say(f"epoch {epoch + 1}: resuming at step {self.step_in_epoch + 1} of {self.steps}")
 
-    def _run_iterator(self, first_epoch: int, skip: int):
+    def _run_iterator(self, first_epoch: int, skip: int) -> Any:
         """One iterator over every remaining epoch (each a pure function of (seed, epoch)), started
         ``skip`` steps into ``first_epoch``."""
         local, steps, pipeline = self.replicas_per_pipeline, self.steps, self._pipeline_kwargs
@@ -282,8 +309,8 @@ class Trainer:
 
     def train_step(self) -> None:
         """One optimizer step on the next batch; the epoch's running sums live in the checkpoint."""
-        cfg = self.cfg
-        loss, parts, stats = self._step_fn(self.iterator)
+        cfg, state = self.cfg, self._started(self.state)
+        loss, parts, stats = self._started(self._step_fn)(self.iterator)
         loss_v = float(loss.numpy())
         if not math.isfinite(loss_v) and not cfg.mixed_precision:
             raise FloatingPointError(
@@ -294,11 +321,11 @@ class Trainer:
             [loss_v] + [float(parts[k].numpy()) / cfg.batch_size for k in self.out_names] + list(stats.numpy()),
             np.float64,
         )
-        self.state.sums.assign_add(sums)
+        state.sums.assign_add(sums)
         self.step_in_epoch += 1
         if self._first_step_done is None:
             self._first_step_done = (time.time(), int(self.optimizer.iterations.numpy()))
-        self.state.step.assign(self.step_in_epoch)
+        state.step.assign(self.step_in_epoch)
         s = stats.numpy()
         self.bar.update(
             self.step_in_epoch, [("loss", loss_v), ("dice", 2 * s[0] / (s[1] + s[2]) if s[1] + s[2] else 1.0)]
@@ -307,7 +334,8 @@ class Trainer:
         if every and self.step_in_epoch < self.steps and int(self.optimizer.iterations.numpy()) % every == 0:
             self.save_checkpoint()
         if self.deadline is not None and self.step_in_epoch < self.steps:
-            reserve = self.val_seconds if self.val_seconds is not None else 0.05 * cfg.max_minutes * 60
+            # (a deadline means a time budget: max_minutes is set)
+            reserve = self.val_seconds if self.val_seconds is not None else 0.05 * (cfg.max_minutes or 0) * 60
             late = time.time() + reserve > self.deadline
             if self.multi_worker:
                 late = bool(dist.agree(self.strategy, np.array([float(late)], np.float32), "max")[0] > 0)
@@ -317,7 +345,7 @@ class Trainer:
         """BN statistics across workers, validation, best model, logs, then the epoch's checkpoint."""
         import keras
 
-        cfg, state = self.cfg, self.state
+        cfg, state = self.cfg, self._started(self.state)
         done = self.step_in_epoch
         train_seconds = time.time() - self.t_epoch
         seconds_per_step = self._seconds_per_step(train_seconds, done)
@@ -341,7 +369,8 @@ class Trainer:
         improved = False
         if self.val_cases and ((epoch + 1) % cfg.val_every == 0 or last):
             t_val = time.time()
-            val_dice, per_case = self.validate(self.model, self.val_cases, self.spec, self.pre, self.multi_worker)
+            spec, pre = self._started(self.spec), self._started(self.pre)
+            val_dice, per_case = self.validate(self.model, self.val_cases, spec, pre, self.multi_worker)
             self.val_seconds = time.time() - t_val
             row["val_dice"], row["val_seconds"] = val_dice, self.val_seconds
             if val_dice > float(state.best.numpy()) + cfg.min_delta:
@@ -358,18 +387,18 @@ class Trainer:
             else:
                 state.wait.assign_add(1)
         row["seconds"] = time.time() - self.t_epoch
-        if self.deadline is not None:
-            self._fit_schedule_to_budget(seconds_per_step, epoch)
+        self._fit_schedule_to_budget(seconds_per_step, epoch)
         state.epoch.assign(epoch + 1)
         state.step.assign(0)
         state.sums.assign(np.zeros_like(sums))
         if self.chief:
-            self.csv_log.append(row)
-            self.tb.scalars(
+            tb = self._started(self.tb)
+            self._started(self.csv_log).append(row)
+            tb.scalars(
                 "train", {k: v for k, v in row.items() if k not in ("epoch", "val_dice", "val_seconds")}, epoch + 1
             )
             if "val_dice" in row:
-                self.tb.scalars("val", {"dice": row["val_dice"]}, epoch + 1)
+                tb.scalars("val", {"dice": row["val_dice"]}, epoch + 1)
         self.save_checkpoint()
         msg = f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, train Dice {row['dice']:.4f}"
         if "val_dice" in row:
@@ -382,7 +411,7 @@ class Trainer:
         if self.out_of_time:
             self.stop_reason = f"time budget ({cfg.max_minutes} min)"
             return True
-        if cfg.patience is not None and self.val_cases and int(self.state.wait.numpy()) >= cfg.patience:
+        if cfg.patience is not None and self.val_cases and int(self._started(self.state).wait.numpy()) >= cfg.patience:
             self.stop_reason = f"early stopping (no val Dice gain for {cfg.patience} validations)"
             return True
         return False
@@ -407,9 +436,9 @@ class Trainer:
         from . import checkpoints as ck
         from .logs import plot_history
 
-        self.tb.close()
-        dist.cleanup_write_dir(self.ckpt_write, self.ckpt_dir, self.strategy)
-        state, out = self.state, self.out
+        self._started(self.tb).close()
+        dist.cleanup_write_dir(self._started(self.ckpt_write), self.ckpt_dir, self.strategy)
+        state, out, csv_log = self._started(self.state), self.out, self._started(self.csv_log)
         model_path = best_path = None
         if self.chief:
             best_file = out / BEST_MODEL
@@ -420,7 +449,7 @@ class Trainer:
                 model_path = ck.save_model_atomic(
                     self.model, out / FINAL_MODEL, self._model_info(None, int(state.epoch.numpy()), {})
                 )
-            plot_history(self.csv_log.rows, out / CURVE_PNG, title=f"UNet 3+ {self.spec.name}")
+            plot_history(csv_log.rows, out / CURVE_PNG, title=f"UNet 3+ {self._started(self.spec).name}")
         best = float(state.best.numpy())
         result = FitResult(
             out_dir=out,
@@ -430,10 +459,10 @@ class Trainer:
             best_epoch=int(state.best_epoch.numpy()) or None,
             epochs_done=int(state.epoch.numpy()),
             stop_reason=self.stop_reason,
-            history=list(self.csv_log.rows),
+            history=list(csv_log.rows),
             resumed_from=self.resumed,
             seconds=time.time() - self.t_start,
-            split=self.split.to_dict(),
+            split=self._started(self.split).to_dict(),
         )
         self.say(
             f"done ({self.stop_reason}): {result.epochs_done} epochs, best val Dice "
@@ -445,7 +474,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # the pieces on_train_start assembles
     # ------------------------------------------------------------------------------------------
-    def _task(self):
+    def _task(self) -> TaskSpec:
         from ..data import get_task
 
         cfg = self.cfg
@@ -474,24 +503,24 @@ class Trainer:
                 stale.unlink(missing_ok=True)
         self.say(f"run folder {out} ({dist.describe(self.strategy)})")
 
-    def _fold_split(self, cases):
-        """This run's fold of the data set's folds table (made once, then reused by every fold)."""
+    def _fold_split(self, cases: Sequence[Case], folds: int) -> Split:
+        """This run's fold of the data set's ``folds`` folds table (made once, then reused by every fold)."""
         from ..data.splits import cross_validation_split
 
         cfg = self.cfg
         if cfg.fold is None:
             raise ValueError(
-                f"folds={cfg.folds} without fold: a run trains one fold (--fold 0..{cfg.folds - 1} "
-                f"or all); recipes/train_*.py --folds {cfg.folds} trains every fold"
+                f"folds={folds} without fold: a run trains one fold (--fold 0..{folds - 1} "
+                f"or all); recipes/train_*.py --folds {folds} trains every fold"
             )
         path = cfg.splits_path()
         split = cross_validation_split(
-            cases, cfg.folds, cfg.fold, path, seed=cfg.split_seed, n_test=cfg.n_test, write=self.chief
+            cases, folds, cfg.fold, path, seed=cfg.split_seed, n_test=cfg.n_test, write=self.chief
         )
-        self.say(f"fold {cfg.fold} of {cfg.folds} ({path})")
+        self.say(f"fold {cfg.fold} of {folds} ({path})")
         return split
 
-    def _check_resumed_split(self, split) -> None:
+    def _check_resumed_split(self, split: Split) -> None:
         """A resumed run keeps its cases: checkpoints of one split (or fold) never continue on another."""
         old_path = self.out / SPLIT_JSON
         if not old_path.is_file():
@@ -509,7 +538,7 @@ class Trainer:
                 f"settings, another --out-dir, or --no-resume to start over in this folder"
             )
 
-    def _choose_split(self, resuming: bool):
+    def _choose_split(self, resuming: bool) -> Split:
         """The run's cases: the split given, a fold of the data set's folds table, or the seeded split;
         a resumed run must find the split its checkpoints were trained on."""
         from ..data import find_cases, split_cases
@@ -533,7 +562,7 @@ class Trainer:
 
                 require_clean_headers(cases, cfg.data_dir)  # every header problem at once, before any work
             if cfg.folds is not None:
-                split = self._fold_split(cases)
+                split = self._fold_split(cases, cfg.folds)
             else:
                 split = split_cases(cases, seed=cfg.split_seed, n_test=cfg.n_test, val_fraction=cfg.val_fraction)
         if resuming:
@@ -544,15 +573,14 @@ class Trainer:
         from ..data.cache import SliceCache, plan_cache
         from ..data.pipeline import build_dataset, index_cases
 
-        cfg = self.cfg
-        split = self.split
+        cfg, split, spec, pre = self.cfg, self._started(self.split), self._started(self.spec), self._started(self.pre)
         self.train_cases, self.val_cases = list(split.train), list(split.val)
         if cfg.max_val_cases is not None:
             self.val_cases = self.val_cases[: cfg.max_val_cases]
         if not self.train_cases:
             raise ValueError("no training cases after the split")
         if cfg.cache_dir:  # what the cache takes, and whether the disk holds it, before anything is built
-            plan = plan_cache(cfg.cache_dir, self.spec, self.pre, self.train_cases, cfg.cache_dtype)
+            plan = plan_cache(cfg.cache_dir, spec, pre, self.train_cases, cfg.cache_dtype)
             self.say(plan.summary())
             plan.require_space()
         if self.chief:
@@ -569,20 +597,16 @@ class Trainer:
             seed=cfg.seed,
             cache_dtype=cfg.cache_dtype,
         )
-        cache = (
-            SliceCache(cfg.cache_dir, self.spec, self.pre.for_task(self.spec), cfg.cache_dtype)
-            if cfg.cache_dir
-            else None
-        )
+        cache = SliceCache(cfg.cache_dir, spec, pre.for_task(spec), cfg.cache_dtype) if cfg.cache_dir else None
         shard = (dist.worker_rank(self.strategy), dist.cluster_size()) if self.multi_worker else (0, 1)
-        self._index = index_cases(self.train_cases, self.spec, cache, shard=shard)  # once, not per epoch
-        infos = []
+        self._index = index_cases(self.train_cases, spec, cache, shard=shard)  # once, not per epoch
+        infos: list[DatasetInfo] = []
 
         def probe(ctx):  # the per-replica geometry (steps per epoch) of the first input pipeline
             ds, info = build_dataset(
                 self.train_cases,
-                self.spec,
-                self.pre,
+                spec,
+                pre,
                 input_context=ctx,
                 epoch=0,
                 index=self._index,
@@ -592,14 +616,14 @@ class Trainer:
             return ds
 
         self.strategy.distribute_datasets_from_function(probe)
-        self.data_info = infos[0]
+        self.data_info = data_info = infos[0]
         pipelines = dist.cluster_size() if self.multi_worker else 1
         self.replicas_per_pipeline = max(1, self.strategy.num_replicas_in_sync // pipelines)
-        self.steps = int(cfg.steps_per_epoch or max(1, self.data_info.steps_per_epoch // self.replicas_per_pipeline))
-        self.say(f"training data: {self.data_info.summary()}")
+        self.steps = int(cfg.steps_per_epoch or max(1, data_info.steps_per_epoch // self.replicas_per_pipeline))
+        self.say(f"training data: {data_info.summary()}")
         # the validation volumes are read (and checked: label values, NaN voxels) now, not after
         # the first epoch: a bad validation case stops the run before any training time is spent
-        check_cases(worker_share(self.val_cases, self.strategy if self.multi_worker else None), self.spec)
+        check_cases(worker_share(self.val_cases, self.strategy if self.multi_worker else None), spec)
 
     def _build_model_and_optimizer(self) -> None:
         import keras
@@ -607,9 +631,9 @@ class Trainer:
         from ..model import build
         from . import checkpoints as ck
 
-        cfg, strategy = self.cfg, self.strategy
+        cfg, strategy, spec = self.cfg, self.strategy, self._started(self.spec)
         keras.utils.set_random_seed(cfg.seed)
-        self.build_kwargs = cfg.build_kwargs(self.spec.num_classes)
+        self.build_kwargs = cfg.build_kwargs(spec.num_classes)
         old_policy = keras.mixed_precision.global_policy()
         with strategy.scope():
             if cfg.mixed_precision:
@@ -626,9 +650,9 @@ class Trainer:
                         layer.momentum = float(cfg.bn_momentum)
             adam_cls, self._pre_reduced = pre_reduced_adam_class()
             self.out_names = list(model.output_names)
-            self.state = ck.RunState.create(n_sums=1 + len(self.out_names) + 3)
-            self.state.planned_steps.assign(max(1, cfg.epochs * self.steps))
-            schedule = learning_rate_schedule(cfg, self.steps, self.state.planned_steps)
+            self.state = state = ck.RunState.create(n_sums=1 + len(self.out_names) + 3)
+            state.planned_steps.assign(max(1, cfg.epochs * self.steps))
+            schedule = learning_rate_schedule(cfg, self.steps, state.planned_steps)
             optimizer = adam_cls(learning_rate=schedule, global_clipnorm=cfg.clipnorm, name="adam")
             if cfg.mixed_precision:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -639,22 +663,21 @@ class Trainer:
 
         self._fused_pairs = len(fusible_pairs(model))
         self._step_fn = make_train_step(
-            model, optimizer, strategy, cfg, self.out_names, self.spec.binary, self._pre_reduced, self.loss
+            model, optimizer, strategy, cfg, self.out_names, spec.binary, self._pre_reduced, self.loss
         )
 
     def _restore(self) -> None:
         from . import checkpoints as ck
 
-        cfg = self.cfg
+        cfg, state = self.cfg, self._started(self.state)
         self.ckpt_write = dist.write_dir(self.ckpt_dir, self.strategy)
         self.ckpt, self.manager = ck.make_manager(
-            self.model, self.optimizer, self.state, self.ckpt_write, cfg.keep_checkpoints
+            self.model, self.optimizer, state, self.ckpt_write, cfg.keep_checkpoints
         )
         if cfg.resume:
             self.resumed = ck.restore_newest_good(
                 self.ckpt, self.ckpt_dir, say=self._print if self.chief else (lambda _m: None)
             )
-        state = self.state
         if self.multi_worker:
             it = float(self.optimizer.iterations.numpy())
             agreed = dist.agree(self.strategy, np.array([it, -it], np.float32), "max")
@@ -687,6 +710,9 @@ class Trainer:
         validation still to come inside it is paid for. Fitted after every epoch, only ever earlier
         (the learning rate keeps falling), because the first epoch's estimate may still carry start-up
         costs (the first validation's tracing)."""
+        if self.deadline is None:  # no time budget
+            return
+        state = self._started(self.state)
         done = int(self.optimizer.iterations.numpy())
         reachable = done + steps_within_budget(
             self.deadline - time.time(),
@@ -696,18 +722,20 @@ class Trainer:
             self.val_seconds or 0.0,
             self.cfg.val_every,
         )
-        planned = int(self.state.planned_steps.numpy())
+        planned = int(state.planned_steps.numpy())
         if self.multi_worker:
             reachable = int(-dist.agree(self.strategy, np.array([-reachable], np.float32), "max")[0])
         if planned - reachable > 0.02 * (planned - done):  # not for a step or two of clock noise
-            self.state.planned_steps.assign(max(done + 1, reachable))
+            state.planned_steps.assign(max(done + 1, reachable))
             self.say(
-                f"time budget: the learning-rate schedule now ends at step {int(self.state.planned_steps.numpy())} "
+                f"time budget: the learning-rate schedule now ends at step {int(state.planned_steps.numpy())} "
                 f"(of {planned} planned)"
             )
 
     # ------------------------------------------------------------------------------------------
-    def validate(self, model, val_cases: Sequence, spec, pre, multi_worker: bool = False) -> tuple[float, dict]:
+    def validate(
+        self, model, val_cases: Sequence[Case], spec: TaskSpec, pre: PreprocessConfig, multi_worker: bool = False
+    ) -> tuple[float, dict[str, float]]:
         """Mean per-volume Dice over whole validation volumes (each worker takes a share of the cases)."""
         return validation_dice(
             model,
@@ -718,11 +746,11 @@ class Trainer:
             strategy=self.strategy if multi_worker else None,
         )
 
-    def _model_info(self, val_dice, epoch, per_case):
+    def _model_info(self, val_dice: float | None, epoch: int, per_case: dict[str, float]) -> ModelInfo:
         return model_info(self.cfg, self.spec, self.pre, self.build_kwargs, val_dice, epoch, per_case)
 
 
-def _all_layers(model):
+def _all_layers(model) -> Iterator[Any]:
     """Every layer, nested models (keras.applications encoders) included."""
     for layer in model.layers:
         yield layer
@@ -730,6 +758,6 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
-def train(config: TrainConfig, **kwargs) -> FitResult:
+def train(config: TrainConfig, **kwargs: Any) -> FitResult:
     """Convenience: ``Trainer(config, **kwargs).fit()``."""
     return Trainer(config, **kwargs).fit()

@@ -43,6 +43,8 @@ def case_dice(model, case, spec, pre, *, batch_size: int) -> float:
     from ..inference import predict_volume
 
     image, label = open_pair(case)  # any registered format, a NIfTI streamed
+    if label is None:
+        raise ValueError(f"{case.image_path}: a validation case needs a label file")
     image = image.image(stream=True)
     labels = predict_volume(model, image, pre, batch_size=batch_size)  # a trained model thresholds at 0.5
     truth = slab_source(label.label(spec, stream=True))
