@@ -288,14 +288,15 @@ class Trainer:
         ``skip`` steps into ``first_epoch``."""
         local, steps, pipeline = self.replicas_per_pipeline, self.steps, self._pipeline_kwargs
         epochs = (first_epoch, self.cfg.epochs)
+        spec, pre = self._started(self.spec), self._started(self.pre)
 
         def dataset_fn(ctx):
             from ..data.pipeline import build_dataset
 
             ds, _ = build_dataset(
                 self.train_cases,
-                self.spec,
-                self.pre,
+                spec,
+                pre,
                 input_context=ctx,
                 epochs=epochs,
                 batches_per_epoch=steps * local,
