@@ -189,6 +189,27 @@ def test_tensorrt_ready_onnx_graphs(trained_tiny, tmp_path, slices, calibration,
     assert check_operators(m) == []  # incl. zero points == 0
 
 
+def test_tensorrt_network_mode_per_version():
+    """Which network each TensorRT builds (TensorRT itself is absent here: a stand-in for its flag
+    enum): 11 strongly typed; 10 STRONGLY_TYPED, or builder flags when asked or when that 10.x lacks
+    the flag (said in a note), fp16 then built from the fp32 graph."""
+    from types import SimpleNamespace
+
+    from keras_unet3plus.export.tensorrt import network_mode
+
+    with_flag = SimpleNamespace(NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=1))
+    without = SimpleNamespace(NetworkDefinitionCreationFlag=SimpleNamespace())
+    mode = network_mode(with_flag, 11, "11.0", "int8")
+    assert (mode.flags, mode.legacy_flags, mode.from_fp32_graph, mode.notes) == (0, False, False, [])
+    mode = network_mode(with_flag, 10, "10.9", "fp16")
+    assert (mode.flags, mode.legacy_flags, mode.from_fp32_graph) == (2, False, False) and "STRONGLY" in mode.description
+    mode = network_mode(with_flag, 10, "10.9", "fp16", legacy_flags=True)
+    assert (mode.flags, mode.legacy_flags, mode.from_fp32_graph, mode.notes) == (0, True, True, [])
+    mode = network_mode(without, 10, "10.0", "int8")
+    assert (mode.flags, mode.legacy_flags, mode.from_fp32_graph) == (0, True, False)
+    assert mode.notes == ["TensorRT 10.0 has no STRONGLY_TYPED flag; fell back to builder flags"]
+
+
 def test_static_tensorrt_check_rejects_unknown_ops():
     pytest.importorskip("onnx")
     from onnx import TensorProto, helper

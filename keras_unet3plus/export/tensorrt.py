@@ -110,6 +110,35 @@ def tensorrt_version() -> tuple[str, int]:
     return version, int(version.split(".")[0])
 
 
+@dataclass
+class NetworkMode:
+    """How a TensorRT version builds the network: its creation flags, whether builder precision
+    flags are used (weakly typed), whether fp16 builds from the fp32 graph, and what to say."""
+
+    flags: int
+    legacy_flags: bool
+    from_fp32_graph: bool
+    description: str
+    notes: list[str] = field(default_factory=list)
+
+
+def network_mode(trt, major: int, version: str, precision: str, legacy_flags: bool = False) -> NetworkMode:
+    """TensorRT 11: strongly typed always; TensorRT 10: STRONGLY_TYPED unless ``legacy_flags`` or
+    the build lacks the flag (then builder flags, fp16 picked by TensorRT from the fp32 graph)."""
+    strongly = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    if major >= 11:
+        # (``legacy_flags`` passed on as given: TensorRT 11 ignores it, trtexec_command reads it)
+        return NetworkMode(
+            0, legacy_flags, False, f"TRT {major} strongly typed network from the {precision} ONNX graph"
+        )
+    if legacy_flags or not strongly:
+        notes = [] if legacy_flags else [f"TensorRT {version} has no STRONGLY_TYPED flag; fell back to builder flags"]
+        description = f"TRT {major} weakly typed network + builder flags ({precision})"
+        return NetworkMode(0, True, precision == "fp16", description, notes)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return NetworkMode(flags, False, False, f"TRT {major} STRONGLY_TYPED network from the {precision} ONNX graph")
+
+
 def build_engine(
     onnx_path: str | os.PathLike,
     engine_path: str | os.PathLike,
@@ -135,22 +164,11 @@ def build_engine(
         raise ValueError(f"batch range must be min <= opt <= max (>0), got {tuple(batch_range)}")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    notes = []
-    strongly = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
-    if major >= 11:
-        flags, path = 0, f"TRT {major} strongly typed network from the {precision} ONNX graph"
-    elif legacy_flags or not strongly:
-        flags = 0
-        path = f"TRT {major} weakly typed network + builder flags ({precision})"
-        if not strongly and not legacy_flags:
-            notes.append(f"TensorRT {version} has no STRONGLY_TYPED flag; fell back to builder flags")
-        legacy_flags = True
-        if precision == "fp16" and fp32_onnx_path is not None:
-            onnx_path = fp32_onnx_path  # FP16 flag lets TensorRT pick fp16 kernels for an fp32 graph
-    else:
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        path = f"TRT {major} STRONGLY_TYPED network from the {precision} ONNX graph"
-    network = builder.create_network(flags)
+    mode = network_mode(trt, major, version, precision, legacy_flags)
+    notes, legacy_flags, path = mode.notes, mode.legacy_flags, mode.description
+    if mode.from_fp32_graph and fp32_onnx_path is not None:
+        onnx_path = fp32_onnx_path  # FP16 flag lets TensorRT pick fp16 kernels for an fp32 graph
+    network = builder.create_network(mode.flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
