@@ -33,7 +33,7 @@ OTHER_BACKENDS = ("jax", "torch")
 #: one initializer per variable shape (a build costs seconds, not tens of seconds).
 SMALL = dict(filters=(4, 8, 8, 8, 8), cat_channels=4, deep_supervision=True, cgm=True)
 SIZE = 32
-#: The tests that CI's 15-minute budget has no room for (the Dice comparison trains twice, ~4 min;
+#: The tests that CI's 15-minute budget has no room for (the Dice comparison trains 3 + 3 times, ~5 min per backend;
 #: the GPU check's smoke run, 30 s) run where this variable is set.
 SLOW = "UNET3PLUS_SLOW_BACKEND_TESTS"
 slow = pytest.mark.skipif(not os.environ.get(SLOW), reason=f"slow (minutes): set {SLOW}=1 to run it")
@@ -334,16 +334,19 @@ def test_gpu_check_cpu_smoke(tmp_path):
 PHANTOM_SHAPE = (64, 64, 24)
 FIT = dict(filters=(4, 8, 16, 32, 64), cat_channels=4, deep_supervision=True, cgm=True, cgm_dropout=0.0)
 FIT_EPOCHS = 12
+#: The Dice comparison's training cases and held-out phantom seeds
+FIT_CASES = 6
+HELD_OUT = (5, 6, 7, 8)
 
 
-def write_phantom(folder: str) -> None:
-    """Three phantom cases as a LiTS folder (NIfTI), for the readers to read."""
+def write_phantom(folder: str, cases: int = 3) -> None:
+    """Phantom cases as a LiTS folder (NIfTI), for the readers to read."""
     from keras_unet3plus.data import phantom
 
-    phantom.write_dataset(Path(folder) / "data", 3, layout="lits", task="liver", shape=PHANTOM_SHAPE, seed=0)
+    phantom.write_dataset(Path(folder) / "data", cases, layout="lits", task="liver", shape=PHANTOM_SHAPE, seed=0)
 
 
-def slice_dataset(folder: str, outputs, batch_size: int = 8, shuffle: bool = True):
+def slice_dataset(folder: str, outputs, batch_size: int = 8, shuffle: bool = True, seed: int = 0):
     from keras_unet3plus.data.layouts import find_cases
     from keras_unet3plus.data.pydataset import SliceDataset
     from keras_unet3plus.data.tasks import get_task
@@ -356,14 +359,15 @@ def slice_dataset(folder: str, outputs, batch_size: int = 8, shuffle: bool = Tru
         outputs=outputs,
         batch_size=batch_size,
         shuffle=shuffle,
-        seed=0,
+        seed=seed,
     )
 
 
-def fit_on_phantom(folder: str) -> dict:
+def fit_on_phantom(folder: str, seed: int = 0) -> dict:
     """Train the tiny model with ``compile(**losses.for_model(model))`` + ``fit`` on the phantom
     through :class:`SliceDataset` (no tf.data), from the initial weights in ``folder`` (written by
-    the first caller, so every backend starts from the same ones); held-out phantom Dice."""
+    the first caller, so every backend starts from the same ones), slices in the order of ``seed``;
+    held-out phantom Dice."""
     import keras_unet3plus as ku
     from keras_unet3plus import losses
     from keras_unet3plus.data import phantom
@@ -382,9 +386,14 @@ def fit_on_phantom(folder: str) -> dict:
     bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in bn:
         layer.momentum = 0.9
-    model.compile(keras.optimizers.Adam(3e-3), **losses.for_model(model))
-    data = slice_dataset(str(folder), model.output_names)
-    history = model.fit(data, epochs=FIT_EPOCHS, verbose=0)
+    data = slice_dataset(str(folder), model.output_names, seed=seed)
+    # cosine decay to 0, as the trainer's schedule: a constant 3e-3 ends some runs on a loss spike,
+    # and a Dice measured on a spike says nothing about the backend
+    lr = keras.optimizers.schedules.CosineDecay(3e-3, decay_steps=FIT_EPOCHS * len(data))
+    model.compile(keras.optimizers.Adam(lr), **losses.for_model(model))
+    # shuffle=False: the SliceDataset orders its slices by (seed, epoch) itself; fit's own shuffle of the
+    # batch indices draws from a generator each backend seeds differently (another batch order per backend)
+    history = model.fit(data, epochs=FIT_EPOCHS, verbose=0, shuffle=False)
     # "precise BN", as tests/conftest.py's fixture: moving statistics = the training set's under the
     # final weights (after a short run they are still near their start, and predictions with them)
     for layer in bn:
@@ -392,15 +401,20 @@ def fit_on_phantom(folder: str) -> dict:
     model(data.images, training=True)
     window = get_task("liver").hu_window
     scores = []
-    for seed in (5, 6):
-        case = phantom.generate_case(seed, shape=PHANTOM_SHAPE)
+    for held_out in HELD_OUT:
+        case = phantom.generate_case(held_out, shape=PHANTOM_SHAPE)
         x, y = volume_slices(case.hu, case.label_for("liver"), window, PHANTOM_SHAPE[0])
         seg = model.predict(x, verbose=0)["seg"][..., 0]
         scores.append(dice(seg > 0.5, y[..., 0] > 0))
     return {"dice": float(np.mean(scores)), "loss": [float(v) for v in history.history["loss"]]}
 
 
-_FIT = "import json, test_backends as t; print('FIT', json.dumps(t.fit_on_phantom({folder!r})))"
+#: Slice orders the Dice comparison averages over: 108 Adam steps of a tiny network are chaotic (one
+#: order's Dice moves by up to 0.04 between backends whose every op agrees to 1e-6; the mean does not).
+FIT_SEEDS = (0, 1, 2)
+_FIT = (
+    "import json, test_backends as t; print('FIT', json.dumps([t.fit_on_phantom({folder!r}, s) for s in t.FIT_SEEDS]))"
+)
 
 
 def test_slice_dataset_equals_preprocess():
@@ -441,26 +455,20 @@ def test_slice_dataset_equals_preprocess():
 
 
 @slow
-@pytest.mark.xfail(
-    reason="not reached: JAX 0.735 vs TensorFlow 0.878 held-out Dice after 108 steps from the same "
-    "weights and batches; the gradients of one step already differ by 1.7 % between the "
-    "backends (TF with / without oneDNN: 0.02 %), not yet explained (docs/explanation/backends.md)",
-    strict=False,
-)
 @pytest.mark.parametrize("backend", [pytest.param(b, marks=_needs(b)) for b in OTHER_BACKENDS])
 def test_fit_on_pydataset_matches_tensorflow(tmp_path, backend):
     """Under JAX (PyTorch where installed), compile(**for_model) + fit on phantom slices read by the
     package's readers through the PyDataset trains to the held-out Dice TensorFlow's fit reaches
-    from the same initial weights and batches, within 0.02."""
+    from the same initial weights and batches, within 0.02 (mean over three slice orders)."""
     if BACKEND != "tensorflow":
         pytest.skip("the reference run needs this process on TensorFlow")
     folder = str(tmp_path)
-    write_phantom(folder)
-    ours = fit_on_phantom(folder)
-    line = [ln for ln in run_on(backend, _FIT.format(folder=folder), timeout=600).splitlines() if ln.startswith("FIT")]
-    theirs = json.loads(line[0][4:])
-    assert ours["dice"] > 0.6, f"TensorFlow's run did not learn: {ours}"
-    assert abs(theirs["dice"] - ours["dice"]) <= 0.02, f"{backend} {theirs} vs tensorflow {ours}"
+    write_phantom(folder, FIT_CASES)
+    ours = [fit_on_phantom(folder, seed)["dice"] for seed in FIT_SEEDS]
+    line = [ln for ln in run_on(backend, _FIT.format(folder=folder), timeout=900).splitlines() if ln.startswith("FIT")]
+    theirs = [run["dice"] for run in json.loads(line[0][4:])]
+    assert min(ours) > 0.6, f"TensorFlow's runs did not learn: {ours}"
+    assert abs(np.mean(theirs) - np.mean(ours)) <= 0.02, f"{backend} {theirs} vs tensorflow {ours}"
 
 
 class _Reversed(keras.utils.PyDataset):
