@@ -95,6 +95,8 @@ def test_cli_train_end_to_end(phantom, tmp_path, capsys):
     )
     argv = ["train", "--config", str(cfg), "--data-dir", str(phantom), "--out-dir", str(out), "--epochs", "1"]
     assert cli.main(argv) == 0
+    said = capsys.readouterr().out  # not a terminal: the epoch line, no progress bar redrawn per step
+    assert "epoch 1/1: loss" in said and "/step" not in said and "\r" not in said
     for name in (
         "config.yaml",
         "log.csv",

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,8 +278,11 @@ class Trainer:
         self.step_in_epoch = int(self._started(self.state).step.numpy())
         if self.iterator is None:
             self.iterator = self._run_iterator(epoch, self.step_in_epoch)
+        # a bar only on a terminal: Keras redraws it on every line of a log file or pipe (it takes
+        # any POSIX system for an interactive one), 240 kB for the demo; the epoch line says it all
+        interactive = bool(getattr(sys.stdout, "isatty", lambda: False)())
         self.bar = keras.utils.Progbar(
-            self.steps, verbose=1 if (self.cfg.verbose and self.chief) else 0, stateful_metrics=["lr"]
+            self.steps, verbose=1 if (self.cfg.verbose and self.chief and interactive) else 0, stateful_metrics=["lr"]
         )
         if self.step_in_epoch:
             self.say(f"epoch {epoch + 1}: resuming at step {self.step_in_epoch + 1} of {self.steps}")
