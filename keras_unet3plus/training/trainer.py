@@ -353,7 +353,6 @@ class Trainer:
         cfg, state = self.cfg, self._started(self.state)
         done = self.step_in_epoch
         train_seconds = time.time() - self.t_epoch
-        seconds_per_step = self._seconds_per_step(train_seconds, done)
         if self.multi_worker:
             dist.average_non_trainable(self.strategy, self.model)
         sums = state.sums.numpy()
@@ -392,7 +391,7 @@ class Trainer:
             else:
                 state.wait.assign_add(1)
         row["seconds"] = time.time() - self.t_epoch
-        self._fit_schedule_to_budget(seconds_per_step, epoch)
+        self._fit_schedule_to_budget(train_seconds, done, epoch)
         state.epoch.assign(epoch + 1)
         state.step.assign(0)
         state.sums.assign(np.zeros_like(sums))
@@ -709,7 +708,7 @@ class Trainer:
                 return (self.t_epoch + train_seconds - t0) / after
         return train_seconds / max(1, done)
 
-    def _fit_schedule_to_budget(self, seconds_per_step: float, epoch: int) -> None:
+    def _fit_schedule_to_budget(self, train_seconds: float, done_in_epoch: int, epoch: int) -> None:
         """With a time budget, end the learning-rate schedule where the budget will end training, not
         at ``epochs`` that will never be reached: the steps that fit in the time left once each
         validation still to come inside it is paid for. Fitted after every epoch, only ever earlier
@@ -721,7 +720,7 @@ class Trainer:
         done = int(self.optimizer.iterations.numpy())
         reachable = done + steps_within_budget(
             self.deadline - time.time(),
-            seconds_per_step,
+            self._seconds_per_step(train_seconds, done_in_epoch),
             self.steps,
             self.cfg.epochs - (epoch + 1),
             self.val_seconds or 0.0,
