@@ -33,7 +33,7 @@ OTHER_BACKENDS = ("jax", "torch")
 #: one initializer per variable shape (a build costs seconds, not tens of seconds).
 SMALL = dict(filters=(4, 8, 8, 8, 8), cat_channels=4, deep_supervision=True, cgm=True)
 SIZE = 32
-#: The tests that CI's 15-minute budget has no room for (the Dice comparison trains 3 + 3 times, ~5 min per backend;
+#: The tests that CI's 15-minute budget has no room for (the Dice comparison trains 3 + 3 times, 5-7 min per backend;
 #: the GPU check's smoke run, 30 s) run where this variable is set.
 SLOW = "UNET3PLUS_SLOW_BACKEND_TESTS"
 slow = pytest.mark.skipif(not os.environ.get(SLOW), reason=f"slow (minutes): set {SLOW}=1 to run it")
@@ -409,8 +409,8 @@ def fit_on_phantom(folder: str, seed: int = 0) -> dict:
     return {"dice": float(np.mean(scores)), "loss": [float(v) for v in history.history["loss"]]}
 
 
-#: Slice orders the Dice comparison averages over: 108 Adam steps of a tiny network are chaotic (one
-#: order's Dice moves by up to 0.04 between backends whose every op agrees to 1e-6; the mean does not).
+#: Slice orders the Dice comparison averages over: short runs of a tiny network are chaotic (one order's
+#: Dice moved by up to 0.04 between backends whose every op agrees to 1e-6; the mean does not).
 FIT_SEEDS = (0, 1, 2)
 _FIT = (
     "import json, test_backends as t; print('FIT', json.dumps([t.fit_on_phantom({folder!r}, s) for s in t.FIT_SEEDS]))"

@@ -240,6 +240,14 @@ def exported(trained_tiny, tmp_path):
     return model, tmp_path / "model.onnx"
 
 
+def count_decoded_slices(runtime, counts: list[int] | None = None) -> list[int]:
+    """Wrap ``runtime.decode`` to append each call's slice count to ``counts`` (returned)."""
+    counts = [] if counts is None else counts
+    original = runtime.decode
+    runtime.decode = lambda features: counts.append(len(features[0])) or original(features)
+    return counts
+
+
 def test_onnx_skip_absent_pair_gives_the_gated_mask(exported, volume):
     from keras_unet3plus.runtimes.onnx import part_paths
 
@@ -250,9 +258,7 @@ def test_onnx_skip_absent_pair_gives_the_gated_mask(exported, volume):
     gated = Predictor(onnx).predict_volume(volume.hu)
     skipping = Predictor(onnx, skip_absent=True)
     rt = skipping.runtime
-    decoded = []
-    original = rt.decode
-    rt.decode = lambda features: decoded.append(len(features[0])) or original(features)
+    decoded = count_decoded_slices(rt)
     fast = skipping.predict_volume(volume.hu)
     assert gated.any() and dice(fast, gated) >= 0.999
     assert 0 < sum(decoded) < volume.hu.shape[2]  # organ-free slices were not decoded
@@ -278,9 +284,7 @@ def test_litert_skip_absent_pair_gives_the_gated_mask_and_a_foreign_pair_is_refu
     assert any(row.artefact == f"{encoder.name} + {decoder.name}" and row.passed for row in result.rows)
     gated = Predictor(out).predict_volume(volume.hu)
     skipping = Predictor(out, skip_absent=True)
-    decoded = []
-    original = skipping.runtime.decode
-    skipping.runtime.decode = lambda features: decoded.append(len(features[0])) or original(features)
+    decoded = count_decoded_slices(skipping.runtime)
     fast = skipping.predict_volume(volume.hu)
     assert gated.any() and dice(fast, gated) >= 0.99
     assert 0 < sum(decoded) < volume.hu.shape[2]  # organ-free slices were not decoded
@@ -401,10 +405,9 @@ def test_exports_join_a_skip_absent_ensemble(exported, trained_tiny, volume, tmp
     gated = Predictor(model, info).predict_volume(volume.hu)
     ensemble = Predictor([onnx, tflite], skip_absent=True)
     assert [m.kind for m in ensemble.runtime.members] == ["onnxruntime", "litert"]
-    decoded = []
+    decoded: list[int] = []
     for member in ensemble.runtime.members:
-        original = member.decode
-        member.decode = lambda features, original=original: decoded.append(len(features[0])) or original(features)
+        count_decoded_slices(member, decoded)
     mask = ensemble.predict_volume(volume.hu)
     assert gated.any() and dice(mask, gated) >= 0.99
     assert 0 < sum(decoded) < 2 * volume.hu.shape[2] and decoded[0::2] == decoded[1::2]  # the same slices
