@@ -13,7 +13,8 @@ and threads sampled every 0.2 s):
 
 - discovery + ``check-data``: every voxel read once (4 workers, the command's default);
 - the slice cache at 320 x 320 (float16 images, bit-packed masks): build time and disk;
-- the NIfTI stream (no cache) at 320 x 320 as the trainer feeds it: slices/s over a fixed window;
+- the NIfTI stream (no cache) at 320 x 320 as the trainer feeds it: slices/s over its whole
+  epoch, timed from the iterator's start (``--stream-seconds`` cuts it short);
 - training with the demo preset (96 x 96, 16..256, efficient decoder; streamed from the files, as the
   demo trains) and with the paper preset (320 x 320, 64..1024, paper decoder, on the float16 cache):
   two epochs of a fixed number of steps each (``--steps``, ``--paper-steps``): a whole LiTS epoch
@@ -686,7 +687,13 @@ def main(argv=None) -> int:
         default=1,
         help="steps per epoch of one paper run at its own batch 8, on the first dataset (0: none)",
     )
-    p.add_argument("--stream-seconds", type=float, default=30.0, help="timing window of the NIfTI stream")
+    p.add_argument(
+        "--stream-seconds",
+        type=float,
+        default=float("inf"),
+        help="cut the NIfTI stream's timing after this many seconds (default: its whole epoch; the stream "
+        "delivers a case at a time, so only whole epochs compare across N)",
+    )
     p.add_argument("--stages", default="check,cache,stream,demo,paper", help="which per-dataset stages")
     p.add_argument("--work", type=Path, default=Path.home() / ".cache" / "keras-unet3plus" / "dataset-scale")
     p.add_argument(
