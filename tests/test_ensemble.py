@@ -226,27 +226,42 @@ def test_an_ensemble_reads_a_dicom_series_and_writes_a_seg(models, tmp_path):
     np.testing.assert_array_equal(seg > 0, mask > 0)
 
 
-def test_an_onnx_export_joins_an_ensemble(models, scan, tmp_path):
-    """An export (gate in its graph, no `cls` out): an ensemble of it alone is its own mask, and
-    beside a .keras model the online average is the one `unet3plus ensemble` forms from saved maps."""
+def _export_onnx(model, path, info):
     pytest.importorskip("onnxruntime")
-    import keras
-
     from keras_unet3plus.export.graph import GraphSpec
     from keras_unet3plus.export.onnx import export_onnx
+
+    export_onnx(model, path, GraphSpec(), info=info)
+
+
+def _export_savedmodel(model, path, info):
+    from keras_unet3plus.export.graph import GraphSpec
+    from keras_unet3plus.export.savedmodel import export_savedmodel
+
+    export_savedmodel(model, path, GraphSpec())
+
+
+@pytest.mark.parametrize(
+    "export, suffix", [(_export_onnx, ".onnx"), (_export_savedmodel, "")], ids=["onnx", "savedmodel"]
+)
+def test_an_export_joins_an_ensemble(models, scan, tmp_path, export, suffix):
+    """An export (gate in its graph, no `cls` out): an ensemble of it alone is its own mask, and
+    beside a .keras model the online average is the one `unet3plus ensemble` forms from saved maps."""
+    import keras
+
     from keras_unet3plus.inference import Predictor, open_runtime
     from keras_unet3plus.inference.probabilities import ensemble_maps
     from keras_unet3plus.modelinfo import load_info, save_info
 
     hu, _ = scan
-    onnx_path = tmp_path / "m.onnx"
+    path = tmp_path / f"m{suffix}"
     info = load_info(models[0])
-    export_onnx(keras.saving.load_model(models[0], compile=False), onnx_path, GraphSpec(), info=info)
-    save_info(onnx_path, info)
-    onnx, other = open_runtime(onnx_path), open_runtime(models[1])
-    np.testing.assert_array_equal(Predictor([onnx]).predict_volume(hu), Predictor(onnx).predict_volume(hu))
-    labels = Predictor([onnx, other], threshold=0.3).predict_volume(hu)
-    maps = [Predictor(r).predict_volume(hu, probability_map=True)[1] for r in (onnx, other)]
+    export(keras.saving.load_model(models[0], compile=False), path, info)
+    save_info(path, info)
+    exported, other = open_runtime(path), open_runtime(models[1])
+    np.testing.assert_array_equal(Predictor([exported]).predict_volume(hu), Predictor(exported).predict_volume(hu))
+    labels = Predictor([exported, other], threshold=0.3).predict_volume(hu)
+    maps = [Predictor(r).predict_volume(hu, probability_map=True)[1] for r in (exported, other)]
     assert maps[0].cls is None and maps[1].cls is not None
     later = ensemble_maps(maps).labels(threshold=0.3)
     assert labels.any() and (later != labels).mean() < 1e-3
